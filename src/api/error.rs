@@ -1,0 +1,42 @@
+//! Errors become the spec's JSON error bodies with the matching status.
+
+use axum::{
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+pub use crate::registry::error::{Code, Error};
+
+/// Handlers return this; `?` works on registry errors directly.
+pub type ApiResult = std::result::Result<Response, Error>;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(code = self.code.as_str(), message = %self.message, "request failed");
+        }
+        let mut entry = json!({ "code": self.code.as_str(), "message": self.message });
+        if let Some(d) = self.detail {
+            entry["detail"] = d;
+        }
+        let body = json!({ "errors": [entry] }).to_string();
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+/// 404 for paths outside the API (distribution answers with a bare 404 too).
+pub fn not_found() -> Response {
+    Error::new(Code::Unsupported, "no such API endpoint")
+        .with_status(404)
+        .into_response()
+}
+
+/// Methods an endpoint does not take.
+pub fn method_not_allowed() -> Response {
+    Error::new(Code::Unsupported, "method not allowed on this endpoint")
+        .with_status(405)
+        .into_response()
+}

@@ -1,0 +1,113 @@
+//! Manifests: GET/HEAD with content negotiation, PUT, DELETE — by tag or digest.
+
+use axum::{
+    body::{to_bytes, Body},
+    extract::Request,
+    http::{header, HeaderName, Method, StatusCode},
+    response::IntoResponse,
+};
+
+use super::{error::ApiResult, header_str, AppState};
+use crate::registry::{
+    error::{Code, Error},
+    manifest::{bare_media_type, MAX_MANIFEST_SIZE},
+    manifests::Reference,
+};
+
+const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+
+/// Does the request's Accept list (if any) take `media_type`? No Accept header
+/// means anything goes, as with distribution.
+fn accepts(req: &Request, media_type: &str) -> bool {
+    let mut any_listed = false;
+    for value in req.headers().get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for t in value
+            .split(',')
+            .map(bare_media_type)
+            .filter(|t| !t.is_empty())
+        {
+            any_listed = true;
+            if t == media_type || t == "*/*" || t == "application/*" {
+                return true;
+            }
+        }
+    }
+    !any_listed
+}
+
+pub async fn get(state: &AppState, name: &str, reference: &str, req: Request) -> ApiResult {
+    let reference = Reference::parse(reference)?;
+    let m = state.registry.get_manifest(name, &reference).await?;
+    if !accepts(&req, &m.media_type) {
+        return Err(Error::new(
+            Code::ManifestUnknown,
+            format!(
+                "manifest is {}, which the Accept header does not allow",
+                m.media_type
+            ),
+        ));
+    }
+    let len = m.body.len();
+    let body = if req.method() == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(m.body)
+    };
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, m.media_type),
+            (CONTENT_DIGEST, m.digest.to_string()),
+            (header::ETAG, format!("\"{}\"", m.digest)),
+        ],
+        body,
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, len.into());
+    Ok(resp)
+}
+
+pub async fn put(state: &AppState, name: &str, reference: &str, req: Request) -> ApiResult {
+    let reference = Reference::parse(reference)?;
+    let content_type = header_str(&req, "content-type").map(str::to_string);
+    let headers = req.headers().clone();
+    let body = to_bytes(req.into_body(), MAX_MANIFEST_SIZE + 1)
+        .await
+        .map_err(|_| {
+            Error::new(
+                Code::ManifestInvalid,
+                format!("manifest exceeds the {MAX_MANIFEST_SIZE}-byte limit"),
+            )
+            .with_status(413)
+        })?;
+    let put = state
+        .registry
+        .put_manifest(name, &reference, content_type.as_deref(), body)
+        .await?;
+    let location = state
+        .urls
+        .build(&headers, &format!("/v2/{name}/manifests/{}", put.digest));
+    let mut resp = (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, location),
+            (CONTENT_DIGEST, put.digest.to_string()),
+            (header::CONTENT_LENGTH, "0".to_string()),
+        ],
+    )
+        .into_response();
+    if let Some(subject) = put.subject {
+        resp.headers_mut()
+            .insert(OCI_SUBJECT, subject.to_string().parse().unwrap());
+    }
+    Ok(resp)
+}
+
+pub async fn delete(state: &AppState, name: &str, reference: &str) -> ApiResult {
+    let reference = Reference::parse(reference)?;
+    state.registry.delete_manifest(name, &reference).await?;
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+}

@@ -1,0 +1,161 @@
+//! The HTTP layer (axum): where requests enter. Handlers are grouped by API
+//! area, one file each; they parse HTTP, call [`Registry`] for the rules and
+//! render responses. No storage access happens here.
+
+mod base;
+mod blobs;
+pub mod error;
+mod manifests;
+mod middleware;
+mod referrers;
+pub mod route;
+mod tags;
+mod uploads;
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, Method},
+    response::Response,
+    routing::{any, get},
+    Router,
+};
+
+use crate::{config::Config, registry::Registry};
+use error::{method_not_allowed, not_found};
+use route::Route;
+
+/// Shared state handed to every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub urls: Arc<UrlBuilder>,
+}
+
+/// Builds the Location URLs clients follow: absolute by default (from
+/// `http.host`, else X-Forwarded-Proto/Host, else Host), relative with
+/// `http.relativeurls`, always under `http.prefix`.
+pub struct UrlBuilder {
+    host: String,
+    prefix: String,
+    relative: bool,
+}
+
+impl UrlBuilder {
+    pub fn new(cfg: &Config) -> Self {
+        UrlBuilder {
+            host: cfg.http.host.trim_end_matches('/').to_string(),
+            prefix: cfg.http.prefix.trim_end_matches('/').to_string(),
+            relative: cfg.http.relativeurls,
+        }
+    }
+
+    /// `path` starts with `/v2/`.
+    pub fn build(&self, headers: &HeaderMap, path: &str) -> String {
+        let path = format!("{}{path}", self.prefix);
+        if self.relative {
+            return path;
+        }
+        if !self.host.is_empty() {
+            return format!("{}{path}", self.host);
+        }
+        let first = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        match first("x-forwarded-host").or_else(|| first("host")) {
+            Some(host) => {
+                let proto = first("x-forwarded-proto").unwrap_or_else(|| "http".into());
+                format!("{proto}://{host}{path}")
+            }
+            None => path,
+        }
+    }
+}
+
+/// The whole application: API routes plus the layer every response passes.
+pub fn router(cfg: &Config, registry: Registry) -> Router {
+    let state = AppState {
+        registry,
+        urls: Arc::new(UrlBuilder::new(cfg)),
+    };
+    let api = Router::new()
+        .route("/", get(base::root))
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*path}", any(dispatch))
+        .fallback(|| async { not_found() })
+        .with_state(state);
+    let prefix = cfg.http.prefix.trim_end_matches('/');
+    let app = if prefix.is_empty() {
+        api
+    } else {
+        Router::new().nest(prefix, api)
+    };
+    middleware::apply(app, cfg)
+}
+
+/// Route a `/v2/...` request to its area's handler.
+async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let path = req.uri().path();
+    let rest = path.find("/v2").map(|i| &path[i + 3..]).unwrap_or("");
+    let rest = rest.strip_prefix('/').unwrap_or(rest).to_string();
+    let Some(route) = Route::parse(&rest) else {
+        return not_found();
+    };
+    let method = req.method().clone();
+    let result = match (&method, route) {
+        (&Method::GET | &Method::HEAD, Route::Base) => Ok(base::version_check()),
+        (&Method::GET, Route::Catalog) => tags::catalog(&state, req).await,
+        (&Method::GET, Route::Tags { name }) => tags::list(&state, &name, req).await,
+        (&Method::GET | &Method::HEAD, Route::Blob { name, digest }) => {
+            blobs::get(&state, &name, &digest, req).await
+        }
+        (&Method::DELETE, Route::Blob { name, digest }) => {
+            blobs::delete(&state, &name, &digest).await
+        }
+        (&Method::POST, Route::UploadStart { name }) => uploads::start(&state, &name, req).await,
+        (&Method::PATCH, Route::Upload { name, id }) => {
+            uploads::patch(&state, &name, &id, req).await
+        }
+        (&Method::PUT, Route::Upload { name, id }) => uploads::put(&state, &name, &id, req).await,
+        (&Method::GET, Route::Upload { name, id }) => {
+            uploads::status(&state, &name, &id, req).await
+        }
+        (&Method::DELETE, Route::Upload { name, id }) => {
+            uploads::cancel(&state, &name, &id, req).await
+        }
+        (&Method::GET | &Method::HEAD, Route::Manifest { name, reference }) => {
+            manifests::get(&state, &name, &reference, req).await
+        }
+        (&Method::PUT, Route::Manifest { name, reference }) => {
+            manifests::put(&state, &name, &reference, req).await
+        }
+        (&Method::DELETE, Route::Manifest { name, reference }) => {
+            manifests::delete(&state, &name, &reference).await
+        }
+        (&Method::GET, Route::Referrers { name, digest }) => {
+            referrers::get(&state, &name, &digest, req).await
+        }
+        _ => return method_not_allowed(),
+    };
+    result.unwrap_or_else(axum::response::IntoResponse::into_response)
+}
+
+/// A query parameter, percent-decoded.
+pub(crate) fn query_param(req: &Request<Body>, key: &str) -> Option<String> {
+    let q = req.uri().query()?;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A header as a string, if present and valid UTF-8.
+pub(crate) fn header_str<'a>(req: &'a Request<Body>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}

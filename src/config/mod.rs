@@ -1,0 +1,151 @@
+//! Configuration in one place: embedded defaults, then a YAML file in CNCF
+//! distribution's `config.yml` schema, then `REGISTRY_*` environment overrides
+//! (`REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY` → `storage.filesystem.rootdirectory`),
+//! merged by figment.
+
+mod storage;
+
+use std::{collections::BTreeMap, path::Path};
+
+use figment::{
+    providers::{Env, Format, Serialized, Yaml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+pub use storage::{FilesystemConfig, StorageConfig, StorageDriverConfig};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Config {
+    /// distribution's schema version ("0.1"); accepted and otherwise ignored.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// error, warn, info, debug, trace
+    pub level: String,
+    /// "text" or "json" ("logstash" is taken as json)
+    pub formatter: String,
+    /// Static fields added to every log line.
+    pub fields: BTreeMap<String, String>,
+    pub accesslog: AccessLogConfig,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            formatter: "text".into(),
+            fields: BTreeMap::new(),
+            accesslog: AccessLogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AccessLogConfig {
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// `host:port`; Go-style `:5000` means every interface.
+    pub addr: String,
+    /// Path prefix the registry is served under (e.g. `/registry`).
+    pub prefix: String,
+    /// External base URL (`https://registry.example.com`) for Location headers.
+    pub host: String,
+    /// Signs upload state; every replica of a cluster must share it.
+    pub secret: String,
+    /// Emit relative Location URLs instead of absolute ones.
+    pub relativeurls: bool,
+    /// Extra headers added to every response.
+    pub headers: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "127.0.0.1:5000".into(),
+            prefix: String::new(),
+            host: String::new(),
+            secret: String::new(),
+            relativeurls: false,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The socket address to bind, accepting distribution's `:5000` form.
+    pub fn bind_addr(&self) -> String {
+        if self.addr.starts_with(':') {
+            format!("0.0.0.0{}", self.addr)
+        } else {
+            self.addr.clone()
+        }
+    }
+}
+
+/// A configuration error, rendered on one line naming the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Load defaults, then `file` (if any), then `REGISTRY_*` env vars.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+            fig = fig.merge(Yaml::string(&text));
+        }
+        Self::extract(fig.merge(Env::prefixed("REGISTRY_").split("_")))
+    }
+
+    /// Load from YAML text alone (no environment), for tests and tools.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        Self::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Yaml::string(text)),
+        )
+    }
+
+    fn extract(fig: Figment) -> Result<Config, ConfigError> {
+        let cfg: Config = fig.extract().map_err(|e| {
+            let msg = e
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            ConfigError(msg.replace('\n', " "))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.storage.driver().map_err(ConfigError)?;
+        if !matches!(self.log.formatter.as_str(), "text" | "json" | "logstash") {
+            return Err(ConfigError(format!(
+                "log.formatter: {:?} is not one of text, json, logstash",
+                self.log.formatter
+            )));
+        }
+        if !self.http.prefix.is_empty() && !self.http.prefix.starts_with('/') {
+            return Err(ConfigError("http.prefix: must start with '/'".into()));
+        }
+        Ok(())
+    }
+}

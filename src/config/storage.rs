@@ -1,0 +1,101 @@
+//! `storage:` — distribution's shape: exactly one driver section plus the
+//! shared `delete`, `redirect`, `cache` and `maintenance` parameters.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub filesystem: Option<FilesystemConfig>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inmemory: Option<serde_json::Value>,
+    #[serde(default)]
+    pub delete: DeleteConfig,
+    #[serde(default)]
+    pub redirect: RedirectConfig,
+    /// `cache.blobdescriptor`; accepted now, used once a cache exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FilesystemConfig {
+    #[serde(default = "default_root")]
+    pub rootdirectory: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxthreads: Option<u64>,
+}
+
+/// A driver key given with no parameters (`inmemory:`) still selects the driver.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+}
+
+impl Default for FilesystemConfig {
+    fn default() -> Self {
+        FilesystemConfig {
+            rootdirectory: default_root(),
+            maxthreads: None,
+        }
+    }
+}
+
+fn default_root() -> String {
+    // distribution's default when `filesystem:` is given without a root.
+    "/var/lib/registry".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DeleteConfig {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RedirectConfig {
+    pub disable: bool,
+}
+
+/// The driver a configuration selects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageDriverConfig {
+    Filesystem { root: String },
+    InMemory,
+}
+
+impl StorageConfig {
+    /// The one configured driver; with none at all, the embedded default is the
+    /// filesystem under `./data`.
+    pub fn driver(&self) -> Result<StorageDriverConfig, String> {
+        match (&self.filesystem, &self.inmemory) {
+            (Some(_), Some(_)) => {
+                Err("storage: more than one driver configured (filesystem, inmemory)".into())
+            }
+            (Some(fs), None) => Ok(StorageDriverConfig::Filesystem {
+                root: fs.rootdirectory.clone(),
+            }),
+            (None, Some(_)) => Ok(StorageDriverConfig::InMemory),
+            (None, None) => Ok(StorageDriverConfig::Filesystem {
+                root: "./data".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Berth: an OCI Distribution v1.1 container registry.
+//!
+//! Where things live: a request enters in [`api`] (HTTP only), its rules live in
+//! [`registry`], and bytes go through a [`storage`] driver. [`config`] holds
+//! every setting; [`server`] wires them together.
+
+pub mod api;
+pub mod config;
+pub mod registry;
+pub mod server;
+pub mod storage;
+pub mod telemetry;

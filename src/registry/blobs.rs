@@ -1,0 +1,98 @@
+//! Blobs as seen through a repository: a blob is visible in a repository only
+//! through its `_layers` link, as in distribution.
+
+use super::{
+    digest::Digest,
+    error::{Code, Error, Result},
+    names::validate_name,
+    Registry,
+};
+use crate::storage::{layout, ByteStream};
+
+/// Size and location of a blob a repository may serve.
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+fn blob_unknown(d: &Digest) -> Error {
+    Error::new(Code::BlobUnknown, format!("blob unknown to registry: {d}"))
+}
+
+impl Registry {
+    /// The blob's size, if `name` links it and the data exists.
+    pub async fn stat_blob(&self, name: &str, d: &Digest) -> Result<BlobInfo> {
+        validate_name(name)?;
+        match self.read_link(&layout::layer_link(name, d)).await? {
+            Some(linked) if &linked == d => {}
+            _ => return Err(blob_unknown(d)),
+        }
+        self.stat_global_blob(d)
+            .await?
+            .ok_or_else(|| blob_unknown(d))
+    }
+
+    /// The blob in the shared blob store, whichever repository it came from.
+    pub(crate) async fn stat_global_blob(&self, d: &Digest) -> Result<Option<BlobInfo>> {
+        match self.driver.stat(&layout::blob_data(d)).await {
+            Ok(info) => Ok(Some(BlobInfo {
+                digest: d.clone(),
+                size: info.size,
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stream `len` bytes (or to the end) of a blob from `offset`.
+    pub async fn read_blob(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<ByteStream> {
+        self.driver
+            .reader(&layout::blob_data(d), offset, len)
+            .await
+            .map_err(|e| {
+                if e.is_not_found() {
+                    blob_unknown(d)
+                } else {
+                    e.into()
+                }
+            })
+    }
+
+    /// A URL the client can fetch the blob from directly, if the driver offers one.
+    pub async fn blob_redirect(&self, d: &Digest, method: &str) -> Result<Option<String>> {
+        Ok(self
+            .driver
+            .redirect_url(&layout::blob_data(d), method)
+            .await?)
+    }
+
+    /// Unlink a blob from a repository. The data stays until garbage collection,
+    /// since other repositories may link it.
+    pub async fn delete_blob(&self, name: &str, d: &Digest) -> Result<()> {
+        validate_name(name)?;
+        self.require_delete()?;
+        let link = layout::layer_link(name, d);
+        if self.read_link(&link).await?.is_none() {
+            return Err(blob_unknown(d));
+        }
+        let dir = link.trim_end_matches("/link");
+        self.delete_if_exists(dir).await
+    }
+
+    /// Cross-repository mount: link a blob `from` links into `name`. `None` when
+    /// it is not mountable, and the caller falls back to an upload session.
+    pub async fn mount_blob(&self, name: &str, d: &Digest, from: &str) -> Result<Option<BlobInfo>> {
+        validate_name(name)?;
+        if validate_name(from).is_err() {
+            return Ok(None);
+        }
+        let info = match self.stat_blob(from, d).await {
+            Ok(info) => info,
+            Err(e) if e.code == Code::BlobUnknown => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.write_link(&layout::layer_link(name, d), d).await?;
+        Ok(Some(info))
+    }
+}

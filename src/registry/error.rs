@@ -1,0 +1,138 @@
+//! The registry's one error type: the OCI distribution spec's error codes.
+//! `api::error` renders it as the spec's JSON body with the matching status.
+
+use crate::storage::StorageError;
+
+use super::digest::DigestError;
+
+/// The spec's error codes (plus distribution's RANGE_INVALID and UNKNOWN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    RangeInvalid,
+    PaginationNumberInvalid,
+    Unknown,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            Code::ManifestInvalid => "MANIFEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::SizeInvalid => "SIZE_INVALID",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
+            Code::RangeInvalid => "RANGE_INVALID",
+            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The HTTP status the spec (or distribution, where the spec is silent) gives.
+    pub fn status(self) -> u16 {
+        match self {
+            Code::BlobUnknown
+            | Code::BlobUploadUnknown
+            | Code::ManifestUnknown
+            | Code::NameUnknown => 404,
+            Code::BlobUploadInvalid
+            | Code::DigestInvalid
+            | Code::ManifestBlobUnknown
+            | Code::ManifestInvalid
+            | Code::NameInvalid
+            | Code::SizeInvalid
+            | Code::PaginationNumberInvalid => 400,
+            Code::Unauthorized => 401,
+            Code::Denied => 403,
+            Code::Unsupported => 405,
+            Code::RangeInvalid => 416,
+            Code::TooManyRequests => 429,
+            Code::Unknown => 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub code: Code,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+    /// Overrides the code's default status (e.g. 413 for an oversized manifest).
+    pub status: Option<u16>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+            detail: None,
+            status: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status.unwrap_or_else(|| self.code.status())
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(Code::Unknown, message)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<DigestError> for Error {
+    fn from(e: DigestError) -> Self {
+        Error::new(Code::DigestInvalid, e.to_string())
+    }
+}
+
+/// Storage failures that reach a handler unclassified are server errors; the
+/// registry layer maps expected `NotFound`s to the right spec code itself.
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        Error::internal(format!("storage error: {e}"))
+    }
+}

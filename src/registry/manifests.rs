@@ -1,0 +1,224 @@
+//! Storing, serving and deleting manifests by tag or digest.
+//!
+//! Write order makes every step safe to interrupt: the manifest's bytes go into
+//! the blob store first, then the revision link, then tags and referrer links —
+//! a reader following links only ever finds complete content.
+
+use bytes::Bytes;
+use futures::future::try_join_all;
+
+use super::{
+    digest::{Algorithm, Digest},
+    error::{Code, Error, Result},
+    manifest::{Manifest, MAX_MANIFEST_SIZE},
+    names::{is_valid_tag, validate_name},
+    Registry,
+};
+use crate::storage::layout;
+
+/// A manifest reference from a URL: a tag or a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    Tag(String),
+    Digest(Digest),
+}
+
+impl Reference {
+    pub fn parse(s: &str) -> Result<Reference> {
+        if s.contains(':') {
+            Ok(Reference::Digest(s.parse()?))
+        } else if is_valid_tag(s) {
+            Ok(Reference::Tag(s.to_string()))
+        } else {
+            Err(Error::new(
+                Code::ManifestInvalid,
+                format!("invalid tag {:?}", s.chars().take(200).collect::<String>()),
+            ))
+        }
+    }
+}
+
+/// A stored manifest as served to clients.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// What a successful PUT reports.
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+fn manifest_unknown(r: impl std::fmt::Display) -> Error {
+    Error::new(Code::ManifestUnknown, format!("manifest unknown: {r}"))
+}
+
+impl Registry {
+    pub async fn put_manifest(
+        &self,
+        name: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest> {
+        validate_name(name)?;
+        if body.len() > MAX_MANIFEST_SIZE {
+            return Err(too_large());
+        }
+        let digest = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &body);
+                if &actual != d {
+                    return Err(Error::new(
+                        Code::DigestInvalid,
+                        format!("manifest digest is {actual}, not {d}"),
+                    ));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+        };
+        let manifest = Manifest::parse(&body, content_type)?;
+        self.check_references(name, &manifest).await?;
+
+        self.driver
+            .put_content(&layout::blob_data(&digest), body)
+            .await?;
+        self.write_link(&layout::manifest_revision_link(name, &digest), &digest)
+            .await?;
+        if let Some(subject) = &manifest.subject {
+            self.write_link(&layout::referrer_link(name, subject, &digest), &digest)
+                .await?;
+        }
+        if let Reference::Tag(tag) = reference {
+            self.write_link(&layout::tag_index_link(name, tag, &digest), &digest)
+                .await?;
+            self.write_link(&layout::tag_current_link(name, tag), &digest)
+                .await?;
+        }
+        Ok(PutManifest {
+            digest,
+            subject: manifest.subject,
+        })
+    }
+
+    /// Every blob and child manifest must already be in the repository.
+    async fn check_references(&self, name: &str, m: &Manifest) -> Result<()> {
+        let blob_checks = m.blobs.iter().map(|d| async move {
+            match self.stat_blob(name, d).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == Code::BlobUnknown => Err(Error::new(
+                    Code::ManifestBlobUnknown,
+                    format!("manifest references unknown blob {d}"),
+                )
+                .with_detail(serde_json::json!({ "digest": d.to_string() }))),
+                Err(e) => Err(e),
+            }
+        });
+        let manifest_checks = m.manifests.iter().map(|d| async move {
+            if self.manifest_exists(name, d).await? {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    Code::ManifestBlobUnknown,
+                    format!("index references unknown manifest {d}"),
+                )
+                .with_detail(serde_json::json!({ "digest": d.to_string() })))
+            }
+        });
+        try_join_all(blob_checks).await?;
+        try_join_all(manifest_checks).await?;
+        Ok(())
+    }
+
+    async fn manifest_exists(&self, name: &str, d: &Digest) -> Result<bool> {
+        Ok(self
+            .read_link(&layout::manifest_revision_link(name, d))
+            .await?
+            .as_ref()
+            == Some(d)
+            && self.stat_global_blob(d).await?.is_some())
+    }
+
+    /// Resolve a reference to the digest it names in this repository.
+    pub async fn resolve(&self, name: &str, reference: &Reference) -> Result<Digest> {
+        validate_name(name)?;
+        match reference {
+            Reference::Tag(tag) => self
+                .read_link(&layout::tag_current_link(name, tag))
+                .await?
+                .ok_or_else(|| manifest_unknown(tag)),
+            Reference::Digest(d) => match self
+                .read_link(&layout::manifest_revision_link(name, d))
+                .await?
+            {
+                Some(linked) if &linked == d => Ok(linked),
+                _ => Err(manifest_unknown(d)),
+            },
+        }
+    }
+
+    pub async fn get_manifest(&self, name: &str, reference: &Reference) -> Result<StoredManifest> {
+        let digest = self.resolve(name, reference).await?;
+        let body = match self.driver.get_content(&layout::blob_data(&digest)).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(manifest_unknown(&digest)),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(StoredManifest {
+            media_type: Manifest::media_type_of(&body),
+            digest,
+            body,
+        })
+    }
+
+    /// Delete by digest: the revision, every tag pointing at it and its referrer
+    /// link. Delete by tag: untag only (202), the manifest stays by digest.
+    pub async fn delete_manifest(&self, name: &str, reference: &Reference) -> Result<()> {
+        validate_name(name)?;
+        self.require_delete()?;
+        match reference {
+            Reference::Tag(tag) => {
+                if self
+                    .read_link(&layout::tag_current_link(name, tag))
+                    .await?
+                    .is_none()
+                {
+                    return Err(manifest_unknown(tag));
+                }
+                self.delete_if_exists(&layout::tag_dir(name, tag)).await
+            }
+            Reference::Digest(d) => {
+                let stored = self.get_manifest(name, reference).await?;
+                for tag in self.tags(name).await.unwrap_or_default() {
+                    if self
+                        .read_link(&layout::tag_current_link(name, &tag))
+                        .await?
+                        .as_ref()
+                        == Some(d)
+                    {
+                        self.delete_if_exists(&layout::tag_dir(name, &tag)).await?;
+                    }
+                }
+                if let Ok(Some(subject)) = Manifest::parse(&stored.body, None).map(|m| m.subject) {
+                    let link = layout::referrer_link(name, &subject, d);
+                    self.delete_if_exists(link.trim_end_matches("/link"))
+                        .await?;
+                }
+                self.delete_if_exists(&layout::manifest_revision_dir(name, d))
+                    .await
+            }
+        }
+    }
+}
+
+fn too_large() -> Error {
+    Error::new(
+        Code::ManifestInvalid,
+        format!("manifest exceeds the {MAX_MANIFEST_SIZE}-byte limit"),
+    )
+    .with_status(413)
+}

@@ -1,0 +1,100 @@
+//! The registry's own rules — names, digests, uploads, manifests, tags,
+//! referrers — with no HTTP and no storage details. Handlers in `api` call these;
+//! these call a [`StorageDriver`](crate::storage::StorageDriver) through the
+//! paths in [`storage::layout`](crate::storage::layout).
+
+pub mod blobs;
+pub mod catalog;
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod manifests;
+pub mod names;
+pub mod referrers;
+pub mod upload;
+pub mod upload_state;
+
+use bytes::Bytes;
+
+use crate::storage::{Driver, StorageError};
+use digest::Digest;
+use error::{Code, Error, Result};
+
+/// Shared, cheap to clone: everything a request needs to apply the rules.
+#[derive(Clone)]
+pub struct Registry {
+    driver: Driver,
+    secret: std::sync::Arc<[u8]>,
+    delete_enabled: bool,
+}
+
+impl Registry {
+    pub fn new(driver: Driver, secret: &[u8], delete_enabled: bool) -> Self {
+        Registry {
+            driver,
+            secret: secret.into(),
+            delete_enabled,
+        }
+    }
+
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    fn require_delete(&self) -> Result<()> {
+        if self.delete_enabled {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Code::Unsupported,
+                "deletes are disabled (storage.delete.enabled)",
+            ))
+        }
+    }
+
+    /// Read a link file (`sha256:<hex>`); `None` when it does not exist.
+    async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
+        match self.driver.get_content(path).await {
+            Ok(b) => {
+                let s = std::str::from_utf8(&b)
+                    .map_err(|_| Error::internal(format!("corrupt link {path}")))?;
+                let d = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::internal(format!("corrupt link {path}")))?;
+                Ok(Some(d))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_link(&self, path: &str, d: &Digest) -> Result<()> {
+        Ok(self
+            .driver
+            .put_content(path, Bytes::from(d.to_string()))
+            .await?)
+    }
+
+    /// Delete, treating an already-missing path as done.
+    async fn delete_if_exists(&self, path: &str) -> Result<()> {
+        match self.driver.delete(path).await {
+            Ok(()) => Ok(()),
+            Err(StorageError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Does the repository exist at all (has it any manifests or layers)?
+    async fn repository_exists(&self, name: &str) -> Result<bool> {
+        match self
+            .driver
+            .stat(&crate::storage::layout::repository(name))
+            .await
+        {
+            Ok(i) => Ok(i.is_dir),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Wiring: configuration → storage driver → registry → HTTP server.
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context;
+use rand::RngCore;
+use tokio::net::TcpListener;
+
+use crate::{
+    api,
+    config::{Config, StorageDriverConfig},
+    registry::Registry,
+    storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, Driver},
+};
+
+/// The storage driver a configuration selects.
+pub fn build_driver(cfg: &Config) -> anyhow::Result<Driver> {
+    let driver: Driver = match cfg.storage.driver().map_err(anyhow::Error::msg)? {
+        StorageDriverConfig::Filesystem { root } => Arc::new(
+            FilesystemDriver::new(&root)
+                .with_context(|| format!("storage.filesystem.rootdirectory {root}"))?,
+        ),
+        StorageDriverConfig::InMemory => Arc::new(InMemoryDriver::new()),
+    };
+    Ok(driver)
+}
+
+/// `http.secret`, or a random one with a warning: upload URLs signed by one
+/// replica would not verify on another.
+fn http_secret(cfg: &Config) -> Vec<u8> {
+    if !cfg.http.secret.is_empty() {
+        return cfg.http.secret.as_bytes().to_vec();
+    }
+    tracing::warn!(
+        "http.secret is not set: generated a random one. Only ONE replica is safe; \
+         set http.secret (REGISTRY_HTTP_SECRET) to the same value on every replica"
+    );
+    let mut secret = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    secret
+}
+
+/// The full application for a configuration.
+pub fn app(cfg: &Config) -> anyhow::Result<axum::Router> {
+    let registry = Registry::new(
+        build_driver(cfg)?,
+        &http_secret(cfg),
+        cfg.storage.delete.enabled,
+    );
+    Ok(api::router(cfg, registry))
+}
+
+/// Serve on `listener` until `shutdown` resolves, then drain in-flight requests.
+pub async fn serve(
+    cfg: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = app(cfg)?;
+    tracing::info!(addr = %listener.local_addr()?, driver = ?cfg.storage.driver(), "berth listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: draining in-flight requests");
+}

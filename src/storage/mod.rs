@@ -1,0 +1,119 @@
+//! Storage drivers: they move bytes at paths and know nothing about registries.
+//!
+//! Like CNCF distribution's `storagedriver.StorageDriver`, a driver deals in
+//! slash-separated absolute paths (`/docker/registry/v2/...`). The mapping from
+//! repositories and digests to paths lives in [`layout`], in one place.
+//! Every driver must pass the shared suite in [`testsuite`].
+
+pub mod filesystem;
+pub mod inmemory;
+pub mod layout;
+pub mod testsuite;
+
+use std::{io, pin::Pin, sync::Arc, time::SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+/// A stream of byte chunks, as read from or written to a driver.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What a driver knows about one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub path: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    pub is_dir: bool,
+}
+
+/// Driver failures. `NotFound` is the one callers routinely branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("path not found: {0}")]
+    NotFound(String),
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    #[error("invalid offset {offset} for {path}")]
+    InvalidOffset { path: String, offset: u64 },
+    #[error("storage I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+impl StorageError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound(_))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A writer that appends to the object at a path. Nothing written through it is
+/// guaranteed visible or durable until `commit` returns.
+#[async_trait]
+pub trait FileWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Bytes in the object so far, including what existed before this writer.
+    fn size(&self) -> u64;
+    /// Flush and make the data durable.
+    async fn commit(self: Box<Self>) -> Result<u64>;
+}
+
+/// The one interface every storage backend implements.
+#[async_trait]
+pub trait StorageDriver: Send + Sync + 'static {
+    /// Short name for logs and metrics ("filesystem", "inmemory", ...).
+    fn name(&self) -> &'static str;
+
+    /// Read a whole small object (links, manifests).
+    async fn get_content(&self, path: &str) -> Result<Bytes>;
+
+    /// Write a whole small object atomically and durably: a reader sees either
+    /// the previous content or the new one, never a part.
+    async fn put_content(&self, path: &str, content: Bytes) -> Result<()>;
+
+    /// Stream `len` bytes (or to the end) starting at `offset`.
+    async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream>;
+
+    /// A writer positioned at `offset` of the object at `path`. Data past
+    /// `offset` (from an interrupted earlier write) is discarded, so a retried
+    /// chunk overwrites rather than duplicates. `offset` beyond the current size
+    /// is an `InvalidOffset` error.
+    async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>>;
+
+    async fn stat(&self, path: &str) -> Result<FileInfo>;
+
+    /// Names of the direct children of a directory, as full paths, sorted.
+    async fn list(&self, path: &str) -> Result<Vec<String>>;
+
+    /// Atomically move an object, replacing any object at `dest`; durable on return.
+    async fn rename(&self, source: &str, dest: &str) -> Result<()>;
+
+    /// Delete an object or a whole directory tree.
+    async fn delete(&self, path: &str) -> Result<()>;
+
+    /// A URL the client may fetch the object from directly, if the backend offers one.
+    async fn redirect_url(&self, _path: &str, _method: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+pub type Driver = Arc<dyn StorageDriver>;
+
+/// Paths are absolute, slash-separated, and never contain `.`/`..` segments or
+/// empty segments. Drivers call this before touching the backend.
+pub fn check_path(path: &str) -> Result<()> {
+    let ok = path.starts_with('/')
+        && (path == "/"
+            || path[1..]
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidPath(path.to_string()))
+    }
+}

@@ -1,0 +1,233 @@
+//! The one suite every storage driver must pass (distribution's
+//! `storage/driver/testsuites`). Call [`run_all`] with a fresh, empty driver.
+
+use bytes::Bytes;
+use futures::{future::join_all, StreamExt};
+
+use super::{ByteStream, StorageDriver};
+
+async fn collect(mut s: ByteStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.expect("read chunk"));
+    }
+    out
+}
+
+/// Run every check; panics with the failing check's message.
+pub async fn run_all(d: &dyn StorageDriver) {
+    content_round_trip(d).await;
+    missing_paths(d).await;
+    ranged_reads(d).await;
+    resumable_writer(d).await;
+    listing(d).await;
+    rename_and_delete(d).await;
+    invalid_paths(d).await;
+    concurrent_writes(d).await;
+    large_object(d).await;
+}
+
+async fn content_round_trip(d: &dyn StorageDriver) {
+    d.put_content("/suite/content/a", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    assert_eq!(d.get_content("/suite/content/a").await.unwrap(), "one");
+    d.put_content("/suite/content/a", Bytes::from_static(b"two!"))
+        .await
+        .unwrap();
+    assert_eq!(d.get_content("/suite/content/a").await.unwrap(), "two!");
+    let info = d.stat("/suite/content/a").await.unwrap();
+    assert_eq!((info.size, info.is_dir), (4, false));
+    assert!(d.stat("/suite/content").await.unwrap().is_dir);
+    d.put_content("/suite/content/empty", Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        d.get_content("/suite/content/empty").await.unwrap().len(),
+        0
+    );
+}
+
+async fn missing_paths(d: &dyn StorageDriver) {
+    assert!(d
+        .get_content("/suite/missing")
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(d.stat("/suite/missing").await.unwrap_err().is_not_found());
+    assert!(d.list("/suite/missing").await.unwrap_err().is_not_found());
+    assert!(d.delete("/suite/missing").await.unwrap_err().is_not_found());
+    assert!(d
+        .reader("/suite/missing", 0, None)
+        .await
+        .err()
+        .unwrap()
+        .is_not_found());
+    assert!(d
+        .rename("/suite/missing", "/suite/x")
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+async fn ranged_reads(d: &dyn StorageDriver) {
+    let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    d.put_content("/suite/range/obj", Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        collect(d.reader("/suite/range/obj", 0, None).await.unwrap()).await,
+        data
+    );
+    assert_eq!(
+        collect(d.reader("/suite/range/obj", 100, Some(50)).await.unwrap()).await,
+        &data[100..150]
+    );
+    assert_eq!(
+        collect(d.reader("/suite/range/obj", 9_990, None).await.unwrap()).await,
+        &data[9_990..]
+    );
+    assert_eq!(
+        collect(
+            d.reader("/suite/range/obj", 9_990, Some(100))
+                .await
+                .unwrap()
+        )
+        .await,
+        &data[9_990..]
+    );
+    assert!(
+        collect(d.reader("/suite/range/obj", 10_000, None).await.unwrap())
+            .await
+            .is_empty()
+    );
+    assert!(d.reader("/suite/range/obj", 10_001, None).await.is_err());
+}
+
+async fn resumable_writer(d: &dyn StorageDriver) {
+    let p = "/suite/writer/data";
+    let mut w = d.writer(p, 0).await.unwrap();
+    w.write(Bytes::from_static(b"hello ")).await.unwrap();
+    assert_eq!(w.size(), 6);
+    assert_eq!(w.commit().await.unwrap(), 6);
+    // Resume at the end, as the next PATCH on another replica would.
+    let mut w = d.writer(p, 6).await.unwrap();
+    w.write(Bytes::from_static(b"world")).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(d.get_content(p).await.unwrap(), "hello world");
+    // Resuming at an earlier offset discards what came after it (a retried chunk).
+    let mut w = d.writer(p, 6).await.unwrap();
+    w.write(Bytes::from_static(b"there")).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(d.get_content(p).await.unwrap(), "hello there");
+    assert!(
+        d.writer(p, 100).await.is_err(),
+        "offset past the end is refused"
+    );
+    assert_eq!(
+        d.get_content(p).await.unwrap(),
+        "hello there",
+        "a refused writer changes nothing"
+    );
+}
+
+async fn listing(d: &dyn StorageDriver) {
+    for name in ["b", "a", "c/deep", "d/x/y"] {
+        d.put_content(&format!("/suite/list/{name}"), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    let got = d.list("/suite/list").await.unwrap();
+    assert_eq!(
+        got,
+        [
+            "/suite/list/a",
+            "/suite/list/b",
+            "/suite/list/c",
+            "/suite/list/d"
+        ]
+    );
+    assert_eq!(d.list("/suite/list/d").await.unwrap(), ["/suite/list/d/x"]);
+    let many: Vec<String> = (0..1200).map(|i| format!("/suite/many/{i:05}")).collect();
+    join_all(
+        many.iter()
+            .map(|p| d.put_content(p, Bytes::from_static(b"m"))),
+    )
+    .await;
+    assert_eq!(
+        d.list("/suite/many").await.unwrap(),
+        many,
+        "listing is complete past any page size"
+    );
+}
+
+async fn rename_and_delete(d: &dyn StorageDriver) {
+    d.put_content("/suite/mv/src", Bytes::from_static(b"moved"))
+        .await
+        .unwrap();
+    d.put_content("/suite/mv/dst/old", Bytes::from_static(b"old"))
+        .await
+        .unwrap();
+    d.rename("/suite/mv/src", "/suite/mv/new/place")
+        .await
+        .unwrap();
+    assert!(d.stat("/suite/mv/src").await.unwrap_err().is_not_found());
+    assert_eq!(d.get_content("/suite/mv/new/place").await.unwrap(), "moved");
+    d.put_content("/suite/mv/src2", Bytes::from_static(b"replace"))
+        .await
+        .unwrap();
+    d.rename("/suite/mv/src2", "/suite/mv/dst/old")
+        .await
+        .unwrap();
+    assert_eq!(d.get_content("/suite/mv/dst/old").await.unwrap(), "replace");
+    d.delete("/suite/mv").await.unwrap();
+    assert!(d
+        .stat("/suite/mv/dst/old")
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(d.stat("/suite/mv").await.unwrap_err().is_not_found());
+}
+
+async fn invalid_paths(d: &dyn StorageDriver) {
+    for bad in ["relative", "/a/../b", "/a//b", "/a/./b", "/trailing/"] {
+        assert!(
+            d.put_content(bad, Bytes::from_static(b"x")).await.is_err(),
+            "{bad}"
+        );
+        assert!(d.get_content(bad).await.is_err(), "{bad}");
+    }
+}
+
+async fn concurrent_writes(d: &dyn StorageDriver) {
+    // Many writers of one path: the result is one whole value, never a mix.
+    let values: Vec<Bytes> = (0..16u8).map(|i| Bytes::from(vec![i; 64 * 1024])).collect();
+    join_all(
+        values
+            .iter()
+            .map(|v| d.put_content("/suite/race/obj", v.clone())),
+    )
+    .await;
+    let got = d.get_content("/suite/race/obj").await.unwrap();
+    assert_eq!(got.len(), 64 * 1024);
+    assert!(got.iter().all(|b| *b == got[0]), "torn write");
+}
+
+async fn large_object(d: &dyn StorageDriver) {
+    let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
+    let mut w = d.writer("/suite/large/data", 0).await.unwrap();
+    for _ in 0..24 {
+        w.write(chunk.clone()).await.unwrap();
+    }
+    assert_eq!(w.commit().await.unwrap(), 24 * 1024 * 1024);
+    let info = d.stat("/suite/large/data").await.unwrap();
+    assert_eq!(info.size, 24 * 1024 * 1024);
+    let mut total = 0usize;
+    let mut s = d.reader("/suite/large/data", 0, None).await.unwrap();
+    while let Some(c) = s.next().await {
+        let c = c.unwrap();
+        assert!(c.iter().all(|b| *b == 7));
+        total += c.len();
+    }
+    assert_eq!(total, 24 * 1024 * 1024);
+}

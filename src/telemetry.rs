@@ -1,0 +1,18 @@
+//! Logs via tracing: text or JSON per `log.formatter`, level per `log.level`
+//! (RUST_LOG, when set, wins for finer filtering).
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::LogConfig;
+
+pub fn init_logging(cfg: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if cfg.formatter == "text" {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).try_init()
+    };
+    // A second init (tests) keeps the first subscriber.
+    let _ = result;
+}

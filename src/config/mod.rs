@@ -18,7 +18,9 @@ pub use storage::{FilesystemConfig, StorageConfig, StorageDriverConfig};
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Config {
     /// distribution's schema version ("0.1"); accepted and otherwise ignored.
-    #[serde(default)]
+    /// YAML reads distribution's unquoted `version: 0.1` as a number, so any
+    /// scalar is taken.
+    #[serde(default, deserialize_with = "scalar_string")]
     pub version: Option<String>,
     #[serde(default)]
     pub log: LogConfig,
@@ -26,6 +28,15 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub http: HttpConfig,
+}
+
+/// A string, number or bool, as its string form.
+fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(v) => Some(v.to_string()),
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,0 +1,19 @@
+//! HTTP API integration tests: every endpoint and error path, against a real
+//! `berth` process (see `common`). One binary, one module per API area.
+
+mod common;
+
+#[path = "api/blobs.rs"]
+mod blobs;
+#[path = "api/client.rs"]
+mod client;
+#[path = "api/config.rs"]
+mod config;
+#[path = "api/manifests.rs"]
+mod manifests;
+#[path = "api/names.rs"]
+mod names;
+#[path = "api/tags.rs"]
+mod tags;
+#[path = "api/uploads.rs"]
+mod uploads;

@@ -1,0 +1,177 @@
+//! Configuration: YAML in distribution's schema, REGISTRY_* overrides,
+//! `config check`, one-line errors with exit code 2, and the http.* options.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+
+use crate::client::{header, location, Client};
+use crate::common::Berth;
+
+fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("config.yml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["config", "check"])
+        .arg(&f)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_check_accepts_distribution_config() {
+    let yaml = "version: 0.1\nlog:\n  level: debug\n  formatter: json\n  fields:\n    service: registry\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\nhttp:\n  addr: :5000\n  headers:\n    X-Content-Type-Options: [nosniff]\n";
+    assert_eq!(check(yaml, &[]).0, 0);
+}
+
+#[test]
+fn config_errors_are_one_line_naming_the_key() {
+    let (code, err) = check("storage:\n  delete:\n    enabled: maybe\n", &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("enabled") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    let (code, err) = check("storage:\n  gcs:\n    bucket: x\n", &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("gcs") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    let (code, err) = check("log:\n  formatter: xml\n", &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("log.formatter"), "{err}");
+
+    let (code, err) = check(
+        "version: 0.1\n",
+        &[("REGISTRY_STORAGE_DELETE_ENABLED", "sometimes")],
+    );
+    assert_eq!(code, 2, "env overrides are type-checked too: {err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["config", "check", "/nonexistent/config.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.yml"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--config", "/nonexistent/config.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "serve refuses a bad config with exit 2"
+    );
+}
+
+#[tokio::test]
+async fn env_overrides_the_file() {
+    let env_root = tempfile::tempdir().unwrap();
+    let root_str = env_root.path().to_str().unwrap().to_string();
+    let b = Berth::start_on_root(
+        std::path::Path::new("/nonexistent-root-from-file"),
+        &[(
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+            root_str.as_str(),
+        )],
+    );
+    let c = Client::new(&b);
+    let d = c.push_blob("env/repo", b"from env").await;
+    let hex = &d[7..];
+    assert!(env_root
+        .path()
+        .join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+        .exists());
+}
+
+#[tokio::test]
+async fn http_prefix_headers_host_and_relative_urls() {
+    let b = Berth::start_with(|root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n  prefix: /reg\n  relativeurls: true\n  headers:\n    X-Content-Type-Options: [nosniff]\n"
+        )
+    });
+    let c = Client::new(&b);
+    let r = c.get("/reg/v2/").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(c.get("/v2/").await.status(), StatusCode::NOT_FOUND);
+    let r = c
+        .req(reqwest::Method::POST, "/reg/v2/p/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        location(&r).starts_with("/reg/v2/p/blobs/uploads/"),
+        "{}",
+        location(&r)
+    );
+
+    let b = Berth::start_with(|root, addr| {
+        format!("storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n  host: https://registry.example.com\n")
+    });
+    let c = Client::new(&b);
+    let r = c
+        .req(reqwest::Method::POST, "/v2/p/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r).starts_with("https://registry.example.com/v2/p/blobs/uploads/"));
+
+    // Behind a TLS-terminating proxy, with no http.host: X-Forwarded-*.
+    let b = Berth::start();
+    let c = Client::new(&b);
+    let r = c
+        .req(reqwest::Method::POST, "/v2/p/blobs/uploads/")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "public.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r).starts_with("https://public.example.com/v2/p/blobs/uploads/"));
+}
+
+#[tokio::test]
+async fn json_access_log_and_secret_warning() {
+    let b = Berth::start_with(|root, addr| {
+        format!("log:\n  formatter: json\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n")
+    });
+    let c = Client::new(&b);
+    c.get("/v2/").await;
+    c.get("/v2/x/manifests/missing").await;
+    drop(c);
+    let mut b = b;
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let logs = b.logs();
+    assert!(logs.contains("http.secret is not set"), "{logs}");
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "berth::access")
+        .collect();
+    let miss = access
+        .iter()
+        .find(|v| v["path"] == "/v2/x/manifests/missing")
+        .expect("access line");
+    assert_eq!(miss["status"], 404);
+    assert_eq!(miss["method"], "GET");
+    assert!(
+        miss["request_id"].is_string()
+            && miss["duration_ms"].is_number()
+            && miss["bytes"].is_number()
+    );
+}

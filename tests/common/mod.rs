@@ -1,0 +1,130 @@
+//! Shared test harness: start a real `berth` process on a free 127.0.0.1 port
+//! with a given config, wait (bounded) until it answers, stop it on drop.
+#![allow(dead_code)]
+
+use std::{
+    io::Write,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `addr` until a TCP connect succeeds, at most `limit`.
+pub fn wait_for_port(addr: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+pub struct Berth {
+    pub child: Child,
+    pub addr: String,
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Berth {
+    /// Start with the filesystem driver in a fresh temp dir; `extra` is YAML
+    /// merged at top level after the generated `storage` and `http` sections
+    /// (it may add e.g. `storage.delete` under its own `storage:` only if it
+    /// repeats the whole section, so prefer `Berth::start_with`).
+    pub fn start() -> Berth {
+        Berth::start_with(|root, addr| {
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n"
+            )
+        })
+    }
+
+    /// Start with a config built from the storage root and listen address.
+    pub fn start_with(config: impl FnOnce(&str, &str) -> String) -> Berth {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        Self::start_in(dir, root, config, &[])
+    }
+
+    /// Start serving an existing storage root (e.g. one distribution wrote).
+    pub fn start_on_root(root: &Path, env: &[(&str, &str)]) -> Berth {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(
+            dir,
+            root.to_path_buf(),
+            |root, addr| {
+                format!(
+                    "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n"
+                )
+            },
+            env,
+        )
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        root: PathBuf,
+        config: impl FnOnce(&str, &str) -> String,
+        env: &[(&str, &str)],
+    ) -> Berth {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::File::create(&cfg_path)
+            .unwrap()
+            .write_all(config(root.to_str().unwrap(), &addr).as_bytes())
+            .unwrap();
+        let log = dir.path().join("berth.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--config"])
+            .arg(&cfg_path)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn berth");
+        let mut b = Berth {
+            child,
+            addr: addr.clone(),
+            root,
+            _dir: dir,
+            log,
+        };
+        if !wait_for_port(&addr, Duration::from_secs(20)) {
+            let _ = b.child.kill();
+            panic!(
+                "berth did not start: {}",
+                std::fs::read_to_string(&b.log).unwrap_or_default()
+            );
+        }
+        b
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

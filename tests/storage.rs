@@ -1,0 +1,14 @@
+//! The shared driver suite, run against every driver compiled in.
+
+use berth::storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, testsuite};
+
+#[tokio::test]
+async fn filesystem_driver_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    testsuite::run_all(&FilesystemDriver::new(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn inmemory_driver_passes_the_suite() {
+    testsuite::run_all(&InMemoryDriver::new()).await;
+}

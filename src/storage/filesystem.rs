@@ -5,24 +5,21 @@
 //! every directory entry they create before returning, so a 201 survives a crash.
 
 use std::{
-    io::SeekFrom,
+    io::{Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
 };
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::{
-    fs,
-    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt},
-};
-use tokio_util::io::ReaderStream;
+use tokio::{fs, io::AsyncWriteExt};
 
 use super::{check_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 
 /// Temporary files for atomic writes carry this prefix and are never listed.
 const TMP_PREFIX: &str = ".berth-tmp-";
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 512 * 1024;
+const READ_QUEUE: usize = 2;
 
 pub struct FilesystemDriver {
     root: PathBuf,
@@ -81,16 +78,66 @@ async fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes on a blocking thread of its own, fed through a short channel, so that
+/// the request task (which hashes) and the disk work overlap and memory stays
+/// bounded to a few chunks per upload.
 struct FsWriter {
-    file: fs::File,
+    tx: Option<tokio::sync::mpsc::Sender<WriteOp>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
     size: u64,
+}
+
+const WRITE_QUEUE: usize = 8;
+
+enum WriteOp {
+    Data(Bytes),
+    /// Make everything durable, then stop.
+    Commit,
+}
+
+impl FsWriter {
+    fn spawn(file: std::fs::File, size: u64) -> FsWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteOp>(WRITE_QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            // A closed channel without Commit is an abandoned write: no sync.
+            while let Some(op) = rx.blocking_recv() {
+                match op {
+                    WriteOp::Data(chunk) => file.write_all(&chunk)?,
+                    WriteOp::Commit => return file.sync_all(),
+                }
+            }
+            Ok(())
+        });
+        FsWriter {
+            tx: Some(tx),
+            task,
+            size,
+        }
+    }
+
+    /// The writer thread's result once it has stopped.
+    async fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        (&mut self.task).await.map_err(std::io::Error::other)??;
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl FileWriter for FsWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.file.write_all(&chunk).await?;
-        self.size += chunk.len() as u64;
+        let len = chunk.len() as u64;
+        let sent = match &self.tx {
+            Some(tx) => tx.send(WriteOp::Data(chunk)).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The thread stopped early: report why.
+            self.finish().await?;
+            return Err(std::io::Error::other("writer stopped").into());
+        }
+        self.size += len;
         Ok(())
     }
 
@@ -99,10 +146,54 @@ impl FileWriter for FsWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<u64> {
-        self.file.flush().await?;
-        self.file.sync_all().await?;
+        if let Some(tx) = &self.tx {
+            // If the thread already stopped, `finish` reports its error.
+            let _ = tx.send(WriteOp::Commit).await;
+        }
+        self.finish().await?;
         Ok(self.size)
     }
+}
+
+/// Stream `len` bytes from `file`'s position, read by a blocking thread of its
+/// own in large chunks and handed over through a short channel: few syscalls and
+/// task switches per byte, and at most `READ_QUEUE + 1` chunks in memory.
+fn read_on_thread(file: std::fs::File, len: u64) -> ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(READ_CHUNK as u64) as usize;
+            let mut buf = BytesMut::zeroed(want);
+            let result = file.read(&mut buf).and_then(|n| {
+                if n == 0 {
+                    Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank while reading"))
+                } else {
+                    Ok(n)
+                }
+            });
+            match result {
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    // The client went away: stop reading.
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> ByteStream {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
 #[async_trait]
@@ -143,42 +234,55 @@ impl StorageDriver for FilesystemDriver {
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
         let full = self.full(path)?;
-        let mut f = fs::File::open(&full)
-            .await
-            .map_err(|e| not_found(path, e))?;
-        let size = f.metadata().await?.len();
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+            let mut f = std::fs::File::open(&full)?;
+            let size = f.metadata()?.len();
+            if offset <= size {
+                f.seek(SeekFrom::Start(offset))?;
+            }
+            Ok((f, size))
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let (file, size) = opened.map_err(|e| not_found(path, e))?;
         if offset > size {
             return Err(StorageError::InvalidOffset {
                 path: path.to_string(),
                 offset,
             });
         }
-        f.seek(SeekFrom::Start(offset)).await?;
         let len = len.unwrap_or(size - offset).min(size - offset);
-        Ok(ReaderStream::with_capacity(f.take(len), READ_CHUNK).boxed())
+        Ok(read_on_thread(file, len))
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {
         let full = self.full(path)?;
         create_dirs_durably(full.parent().expect("checked path has a parent")).await?;
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&full)
-            .await?;
-        let size = file.metadata().await?.len();
-        if offset > size {
-            return Err(StorageError::InvalidOffset {
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Option<std::fs::File>> {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&full)?;
+            let size = file.metadata()?.len();
+            if offset > size {
+                return Ok(None);
+            }
+            if size > offset {
+                file.set_len(offset)?;
+            }
+            file.seek(SeekFrom::Start(offset))?;
+            Ok(Some(file))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        match opened {
+            Some(file) => Ok(Box::new(FsWriter::spawn(file, offset))),
+            None => Err(StorageError::InvalidOffset {
                 path: path.to_string(),
                 offset,
-            });
+            }),
         }
-        if size > offset {
-            file.set_len(offset).await?;
-        }
-        file.seek(SeekFrom::Start(offset)).await?;
-        Ok(Box::new(FsWriter { file, size: offset }))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {

@@ -114,14 +114,30 @@ impl HttpConfig {
 #[error("configuration error: {0}")]
 pub struct ConfigError(String);
 
+/// `key: problem (where)`, with the key as the user wrote it: a dotted YAML
+/// path, or the `REGISTRY_*` variable name.
+fn describe(e: &figment::Error) -> String {
+    let from_env = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+    let key = if from_env {
+        format!("REGISTRY_{}", e.path.join("_").to_uppercase())
+    } else {
+        e.path.join(".")
+    };
+    let source = match &e.metadata {
+        Some(m) => m.source.as_ref().map_or(m.name.to_string(), |s| s.to_string()),
+        None => "configuration".into(),
+    };
+    format!("{key}: {} (in {source})", e.kind)
+}
+
 impl Config {
     /// Load defaults, then `file` (if any), then `REGISTRY_*` env vars.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-            fig = fig.merge(Yaml::string(&text));
+            // figment treats a missing file as empty; a config named but unreadable is an error.
+            std::fs::File::open(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+            fig = fig.merge(Yaml::file_exact(path));
         }
         Self::extract(fig.merge(Env::prefixed("REGISTRY_").split("_")))
     }
@@ -135,11 +151,7 @@ impl Config {
 
     fn extract(fig: Figment) -> Result<Config, ConfigError> {
         let cfg: Config = fig.extract().map_err(|e| {
-            let msg = e
-                .into_iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
+            let msg = e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("; ");
             ConfigError(msg.replace('\n', " "))
         })?;
         cfg.validate()?;

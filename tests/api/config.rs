@@ -55,6 +55,7 @@ fn config_errors_are_one_line_naming_the_key() {
         &[("REGISTRY_STORAGE_DELETE_ENABLED", "sometimes")],
     );
     assert_eq!(code, 2, "env overrides are type-checked too: {err}");
+    assert!(err.contains("REGISTRY_STORAGE_DELETE_ENABLED:"), "{err}");
 
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["config", "check", "/nonexistent/config.yml"])

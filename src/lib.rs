@@ -5,6 +5,7 @@
 //! every setting; [`server`] wires them together.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod registry;
 pub mod server;

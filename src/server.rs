@@ -1,5 +1,8 @@
 //! Wiring: configuration → storage driver → registry → HTTP server.
 
+mod acme;
+mod tls;
+
 use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
@@ -8,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     api,
+    auth::Authenticator,
     config::{Config, StorageDriverConfig},
     registry::Registry,
     storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, Driver},
@@ -47,7 +51,11 @@ pub fn app(cfg: &Config) -> anyhow::Result<axum::Router> {
         &http_secret(cfg),
         cfg.storage.delete.enabled,
     );
-    Ok(api::router(cfg, registry))
+    let auth = match &cfg.auth {
+        Some(a) => Authenticator::from_config(a).map_err(anyhow::Error::msg)?,
+        None => None,
+    };
+    Ok(api::router(cfg, registry, auth))
 }
 
 /// Serve on `listener` until `shutdown` resolves, then drain in-flight requests.
@@ -58,6 +66,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let app = app(cfg)?;
     tracing::info!(addr = %listener.local_addr()?, driver = ?cfg.storage.driver(), "berth listening");
+    if let Some(tls_cfg) = cfg.http.tls.as_ref().filter(|t| t.enabled()) {
+        return tls::serve(tls_cfg, listener, app, shutdown).await;
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -40,3 +40,29 @@ pub fn method_not_allowed() -> Response {
         .with_status(405)
         .into_response()
 }
+
+/// 401 with the challenge, or 403 DENIED; the body lists what was needed, as
+/// distribution's does.
+pub fn denial_response(
+    denial: crate::auth::Denial,
+    need: &[crate::auth::access::Access],
+) -> Response {
+    let detail: Vec<serde_json::Value> = need
+        .iter()
+        .map(|a| json!({ "Type": a.kind, "Name": a.name, "Action": a.action }))
+        .collect();
+    match denial {
+        crate::auth::Denial::Challenge { challenge, message } => {
+            let mut resp = Error::new(Code::Unauthorized, message)
+                .with_detail(json!(detail))
+                .into_response();
+            if let Ok(v) = header::HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            resp
+        }
+        crate::auth::Denial::Forbidden(message) => Error::new(Code::Denied, message)
+            .with_detail(json!(detail))
+            .into_response(),
+    }
+}

@@ -23,7 +23,11 @@ use axum::{
     Router,
 };
 
-use crate::{config::Config, registry::Registry};
+use crate::{
+    auth::{access, Authenticator},
+    config::Config,
+    registry::Registry,
+};
 use error::{method_not_allowed, not_found};
 use route::Route;
 
@@ -32,6 +36,8 @@ use route::Route;
 pub struct AppState {
     pub registry: Registry,
     pub urls: Arc<UrlBuilder>,
+    /// None: no access control (the embedded default, for local use).
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// Builds the Location URLs clients follow: absolute by default (from
@@ -41,6 +47,8 @@ pub struct UrlBuilder {
     host: String,
     prefix: String,
     relative: bool,
+    /// Scheme when no X-Forwarded-Proto says otherwise: the listener's own.
+    scheme: &'static str,
 }
 
 impl UrlBuilder {
@@ -49,6 +57,10 @@ impl UrlBuilder {
             host: cfg.http.host.trim_end_matches('/').to_string(),
             prefix: cfg.http.prefix.trim_end_matches('/').to_string(),
             relative: cfg.http.relativeurls,
+            scheme: match &cfg.http.tls {
+                Some(tls) if tls.enabled() => "https",
+                _ => "http",
+            },
         }
     }
 
@@ -58,8 +70,13 @@ impl UrlBuilder {
         if self.relative {
             return path;
         }
+        format!("{}{path}", self.origin(headers))
+    }
+
+    /// `<scheme>://<host>` as the client sees this registry (empty if unknown).
+    pub fn origin(&self, headers: &HeaderMap) -> String {
         if !self.host.is_empty() {
-            return format!("{}{path}", self.host);
+            return self.host.clone();
         }
         let first = |name: &str| {
             headers
@@ -70,22 +87,24 @@ impl UrlBuilder {
         };
         match first("x-forwarded-host").or_else(|| first("host")) {
             Some(host) => {
-                let proto = first("x-forwarded-proto").unwrap_or_else(|| "http".into());
-                format!("{proto}://{host}{path}")
+                let proto = first("x-forwarded-proto").unwrap_or_else(|| self.scheme.into());
+                format!("{proto}://{host}")
             }
-            None => path,
+            None => String::new(),
         }
     }
 }
 
 /// The whole application: API routes plus the layer every response passes.
-pub fn router(cfg: &Config, registry: Registry) -> Router {
+pub fn router(cfg: &Config, registry: Registry, auth: Option<Authenticator>) -> Router {
     let state = AppState {
         registry,
         urls: Arc::new(UrlBuilder::new(cfg)),
+        auth: auth.map(Arc::new),
     };
     let api = Router::new()
         .route("/", get(base::root))
+        .route("/health/storage", get(base::storage_health))
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*path}", any(dispatch))
@@ -109,6 +128,14 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         return not_found();
     };
     let method = req.method().clone();
+    if let Some(auth) = &state.auth {
+        let from = query_param(&req, "mount").and(query_param(&req, "from"));
+        let need = access::required(&method, &route, from.as_deref());
+        let origin = state.urls.origin(req.headers());
+        if let Err(denial) = auth.authorize(req.headers(), &need, &origin).await {
+            return error::denial_response(denial, &need);
+        }
+    }
     let result = match (&method, route) {
         (&Method::GET | &Method::HEAD, Route::Base) => Ok(base::version_check()),
         (&Method::GET, Route::Catalog) => tags::catalog(&state, req).await,

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{error::ApiResult, query_param, AppState};
 use crate::registry::{
-    catalog::{paginate, Page},
+    catalog::{paginate, paginate_by, repository_order, Page},
     error::{Code, Error},
 };
 
@@ -77,7 +77,7 @@ pub async fn catalog(state: &AppState, req: Request) -> ApiResult {
     );
     let last = query_param(&req, "last");
     let repos = state.registry.repositories().await?;
-    let page = paginate(repos, n, last.as_deref());
+    let page = paginate_by(repos, n, last.as_deref(), repository_order);
     let body = json!({ "repositories": page.items });
     Ok(with_link(state, &req, "/v2/_catalog", &page, n, body))
 }

@@ -3,7 +3,9 @@
 //! (`REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY` → `storage.filesystem.rootdirectory`),
 //! merged by figment.
 
+pub mod auth;
 mod storage;
+pub mod tls;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -28,6 +30,8 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<auth::AuthConfig>,
 }
 
 /// A string, number or bool, as its string form.
@@ -83,6 +87,9 @@ pub struct HttpConfig {
     pub relativeurls: bool,
     /// Extra headers added to every response.
     pub headers: BTreeMap<String, Vec<String>>,
+    /// `http.tls`: HTTPS (and mutual TLS, Let's Encrypt); see [`tls`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<tls::TlsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -94,6 +101,7 @@ impl Default for HttpConfig {
             secret: String::new(),
             relativeurls: false,
             headers: BTreeMap::new(),
+            tls: None,
         }
     }
 }
@@ -117,14 +125,20 @@ pub struct ConfigError(String);
 /// `key: problem (where)`, with the key as the user wrote it: a dotted YAML
 /// path, or the `REGISTRY_*` variable name.
 fn describe(e: &figment::Error) -> String {
-    let from_env = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
     let key = if from_env {
         format!("REGISTRY_{}", e.path.join("_").to_uppercase())
     } else {
         e.path.join(".")
     };
     let source = match &e.metadata {
-        Some(m) => m.source.as_ref().map_or(m.name.to_string(), |s| s.to_string()),
+        Some(m) => m
+            .source
+            .as_ref()
+            .map_or(m.name.to_string(), |s| s.to_string()),
         None => "configuration".into(),
     };
     format!("{key}: {} (in {source})", e.kind)
@@ -136,7 +150,8 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             // figment treats a missing file as empty; a config named but unreadable is an error.
-            std::fs::File::open(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+            std::fs::File::open(path)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
             fig = fig.merge(Yaml::file_exact(path));
         }
         Self::extract(fig.merge(Env::prefixed("REGISTRY_").split("_")))
@@ -151,7 +166,11 @@ impl Config {
 
     fn extract(fig: Figment) -> Result<Config, ConfigError> {
         let cfg: Config = fig.extract().map_err(|e| {
-            let msg = e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("; ");
+            let msg = e
+                .into_iter()
+                .map(|e| describe(&e))
+                .collect::<Vec<_>>()
+                .join("; ");
             ConfigError(msg.replace('\n', " "))
         })?;
         cfg.validate()?;
@@ -160,6 +179,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.storage.driver().map_err(ConfigError)?;
+        if let Some(a) = &self.auth {
+            a.validate().map_err(ConfigError)?;
+        }
         if !matches!(self.log.formatter.as_str(), "text" | "json" | "logstash") {
             return Err(ConfigError(format!(
                 "log.formatter: {:?} is not one of text, json, logstash",
@@ -168,6 +190,9 @@ impl Config {
         }
         if !self.http.prefix.is_empty() && !self.http.prefix.starts_with('/') {
             return Err(ConfigError("http.prefix: must start with '/'".into()));
+        }
+        if let Some(tls) = &self.http.tls {
+            tls.validate().map_err(ConfigError)?;
         }
         Ok(())
     }

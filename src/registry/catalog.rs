@@ -14,16 +14,33 @@ pub struct Page {
     pub more: bool,
 }
 
-/// Entries strictly after `last`, at most `n` of them.
-pub fn paginate(mut all: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
-    all.sort();
-    let start = last.map_or(0, |l| all.partition_point(|x| x.as_str() <= l));
+/// Repository order: one path component at a time, as distribution walks its
+/// tree (`a`, `a/b`, `a-c` — not byte order, where `-` sorts before `/`), so a
+/// `last` cursor from distribution continues correctly here.
+pub fn repository_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+/// Entries strictly after `last` in `order`, at most `n` of them.
+pub fn paginate_by(
+    mut all: Vec<String>,
+    n: Option<usize>,
+    last: Option<&str>,
+    order: fn(&str, &str) -> std::cmp::Ordering,
+) -> Page {
+    all.sort_by(|a, b| order(a, b));
+    let start = last.map_or(0, |l| all.partition_point(|x| order(x, l).is_le()));
     let rest = &all[start..];
     let take = n.unwrap_or(rest.len()).min(rest.len());
     Page {
         items: rest[..take].to_vec(),
         more: take < rest.len(),
     }
+}
+
+/// [`paginate_by`] in plain lexical order (tags).
+pub fn paginate(all: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
+    paginate_by(all, n, last, |a, b| a.cmp(b))
 }
 
 impl Registry {
@@ -69,14 +86,14 @@ impl Registry {
                 }
             }
         }
-        found.sort();
+        found.sort_by(|a, b| repository_order(a, b));
         Ok(found)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::paginate;
+    use super::{paginate, paginate_by, repository_order};
 
     #[test]
     fn pages() {
@@ -88,5 +105,17 @@ mod tests {
         assert_eq!(p.items, ["c", "d"]);
         assert!(!p.more);
         assert!(paginate(all, Some(0), None).items.is_empty());
+    }
+
+    #[test]
+    fn repositories_in_component_order() {
+        let all: Vec<String> = ["a.d", "a-c", "a/b/c", "a", "a/b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let p = paginate_by(all.clone(), None, None, repository_order);
+        assert_eq!(p.items, ["a", "a/b", "a/b/c", "a-c", "a.d"]);
+        let p = paginate_by(all, Some(2), Some("a/b/c"), repository_order);
+        assert_eq!(p.items, ["a-c", "a.d"]);
     }
 }

@@ -52,6 +52,15 @@ impl Registry {
         }
     }
 
+    /// Can the storage backend be reached? (An empty root is healthy.)
+    pub async fn storage_health(&self) -> Result<()> {
+        match self.driver.stat(crate::storage::layout::ROOT).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Read a link file (`sha256:<hex>`); `None` when it does not exist.
     async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
         match self.driver.get_content(path).await {

@@ -175,7 +175,10 @@ fn read_on_thread(file: std::fs::File, len: u64) -> ByteStream {
             let mut buf = BytesMut::zeroed(want);
             let result = file.read(&mut buf).and_then(|n| {
                 if n == 0 {
-                    Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank while reading"))
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "file shrank while reading",
+                    ))
                 } else {
                     Ok(n)
                 }
@@ -241,16 +244,17 @@ impl StorageDriver for FilesystemDriver {
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
         let full = self.full(path)?;
-        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
-            let mut f = std::fs::File::open(&full)?;
-            let size = f.metadata()?.len();
-            if offset <= size {
-                f.seek(SeekFrom::Start(offset))?;
-            }
-            Ok((f, size))
-        })
-        .await
-        .map_err(std::io::Error::other)?;
+        let opened =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+                let mut f = std::fs::File::open(&full)?;
+                let size = f.metadata()?.len();
+                if offset <= size {
+                    f.seek(SeekFrom::Start(offset))?;
+                }
+                Ok((f, size))
+            })
+            .await
+            .map_err(std::io::Error::other)?;
         let (file, size) = opened.map_err(|e| not_found(path, e))?;
         if offset > size {
             return Err(StorageError::InvalidOffset {
@@ -265,24 +269,25 @@ impl StorageDriver for FilesystemDriver {
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {
         let full = self.full(path)?;
         create_dirs_durably(full.parent().expect("checked path has a parent")).await?;
-        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Option<std::fs::File>> {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&full)?;
-            let size = file.metadata()?.len();
-            if offset > size {
-                return Ok(None);
-            }
-            if size > offset {
-                file.set_len(offset)?;
-            }
-            file.seek(SeekFrom::Start(offset))?;
-            Ok(Some(file))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        let opened =
+            tokio::task::spawn_blocking(move || -> std::io::Result<Option<std::fs::File>> {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&full)?;
+                let size = file.metadata()?.len();
+                if offset > size {
+                    return Ok(None);
+                }
+                if size > offset {
+                    file.set_len(offset)?;
+                }
+                file.seek(SeekFrom::Start(offset))?;
+                Ok(Some(file))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
         match opened {
             Some(file) => Ok(Box::new(FsWriter::spawn(file, offset))),
             None => Err(StorageError::InvalidOffset {

@@ -1,0 +1,310 @@
+//! Bearer token verification (docker's token spec): JWTs signed by a token
+//! server — an external one such as docker_auth, or Berth's own.
+//!
+//! Keys come from `rootcertbundle` (by libtrust `kid`, as distribution and
+//! docker_auth compute it, or as roots of an `x5c` chain in the token header)
+//! and from a `jwks` file (by `kid`). Only asymmetric algorithms are accepted,
+//! so `alg: none` and HS256-with-the-public-key-as-secret are impossible.
+
+use std::collections::HashMap;
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use jsonwebtoken::{decode, decode_header, jwk::JwkSet, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use x509_parser::prelude::*;
+
+use super::access::Access;
+use crate::config::auth::TokenConfig;
+
+/// Tokens larger than this are refused before parsing.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Clock skew tolerated on exp/nbf, as distribution does.
+const LEEWAY_SECS: u64 = 60;
+
+const ASYMMETRIC: [Algorithm; 8] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::EdDSA,
+];
+
+/// One `access` entry of a token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResourceActions {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: String,
+    #[serde(default)]
+    access: Vec<ResourceActions>,
+}
+
+/// Why a token does not let a request through.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// Missing, malformed, badly signed, expired, wrong issuer/audience...
+    Invalid(String),
+    /// Valid, but the resource is not in it at all: ask for a better token.
+    InsufficientScope,
+    /// Valid and it names the resource, without the action: the token server
+    /// decided, so asking again will not help.
+    Denied(String),
+}
+
+struct KeyEntry {
+    key: DecodingKey,
+    family: KeyFamily,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyFamily {
+    Rsa,
+    Ec,
+    Ed,
+}
+
+fn family_of(alg: Algorithm) -> Option<KeyFamily> {
+    match alg {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => Some(KeyFamily::Rsa),
+        Algorithm::ES256 | Algorithm::ES384 => Some(KeyFamily::Ec),
+        Algorithm::EdDSA => Some(KeyFamily::Ed),
+        _ => None,
+    }
+}
+
+pub struct TokenVerifier {
+    issuer: String,
+    service: String,
+    algorithms: Vec<Algorithm>,
+    /// Keys by `kid`.
+    keys: HashMap<String, KeyEntry>,
+    /// DER of the bundle's certificates, roots for `x5c` chains.
+    roots: Vec<Vec<u8>>,
+}
+
+/// docker/libtrust's key id: the SHA-256 of the DER SubjectPublicKeyInfo,
+/// first 240 bits, base32, in groups of four joined by ':'.
+pub fn libtrust_key_id(spki_der: &[u8]) -> String {
+    let sum = Sha256::digest(spki_der);
+    let b32 = data_encoding::BASE32_NOPAD.encode(&sum[..30]);
+    b32.as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn key_from_spki(spki: &SubjectPublicKeyInfo) -> Option<KeyEntry> {
+    let raw = spki.subject_public_key.data.as_ref();
+    let oid = spki.algorithm.algorithm.to_id_string();
+    let (key, family) = match oid.as_str() {
+        "1.2.840.113549.1.1.1" => (DecodingKey::from_rsa_der(raw), KeyFamily::Rsa),
+        "1.2.840.10045.2.1" => (DecodingKey::from_ec_der(raw), KeyFamily::Ec),
+        "1.3.101.112" => (DecodingKey::from_ed_der(raw), KeyFamily::Ed),
+        _ => return None,
+    };
+    Some(KeyEntry { key, family })
+}
+
+impl TokenVerifier {
+    pub fn new(cfg: &TokenConfig) -> Result<TokenVerifier, String> {
+        let mut keys = HashMap::new();
+        let mut roots = Vec::new();
+        if !cfg.rootcertbundle.is_empty() {
+            let pem = std::fs::read(&cfg.rootcertbundle).map_err(|e| {
+                format!(
+                    "auth.token.rootcertbundle: cannot read {}: {e}",
+                    cfg.rootcertbundle
+                )
+            })?;
+            for p in Pem::iter_from_buffer(&pem) {
+                let p = p.map_err(|e| format!("auth.token.rootcertbundle: {e}"))?;
+                if p.label != "CERTIFICATE" {
+                    continue;
+                }
+                let cert = p
+                    .parse_x509()
+                    .map_err(|e| format!("auth.token.rootcertbundle: bad certificate: {e}"))?;
+                let spki = cert.public_key();
+                if let Some(entry) = key_from_spki(spki) {
+                    keys.insert(libtrust_key_id(spki.raw), entry);
+                }
+                roots.push(p.contents.clone());
+            }
+            if roots.is_empty() {
+                return Err("auth.token.rootcertbundle: no certificates found".into());
+            }
+        }
+        if !cfg.jwks.is_empty() {
+            let text = std::fs::read_to_string(&cfg.jwks)
+                .map_err(|e| format!("auth.token.jwks: cannot read {}: {e}", cfg.jwks))?;
+            let set: JwkSet =
+                serde_json::from_str(&text).map_err(|e| format!("auth.token.jwks: {e}"))?;
+            for jwk in &set.keys {
+                let Some(kid) = jwk.common.key_id.clone() else {
+                    continue;
+                };
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| format!("auth.token.jwks: key {kid}: {e}"))?;
+                let family = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => KeyFamily::Ec,
+                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => KeyFamily::Ed,
+                    _ => continue, // symmetric keys are never trusted
+                };
+                keys.insert(kid, KeyEntry { key, family });
+            }
+        }
+        let algorithms = if cfg.signingalgorithms.is_empty() {
+            ASYMMETRIC.to_vec()
+        } else {
+            cfg.signingalgorithms
+                .iter()
+                .map(|a| {
+                    a.parse::<Algorithm>()
+                        .ok()
+                        .filter(|alg| family_of(*alg).is_some())
+                        .ok_or_else(|| {
+                            format!(
+                                "auth.token.signingalgorithms: {a:?} is not an accepted algorithm"
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(TokenVerifier {
+            issuer: cfg.issuer.clone(),
+            service: cfg.service.clone(),
+            algorithms,
+            keys,
+            roots,
+        })
+    }
+
+    /// The key a token's header points at: by `kid`, or the leaf of an `x5c`
+    /// chain that ends in one of the bundle's certificates.
+    fn key_for(&self, header: &jsonwebtoken::Header) -> Result<KeyEntry, String> {
+        if let Some(chain) = &header.x5c {
+            return self.key_from_chain(chain);
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or("token names no key (kid or x5c)")?;
+        let entry = self
+            .keys
+            .get(kid)
+            .ok_or_else(|| format!("unknown signing key {kid:?}"))?;
+        Ok(KeyEntry {
+            key: entry.key.clone(),
+            family: entry.family,
+        })
+    }
+
+    fn key_from_chain(&self, chain: &[String]) -> Result<KeyEntry, String> {
+        let ders: Vec<Vec<u8>> = chain
+            .iter()
+            .map(|c| {
+                STANDARD
+                    .decode(c)
+                    .map_err(|_| "x5c: bad base64".to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        let certs: Vec<X509Certificate> = ders
+            .iter()
+            .map(|d| {
+                parse_x509_certificate(d)
+                    .map(|(_, c)| c)
+                    .map_err(|_| "x5c: bad certificate".to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        let leaf = certs.first().ok_or("x5c: empty chain")?;
+        for c in &certs {
+            if !c.validity().is_valid() {
+                return Err("x5c: certificate outside its validity period".into());
+            }
+        }
+        for pair in certs.windows(2) {
+            pair[0]
+                .verify_signature(Some(pair[1].public_key()))
+                .map_err(|_| "x5c: chain signature does not verify")?;
+        }
+        let last = certs.last().unwrap();
+        let anchored = self.roots.iter().any(|root_der| {
+            let Ok((_, root)) = parse_x509_certificate(root_der) else {
+                return false;
+            };
+            root.as_ref() == last.as_ref() || last.verify_signature(Some(root.public_key())).is_ok()
+        });
+        if !anchored {
+            return Err("x5c: chain does not end in rootcertbundle".into());
+        }
+        key_from_spki(leaf.public_key()).ok_or_else(|| "x5c: unsupported key type".into())
+    }
+
+    /// Verify `token` and that it grants every access in `need`.
+    /// Returns the token's subject (the account).
+    pub fn verify(&self, token: &str, need: &[Access]) -> Result<String, TokenRejection> {
+        let invalid = |m: String| TokenRejection::Invalid(m);
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(invalid("token too large".into()));
+        }
+        let header = decode_header(token).map_err(|e| invalid(format!("malformed token: {e}")))?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(invalid(format!(
+                "signing algorithm {:?} not accepted",
+                header.alg
+            )));
+        }
+        let entry = self.key_for(&header).map_err(invalid)?;
+        if family_of(header.alg) != Some(entry.family) {
+            return Err(invalid("algorithm does not match the key type".into()));
+        }
+        let mut v = Validation::new(header.alg);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.service]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        v.validate_nbf = true;
+        v.leeway = LEEWAY_SECS;
+        let data = decode::<Claims>(token, &entry.key, &v)
+            .map_err(|e| invalid(format!("token rejected: {e}")))?;
+        let claims = data.claims;
+        for a in need {
+            let entries: Vec<&ResourceActions> = claims
+                .access
+                .iter()
+                .filter(|r| r.kind == a.kind && r.name == a.name)
+                .collect();
+            if entries.is_empty() {
+                return Err(TokenRejection::InsufficientScope);
+            }
+            if !entries
+                .iter()
+                .any(|r| r.actions.iter().any(|x| x == &a.action || x == "*"))
+            {
+                return Err(TokenRejection::Denied(format!(
+                    "{} {}:{} is not granted",
+                    a.action, a.kind, a.name
+                )));
+            }
+        }
+        Ok(claims.sub)
+    }
+}

@@ -1,0 +1,547 @@
+//! The `compare` run: build Berth, measure the reference figures, start the
+//! servers on fresh roots, run each workload against Berth then distribution
+//! (then nginx where it gives the reference), and collect a [`Report`].
+//! A workload that fails for one server is noted and the run goes on.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use http::Method;
+
+use crate::{
+    data::{random_bytes, BlobData, PATTERN_LEN},
+    docker, progress,
+    progress::{bytes_bar, count_bar, note, phase, spinner},
+    reference,
+    report::{References, RegistryFigures, Report, Small},
+    rss::RssMonitor,
+    servers::{self, Nginx, RegistryKind, RegistryServer},
+    workloads::{self, mb_per_s, LoadResult, LoadSpec},
+    CompareArgs,
+};
+
+/// Sizes and durations after `--quick` and explicit options are applied.
+struct Settings {
+    blob_size: u64,
+    chunk_size: u64,
+    small_blobs: usize,
+    small_size: u64,
+    small_concurrency: usize,
+    connections: usize,
+    duration: Duration,
+    warmup: Duration,
+    pulls: usize,
+    layer_size: u64,
+}
+
+impl Settings {
+    fn from(a: &CompareArgs) -> Result<Settings> {
+        let q = a.quick;
+        let duration = Duration::from_secs_f64(a.duration.unwrap_or(if q { 2.0 } else { 10.0 }));
+        if duration.is_zero() || duration > Duration::from_secs(600) {
+            bail!("--duration must be in (0, 600] seconds");
+        }
+        if a.connections == 0 || a.connections > 4096 || a.small_concurrency == 0 {
+            bail!("--connections must be in 1..=4096 and --small-concurrency at least 1");
+        }
+        Ok(Settings {
+            blob_size: a.blob_size.unwrap_or(if q { 128 << 20 } else { 1 << 30 }),
+            chunk_size: a.chunk_size,
+            small_blobs: a.small_blobs.unwrap_or(if q { 200 } else { 1000 }),
+            small_size: a.small_size,
+            small_concurrency: a.small_concurrency,
+            connections: a.connections,
+            duration,
+            warmup: (duration / 5).min(Duration::from_secs(1)),
+            pulls: a.pulls.unwrap_or(if q { 2 } else { 3 }).max(1),
+            layer_size: a.layer_size.unwrap_or(if q { 2 << 20 } else { 12 << 20 }),
+        })
+    }
+}
+
+/// Log a failed step as a note and carry on with `None`.
+fn keep<T>(notes: &mut Vec<String>, what: &str, r: Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let msg = format!("{what} failed: {e:#}");
+            note(&msg);
+            notes.push(msg);
+            None
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+/// The target directory this binary was built into (berth goes beside it).
+fn target_dir(workspace: &Path) -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(profile_dir) = exe.parent() {
+            let name = profile_dir.file_name().and_then(|n| n.to_str());
+            if matches!(name, Some("release" | "debug")) {
+                if let Some(t) = profile_dir.parent() {
+                    return t.to_path_buf();
+                }
+            }
+        }
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+}
+
+/// `cargo build --release --bin berth` in this workspace; the binary's path.
+async fn build_berth() -> Result<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf();
+    let target = target_dir(&workspace);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    phase("building berth (cargo build --release --bin berth)");
+    let mut cmd = tokio::process::Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args(["build", "--release", "--bin", "berth"])
+        .env("CARGO_TARGET_DIR", &target)
+        .kill_on_drop(true);
+    let status = tokio::time::timeout(Duration::from_secs(1800), cmd.status())
+        .await
+        .context("cargo build timed out")??;
+    if !status.success() {
+        bail!("cargo build --release --bin berth failed ({status})");
+    }
+    let bin = target.join("release").join("berth");
+    if !bin.exists() {
+        bail!("built berth not found at {}", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The large-blob workloads against one registry.
+async fn large_blobs(
+    s: &Settings,
+    reg: &RegistryServer,
+    mono: &(BlobData, String),
+    chunked: &(BlobData, String),
+    rss: &RssMonitor,
+    notes: &mut Vec<String>,
+    fig: &mut RegistryFigures,
+) {
+    let label = reg.label();
+    let size = s.blob_size;
+    rss.window_start(label);
+
+    let pb = bytes_bar(size, format!("{label}: push monolithic"));
+    let r = workloads::push_monolithic(reg.addr, "loadtest/big", &mono.0, &mono.1, &pb).await;
+    pb.finish_and_clear();
+    fig.push_mono = keep(notes, &format!("{label} monolithic push"), r).map(|d| mb_per_s(size, d));
+    if let Some(v) = fig.push_mono {
+        note(format!("{label}: push monolithic {v:.0} MB/s"));
+    }
+
+    let pb = bytes_bar(size, format!("{label}: push chunked"));
+    let r = workloads::push_chunked(
+        reg.addr,
+        "loadtest/chunked",
+        &chunked.0,
+        &chunked.1,
+        s.chunk_size,
+        &pb,
+    )
+    .await;
+    pb.finish_and_clear();
+    fig.push_chunked = keep(notes, &format!("{label} chunked push"), r).map(|d| mb_per_s(size, d));
+    if let Some(v) = fig.push_chunked {
+        note(format!("{label}: push chunked {v:.0} MB/s"));
+    }
+
+    if fig.push_mono.is_some() {
+        let path = format!("/v2/loadtest/big/blobs/{}", mono.1);
+        fig.pull = pull_n(s, reg.addr, &path, label, notes).await;
+    }
+    fig.rss_big = rss.window_end(label);
+    note(format!(
+        "{label}: peak RSS during large transfers {:.1} MiB",
+        fig.rss_big as f64 / 1048576.0
+    ));
+}
+
+/// GET `path` `s.pulls` times; the median MB/s.
+async fn pull_n(
+    s: &Settings,
+    addr: SocketAddr,
+    path: &str,
+    label: &str,
+    notes: &mut Vec<String>,
+) -> Option<f64> {
+    let mut rates = Vec::new();
+    for i in 1..=s.pulls {
+        let pb = bytes_bar(s.blob_size, format!("{label}: pull {i}/{}", s.pulls));
+        let r = workloads::pull(addr, path, s.blob_size, &pb).await;
+        pb.finish_and_clear();
+        let d = keep(notes, &format!("{label} pull"), r)?;
+        rates.push(mb_per_s(s.blob_size, d));
+    }
+    let m = median(rates.clone());
+    note(format!(
+        "{label}: pull {} MB/s (median of {})",
+        m.map_or("-".into(), |v| format!("{v:.0}")),
+        rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    m
+}
+
+/// The same blob file for nginx: a hard link to a registry's copy (no
+/// second GiB on disk), else written out from the generator.
+fn place_blob_for_nginx(
+    nginx: &Nginx,
+    reg: Option<&RegistryServer>,
+    blob: &(BlobData, String),
+) -> Result<()> {
+    let dest = nginx.www.join("blob.bin");
+    let _ = std::fs::remove_file(&dest);
+    if let Some(reg) = reg {
+        if std::fs::hard_link(reg.blob_path(&blob.1), &dest).is_ok() {
+            return Ok(());
+        }
+    }
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&dest)?);
+    let mut res = Ok(());
+    blob.0.for_each_chunk(|c| {
+        if res.is_ok() {
+            res = f.write_all(c);
+        }
+    });
+    res?;
+    f.flush()?;
+    Ok(())
+}
+
+async fn run_load(
+    addr: SocketAddr,
+    spec: &LoadSpec,
+    label: &str,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Option<LoadResult> {
+    let total = (spec.warmup + spec.duration).as_millis() as u64;
+    let pb = progress::count_bar(total, format!("{label}: {what} (ms)"));
+    let r = workloads::load(addr, spec, &pb).await;
+    pb.finish_and_clear();
+    let r = keep(notes, &format!("{label} {what}"), r)?;
+    note(format!(
+        "{label}: {what} {:.0} req/s ({} requests), p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        r.rps, r.requests, r.p50_ms, r.p99_ms, r.errors
+    ));
+    Some(r)
+}
+
+/// CPU seconds (user + system) this process has used, children excluded.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+pub async fn run(args: CompareArgs) -> Result<Report> {
+    let s = Settings::from(&args)?;
+    let started = std::time::Instant::now();
+    let mut notes = Vec::new();
+
+    let berth_bin = match &args.berth_bin {
+        Some(p) => p.clone(),
+        None => build_berth().await?,
+    };
+    if !args.berth_only && !args.registry_bin.exists() {
+        bail!(
+            "{} not found (apt-get install docker-registry), or use --berth-only",
+            args.registry_bin.display()
+        );
+    }
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("loadtest-");
+    let tmp = match &args.workdir {
+        Some(w) => builder.tempdir_in(w)?,
+        None => builder.tempdir()?,
+    };
+    let dir = tmp.path().to_path_buf();
+    phase(&format!("work directory {}", dir.display()));
+
+    // Reference figures first, while nothing else runs.
+    phase("reference figures");
+    let mut refs = References {
+        sha_rust: reference::sha256_rust(Duration::from_millis(if args.quick {
+            300
+        } else {
+            1000
+        })),
+        ..Default::default()
+    };
+    note(format!(
+        "sha256 (sha2 crate, 1 core): {:.0} MB/s",
+        refs.sha_rust
+    ));
+    refs.sha_openssl = keep(
+        &mut notes,
+        "openssl speed",
+        reference::sha256_openssl(1).await,
+    );
+    if let Some(v) = refs.sha_openssl {
+        note(format!("sha256 (openssl -evp, 1 core): {v:.0} MB/s"));
+    }
+    let sp = spinner(format!("dd {} MiB conv=fdatasync", s.blob_size >> 20));
+    let r = reference::disk_synced_write(&dir, (s.blob_size >> 20).max(1)).await;
+    sp.finish_and_clear();
+    refs.disk = keep(&mut notes, "dd", r);
+    if let Some(v) = refs.disk {
+        note(format!("disk synced write: {v:.0} MB/s"));
+    }
+
+    phase("starting servers");
+    let rss = RssMonitor::start();
+    let berth = servers::start_registry(RegistryKind::Berth, &berth_bin, &dir).await?;
+    rss.watch(berth.label(), berth.proc.pid());
+    note(format!(
+        "berth on {} (pid {})",
+        berth.addr,
+        berth.proc.pid()
+    ));
+    let dist = if args.berth_only {
+        None
+    } else {
+        let d =
+            servers::start_registry(RegistryKind::Distribution, &args.registry_bin, &dir).await?;
+        rss.watch(d.label(), d.proc.pid());
+        note(format!("distribution on {} (pid {})", d.addr, d.proc.pid()));
+        Some(d)
+    };
+    let nginx = keep(&mut notes, "nginx start", servers::start_nginx(&dir).await);
+    if let Some(n) = &nginx {
+        note(format!("nginx on {} (pid {})", n.addr, n.proc.pid()));
+    }
+    let regs: Vec<&RegistryServer> = std::iter::once(&berth).chain(dist.as_ref()).collect();
+    let mut figs: Vec<RegistryFigures> = regs
+        .iter()
+        .map(|r| RegistryFigures {
+            label: r.label(),
+            ..Default::default()
+        })
+        .collect();
+
+    phase(&format!("large blob: {} MiB", s.blob_size >> 20));
+    let pattern = random_bytes(1, PATTERN_LEN);
+    let sp = spinner("sha256 of the test blobs (streaming pass)");
+    let mono = BlobData::new(&pattern, 1, s.blob_size);
+    let mono = (mono.clone(), mono.digest());
+    let chunked = BlobData::new(&pattern, 2, s.blob_size);
+    let chunked = (chunked.clone(), chunked.digest());
+    sp.finish_and_clear();
+    for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
+        large_blobs(&s, reg, &mono, &chunked, &rss, &mut notes, fig).await;
+    }
+    if let Some(n) = &nginx {
+        let placed = place_blob_for_nginx(n, Some(&berth), &mono);
+        if keep(&mut notes, "placing the blob for nginx", placed).is_some() {
+            refs.nginx_sendfile = pull_n(&s, n.addr, "/blob.bin", "nginx", &mut notes).await;
+        }
+    }
+
+    phase(&format!(
+        "small blobs: {} x {} B, {} clients",
+        s.small_blobs, s.small_size, s.small_concurrency
+    ));
+    let blobs = Rc::new(workloads::small_blobs(
+        s.small_blobs,
+        s.small_size as usize,
+        7,
+    ));
+    for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
+        let label = reg.label();
+        let pb = count_bar(s.small_blobs as u64, format!("{label}: small blobs"));
+        let r = workloads::push_small_blobs(
+            reg.addr,
+            "loadtest/small",
+            blobs.clone(),
+            s.small_concurrency,
+            &pb,
+        )
+        .await;
+        pb.finish_and_clear();
+        if let Some(r) = keep(&mut notes, &format!("{label} small blobs"), r) {
+            note(format!(
+                "{label}: {:.0} blobs/s, p50 {:.2} ms, p99 {:.2} ms",
+                r.per_sec(),
+                r.p50_ms,
+                r.p99_ms
+            ));
+            fig.small = Some(Small {
+                per_sec: r.per_sec(),
+                p50_ms: r.p50_ms,
+                p99_ms: r.p99_ms,
+            });
+        }
+    }
+
+    phase(&format!(
+        "request rate: {} connections, {:.0} s each",
+        s.connections,
+        s.duration.as_secs_f64()
+    ));
+    let spec = |method: Method, path: String, accept| LoadSpec {
+        method,
+        path,
+        accept,
+        connections: s.connections,
+        warmup: s.warmup,
+        duration: s.duration,
+    };
+    for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
+        let label = reg.label();
+        let Some(t) = keep(
+            &mut notes,
+            &format!("{label} manifest setup"),
+            workloads::setup_manifest(reg.addr, "loadtest/app").await,
+        ) else {
+            continue;
+        };
+        fig.head = run_load(
+            reg.addr,
+            &spec(Method::HEAD, t.blob_path, None),
+            label,
+            "blob HEAD",
+            &mut notes,
+        )
+        .await;
+        fig.get = run_load(
+            reg.addr,
+            &spec(
+                Method::GET,
+                t.manifest_path,
+                Some(workloads::MANIFEST_ACCEPT),
+            ),
+            label,
+            "manifest GET",
+            &mut notes,
+        )
+        .await;
+    }
+    if let Some(n) = &nginx {
+        refs.nginx_get = run_load(
+            n.addr,
+            &spec(Method::GET, "/small.bin".into(), None),
+            "nginx",
+            "1 KiB GET",
+            &mut notes,
+        )
+        .await;
+        refs.nginx_head = run_load(
+            n.addr,
+            &spec(Method::HEAD, "/small.bin".into(), None),
+            "nginx",
+            "1 KiB HEAD",
+            &mut notes,
+        )
+        .await;
+    }
+
+    let mut image_bytes = None;
+    if args.no_docker {
+        notes.push("docker push/pull skipped (--no-docker)".into());
+    } else {
+        phase("docker push/pull (private dockerd, vfs)");
+        let sp = spinner("starting dockerd");
+        let started = servers::start_dockerd(&dir, Duration::from_secs(args.dockerd_timeout)).await;
+        sp.finish_and_clear();
+        match started {
+            Err(e) => {
+                let msg = format!("dockerd could not start, docker figures skipped: {e:#}");
+                note(&msg);
+                notes.push(msg);
+            }
+            Ok(mut dockerd) => {
+                let sp = spinner("building the image (docker import + docker build)");
+                let built = docker::build_image(&dockerd, &dir, s.layer_size as usize).await;
+                sp.finish_and_clear();
+                if let Some(bytes) = keep(&mut notes, "docker image build", built) {
+                    image_bytes = Some(bytes);
+                    let targets: Vec<(&'static str, SocketAddr)> =
+                        regs.iter().map(|r| (r.label(), r.addr)).collect();
+                    let sp = spinner("docker push and pull");
+                    let results = docker::push_pull(&dockerd, &targets).await;
+                    sp.finish_and_clear();
+                    for ((label, r), fig) in results.into_iter().zip(figs.iter_mut()) {
+                        fig.docker = keep(&mut notes, &format!("{label} docker push/pull"), r);
+                    }
+                }
+                let sp = spinner("stopping dockerd");
+                dockerd.proc.stop();
+                sp.finish_and_clear();
+            }
+        }
+    }
+
+    for fig in figs.iter_mut() {
+        fig.rss_peak = rss.peak(fig.label);
+        note(format!(
+            "{}: peak RSS {:.1} MiB (now {:.1} MiB)",
+            fig.label,
+            fig.rss_peak as f64 / 1048576.0,
+            rss.current(fig.label) as f64 / 1048576.0
+        ));
+    }
+    drop(regs);
+    drop(nginx);
+    drop(dist);
+    drop(berth);
+    drop(rss);
+    if args.keep {
+        let kept = tmp.keep();
+        notes.push(format!("work directory kept: {}", kept.display()));
+    } else {
+        let sp = spinner("removing the work directory");
+        drop(tmp);
+        sp.finish_and_clear();
+    }
+
+    notes.push(format!(
+        "loadtest's own CPU: {:.1} s over {:.0} s wall (one thread; includes the digest pre-passes and reference runs)",
+        own_cpu_seconds(),
+        started.elapsed().as_secs_f64()
+    ));
+    let mut figs = figs.into_iter();
+    Ok(Report {
+        blob_size: s.blob_size,
+        chunk_size: s.chunk_size,
+        small_count: s.small_blobs,
+        small_size: s.small_size,
+        small_concurrency: s.small_concurrency,
+        connections: s.connections,
+        duration_s: s.duration.as_secs_f64(),
+        image_bytes,
+        berth: figs.next().expect("berth figures"),
+        dist: figs.next(),
+        refs,
+        notes,
+    })
+}

@@ -1,0 +1,162 @@
+//! `loadtest compare`: start Berth and CNCF distribution side by side on
+//! loopback, run the same workloads against both, and print one table with
+//! the targets as PASS/FAIL lines. See README.md.
+
+mod compare;
+mod data;
+mod docker;
+mod http;
+mod progress;
+mod reference;
+mod report;
+mod rss;
+mod servers;
+mod workloads;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Benchmark Berth against CNCF distribution"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every workload against Berth and distribution and print the table.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct CompareArgs {
+    /// Measure Berth only (no distribution column).
+    #[arg(long)]
+    pub berth_only: bool,
+    /// Fast smoke run: 128 MiB blob, 200 small blobs, 2 s load phases, small image.
+    #[arg(long)]
+    pub quick: bool,
+    /// Size of the large blob (e.g. 1GiB, 256MiB, or bytes) [default: 1GiB, quick 128MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub blob_size: Option<u64>,
+    /// PATCH chunk size for the chunked push.
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    pub chunk_size: u64,
+    /// How many small blobs to push [default: 1000, quick 200].
+    #[arg(long)]
+    pub small_blobs: Option<usize>,
+    /// Size of each small blob.
+    #[arg(long, value_parser = parse_size, default_value = "4KiB")]
+    pub small_size: u64,
+    /// Concurrent clients for the small-blob pushes.
+    #[arg(long, default_value_t = 16)]
+    pub small_concurrency: usize,
+    /// Concurrent connections for the HEAD/GET request loops.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds per request-loop phase [default: 10, quick 2].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// GETs of the large blob per server; the median counts [default: 3, quick 2].
+    #[arg(long)]
+    pub pulls: Option<usize>,
+    /// Size of each of the image's 4 layers [default: 12MiB, quick 2MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub layer_size: Option<u64>,
+    /// Skip the docker push/pull workload.
+    #[arg(long)]
+    pub no_docker: bool,
+    /// Seconds to wait for dockerd to answer.
+    #[arg(long, default_value_t = 60)]
+    pub dockerd_timeout: u64,
+    /// Use this berth binary instead of `cargo build --release --bin berth`.
+    #[arg(long)]
+    pub berth_bin: Option<PathBuf>,
+    /// distribution's binary.
+    #[arg(long, default_value = "/usr/bin/docker-registry")]
+    pub registry_bin: PathBuf,
+    /// Directory for the run's temporary directory (its disk is the one measured).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Keep the temporary directory (roots, configs, logs) afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Exit with status 1 unless every target passes.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `1GiB`, `16MiB`, `4KiB`, `4k`, `512` (bytes).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB)")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("size {s:?} out of range")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Compare(args) = cli.command;
+    // One thread: the client must leave the two cores to the servers.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadtest: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = compare::run(args.clone()) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: servers stopped")),
+        }
+    });
+    match result {
+        Ok(report) => {
+            println!("{}", report.render());
+            if args.strict && !report.all_pass() {
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
+}

@@ -7,6 +7,8 @@
 
 mod common;
 
+#[path = "clients/auth.rs"]
+mod auth;
 #[path = "clients/daemons.rs"]
 mod daemons;
 #[path = "clients/docker.rs"]

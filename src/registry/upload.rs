@@ -66,9 +66,20 @@ impl Registry {
     /// there (a gap, or one already written) is refused with 416.
     pub async fn append_upload(
         &self,
+        state: UploadState,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> Result<UploadState> {
+        self.write_chunk(state, range, body, false).await
+    }
+
+    /// Write a chunk; `last` commits the upload's data as one whole object.
+    async fn write_chunk(
+        &self,
         mut state: UploadState,
         range: Option<ChunkRange>,
         mut body: ByteStream,
+        last: bool,
     ) -> Result<UploadState> {
         if let Some(r) = range {
             if r.start != state.offset || r.end < r.start {
@@ -93,7 +104,11 @@ impl Registry {
             hasher.update(&chunk);
             writer.write(chunk).await?;
         }
-        let size = writer.commit().await?;
+        let size = if last {
+            writer.commit().await?
+        } else {
+            writer.close().await?
+        };
         let written = size - state.offset;
         if let Some(r) = range {
             if written != r.end - r.start + 1 {
@@ -120,7 +135,7 @@ impl Registry {
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<BlobInfo> {
-        let state = self.append_upload(state, range, body).await?;
+        let state = self.write_chunk(state, range, body, true).await?;
         let data = layout::upload_data(&state.name, &state.id);
         let actual = match expected.algorithm() {
             Algorithm::Sha256 => {

@@ -152,6 +152,12 @@ impl FileWriter for FsWriter {
         self.size
     }
 
+    async fn close(mut self: Box<Self>) -> Result<u64> {
+        // Written with unbuffered writes: the next writer on this path sees it all.
+        self.finish().await?;
+        Ok(self.size)
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<u64> {
         if let Some(tx) = &self.tx {
             // If the thread already stopped, `finish` reports its error.

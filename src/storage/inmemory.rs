@@ -57,6 +57,10 @@ impl FileWriter for MemWriter {
         self.buf.len() as u64
     }
 
+    async fn close(self: Box<Self>) -> Result<u64> {
+        self.commit().await
+    }
+
     async fn commit(self: Box<Self>) -> Result<u64> {
         let size = self.buf.len() as u64;
         self.objects.lock().unwrap().insert(

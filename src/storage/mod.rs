@@ -52,13 +52,17 @@ impl StorageError {
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// A writer that appends to the object at a path. Nothing written through it is
-/// guaranteed visible or durable until `commit` returns.
+/// guaranteed visible as a whole object, or durable, until `commit` returns.
 #[async_trait]
 pub trait FileWriter: Send {
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
     /// Bytes in the object so far, including what existed before this writer.
     fn size(&self) -> u64;
-    /// Flush and make the data durable.
+    /// Stop for now, keeping what was written: a later `writer(path, size)` —
+    /// on any replica — continues it (an upload's PATCH). Returns the size.
+    async fn close(self: Box<Self>) -> Result<u64>;
+    /// Finish the object: durable, and readable as one object at its path
+    /// (an upload's final PUT). Returns the size.
     async fn commit(self: Box<Self>) -> Result<u64>;
 }
 

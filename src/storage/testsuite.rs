@@ -20,6 +20,7 @@ pub async fn run_all(d: &dyn StorageDriver) {
     missing_paths(d).await;
     ranged_reads(d).await;
     resumable_writer(d).await;
+    resumed_large_writes(d).await;
     listing(d).await;
     rename_and_delete(d).await;
     invalid_paths(d).await;
@@ -109,13 +110,21 @@ async fn resumable_writer(d: &dyn StorageDriver) {
     let mut w = d.writer(p, 0).await.unwrap();
     w.write(Bytes::from_static(b"hello ")).await.unwrap();
     assert_eq!(w.size(), 6);
-    assert_eq!(w.commit().await.unwrap(), 6);
+    assert_eq!(w.close().await.unwrap(), 6);
     // Resume at the end, as the next PATCH on another replica would.
     let mut w = d.writer(p, 6).await.unwrap();
-    w.write(Bytes::from_static(b"world")).await.unwrap();
-    w.commit().await.unwrap();
+    w.write(Bytes::from_static(b"wor")).await.unwrap();
+    assert_eq!(w.close().await.unwrap(), 9);
+    let mut w = d.writer(p, 9).await.unwrap();
+    w.write(Bytes::from_static(b"ld")).await.unwrap();
+    assert_eq!(w.commit().await.unwrap(), 11);
     assert_eq!(d.get_content(p).await.unwrap(), "hello world");
+    assert_eq!(d.stat(p).await.unwrap().size, 11);
     // Resuming at an earlier offset discards what came after it (a retried chunk).
+    let p = "/suite/writer/retried";
+    let mut w = d.writer(p, 0).await.unwrap();
+    w.write(Bytes::from_static(b"hello world")).await.unwrap();
+    w.close().await.unwrap();
     let mut w = d.writer(p, 6).await.unwrap();
     w.write(Bytes::from_static(b"there")).await.unwrap();
     w.commit().await.unwrap();
@@ -197,6 +206,26 @@ async fn invalid_paths(d: &dyn StorageDriver) {
         );
         assert!(d.get_content(bad).await.is_err(), "{bad}");
     }
+}
+
+async fn resumed_large_writes(d: &dyn StorageDriver) {
+    // Large objects written across several resumed writers, as a chunked
+    // upload spread over replicas writes them.
+    let part = Bytes::from(vec![3u8; 6 * 1024 * 1024]);
+    let p = "/suite/writer/parts";
+    let mut offset = 0;
+    for i in 0..3 {
+        let mut w = d.writer(p, offset).await.unwrap();
+        w.write(part.clone()).await.unwrap();
+        w.write(Bytes::from_static(b"tail")).await.unwrap();
+        offset = if i < 2 {
+            w.close().await.unwrap()
+        } else {
+            w.commit().await.unwrap()
+        };
+    }
+    assert_eq!(offset, 3 * (6 * 1024 * 1024 + 4));
+    assert_eq!(d.stat(p).await.unwrap().size, offset);
 }
 
 async fn concurrent_writes(d: &dyn StorageDriver) {

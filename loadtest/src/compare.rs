@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use http::Method;
 
 use crate::{
+    cpu,
     data::{random_bytes, BlobData, PATTERN_LEN},
     docker, progress,
     progress::{bytes_bar, count_bar, note, phase, spinner},
@@ -22,7 +23,7 @@ use crate::{
     rss::RssMonitor,
     servers::{self, Nginx, RegistryKind, RegistryServer},
     workloads::{self, mb_per_s, LoadResult, LoadSpec},
-    CompareArgs,
+    CompareArgs, Workload,
 };
 
 /// Sizes and durations after `--quick` and explicit options are applied.
@@ -37,6 +38,7 @@ struct Settings {
     warmup: Duration,
     pulls: usize,
     layer_size: u64,
+    only: Vec<Workload>,
 }
 
 impl Settings {
@@ -60,7 +62,15 @@ impl Settings {
             warmup: (duration / 5).min(Duration::from_secs(1)),
             pulls: a.pulls.unwrap_or(if q { 2 } else { 3 }).max(1),
             layer_size: a.layer_size.unwrap_or(if q { 2 << 20 } else { 12 << 20 }),
+            only: a.only.clone(),
         })
+    }
+
+    /// Is `w` part of this run? (`--only`; `pull` needs the monolithic push.)
+    fn runs(&self, w: Workload) -> bool {
+        self.only.is_empty()
+            || self.only.contains(&w)
+            || (w == Workload::Push && self.only.contains(&Workload::Pull))
     }
 }
 
@@ -143,31 +153,45 @@ async fn large_blobs(
     let size = s.blob_size;
     rss.window_start(label);
 
-    let pb = bytes_bar(size, format!("{label}: push monolithic"));
-    let r = workloads::push_monolithic(reg.addr, "loadtest/big", &mono.0, &mono.1, &pb).await;
-    pb.finish_and_clear();
-    fig.push_mono = keep(notes, &format!("{label} monolithic push"), r).map(|d| mb_per_s(size, d));
-    if let Some(v) = fig.push_mono {
-        note(format!("{label}: push monolithic {v:.0} MB/s"));
+    if s.runs(Workload::Push) {
+        let pb = bytes_bar(size, format!("{label}: push monolithic"));
+        let r = workloads::push_monolithic(reg.addr, "loadtest/big", &mono.0, &mono.1, &pb).await;
+        pb.finish_and_clear();
+        if let Some(t) = keep(notes, &format!("{label} monolithic push"), r) {
+            let v = mb_per_s(size, t.total);
+            fig.push_mono = Some(v);
+            note(format!(
+                "{label}: push monolithic {v:.0} MB/s ({:.2} s; 201 came {:.2} s after the last byte was sent)",
+                t.total.as_secs_f64(),
+                t.tail.as_secs_f64()
+            ));
+        }
     }
 
-    let pb = bytes_bar(size, format!("{label}: push chunked"));
-    let r = workloads::push_chunked(
-        reg.addr,
-        "loadtest/chunked",
-        &chunked.0,
-        &chunked.1,
-        s.chunk_size,
-        &pb,
-    )
-    .await;
-    pb.finish_and_clear();
-    fig.push_chunked = keep(notes, &format!("{label} chunked push"), r).map(|d| mb_per_s(size, d));
-    if let Some(v) = fig.push_chunked {
-        note(format!("{label}: push chunked {v:.0} MB/s"));
+    if s.runs(Workload::Chunked) {
+        let pb = bytes_bar(size, format!("{label}: push chunked"));
+        let r = workloads::push_chunked(
+            reg.addr,
+            "loadtest/chunked",
+            &chunked.0,
+            &chunked.1,
+            s.chunk_size,
+            &pb,
+        )
+        .await;
+        pb.finish_and_clear();
+        if let Some(t) = keep(notes, &format!("{label} chunked push"), r) {
+            let v = mb_per_s(size, t.total);
+            fig.push_chunked = Some(v);
+            note(format!(
+                "{label}: push chunked {v:.0} MB/s ({:.2} s; the closing PUT took {:.2} s)",
+                t.total.as_secs_f64(),
+                t.tail.as_secs_f64()
+            ));
+        }
     }
 
-    if fig.push_mono.is_some() {
+    if fig.push_mono.is_some() && s.runs(Workload::Pull) {
         let path = format!("/v2/loadtest/big/blobs/{}", mono.1);
         fig.pull = pull_n(s, reg.addr, &path, label, notes).await;
     }
@@ -253,26 +277,174 @@ async fn run_load(
     Some(r)
 }
 
-/// CPU seconds (user + system) this process has used, children excluded.
-fn own_cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0.0;
+async fn large_phase(
+    s: &Settings,
+    regs: &[&RegistryServer],
+    figs: &mut [RegistryFigures],
+    nginx: Option<&Nginx>,
+    rss: &RssMonitor,
+    refs: &mut References,
+    notes: &mut Vec<String>,
+) {
+    phase(&format!("large blob: {} MiB", s.blob_size >> 20));
+    let pattern = random_bytes(1, PATTERN_LEN);
+    let sp = spinner("sha256 of the test blobs (streaming pass)");
+    let mono = BlobData::new(&pattern, 1, s.blob_size);
+    let mono = (mono.clone(), mono.digest());
+    let chunked = BlobData::new(&pattern, 2, s.blob_size);
+    let chunked = (chunked.clone(), chunked.digest());
+    sp.finish_and_clear();
+    for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
+        large_blobs(s, reg, &mono, &chunked, rss, notes, fig).await;
     }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    if let (Some(n), true) = (nginx, s.runs(Workload::Pull)) {
+        let placed = place_blob_for_nginx(n, regs.first().copied(), &mono);
+        if keep(notes, "placing the blob for nginx", placed).is_some() {
+            refs.nginx_sendfile = pull_n(s, n.addr, "/blob.bin", "nginx", notes).await;
+        }
+    }
+}
+
+async fn small_phase(
+    s: &Settings,
+    regs: &[&RegistryServer],
+    figs: &mut [RegistryFigures],
+    notes: &mut Vec<String>,
+) {
+    phase(&format!(
+        "small blobs: {} x {} B, {} clients",
+        s.small_blobs, s.small_size, s.small_concurrency
+    ));
+    let blobs = Rc::new(workloads::small_blobs(
+        s.small_blobs,
+        s.small_size as usize,
+        7,
+    ));
+    for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
+        let label = reg.label();
+        let pb = count_bar(s.small_blobs as u64, format!("{label}: small blobs"));
+        let r = workloads::push_small_blobs(
+            reg.addr,
+            "loadtest/small",
+            blobs.clone(),
+            s.small_concurrency,
+            &pb,
+        )
+        .await;
+        pb.finish_and_clear();
+        if let Some(r) = keep(notes, &format!("{label} small blobs"), r) {
+            note(format!(
+                "{label}: {:.0} blobs/s, p50 {:.2} ms, p99 {:.2} ms",
+                r.per_sec(),
+                r.p50_ms,
+                r.p99_ms
+            ));
+            fig.small = Some(Small {
+                per_sec: r.per_sec(),
+                p50_ms: r.p50_ms,
+                p99_ms: r.p99_ms,
+            });
+        }
+    }
+}
+
+async fn rate_phase(
+    s: &Settings,
+    regs: &[&RegistryServer],
+    figs: &mut [RegistryFigures],
+    nginx: Option<&Nginx>,
+    refs: &mut References,
+    notes: &mut Vec<String>,
+) {
+    phase(&format!(
+        "request rate: {} connections, {:.0} s each",
+        s.connections,
+        s.duration.as_secs_f64()
+    ));
+    let spec = |method: Method, path: String, accept| LoadSpec {
+        method,
+        path,
+        accept,
+        connections: s.connections,
+        warmup: s.warmup,
+        duration: s.duration,
+    };
+    for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
+        let label = reg.label();
+        let Some(t) = keep(
+            notes,
+            &format!("{label} manifest setup"),
+            workloads::setup_manifest(reg.addr, "loadtest/app").await,
+        ) else {
+            continue;
+        };
+        let head = spec(Method::HEAD, t.blob_path, None);
+        fig.head = run_load(reg.addr, &head, label, "blob HEAD", notes).await;
+        let accept = Some(workloads::MANIFEST_ACCEPT);
+        let get = spec(Method::GET, t.manifest_path, accept);
+        fig.get = run_load(reg.addr, &get, label, "manifest GET", notes).await;
+    }
+    if let Some(n) = nginx {
+        let get = spec(Method::GET, "/small.bin".into(), None);
+        refs.nginx_get = run_load(n.addr, &get, "nginx", "1 KiB GET", notes).await;
+        let head = spec(Method::HEAD, "/small.bin".into(), None);
+        refs.nginx_head = run_load(n.addr, &head, "nginx", "1 KiB HEAD", notes).await;
+    }
+}
+
+/// The docker workload; the image's payload size if it was built.
+async fn docker_phase(
+    s: &Settings,
+    dir: &Path,
+    timeout: Duration,
+    regs: &[&RegistryServer],
+    figs: &mut [RegistryFigures],
+    notes: &mut Vec<String>,
+) -> Option<u64> {
+    phase("docker push/pull (private dockerd, vfs)");
+    let sp = spinner("starting dockerd");
+    let started = servers::start_dockerd(dir, timeout).await;
+    sp.finish_and_clear();
+    let mut dockerd = match started {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = format!("dockerd could not start, docker figures skipped: {e:#}");
+            note(&msg);
+            notes.push(msg);
+            return None;
+        }
+    };
+    let sp = spinner("building the image (docker import + docker build)");
+    let built = docker::build_image(&dockerd, dir, s.layer_size as usize).await;
+    sp.finish_and_clear();
+    let bytes = keep(notes, "docker image build", built);
+    if bytes.is_some() {
+        let targets: Vec<(&'static str, SocketAddr)> =
+            regs.iter().map(|r| (r.label(), r.addr)).collect();
+        let sp = spinner("docker push and pull");
+        let results = docker::push_pull(&dockerd, &targets).await;
+        sp.finish_and_clear();
+        for ((label, r), fig) in results.into_iter().zip(figs.iter_mut()) {
+            fig.docker = keep(notes, &format!("{label} docker push/pull"), r);
+        }
+    }
+    let sp = spinner("stopping dockerd");
+    dockerd.proc.stop();
+    sp.finish_and_clear();
+    bytes
 }
 
 pub async fn run(args: CompareArgs) -> Result<Report> {
     let s = Settings::from(&args)?;
-    let started = std::time::Instant::now();
     let mut notes = Vec::new();
 
     let berth_bin = match &args.berth_bin {
         Some(p) => p.clone(),
         None => build_berth().await?,
     };
+    // After the build: cargo's CPU is not the run's.
+    let cpu_start = cpu::snapshot();
+    let started = std::time::Instant::now();
     if !args.berth_only && !args.registry_bin.exists() {
         bail!(
             "{} not found (apt-get install docker-registry), or use --berth-only",
@@ -349,156 +521,40 @@ pub async fn run(args: CompareArgs) -> Result<Report> {
         })
         .collect();
 
-    phase(&format!("large blob: {} MiB", s.blob_size >> 20));
-    let pattern = random_bytes(1, PATTERN_LEN);
-    let sp = spinner("sha256 of the test blobs (streaming pass)");
-    let mono = BlobData::new(&pattern, 1, s.blob_size);
-    let mono = (mono.clone(), mono.digest());
-    let chunked = BlobData::new(&pattern, 2, s.blob_size);
-    let chunked = (chunked.clone(), chunked.digest());
-    sp.finish_and_clear();
-    for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
-        large_blobs(&s, reg, &mono, &chunked, &rss, &mut notes, fig).await;
-    }
-    if let Some(n) = &nginx {
-        let placed = place_blob_for_nginx(n, Some(&berth), &mono);
-        if keep(&mut notes, "placing the blob for nginx", placed).is_some() {
-            refs.nginx_sendfile = pull_n(&s, n.addr, "/blob.bin", "nginx", &mut notes).await;
-        }
-    }
-
-    phase(&format!(
-        "small blobs: {} x {} B, {} clients",
-        s.small_blobs, s.small_size, s.small_concurrency
-    ));
-    let blobs = Rc::new(workloads::small_blobs(
-        s.small_blobs,
-        s.small_size as usize,
-        7,
-    ));
-    for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
-        let label = reg.label();
-        let pb = count_bar(s.small_blobs as u64, format!("{label}: small blobs"));
-        let r = workloads::push_small_blobs(
-            reg.addr,
-            "loadtest/small",
-            blobs.clone(),
-            s.small_concurrency,
-            &pb,
-        )
-        .await;
-        pb.finish_and_clear();
-        if let Some(r) = keep(&mut notes, &format!("{label} small blobs"), r) {
-            note(format!(
-                "{label}: {:.0} blobs/s, p50 {:.2} ms, p99 {:.2} ms",
-                r.per_sec(),
-                r.p50_ms,
-                r.p99_ms
-            ));
-            fig.small = Some(Small {
-                per_sec: r.per_sec(),
-                p50_ms: r.p50_ms,
-                p99_ms: r.p99_ms,
-            });
-        }
-    }
-
-    phase(&format!(
-        "request rate: {} connections, {:.0} s each",
-        s.connections,
-        s.duration.as_secs_f64()
-    ));
-    let spec = |method: Method, path: String, accept| LoadSpec {
-        method,
-        path,
-        accept,
-        connections: s.connections,
-        warmup: s.warmup,
-        duration: s.duration,
-    };
-    for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
-        let label = reg.label();
-        let Some(t) = keep(
-            &mut notes,
-            &format!("{label} manifest setup"),
-            workloads::setup_manifest(reg.addr, "loadtest/app").await,
-        ) else {
-            continue;
-        };
-        fig.head = run_load(
-            reg.addr,
-            &spec(Method::HEAD, t.blob_path, None),
-            label,
-            "blob HEAD",
-            &mut notes,
-        )
-        .await;
-        fig.get = run_load(
-            reg.addr,
-            &spec(
-                Method::GET,
-                t.manifest_path,
-                Some(workloads::MANIFEST_ACCEPT),
-            ),
-            label,
-            "manifest GET",
+    let large = [Workload::Push, Workload::Chunked, Workload::Pull];
+    if large.iter().any(|w| s.runs(*w)) {
+        large_phase(
+            &s,
+            &regs,
+            &mut figs,
+            nginx.as_ref(),
+            &rss,
+            &mut refs,
             &mut notes,
         )
         .await;
     }
-    if let Some(n) = &nginx {
-        refs.nginx_get = run_load(
-            n.addr,
-            &spec(Method::GET, "/small.bin".into(), None),
-            "nginx",
-            "1 KiB GET",
-            &mut notes,
-        )
-        .await;
-        refs.nginx_head = run_load(
-            n.addr,
-            &spec(Method::HEAD, "/small.bin".into(), None),
-            "nginx",
-            "1 KiB HEAD",
-            &mut notes,
-        )
-        .await;
+    if s.runs(Workload::Small) {
+        small_phase(&s, &regs, &mut figs, &mut notes).await;
     }
-
+    if s.runs(Workload::Rate) {
+        rate_phase(&s, &regs, &mut figs, nginx.as_ref(), &mut refs, &mut notes).await;
+    }
     let mut image_bytes = None;
-    if args.no_docker {
-        notes.push("docker push/pull skipped (--no-docker)".into());
+    if args.no_docker || !s.runs(Workload::Docker) {
+        notes.push("docker push/pull skipped".into());
     } else {
-        phase("docker push/pull (private dockerd, vfs)");
-        let sp = spinner("starting dockerd");
-        let started = servers::start_dockerd(&dir, Duration::from_secs(args.dockerd_timeout)).await;
-        sp.finish_and_clear();
-        match started {
-            Err(e) => {
-                let msg = format!("dockerd could not start, docker figures skipped: {e:#}");
-                note(&msg);
-                notes.push(msg);
-            }
-            Ok(mut dockerd) => {
-                let sp = spinner("building the image (docker import + docker build)");
-                let built = docker::build_image(&dockerd, &dir, s.layer_size as usize).await;
-                sp.finish_and_clear();
-                if let Some(bytes) = keep(&mut notes, "docker image build", built) {
-                    image_bytes = Some(bytes);
-                    let targets: Vec<(&'static str, SocketAddr)> =
-                        regs.iter().map(|r| (r.label(), r.addr)).collect();
-                    let sp = spinner("docker push and pull");
-                    let results = docker::push_pull(&dockerd, &targets).await;
-                    sp.finish_and_clear();
-                    for ((label, r), fig) in results.into_iter().zip(figs.iter_mut()) {
-                        fig.docker = keep(&mut notes, &format!("{label} docker push/pull"), r);
-                    }
-                }
-                let sp = spinner("stopping dockerd");
-                dockerd.proc.stop();
-                sp.finish_and_clear();
-            }
-        }
+        let timeout = Duration::from_secs(args.dockerd_timeout);
+        image_bytes = docker_phase(&s, &dir, timeout, &regs, &mut figs, &mut notes).await;
+    }
+
+    // The disk again: other work on the machine can slow it at either end.
+    let sp = spinner("dd again (disk reference at the end)");
+    let r = reference::disk_synced_write(&dir, (s.blob_size >> 20).max(1)).await;
+    sp.finish_and_clear();
+    refs.disk_end = keep(&mut notes, "dd (end)", r);
+    if let Some(v) = refs.disk_end {
+        note(format!("disk synced write (end): {v:.0} MB/s"));
     }
 
     for fig in figs.iter_mut() {
@@ -524,10 +580,10 @@ pub async fn run(args: CompareArgs) -> Result<Report> {
         sp.finish_and_clear();
     }
 
-    notes.push(format!(
-        "loadtest's own CPU: {:.1} s over {:.0} s wall (one thread; includes the digest pre-passes and reference runs)",
-        own_cpu_seconds(),
-        started.elapsed().as_secs_f64()
+    notes.push(cpu::summary(
+        &cpu_start,
+        &cpu::snapshot(),
+        started.elapsed().as_secs_f64(),
     ));
     let mut figs = figs.into_iter();
     Ok(Report {

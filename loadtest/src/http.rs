@@ -5,8 +5,9 @@
 use std::{
     net::SocketAddr,
     pin::Pin,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -35,6 +36,8 @@ pub struct GenBody {
     pos: u64,
     end: u64,
     progress: Option<ProgressBar>,
+    /// Set when the last byte has been handed to the connection.
+    sent: Option<Arc<OnceLock<Instant>>>,
 }
 
 impl ReqBody {
@@ -54,7 +57,16 @@ impl ReqBody {
             pos: start,
             end,
             progress,
+            sent: None,
         })
+    }
+
+    /// Record in `sent` when the last byte has been handed to the connection.
+    pub fn mark_sent(mut self, sent: &Arc<OnceLock<Instant>>) -> Self {
+        if let ReqBody::Gen(g) = &mut self {
+            g.sent = Some(sent.clone());
+        }
+        self
     }
 
     pub fn len(&self) -> u64 {
@@ -83,6 +95,11 @@ impl HttpBody for ReqBody {
                 g.pos += chunk.len() as u64;
                 if let Some(pb) = &g.progress {
                     pb.inc(chunk.len() as u64);
+                }
+                if g.pos >= g.end {
+                    if let Some(sent) = &g.sent {
+                        let _ = sent.set(Instant::now());
+                    }
                 }
                 Some(Frame::data(chunk))
             }

@@ -3,6 +3,7 @@
 //! the targets as PASS/FAIL lines. See README.md.
 
 mod compare;
+mod cpu;
 mod data;
 mod docker;
 mod http;
@@ -72,6 +73,10 @@ pub struct CompareArgs {
     /// Skip the docker push/pull workload.
     #[arg(long)]
     pub no_docker: bool,
+    /// Run only these workloads (comma-separated: push, chunked, pull, small,
+    /// rate, docker); `pull` implies `push`. Useful with a profiler attached.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub only: Vec<Workload>,
     /// Seconds to wait for dockerd to answer.
     #[arg(long, default_value_t = 60)]
     pub dockerd_timeout: u64,
@@ -90,6 +95,16 @@ pub struct CompareArgs {
     /// Exit with status 1 unless every target passes.
     #[arg(long)]
     pub strict: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Push,
+    Chunked,
+    Pull,
+    Small,
+    Rate,
+    Docker,
 }
 
 /// `1GiB`, `16MiB`, `4KiB`, `4k`, `512` (bytes).

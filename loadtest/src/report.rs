@@ -56,6 +56,8 @@ pub struct References {
     pub sha_openssl: Option<f64>,
     pub sha_rust: f64,
     pub disk: Option<f64>,
+    /// dd again at the end of the run.
+    pub disk_end: Option<f64>,
     pub nginx_sendfile: Option<f64>,
     pub nginx_get: Option<LoadResult>,
     pub nginx_head: Option<LoadResult>,
@@ -66,6 +68,15 @@ impl References {
     /// it, else sha2's.
     pub fn sha(&self) -> f64 {
         self.sha_openssl.unwrap_or(self.sha_rust)
+    }
+
+    /// The disk rate the push target uses: the better of the two dd runs
+    /// (other load on the machine only ever slows a run down).
+    pub fn disk_best(&self) -> Option<f64> {
+        match (self.disk, self.disk_end) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -251,7 +262,11 @@ impl Report {
         );
         rrow(
             format!("disk synced write, dd {size_mib:.0} MiB fdatasync"),
-            format!("{} MB/s", num(r.disk)),
+            format!(
+                "{} MB/s (start), {} MB/s (end)",
+                num(r.disk),
+                num(r.disk_end)
+            ),
         );
         rrow(
             format!("nginx sendfile GET {size_mib:.0} MiB"),
@@ -310,11 +325,11 @@ impl Report {
                 };
                 lines.push(line);
             };
-        let push_bound = r.disk.map(|disk| 0.6 * r.sha().min(disk));
+        let push_bound = r.disk_best().map(|disk| 0.6 * r.sha().min(disk));
         let push_how = format!(
             "0.6 x min(sha256 {}, disk {})",
             num(Some(r.sha())),
-            num(r.disk)
+            num(r.disk_best())
         );
         check(
             "push monolithic",
@@ -432,6 +447,7 @@ mod tests {
                 sha_openssl: Some(1900.0),
                 sha_rust: 1800.0,
                 disk: Some(1000.0),
+                disk_end: Some(400.0),
                 nginx_sendfile: Some(2100.0),
                 nginx_get: Some(lr(20000.0)),
                 nginx_head: None,
@@ -454,6 +470,7 @@ mod tests {
         r.berth.rss_peak = 65 << 20;
         assert!(r.targets()[5].starts_with("FAIL peak RSS"));
         r.refs.disk = None;
+        r.refs.disk_end = None;
         assert!(r.targets()[0].starts_with("N/A"));
         assert!(!r.all_pass());
         let text = r.render();

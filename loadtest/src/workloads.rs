@@ -6,6 +6,7 @@ use std::{
     cell::Cell,
     net::SocketAddr,
     rc::Rc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -46,6 +47,14 @@ async fn start_upload(c: &mut Client, repo: &str) -> Result<String> {
     Ok(loc)
 }
 
+/// How long a push took, and how much of that came after the last byte of
+/// data was sent (the server's flush, verify and commit).
+#[derive(Clone, Copy, Debug)]
+pub struct PushTiming {
+    pub total: Duration,
+    pub tail: Duration,
+}
+
 /// POST, then one streamed `PUT ?digest=` with the whole blob. Timed from POST
 /// to the 201.
 pub async fn push_monolithic(
@@ -54,11 +63,12 @@ pub async fn push_monolithic(
     blob: &BlobData,
     digest: &str,
     pb: &ProgressBar,
-) -> Result<Duration> {
+) -> Result<PushTiming> {
     let mut c = Client::new(addr);
+    let sent = Arc::new(OnceLock::new());
     let t0 = Instant::now();
     let loc = start_upload(&mut c, repo).await?;
-    let body = ReqBody::blob_range(blob, 0, blob.size(), Some(pb.clone()));
+    let body = ReqBody::blob_range(blob, 0, blob.size(), Some(pb.clone())).mark_sent(&sent);
     let resp = c
         .send(
             Method::PUT,
@@ -69,7 +79,13 @@ pub async fn push_monolithic(
         .await?;
     let resp = expect(resp, StatusCode::CREATED, "PUT blob").await?;
     drain(resp, None).await?;
-    Ok(t0.elapsed())
+    let done = Instant::now();
+    Ok(PushTiming {
+        total: done - t0,
+        tail: sent
+            .get()
+            .map_or(Duration::ZERO, |s| done.saturating_duration_since(*s)),
+    })
 }
 
 /// POST, PATCH chunks of `chunk` bytes with Content-Range, then an empty
@@ -81,7 +97,7 @@ pub async fn push_chunked(
     digest: &str,
     chunk: u64,
     pb: &ProgressBar,
-) -> Result<Duration> {
+) -> Result<PushTiming> {
     let mut c = Client::new(addr);
     let t0 = Instant::now();
     let mut loc = start_upload(&mut c, repo).await?;
@@ -104,6 +120,7 @@ pub async fn push_chunked(
         drain(resp, None).await?;
         off = end;
     }
+    let put = Instant::now();
     let resp = c
         .send(
             Method::PUT,
@@ -114,7 +131,10 @@ pub async fn push_chunked(
         .await?;
     let resp = expect(resp, StatusCode::CREATED, "PUT (close chunked upload)").await?;
     drain(resp, None).await?;
-    Ok(t0.elapsed())
+    Ok(PushTiming {
+        total: t0.elapsed(),
+        tail: put.elapsed(),
+    })
 }
 
 /// GET `path`, streamed and discarded; checks the length.

@@ -1,0 +1,113 @@
+//! The blob-descriptor cache: digest → size (and media type), globally and per
+//! repository, so a HEAD or a manifest's reference check needs no storage round
+//! trip. The cache is an accelerator, never a source of truth: a cache that
+//! errors or times out is treated as a miss, logged once, and counted.
+//!
+//! `storage.cache.blobdescriptor: inmemory` suits one replica; `redis` is
+//! shared by a cluster, so a delete on one replica is seen by all.
+
+pub mod inmemory;
+pub mod redis;
+
+use std::sync::{
+    atomic::{AtomicBool, AtomicU64, Ordering},
+    Arc,
+};
+
+use async_trait::async_trait;
+
+use crate::registry::digest::Digest;
+
+/// What the cache remembers of a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// A backend; errors are strings because callers only log and count them.
+#[async_trait]
+pub trait CacheBackend: Send + Sync {
+    /// `repo` None: the global blob store.
+    async fn get(&self, repo: Option<&str>, d: &Digest) -> Result<Option<Descriptor>, String>;
+    async fn set(&self, repo: Option<&str>, d: &Digest, desc: &Descriptor) -> Result<(), String>;
+    async fn clear(&self, repo: Option<&str>, d: &Digest) -> Result<(), String>;
+    fn name(&self) -> &'static str;
+}
+
+/// Counters a metrics endpoint can read.
+#[derive(Default, Debug)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// The cache as the registry uses it: failures become misses.
+#[derive(Clone)]
+pub struct BlobDescriptorCache {
+    backend: Arc<dyn CacheBackend>,
+    pub stats: Arc<CacheStats>,
+    /// Log the first failure after a healthy spell, not every one.
+    failing: Arc<AtomicBool>,
+}
+
+impl BlobDescriptorCache {
+    pub fn new(backend: Arc<dyn CacheBackend>) -> Self {
+        BlobDescriptorCache {
+            backend,
+            stats: Arc::default(),
+            failing: Arc::default(),
+        }
+    }
+
+    fn failed(&self, op: &str, e: &str) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(backend = self.backend.name(), op, error = %e, "blob-descriptor cache unavailable; serving from storage");
+        }
+    }
+
+    fn recovered(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                backend = self.backend.name(),
+                "blob-descriptor cache is back"
+            );
+        }
+    }
+
+    pub async fn get(&self, repo: Option<&str>, d: &Digest) -> Option<Descriptor> {
+        match self.backend.get(repo, d).await {
+            Ok(Some(desc)) => {
+                self.recovered();
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                Some(desc)
+            }
+            Ok(None) => {
+                self.recovered();
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(e) => {
+                self.failed("get", &e);
+                None
+            }
+        }
+    }
+
+    pub async fn set(&self, repo: Option<&str>, d: &Digest, desc: &Descriptor) {
+        if let Err(e) = self.backend.set(repo, d, desc).await {
+            self.failed("set", &e);
+        }
+    }
+
+    /// Forget a blob in `repo` (or globally). A failed clear is logged loudly:
+    /// a stale entry could answer for a blob that is gone.
+    pub async fn clear(&self, repo: Option<&str>, d: &Digest) {
+        if let Err(e) = self.backend.clear(repo, d).await {
+            self.failed("clear", &e);
+            tracing::error!(digest = %d, repo = ?repo, error = %e, "could not invalidate a cache entry");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Redis (or Redis Cluster) backend, with distribution's key scheme:
+//! `blobs::<digest>` (hash: digest, size, mediatype) and
+//! `repository::<name>::blobs` (set of digests).
+//!
+//! Connecting is lazy and retried at most once a second, so Berth starts and
+//! serves while Redis is down; every operation is bounded by a timeout.
+
+use std::{
+    sync::Mutex as StdMutex,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use redis::{
+    aio::ConnectionLike, aio::ConnectionManager, cluster_async::ClusterConnection, AsyncCommands,
+};
+use tokio::sync::Mutex;
+
+use super::{CacheBackend, Descriptor};
+use crate::{config::redis::RedisConfig, registry::digest::Digest};
+
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+pub struct RedisCache {
+    cfg: RedisConfig,
+    conn: Mutex<Option<Conn>>,
+    last_attempt: StdMutex<Option<Instant>>,
+    op_timeout: Duration,
+    dial_timeout: Duration,
+}
+
+fn url(cfg: &RedisConfig, addr: &str) -> String {
+    let auth = match (cfg.username.is_empty(), cfg.password.is_empty()) {
+        (_, true) => String::new(),
+        (true, false) => format!(":{}@", urlencode(&cfg.password)),
+        (false, false) => format!("{}:{}@", urlencode(&cfg.username), urlencode(&cfg.password)),
+    };
+    format!("redis://{auth}{addr}/{}", cfg.db)
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn blob_key(d: &Digest) -> String {
+    format!("blobs::{d}")
+}
+
+fn repo_key(repo: &str) -> String {
+    format!("repository::{repo}::blobs")
+}
+
+impl RedisCache {
+    pub fn new(cfg: &RedisConfig) -> Result<RedisCache, String> {
+        cfg.validate()?;
+        Ok(RedisCache {
+            op_timeout: cfg.op_timeout()?,
+            dial_timeout: cfg.dial_timeout()?,
+            cfg: cfg.clone(),
+            conn: Mutex::new(None),
+            last_attempt: StdMutex::new(None),
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn, String> {
+        let addrs = self.cfg.addresses();
+        let fut = async {
+            if addrs.len() > 1 {
+                let urls: Vec<String> = addrs.iter().map(|a| url(&self.cfg, a)).collect();
+                let client = redis::cluster::ClusterClient::new(urls).map_err(|e| e.to_string())?;
+                client
+                    .get_async_connection()
+                    .await
+                    .map(Conn::Cluster)
+                    .map_err(|e| e.to_string())
+            } else {
+                let client =
+                    redis::Client::open(url(&self.cfg, &addrs[0])).map_err(|e| e.to_string())?;
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.dial_timeout))
+                    .set_response_timeout(Some(self.op_timeout))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map(Conn::Single)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        tokio::time::timeout(self.dial_timeout, fut)
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+    }
+
+    /// A connection, connecting lazily; fails fast between reconnect attempts.
+    async fn conn(&self) -> Result<Conn, String> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        {
+            let mut last = self.last_attempt.lock().unwrap();
+            if last.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
+                return Err("redis unreachable (waiting to reconnect)".into());
+            }
+            *last = Some(Instant::now());
+        }
+        let c = self.connect().await?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn().await?;
+        match tokio::time::timeout(self.op_timeout, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("redis operation timed out".into()),
+        }
+    }
+}
+
+/// Run the same command code on either connection type.
+macro_rules! on_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            Conn::Single(mut $c) => $body,
+            Conn::Cluster(mut $c) => $body,
+        }
+    };
+}
+
+async fn lookup<C: ConnectionLike + Send + Sync>(
+    c: &mut C,
+    repo: Option<&str>,
+    d: &Digest,
+) -> redis::RedisResult<Option<Descriptor>> {
+    if let Some(repo) = repo {
+        let member: bool = c.sismember(repo_key(repo), d.to_string()).await?;
+        if !member {
+            return Ok(None);
+        }
+    }
+    let (size, media_type): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+        .arg(blob_key(d))
+        .arg("size")
+        .arg("mediatype")
+        .query_async(c)
+        .await?;
+    Ok(size.map(|size| Descriptor {
+        size,
+        media_type: media_type.unwrap_or_default(),
+    }))
+}
+
+async fn store<C: ConnectionLike + Send + Sync>(
+    c: &mut C,
+    repo: Option<&str>,
+    d: &Digest,
+    desc: &Descriptor,
+) -> redis::RedisResult<()> {
+    let _: () = redis::cmd("HSET")
+        .arg(blob_key(d))
+        .arg("digest")
+        .arg(d.to_string())
+        .arg("size")
+        .arg(desc.size)
+        .arg("mediatype")
+        .arg(&desc.media_type)
+        .query_async(c)
+        .await?;
+    if let Some(repo) = repo {
+        let _: () = c.sadd(repo_key(repo), d.to_string()).await?;
+    }
+    Ok(())
+}
+
+async fn forget<C: ConnectionLike + Send + Sync>(
+    c: &mut C,
+    repo: Option<&str>,
+    d: &Digest,
+) -> redis::RedisResult<()> {
+    match repo {
+        Some(repo) => c.srem(repo_key(repo), d.to_string()).await,
+        None => c.del(blob_key(d)).await,
+    }
+}
+
+#[async_trait]
+impl CacheBackend for RedisCache {
+    async fn get(&self, repo: Option<&str>, d: &Digest) -> Result<Option<Descriptor>, String> {
+        self.run(|conn| async move { on_conn!(conn, |c| lookup(&mut c, repo, d).await) })
+            .await
+    }
+
+    async fn set(&self, repo: Option<&str>, d: &Digest, desc: &Descriptor) -> Result<(), String> {
+        self.run(|conn| async move { on_conn!(conn, |c| store(&mut c, repo, d, desc).await) })
+            .await
+    }
+
+    async fn clear(&self, repo: Option<&str>, d: &Digest) -> Result<(), String> {
+        self.run(|conn| async move { on_conn!(conn, |c| forget(&mut c, repo, d).await) })
+            .await
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}

@@ -21,3 +21,5 @@ mod oci;
 mod skopeo;
 #[path = "clients/support.rs"]
 mod support;
+#[path = "clients/tls.rs"]
+mod tls;

@@ -2,6 +2,8 @@
 //! with a given config, wait (bounded) until it answers, stop it on drop.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::{
     io::Write,
     net::TcpListener,
@@ -57,6 +59,16 @@ impl Berth {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("data");
         Self::start_in(dir, root, config, &[])
+    }
+
+    /// `start_with`, plus environment for the `berth` process.
+    pub fn start_with_env(
+        config: impl FnOnce(&str, &str) -> String,
+        env: &[(&str, &str)],
+    ) -> Berth {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        Self::start_in(dir, root, config, env)
     }
 
     /// Start serving an existing storage root (e.g. one distribution wrote).
@@ -115,6 +127,11 @@ impl Berth {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The URL over TLS (the listener's certificate names 127.0.0.1).
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{}", self.addr, path)
     }
 
     pub fn logs(&self) -> String {

@@ -55,7 +55,8 @@ pub fn app(cfg: &Config) -> anyhow::Result<axum::Router> {
         Some(a) => Authenticator::from_config(a).map_err(anyhow::Error::msg)?,
         None => None,
     };
-    Ok(api::router(cfg, registry, auth))
+    let token_server = crate::auth::token_server::router(cfg).map_err(anyhow::Error::msg)?;
+    Ok(api::router(cfg, registry, auth, token_server))
 }
 
 /// Serve on `listener` until `shutdown` resolves, then drain in-flight requests.
@@ -69,6 +70,8 @@ pub async fn serve(
     if let Some(tls_cfg) = cfg.http.tls.as_ref().filter(|t| t.enabled()) {
         return tls::serve(tls_cfg, listener, app, shutdown).await;
     }
+    // The peer address: the token server throttles failed logins by client.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -96,7 +96,14 @@ impl UrlBuilder {
 }
 
 /// The whole application: API routes plus the layer every response passes.
-pub fn router(cfg: &Config, registry: Registry, auth: Option<Authenticator>) -> Router {
+/// `token_server` (the built-in token endpoint) sits beside the API, under
+/// the same prefix and layer, outside the `/v2` access check.
+pub fn router(
+    cfg: &Config,
+    registry: Registry,
+    auth: Option<Authenticator>,
+    token_server: Option<Router>,
+) -> Router {
     let state = AppState {
         registry,
         urls: Arc::new(UrlBuilder::new(cfg)),
@@ -109,7 +116,8 @@ pub fn router(cfg: &Config, registry: Registry, auth: Option<Authenticator>) -> 
         .route("/v2/", any(dispatch))
         .route("/v2/{*path}", any(dispatch))
         .fallback(|| async { not_found() })
-        .with_state(state);
+        .with_state(state)
+        .merge(token_server.unwrap_or_default());
     let prefix = cfg.http.prefix.trim_end_matches('/');
     let app = if prefix.is_empty() {
         api

@@ -4,7 +4,9 @@
 
 pub mod access;
 pub mod htpasswd;
+pub mod throttle;
 pub mod token;
+pub mod token_server;
 
 use axum::http::HeaderMap;
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -35,7 +37,7 @@ pub enum Authenticator {
 }
 
 /// `Basic <base64(user:password)>` → (user, password).
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") || rest.len() > 4096 {

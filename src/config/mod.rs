@@ -6,6 +6,7 @@
 pub mod auth;
 mod storage;
 pub mod tls;
+pub mod token_server;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -32,6 +33,9 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<auth::AuthConfig>,
+    /// Berth's built-in token server (docker's token spec), served under `http.prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_server: Option<token_server::TokenServerConfig>,
 }
 
 /// A string, number or bool, as its string form.
@@ -181,6 +185,9 @@ impl Config {
         self.storage.driver().map_err(ConfigError)?;
         if let Some(a) = &self.auth {
             a.validate().map_err(ConfigError)?;
+        }
+        if let Some(t) = &self.token_server {
+            t.validate().map_err(ConfigError)?;
         }
         if !matches!(self.log.formatter.as_str(), "text" | "json" | "logstash") {
             return Err(ConfigError(format!(

@@ -69,7 +69,8 @@ pub(super) async fn serve(
     .handle(handle)
     .serve(
         app.layer(axum::middleware::map_request(host_from_authority))
-            .into_make_service(),
+            // The peer address, for the token server's login throttle.
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .await;
     for task in background {

@@ -1,0 +1,317 @@
+//! The two forms of the token endpoint:
+//! - GET `?service=&scope=&account=&offline_token=&client_id=` with Basic
+//!   credentials (or none, for anonymous) → `{token, access_token, expires_in,
+//!   issued_at, refresh_token?}` (docker's token spec);
+//! - POST `application/x-www-form-urlencoded` OAuth2, `grant_type=password`
+//!   or `refresh_token` → `{access_token, token_type, expires_in, scope,
+//!   issued_at, refresh_token?}` (what `docker login` uses).
+//!
+//! Errors are the registry's JSON error bodies (docker prints their message),
+//! with the RFC 6749 `error` field alongside for OAuth2 clients.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    http::{header, request::Parts, Extensions, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde_json::{json, Value};
+
+use super::{scope, Issued, TokenServer};
+
+/// POST bodies larger than this are refused: a form holds a few fields.
+const MAX_FORM: usize = 16 * 1024;
+/// Account names are client-chosen: log at most this much of one.
+const MAX_LOGGED: usize = 128;
+
+/// Refusals are whole responses, boxed: a Response is large to move around.
+type Result<T> = std::result::Result<T, Box<Response>>;
+
+fn error(status: StatusCode, code: &str, oauth: &str, message: &str) -> Response {
+    let body = json!({
+        "errors": [{ "code": code, "message": message }],
+        "error": oauth,
+        "error_description": message,
+    });
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn bad_request(message: &str) -> Box<Response> {
+    // distribution's UNSUPPORTED: "... or invalid set of parameters".
+    Box::new(error(
+        StatusCode::BAD_REQUEST,
+        "UNSUPPORTED",
+        "invalid_request",
+        message,
+    ))
+}
+
+fn unauthorized(ts: &TokenServer, message: &str) -> Box<Response> {
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "invalid_grant",
+        message,
+    );
+    let realm = ts.issuer.replace('"', "'");
+    if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    Box::new(resp)
+}
+
+fn too_many(wait: Duration) -> Box<Response> {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut resp = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOOMANYREQUESTS",
+        "temporarily_unavailable",
+        &format!("too many failed logins from this address; retry in {secs} s"),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    Box::new(resp)
+}
+
+fn internal(e: String) -> Box<Response> {
+    tracing::error!(error = %e, "token server: cannot issue a token");
+    Box::new(error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "UNKNOWN",
+        "server_error",
+        "cannot issue a token",
+    ))
+}
+
+fn token_response(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            // RFC 6749 5.1: tokens must not be cached.
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn truncated(s: &str) -> &str {
+    match s.char_indices().nth(MAX_LOGGED) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Decoded `k=v` pairs of a query string or form body.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(s: &[u8]) -> Params {
+        Params(url::form_urlencoded::parse(s).into_owned().collect())
+    }
+
+    fn one(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn scopes(&self) -> Result<Vec<scope::Scope>> {
+        scope::parse_all(
+            self.0
+                .iter()
+                .filter(|(k, _)| k == "scope")
+                .map(|(_, v)| v.as_str()),
+        )
+        .map_err(|e| bad_request(&e))
+    }
+}
+
+impl TokenServer {
+    fn check_service(&self, p: &Params) -> Result<()> {
+        match p.one("service") {
+            None => Err(bad_request("service is required")),
+            Some(s) if s == self.service => Ok(()),
+            Some(s) => Err(bad_request(&format!(
+                "this token server does not issue tokens for service {:?}",
+                truncated(s)
+            ))),
+        }
+    }
+
+    /// Count and log a failed login, feeding the throttle.
+    fn failed(&self, account: &str, client: Option<IpAddr>, why: &str) {
+        let total = self.failed_logins.fetch_add(1, Ordering::Relaxed) + 1;
+        let recent = client.map(|ip| self.throttle.failure(ip, Instant::now()));
+        tracing::warn!(
+            account = truncated(account),
+            client = ?client,
+            failures_from_client = ?recent,
+            failed_logins_total = total,
+            reason = why,
+            "token server: failed login"
+        );
+    }
+
+    /// Refused while the client is throttled; its credentials are not even checked.
+    fn throttled(&self, account: &str, client: Option<IpAddr>) -> Result<()> {
+        let Some(ip) = client else { return Ok(()) };
+        self.throttle.check(ip, Instant::now()).map_err(|wait| {
+            tracing::warn!(account = truncated(account), client = %ip, "token server: throttled");
+            too_many(wait)
+        })
+    }
+
+    async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> Result<String> {
+        self.throttled(user, client)?;
+        if self.accounts.verify(user, password).await {
+            return Ok(user.to_string());
+        }
+        self.failed(user, client, "invalid username or password");
+        Err(unauthorized(self, "invalid username or password"))
+    }
+}
+
+fn peer(ext: &Extensions) -> Option<&ConnectInfo<SocketAddr>> {
+    ext.get::<ConnectInfo<SocketAddr>>()
+}
+
+/// Basic credentials; None without an Authorization header.
+fn credentials(ts: &TokenServer, headers: &HeaderMap) -> Result<Option<(String, String)>> {
+    if !headers.contains_key(header::AUTHORIZATION) {
+        return Ok(None);
+    }
+    crate::auth::basic_credentials(headers)
+        .map(Some)
+        .ok_or_else(|| unauthorized(ts, "credentials must be HTTP Basic"))
+}
+
+pub(super) async fn get(State(ts): State<Arc<TokenServer>>, req: Request<Body>) -> Response {
+    // Only the head is needed (a Body is not Sync, so no &Request across awaits).
+    let (head, _) = req.into_parts();
+    get_token(&ts, &head).await.unwrap_or_else(|e| *e)
+}
+
+async fn get_token(ts: &TokenServer, req: &Parts) -> Result<Response> {
+    let client = ts.client_ip(&req.headers, peer(&req.extensions));
+    let p = Params::parse(req.uri.query().unwrap_or("").as_bytes());
+    ts.check_service(&p)?;
+    let scopes = p.scopes()?;
+    let account = match credentials(ts, &req.headers)? {
+        Some((user, password)) => ts.login(&user, &password, client).await?,
+        None if ts.anonymous => String::new(),
+        None => return Err(unauthorized(ts, "authentication required")),
+    };
+    if p.one("account").is_some_and(|a| a != account) {
+        return Err(bad_request("account does not match the credentials"));
+    }
+    let offline = p.one("offline_token") == Some("true") && !account.is_empty();
+    let issued = ts
+        .issue(&account, &scopes, client, offline)
+        .await
+        .map_err(internal)?;
+    let mut body = json!({
+        "token": issued.token,
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": issued.issued_at,
+    });
+    if let Some(r) = issued.refresh_token {
+        body["refresh_token"] = r.into();
+    }
+    Ok(token_response(body))
+}
+
+pub(super) async fn post(State(ts): State<Arc<TokenServer>>, req: Request<Body>) -> Response {
+    post_token(&ts, req).await.unwrap_or_else(|e| *e)
+}
+
+async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
+    let client = ts.client_ip(req.headers(), peer(req.extensions()));
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return Err(bad_request(
+            "expected an application/x-www-form-urlencoded body",
+        ));
+    }
+    let body = axum::body::to_bytes(req.into_body(), MAX_FORM)
+        .await
+        .map_err(|_| bad_request("form body too large or unreadable"))?;
+    let p = Params::parse(&body);
+    ts.check_service(&p)?;
+    let scopes = p.scopes()?;
+    let account = match p.one("grant_type") {
+        Some("password") => {
+            let (Some(user), Some(password)) = (p.one("username"), p.one("password")) else {
+                return Err(bad_request("username and password are required"));
+            };
+            ts.login(user, password, client).await?
+        }
+        Some("refresh_token") => {
+            let Some(token) = p.one("refresh_token") else {
+                return Err(bad_request("refresh_token is required"));
+            };
+            ts.throttled("(refresh token)", client)?;
+            match ts.refresh_account(token) {
+                Ok(account) => account,
+                Err(why) => {
+                    ts.failed("(refresh token)", client, &why);
+                    return Err(unauthorized(ts, "invalid or revoked refresh token"));
+                }
+            }
+        }
+        Some(other) => {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "UNSUPPORTED",
+                "unsupported_grant_type",
+                &format!("unsupported grant_type {:?}", truncated(other)),
+            )))
+        }
+        None => return Err(bad_request("grant_type is required")),
+    };
+    let offline = p.one("access_type") == Some("offline");
+    let Issued {
+        token,
+        refresh_token,
+        expires_in,
+        issued_at,
+        scope,
+    } = ts
+        .issue(&account, &scopes, client, offline)
+        .await
+        .map_err(internal)?;
+    let mut body = json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": scope,
+        "issued_at": issued_at,
+    });
+    if let Some(r) = refresh_token {
+        body["refresh_token"] = r.into();
+    }
+    Ok(token_response(body))
+}

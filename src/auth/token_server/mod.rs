@@ -1,0 +1,388 @@
+//! Berth's built-in token server: docker's token authentication spec (the
+//! part cesanta/docker_auth implements), on the registry's own listener.
+//!
+//! A client that got a `Bearer realm=…,service=…,scope=…` challenge asks here
+//! (GET with Basic credentials, or the OAuth2 POST form) and gets a JWT
+//! signed with `token_server.signingkey`, listing for each requested scope
+//! the actions the ACL grants. Scopes granted nothing are still listed, with
+//! no actions: Berth's verifier then answers 403 DENIED ("you may not")
+//! instead of 401 insufficient_scope ("get another token"), which would only
+//! send docker round the same loop.
+//!
+//! No state is shared between replicas: refresh tokens are JWTs signed with
+//! the same key for a different audience, checked against the account's
+//! current password hash when used (see [`accounts`]).
+
+pub mod accounts;
+pub mod acl;
+mod handlers;
+pub mod keys;
+pub mod scope;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::{atomic::AtomicU64, Arc},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{extract::ConnectInfo, http::HeaderMap, routing::get, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    auth::throttle::Throttle,
+    config::{token_server::TokenServerConfig, Config},
+};
+use accounts::Accounts;
+use acl::{Acl, IpNet, Subject};
+use keys::SigningKey;
+use scope::Scope;
+
+/// `nbf` is back-dated this much: replicas' and registries' clocks differ.
+const NOT_BEFORE_SKEW: u64 = 10;
+
+pub struct TokenServer {
+    issuer: String,
+    service: String,
+    expiration: u64,
+    refresh_expiration: u64,
+    anonymous: bool,
+    labels: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    key: Arc<SigningKey>,
+    accounts: Accounts,
+    acl: Acl,
+    throttle: Throttle,
+    trusted_proxies: Vec<IpNet>,
+    /// Failed logins since start, for the log lines.
+    failed_logins: AtomicU64,
+}
+
+/// One `access` entry of an issued token.
+#[derive(Debug, Clone, Serialize)]
+struct Entry {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<String>,
+    name: String,
+    actions: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    jti: String,
+    access: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RefreshClaims {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    jti: String,
+    /// The account's credential fingerprint when issued.
+    cfp: String,
+}
+
+/// What a token request yields.
+pub struct Issued {
+    pub token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: u64,
+    /// RFC 3339.
+    pub issued_at: String,
+    /// The granted scopes, OAuth2 style (space-separated).
+    pub scope: String,
+}
+
+/// The token endpoint for `cfg.token_server`, if configured. Its path is
+/// relative: the caller mounts it under `http.prefix` with the API.
+pub fn router(cfg: &Config) -> Result<Option<Router>, String> {
+    let Some(ts_cfg) = &cfg.token_server else {
+        return Ok(None);
+    };
+    let ts = Arc::new(TokenServer::new(ts_cfg)?);
+    tracing::info!(
+        path = %ts_cfg.path,
+        alg = ?ts.key.alg,
+        kid = %ts.key.kid,
+        service = %ts.service,
+        "token server on"
+    );
+    Ok(Some(
+        Router::new()
+            .route(&ts_cfg.path, get(handlers::get).post(handlers::post))
+            .with_state(ts),
+    ))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl TokenServer {
+    pub fn new(cfg: &TokenServerConfig) -> Result<TokenServer, String> {
+        cfg.validate()?;
+        Ok(TokenServer {
+            issuer: cfg.issuer.clone(),
+            service: cfg.service.clone(),
+            expiration: cfg.expiration,
+            refresh_expiration: cfg.refreshexpiration,
+            anonymous: cfg.anonymous,
+            labels: cfg.labels.clone(),
+            key: Arc::new(SigningKey::load(cfg)?),
+            accounts: Accounts::new(cfg)?,
+            acl: Acl::compile(&cfg.acl)?,
+            throttle: Throttle::new(&cfg.throttle),
+            trusted_proxies: cfg
+                .trustedproxies
+                .iter()
+                .map(|p| IpNet::parse(p))
+                .collect::<Result<_, _>>()?,
+            failed_logins: AtomicU64::new(0),
+        })
+    }
+
+    /// Refresh tokens' audience: never a registry's `service`, so a refresh
+    /// token is no access token and the other way round.
+    fn refresh_audience(&self) -> String {
+        format!("berth-refresh-token:{}", self.service)
+    }
+
+    /// The client's address: the TCP peer, or with `trustedproxies`, the
+    /// nearest X-Forwarded-For hop that is not a trusted proxy.
+    fn client_ip(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&ConnectInfo<SocketAddr>>,
+    ) -> Option<IpAddr> {
+        let mut client = peer?.0.ip().to_canonical();
+        let trusted = |ip: IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(client) {
+            return Some(client);
+        }
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in hops.iter().rev() {
+            let Ok(ip) = hop.parse::<IpAddr>() else {
+                break; // garbage: keep the last hop we could believe
+            };
+            client = ip.to_canonical();
+            if !trusted(client) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    /// The access entries `account` gets for `scopes`.
+    fn grant(&self, account: &str, scopes: &[Scope], ip: Option<IpAddr>) -> Vec<Entry> {
+        let empty = BTreeMap::new();
+        let who = Subject {
+            account,
+            labels: self.labels.get(account).unwrap_or(&empty),
+            ip,
+        };
+        scopes
+            .iter()
+            .map(|s| {
+                let decision = self.acl.decide(&who, &s.kind, &s.name);
+                let actions = decision
+                    .as_ref()
+                    .map(|d| acl::grant(&s.actions, d.actions))
+                    .unwrap_or_default();
+                tracing::debug!(
+                    account,
+                    scope = %s.render(&s.actions),
+                    rule = ?decision.as_ref().map(|d| d.index),
+                    comment = ?decision.as_ref().and_then(|d| d.comment),
+                    granted = ?actions,
+                    "acl"
+                );
+                Entry {
+                    kind: s.kind.clone(),
+                    class: s.class.clone(),
+                    name: s.name.clone(),
+                    actions,
+                }
+            })
+            .collect()
+    }
+
+    /// Sign an access token (and a refresh token if `offline`) for `account`.
+    async fn issue(
+        &self,
+        account: &str,
+        scopes: &[Scope],
+        ip: Option<IpAddr>,
+        offline: bool,
+    ) -> Result<Issued, String> {
+        let access = self.grant(account, scopes, ip);
+        let scope = scopes
+            .iter()
+            .zip(&access)
+            .filter(|(_, e)| !e.actions.is_empty())
+            .map(|(s, e)| s.render(&e.actions))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let iat = unix_now();
+        let claims = serde_json::to_value(AccessClaims {
+            iss: &self.issuer,
+            sub: account,
+            aud: &self.service,
+            exp: iat + self.expiration,
+            nbf: iat.saturating_sub(NOT_BEFORE_SKEW),
+            iat,
+            jti: uuid::Uuid::new_v4().to_string(),
+            access,
+        })
+        .map_err(|e| e.to_string())?;
+        let refresh = match offline {
+            true => Some(self.refresh_claims(account, iat)?),
+            false => None,
+        };
+        // RSA signing costs milliseconds of CPU: off the async workers.
+        let key = self.key.clone();
+        let (token, refresh_token) = tokio::task::spawn_blocking(move || {
+            let token = key.sign(&claims)?;
+            let refresh = refresh.map(|r| key.sign(&r)).transpose()?;
+            Ok::<_, String>((token, refresh))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        tracing::info!(
+            account,
+            client = ?ip,
+            scope = %scope,
+            refresh = refresh_token.is_some(),
+            "token issued"
+        );
+        Ok(Issued {
+            token,
+            refresh_token,
+            expires_in: self.expiration,
+            issued_at: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(iat))
+                .to_string(),
+            scope,
+        })
+    }
+
+    fn refresh_claims(&self, account: &str, iat: u64) -> Result<RefreshClaims, String> {
+        let cfp = self
+            .accounts
+            .fingerprint(account)
+            .ok_or_else(|| format!("no refresh token for {account:?}: not a known account"))?;
+        Ok(RefreshClaims {
+            iss: self.issuer.clone(),
+            sub: account.to_string(),
+            aud: self.refresh_audience(),
+            exp: iat + self.refresh_expiration,
+            nbf: iat.saturating_sub(NOT_BEFORE_SKEW),
+            iat,
+            jti: uuid::Uuid::new_v4().to_string(),
+            cfp,
+        })
+    }
+
+    /// The account a refresh token stands for, if it is ours, unexpired, and
+    /// the account's password has not changed since.
+    fn refresh_account(&self, token: &str) -> Result<String, String> {
+        let claims: RefreshClaims = self
+            .key
+            .verify(token, &self.issuer, &self.refresh_audience())
+            .map_err(|e| format!("invalid refresh token: {e}"))?;
+        match self.accounts.fingerprint(&claims.sub) {
+            Some(f) if f == claims.cfp => Ok(claims.sub),
+            _ => Err(format!(
+                "refresh token of {:?} revoked: account removed or password changed",
+                claims.sub
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(trusted: &[&str]) -> TokenServer {
+        let dir = tempfile::tempdir().unwrap();
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key = dir.path().join("k.pem");
+        std::fs::write(&key, kp.serialize_pem()).unwrap();
+        let cfg = TokenServerConfig {
+            path: "/auth/token".into(),
+            issuer: "iss".into(),
+            service: "svc".into(),
+            signingkey: key.display().to_string(),
+            expiration: 300,
+            refreshexpiration: 3600,
+            anonymous: true,
+            trustedproxies: trusted.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        TokenServer::new(&cfg).unwrap()
+    }
+
+    fn peer(ip: &str) -> ConnectInfo<SocketAddr> {
+        ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 1234))
+    }
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let untrusting = server(&[]);
+        let h = xff("203.0.113.9");
+        assert_eq!(
+            untrusting.client_ip(&h, Some(&peer("10.0.0.1"))),
+            ip("10.0.0.1")
+        );
+
+        let ts = server(&["10.0.0.0/8"]);
+        assert_eq!(ts.client_ip(&h, Some(&peer("10.0.0.1"))), ip("203.0.113.9"));
+        // A client forging the header gets only its own hop believed.
+        let forged = xff("1.2.3.4, 203.0.113.9, 10.0.0.2");
+        assert_eq!(
+            ts.client_ip(&forged, Some(&peer("10.0.0.1"))),
+            ip("203.0.113.9")
+        );
+        // Not from a proxy: the header is ignored.
+        assert_eq!(
+            ts.client_ip(&h, Some(&peer("198.51.100.1"))),
+            ip("198.51.100.1")
+        );
+        assert_eq!(ts.client_ip(&HeaderMap::new(), None), None);
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_are_not_access_tokens() {
+        let ts = server(&[]);
+        // No static users: an anonymous-only server issues no refresh tokens.
+        assert!(ts.issue("", &[], None, true).await.is_err());
+        let issued = ts.issue("", &[], None, false).await.unwrap();
+        assert!(ts.refresh_account(&issued.token).is_err(), "wrong audience");
+    }
+}

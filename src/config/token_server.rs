@@ -1,0 +1,207 @@
+//! `token_server:` — Berth's built-in token server (docker's token auth
+//! spec, what cesanta/docker_auth does), served on the registry's listener.
+//! The behaviour lives in [`crate::auth::token_server`]; this is the schema.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the endpoint is served by default, under `http.prefix`. The same
+/// default as `auth.token.autoredirectpath`, so the two meet without config.
+pub const DEFAULT_PATH: &str = "/auth/token";
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TokenServerConfig {
+    /// URL path of the endpoint (GET and POST), under `http.prefix`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// The `iss` of issued tokens (registries check it: `auth.token.issuer`).
+    #[serde(default)]
+    pub issuer: String,
+    /// The only `service` this server issues tokens for (`auth.token.service`).
+    #[serde(default)]
+    pub service: String,
+    /// PEM private key: RSA (PKCS#1 or PKCS#8) or ECDSA P-256 / P-384 (SEC1 or PKCS#8).
+    #[serde(default)]
+    pub signingkey: String,
+    /// PEM certificate (chain) of `signingkey`, for the `x5c` header.
+    #[serde(default)]
+    pub certificate: String,
+    /// Put `certificate` into each token's `x5c` header.
+    #[serde(default)]
+    pub x5c: bool,
+    /// The `kid` header; empty: the libtrust key id of the public key.
+    #[serde(default)]
+    pub kid: String,
+    /// Access token lifetime, seconds.
+    #[serde(default = "default_expiration")]
+    pub expiration: u64,
+    /// Refresh token lifetime, seconds (`offline_token=true`, `access_type=offline`).
+    #[serde(default = "default_refresh_expiration")]
+    pub refreshexpiration: u64,
+    /// An htpasswd file (bcrypt) of accounts.
+    #[serde(default)]
+    pub htpasswd: String,
+    /// Static accounts: user → bcrypt hash. Checked before `htpasswd`.
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+    /// Requests without credentials get tokens as account "" (subject to the ACL).
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Per-account labels for ACL matching: user → label → values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Rules, first match wins; no match denies.
+    #[serde(default)]
+    pub acl: Vec<AclRule>,
+    /// Peers (IPs or CIDRs) whose X-Forwarded-For is believed for the client
+    /// address. Empty: the TCP peer is the client, X-Forwarded-For is ignored.
+    #[serde(default)]
+    pub trustedproxies: Vec<String>,
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// Every present key must match. Absent keys match anything.
+    #[serde(rename = "match", default)]
+    pub matches: AclMatch,
+    /// Granted actions: pull, push, delete, "*". Empty: explicit deny.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Patterns are globs (`*` within a path segment, `**` across `/`, `?`) or
+/// `/regex/` (whole-value match); `${account}` and `${labels:NAME}` expand.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AclMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// An IP address or CIDR the client address must be in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// label → pattern; matches when any of the account's values does.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Failed logins from one client address are throttled: after `maxfailures`
+/// failures (each less than `window` seconds after the previous one) further
+/// attempts get 429 for 1 s, then 2 s, 4 s... at most `maxdelay` seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// 0 turns throttling off.
+    pub maxfailures: u32,
+    pub window: u64,
+    pub maxdelay: u64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            maxfailures: 5,
+            window: 300,
+            maxdelay: 60,
+        }
+    }
+}
+
+fn default_path() -> String {
+    DEFAULT_PATH.into()
+}
+
+fn default_expiration() -> u64 {
+    300
+}
+
+fn default_refresh_expiration() -> u64 {
+    30 * 24 * 3600
+}
+
+/// Routes the registry itself serves at the root; the token path must not
+/// shadow them (axum would refuse the overlap at start).
+const RESERVED: [&str; 2] = ["/", "/health/storage"];
+
+impl TokenServerConfig {
+    /// Every check that can fail, files included, so that `berth config
+    /// check` and start-up report one line naming the key (exit 2).
+    pub fn validate(&self) -> Result<(), String> {
+        let p = &self.path;
+        if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') {
+            return Err(format!(
+                "token_server.path: {p:?} must start with '/' and not end with one"
+            ));
+        }
+        if RESERVED.contains(&p.as_str()) || p == "/v2" || p.starts_with("/v2/") {
+            return Err(format!(
+                "token_server.path: {p:?} is a registry route; use e.g. {DEFAULT_PATH}"
+            ));
+        }
+        // axum reads `{}` as parameters and `*` as wildcards.
+        if !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c))
+        {
+            return Err(format!(
+                "token_server.path: {p:?} may hold only letters, digits and / - _ . ~"
+            ));
+        }
+        for (key, value) in [
+            ("issuer", &self.issuer),
+            ("service", &self.service),
+            ("signingkey", &self.signingkey),
+        ] {
+            if value.is_empty() {
+                return Err(format!("token_server.{key}: required"));
+            }
+        }
+        if self.expiration == 0 {
+            return Err("token_server.expiration: must be at least 1 (seconds)".into());
+        }
+        if self.refreshexpiration == 0 {
+            return Err("token_server.refreshexpiration: must be at least 1 (seconds)".into());
+        }
+        if self.x5c && self.certificate.is_empty() {
+            return Err("token_server.certificate: required with x5c: true".into());
+        }
+        if self.htpasswd.is_empty() && self.users.is_empty() && !self.anonymous {
+            return Err(
+                "token_server: no accounts (set htpasswd, users or anonymous: true)".into(),
+            );
+        }
+        for (user, hash) in &self.users {
+            if user.is_empty() || user.contains(':') {
+                return Err(format!(
+                    "token_server.users: {user:?} is not a valid user name"
+                ));
+            }
+            crate::auth::token_server::accounts::check_bcrypt(hash)
+                .map_err(|e| format!("token_server.users.{user}: {e}"))?;
+        }
+        if !self.htpasswd.is_empty() {
+            let text = std::fs::read_to_string(&self.htpasswd).map_err(|e| {
+                format!("token_server.htpasswd: cannot read {}: {e}", self.htpasswd)
+            })?;
+            crate::auth::htpasswd::parse(&self.htpasswd, &text)
+                .map_err(|e| format!("token_server.htpasswd: {e}"))?;
+        }
+        for proxy in &self.trustedproxies {
+            crate::auth::token_server::acl::IpNet::parse(proxy)
+                .map_err(|e| format!("token_server.trustedproxies: {e}"))?;
+        }
+        crate::auth::token_server::acl::Acl::compile(&self.acl)?;
+        crate::auth::token_server::keys::SigningKey::load(self)?;
+        Ok(())
+    }
+}

@@ -23,3 +23,5 @@ mod skopeo;
 mod support;
 #[path = "clients/tls.rs"]
 mod tls;
+#[path = "clients/token_server.rs"]
+mod token_server;

@@ -224,8 +224,13 @@ async fn get_token(ts: &TokenServer, req: &Parts) -> Result<Response> {
         return Err(bad_request("account does not match the credentials"));
     }
     let offline = p.one("offline_token") == Some("true") && !account.is_empty();
+    let via = if account.is_empty() {
+        "anonymous"
+    } else {
+        "basic"
+    };
     let issued = ts
-        .issue(&account, &scopes, client, offline)
+        .issue(&account, &scopes, client, offline, via)
         .await
         .map_err(internal)?;
     let mut body = json!({
@@ -262,6 +267,7 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
     let p = Params::parse(&body);
     ts.check_service(&p)?;
     let scopes = p.scopes()?;
+    let grant = p.one("grant_type").unwrap_or_default();
     let account = match p.one("grant_type") {
         Some("password") => {
             let (Some(user), Some(password)) = (p.one("username"), p.one("password")) else {
@@ -300,7 +306,7 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
         issued_at,
         scope,
     } = ts
-        .issue(&account, &scopes, client, offline)
+        .issue(&account, &scopes, client, offline, grant)
         .await
         .map_err(internal)?;
     let mut body = json!({

@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod acl;
 mod handlers;
 pub mod keys;
+mod matchers;
 pub mod scope;
 
 use std::{
@@ -226,13 +227,15 @@ impl TokenServer {
             .collect()
     }
 
-    /// Sign an access token (and a refresh token if `offline`) for `account`.
+    /// Sign an access token (and a refresh token if `offline`) for `account`,
+    /// who authenticated `via` (basic, anonymous, password, refresh_token).
     async fn issue(
         &self,
         account: &str,
         scopes: &[Scope],
         ip: Option<IpAddr>,
         offline: bool,
+        via: &str,
     ) -> Result<Issued, String> {
         let access = self.grant(account, scopes, ip);
         let scope = scopes
@@ -270,6 +273,7 @@ impl TokenServer {
         tracing::info!(
             account,
             client = ?ip,
+            via = %via,
             scope = %scope,
             refresh = refresh_token.is_some(),
             "token issued"
@@ -381,8 +385,8 @@ mod tests {
     async fn refresh_tokens_are_not_access_tokens() {
         let ts = server(&[]);
         // No static users: an anonymous-only server issues no refresh tokens.
-        assert!(ts.issue("", &[], None, true).await.is_err());
-        let issued = ts.issue("", &[], None, false).await.unwrap();
+        assert!(ts.issue("", &[], None, true, "anonymous").await.is_err());
+        let issued = ts.issue("", &[], None, false, "anonymous").await.unwrap();
         assert!(ts.refresh_account(&issued.token).is_err(), "wrong audience");
     }
 }

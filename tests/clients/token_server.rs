@@ -1,0 +1,129 @@
+//! The Docker engine against Berth's built-in token server: `docker login`
+//! (GET with `offline_token=true`: the refresh token docker keeps as its
+//! identity token), then push and pull on that identity token (the OAuth2
+//! refresh-token grant, by POST), and a push the ACL denies.
+
+use std::time::Duration;
+
+use super::{
+    daemons::Dockerd,
+    docker::{build, import_base, push},
+    support::run,
+};
+use crate::common::Berth;
+
+/// Berth's log lines, without the terminal colour codes the text format has.
+fn log_lines(berth: &Berth) -> Vec<String> {
+    let mut out = String::new();
+    let mut chars = berth.logs().chars().collect::<Vec<_>>().into_iter();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.lines().map(str::to_string).collect()
+}
+
+/// Whether a "token issued" line has every one of `fields`.
+fn issued(berth: &Berth, fields: &[&str]) -> bool {
+    log_lines(berth)
+        .iter()
+        .any(|l| l.contains("token issued") && fields.iter().all(|f| l.contains(f)))
+}
+
+#[test]
+fn docker_login_push_pull_through_the_token_server() {
+    let work = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["berth-token".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let p = |n: &str| work.path().join(n).display().to_string();
+    std::fs::write(p("token.key"), key.serialize_pem()).unwrap();
+    std::fs::write(p("token.crt"), cert.pem()).unwrap();
+    let entry = |u: &str, pw: &str| {
+        format!(
+            "{u}:{}\n",
+            bcrypt::hash(pw, 5).unwrap().replacen("$2b$", "$2y$", 1)
+        )
+    };
+    std::fs::write(
+        p("htpasswd"),
+        entry("ci", "ci-password") + &entry("viewer", "viewer-password"),
+    )
+    .unwrap();
+    let berth = Berth::start_with(|root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n\
+             auth:\n  token:\n    realm: http://{addr}/auth/token\n    service: berth-test\n    \
+             issuer: berth-test-issuer\n    rootcertbundle: {crt}\n\
+             token_server:\n  issuer: berth-test-issuer\n  service: berth-test\n  signingkey: {key}\n  \
+             certificate: {crt}\n  htpasswd: {htpasswd}\n  acl:\n    - match: {{account: ci}}\n      \
+             actions: [pull, push]\n    - match: {{account: \"/.+/\"}}\n      actions: [pull]\n",
+            crt = p("token.crt"),
+            key = p("token.key"),
+            htpasswd = p("htpasswd"),
+        )
+    });
+    let d = Dockerd::start();
+    import_base(&d, work.path(), "berth-ts/base:1");
+    let reference = format!("{}/team/app:1", berth.addr);
+    let image = build(
+        &d,
+        work.path(),
+        "berth-ts/base:1",
+        &reference,
+        &[("app.txt", "token server layer\n")],
+    );
+    let login = |user: &str, password: &str| {
+        run(
+            &mut d.cli(&["login", "-u", user, "-p", password, &berth.addr]),
+            Duration::from_secs(60),
+        )
+    };
+
+    let bad = login("ci", "wrong");
+    assert!(!bad.status.success(), "{}", bad.all());
+    let good = login("ci", "ci-password");
+    assert!(good.status.success(), "{}", good.all());
+    // docker login asked for a refresh token, its identity token.
+    assert!(
+        issued(&berth, &["account=\"ci\"", "via=basic", "refresh=true"]),
+        "{}",
+        berth.logs()
+    );
+
+    // The push runs on the identity token: refresh-token grants, no password.
+    let (digest, _) = push(&d, &reference);
+    assert!(
+        issued(&berth, &["account=\"ci\"", "via=refresh_token", "push"]),
+        "{}",
+        berth.logs()
+    );
+    d.remove_all_images();
+    let by_digest = format!("{}/team/app@{digest}", berth.addr);
+    d.ok(&["pull", &by_digest]);
+    assert_eq!(d.inspect(&by_digest, "{{.Id}}"), image.id);
+
+    // viewer may pull, not push: docker reports the registry's denial.
+    let good = login("viewer", "viewer-password");
+    assert!(good.status.success(), "{}", good.all());
+    d.ok(&["pull", &reference]);
+    let other = format!("{}/team/other:1", berth.addr);
+    d.ok(&["tag", &reference, &other]);
+    let out = run(&mut d.cli(&["push", &other]), Duration::from_secs(120));
+    assert!(!out.status.success(), "viewer's push must fail");
+    assert!(out.all().contains("denied"), "{}", out.all());
+    assert!(!berth
+        .root
+        .join("docker/registry/v2/repositories/team/other")
+        .exists());
+}

@@ -25,6 +25,11 @@ pub fn build_driver(cfg: &Config) -> anyhow::Result<Driver> {
                 .with_context(|| format!("storage.filesystem.rootdirectory {root}"))?,
         ),
         StorageDriverConfig::InMemory => Arc::new(InMemoryDriver::new()),
+        StorageDriverConfig::Azure(azure) => Arc::new(
+            crate::storage::azure::AzureDriver::new(&azure)
+                .context("storage.azure")?
+                .with_redirect(!cfg.storage.redirect.disable),
+        ),
     };
     Ok(driver)
 }

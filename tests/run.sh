@@ -18,6 +18,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Azurite (the Azure Blob emulator) for the Azure driver's tests, from npm, kept
+# outside the checkout; tests/common/azurite.rs starts it.
+azurite_version=3.37.0
+azurite_dir="$HOME/.cache/berth/azurite"
+if ! grep -qs "\"version\": \"$azurite_version\"" "$azurite_dir/node_modules/azurite/package.json"; then
+  if ! command -v npm >/dev/null; then
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  echo "installing: azurite@$azurite_version into $azurite_dir"
+  npm install --prefix "$azurite_dir" --no-audit --no-fund --loglevel=error "azurite@$azurite_version"
+fi
+
 command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"

@@ -1,5 +1,9 @@
 //! The shared driver suite, run against every driver compiled in.
 
+#[path = "storage/azure.rs"]
+mod azure;
+mod common;
+
 use berth::storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, testsuite};
 
 #[tokio::test]

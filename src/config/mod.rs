@@ -4,6 +4,7 @@
 //! merged by figment.
 
 pub mod auth;
+pub mod azure;
 mod storage;
 pub mod tls;
 pub mod token_server;

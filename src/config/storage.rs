@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::azure::{AzureConfig, AzureSettings};
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
@@ -18,6 +20,12 @@ pub struct StorageConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub inmemory: Option<serde_json::Value>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub azure: Option<AzureConfig>,
     #[serde(default)]
     pub delete: DeleteConfig,
     #[serde(default)]
@@ -79,12 +87,30 @@ pub struct RedirectConfig {
 pub enum StorageDriverConfig {
     Filesystem { root: String },
     InMemory,
+    Azure(Box<AzureSettings>),
 }
 
 impl StorageConfig {
     /// The one configured driver; with none at all, the embedded default is the
     /// filesystem under `./data`.
     pub fn driver(&self) -> Result<StorageDriverConfig, String> {
+        let configured: Vec<&str> = [
+            ("filesystem", self.filesystem.is_some()),
+            ("inmemory", self.inmemory.is_some()),
+            ("azure", self.azure.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        if configured.len() > 1 {
+            return Err(format!(
+                "storage: more than one driver configured ({})",
+                configured.join(", ")
+            ));
+        }
+        if let Some(azure) = &self.azure {
+            return Ok(StorageDriverConfig::Azure(Box::new(azure.settings()?)));
+        }
         match (&self.filesystem, &self.inmemory) {
             (Some(_), Some(_)) => {
                 Err("storage: more than one driver configured (filesystem, inmemory)".into())

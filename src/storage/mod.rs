@@ -5,6 +5,7 @@
 //! repositories and digests to paths lives in [`layout`], in one place.
 //! Every driver must pass the shared suite in [`testsuite`].
 
+pub mod azure;
 pub mod filesystem;
 pub mod inmemory;
 pub mod layout;

@@ -2,6 +2,7 @@
 //! with a given config, wait (bounded) until it answers, stop it on drop.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod pki;
 
 use std::{

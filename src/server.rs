@@ -25,6 +25,10 @@ pub fn build_driver(cfg: &Config) -> anyhow::Result<Driver> {
                 .with_context(|| format!("storage.filesystem.rootdirectory {root}"))?,
         ),
         StorageDriverConfig::InMemory => Arc::new(InMemoryDriver::new()),
+        StorageDriverConfig::S3(s3) => Arc::new(
+            crate::storage::s3::S3Driver::new(&s3, cfg.storage.redirect.disable)
+                .map_err(anyhow::Error::msg)?,
+        ),
         StorageDriverConfig::Azure(azure) => Arc::new(
             crate::storage::azure::AzureDriver::new(&azure)
                 .context("storage.azure")?

@@ -36,6 +36,26 @@ for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done
 
+# Local S3 servers for the S3 driver's tests (tests/common/s3.rs), kept outside
+# the checkout: s3s-fs (checks SigV4 signatures) from crates.io, and moto 5.1
+# in its own virtualenv (moto 5.2 answers some operations with XML the AWS SDK
+# rejects).
+if ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
+  echo "installing: s3s-fs 0.14.1"
+  cargo install --quiet --locked s3s-fs@0.14.1 --features binary
+fi
+moto_dir="$HOME/.cache/berth/moto"
+if [ ! -x "$moto_dir/bin/moto_server" ]; then
+  echo "installing: moto[server] 5.1.22 into $moto_dir"
+  if ! command -v python3 >/dev/null || ! python3 -m venv "$moto_dir" >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+    rm -rf "$moto_dir"
+    python3 -m venv "$moto_dir"
+  fi
+  "$moto_dir/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.1.22'
+fi
+
 # A target dir outside the checkout is reused between runs when it exists.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
 export CARGO_TERM_COLOR=never

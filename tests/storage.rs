@@ -3,6 +3,8 @@
 #[path = "storage/azure.rs"]
 mod azure;
 mod common;
+#[path = "storage/s3.rs"]
+mod s3;
 
 use berth::storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, testsuite};
 

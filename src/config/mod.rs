@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod azure;
+pub mod s3;
 mod storage;
 pub mod tls;
 pub mod token_server;
@@ -17,7 +18,7 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use storage::{FilesystemConfig, StorageConfig, StorageDriverConfig};
+pub use storage::{FilesystemConfig, S3Config, StorageConfig, StorageDriverConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Config {

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::azure::{AzureConfig, AzureSettings};
+pub use super::s3::S3Config;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +21,12 @@ pub struct StorageConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub inmemory: Option<serde_json::Value>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3: Option<S3Config>,
     #[serde(
         default,
         deserialize_with = "present",
@@ -87,6 +94,7 @@ pub struct RedirectConfig {
 pub enum StorageDriverConfig {
     Filesystem { root: String },
     InMemory,
+    S3(Box<S3Config>),
     Azure(Box<AzureSettings>),
 }
 
@@ -97,6 +105,7 @@ impl StorageConfig {
         let configured: Vec<&str> = [
             ("filesystem", self.filesystem.is_some()),
             ("inmemory", self.inmemory.is_some()),
+            ("s3", self.s3.is_some()),
             ("azure", self.azure.is_some()),
         ]
         .into_iter()
@@ -110,6 +119,10 @@ impl StorageConfig {
         }
         if let Some(azure) = &self.azure {
             return Ok(StorageDriverConfig::Azure(Box::new(azure.settings()?)));
+        }
+        if let Some(s3) = &self.s3 {
+            s3.validate()?;
+            return Ok(StorageDriverConfig::S3(Box::new(s3.clone())));
         }
         match (&self.filesystem, &self.inmemory) {
             (Some(_), Some(_)) => {

@@ -9,6 +9,7 @@ pub mod azure;
 pub mod filesystem;
 pub mod inmemory;
 pub mod layout;
+pub mod s3;
 pub mod testsuite;
 
 use std::{io, pin::Pin, sync::Arc, time::SystemTime};

@@ -4,6 +4,7 @@
 
 pub mod azurite;
 pub mod pki;
+pub mod s3;
 
 use std::{
     io::Write,

@@ -1,0 +1,322 @@
+//! `storage.s3`: distribution's S3 driver parameters, plus Berth's
+//! `redirectendpoint` (the public endpoint presigned URLs name, when the
+//! registry reaches the store through a private `regionendpoint`).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// S3's smallest multipart part (all parts but the last).
+pub const MIN_PART: u64 = 5 * 1024 * 1024;
+/// S3's largest single-request object (PutObject, CopyObject) and part.
+pub const MAX_SINGLE: u64 = 5 * 1024 * 1024 * 1024;
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub bucket: String,
+    /// Endpoint of an S3-compatible service (`https://minio:9000`); a bare
+    /// host takes `https://` or, with `secure: false`, `http://`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub regionendpoint: String,
+    /// Public endpoint for presigned redirect URLs (Berth's addition).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub redirectendpoint: String,
+    #[serde(default, deserialize_with = "flag")]
+    pub forcepathstyle: bool,
+    /// Static credentials; without them, the default AWS chain (environment,
+    /// profile, web identity / IRSA, container, instance profile).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub accesskey: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secretkey: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sessiontoken: String,
+    #[serde(default, deserialize_with = "flag")]
+    pub encrypt: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub keyid: String,
+    #[serde(default = "yes", deserialize_with = "flag")]
+    pub secure: bool,
+    #[serde(default, deserialize_with = "flag")]
+    pub skipverify: bool,
+    /// Accepted for distribution configs; Berth always signs with SigV4.
+    #[serde(default = "yes", deserialize_with = "flag")]
+    pub v4auth: bool,
+    #[serde(default = "default_chunk", deserialize_with = "number")]
+    pub chunksize: u64,
+    #[serde(default = "default_copy_chunk", deserialize_with = "number")]
+    pub multipartcopychunksize: u64,
+    #[serde(default = "default_copy_concurrency", deserialize_with = "number")]
+    pub multipartcopymaxconcurrency: u64,
+    #[serde(default = "default_copy_chunk", deserialize_with = "number")]
+    pub multipartcopythresholdsize: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rootdirectory: String,
+    #[serde(default = "default_storage_class")]
+    pub storageclass: String,
+    #[serde(default = "default_acl")]
+    pub objectacl: String,
+    /// Accepted for distribution configs; use `log.level` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loglevel: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_chunk() -> u64 {
+    2 * MIN_PART
+}
+fn default_copy_chunk() -> u64 {
+    32 * 1024 * 1024
+}
+fn default_copy_concurrency() -> u64 {
+    100
+}
+fn default_storage_class() -> String {
+    "STANDARD".into()
+}
+fn default_acl() -> String {
+    "private".into()
+}
+
+/// A number, also when written as a string (`"10485760"`), as distribution takes it.
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Int(u64),
+        Str(String),
+    }
+    match N::deserialize(d)? {
+        N::Int(n) => Ok(n),
+        N::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a whole number"))),
+    }
+}
+
+/// A boolean, also when written as a string (`"true"`).
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        Bool(bool),
+        Str(String),
+    }
+    match B::deserialize(d)? {
+        B::Bool(b) => Ok(b),
+        B::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not true or false"))),
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            region: String::new(),
+            bucket: String::new(),
+            regionendpoint: String::new(),
+            redirectendpoint: String::new(),
+            forcepathstyle: false,
+            accesskey: String::new(),
+            secretkey: String::new(),
+            sessiontoken: String::new(),
+            encrypt: false,
+            keyid: String::new(),
+            secure: true,
+            skipverify: false,
+            v4auth: true,
+            chunksize: default_chunk(),
+            multipartcopychunksize: default_copy_chunk(),
+            multipartcopymaxconcurrency: default_copy_concurrency(),
+            multipartcopythresholdsize: default_copy_chunk(),
+            rootdirectory: String::new(),
+            storageclass: default_storage_class(),
+            objectacl: default_acl(),
+            loglevel: None,
+        }
+    }
+}
+
+/// Secrets stay out of logs (the server logs its driver configuration).
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("S3Config")
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("regionendpoint", &self.regionendpoint)
+            .field("redirectendpoint", &self.redirectendpoint)
+            .field("forcepathstyle", &self.forcepathstyle)
+            .field("accesskey", &self.accesskey)
+            .field("secretkey", &redact(&self.secretkey))
+            .field("sessiontoken", &redact(&self.sessiontoken))
+            .field("encrypt", &self.encrypt)
+            .field("secure", &self.secure)
+            .field("chunksize", &self.chunksize)
+            .field("rootdirectory", &self.rootdirectory)
+            .field("storageclass", &self.storageclass)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    /// One line naming the first bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        let key = |k: &str| format!("storage.s3.{k}");
+        if self.region.trim().is_empty() {
+            return Err(format!("{}: required (e.g. us-east-1)", key("region")));
+        }
+        if self.bucket.trim().is_empty() {
+            return Err(format!("{}: required", key("bucket")));
+        }
+        if self.accesskey.is_empty() != self.secretkey.is_empty() {
+            return Err(format!(
+                "{}: accesskey and secretkey must be given together",
+                key(if self.accesskey.is_empty() {
+                    "accesskey"
+                } else {
+                    "secretkey"
+                })
+            ));
+        }
+        if !self.v4auth {
+            return Err(format!(
+                "{}: false is not supported (SigV4 only)",
+                key("v4auth")
+            ));
+        }
+        if self.skipverify {
+            return Err(format!(
+                "{}: not supported; add the endpoint's CA to the system trust store",
+                key("skipverify")
+            ));
+        }
+        if self.chunksize < MIN_PART || self.chunksize > MAX_SINGLE {
+            return Err(format!(
+                "{}: {} is outside {MIN_PART} (5 MiB) ..= {MAX_SINGLE} (5 GiB)",
+                key("chunksize"),
+                self.chunksize
+            ));
+        }
+        if self.multipartcopychunksize < MIN_PART || self.multipartcopychunksize > MAX_SINGLE {
+            return Err(format!(
+                "{}: {} is outside {MIN_PART} (5 MiB) ..= {MAX_SINGLE} (5 GiB)",
+                key("multipartcopychunksize"),
+                self.multipartcopychunksize
+            ));
+        }
+        if self.multipartcopymaxconcurrency == 0 {
+            return Err(format!(
+                "{}: must be at least 1",
+                key("multipartcopymaxconcurrency")
+            ));
+        }
+        if self.multipartcopythresholdsize > MAX_SINGLE {
+            return Err(format!(
+                "{}: {} is above {MAX_SINGLE} (5 GiB, S3's single-copy limit)",
+                key("multipartcopythresholdsize"),
+                self.multipartcopythresholdsize
+            ));
+        }
+        if !self.keyid.is_empty() && !self.encrypt {
+            return Err(format!("{}: needs encrypt: true", key("keyid")));
+        }
+        for (k, v) in [
+            ("regionendpoint", &self.regionendpoint),
+            ("redirectendpoint", &self.redirectendpoint),
+        ] {
+            if !v.is_empty() {
+                let full = self.endpoint_url(v);
+                url::Url::parse(&full).map_err(|e| format!("{}: {v:?}: {e}", key(k)))?;
+            }
+        }
+        if self
+            .rootdirectory
+            .split('/')
+            .any(|seg| seg == "." || seg == "..")
+        {
+            return Err(format!(
+                "{}: must not contain . or .. segments",
+                key("rootdirectory")
+            ));
+        }
+        Ok(())
+    }
+
+    /// An endpoint as a URL: given as is when it has a scheme, else with
+    /// `https://` (or `http://` when `secure: false`).
+    pub fn endpoint_url(&self, endpoint: &str) -> String {
+        if endpoint.contains("://") {
+            endpoint.trim_end_matches('/').to_string()
+        } else {
+            let scheme = if self.secure { "https" } else { "http" };
+            format!("{scheme}://{}", endpoint.trim_end_matches('/'))
+        }
+    }
+
+    /// The key prefix objects live under: `rootdirectory` without its leading
+    /// or trailing slash, as distribution's driver computes it.
+    pub fn root_prefix(&self) -> String {
+        self.rootdirectory.trim_matches('/').to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<S3Config, String> {
+        use figment::providers::{Format, Yaml};
+        let c: S3Config = figment::Figment::from(Yaml::string(yaml))
+            .extract()
+            .map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_match_distribution() {
+        let c = parse("region: us-east-1\nbucket: b\n").unwrap();
+        assert_eq!(c.chunksize, 10 * 1024 * 1024);
+        assert_eq!(c.multipartcopythresholdsize, 32 * 1024 * 1024);
+        assert_eq!(c.multipartcopymaxconcurrency, 100);
+        assert!(c.secure && !c.forcepathstyle && !c.encrypt);
+        assert_eq!(c.storageclass, "STANDARD");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("bucket: b\n").unwrap_err();
+        assert!(e.starts_with("storage.s3.region:"), "{e}");
+        let e = parse("region: r\nbucket: b\nchunksize: 1024\n").unwrap_err();
+        assert!(e.starts_with("storage.s3.chunksize:"), "{e}");
+        let e = parse("region: r\nbucket: b\naccesskey: a\n").unwrap_err();
+        assert!(e.starts_with("storage.s3.secretkey:"), "{e}");
+        let e = parse("region: r\nbucket: b\nbogus: 1\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn strings_for_numbers_and_flags() {
+        let c = parse("region: r\nbucket: b\nchunksize: '6291456'\nsecure: 'false'\n").unwrap();
+        assert_eq!(c.chunksize, 6291456);
+        assert_eq!(c.endpoint_url("minio:9000"), "http://minio:9000");
+        assert_eq!(c.endpoint_url("https://s3.example/"), "https://s3.example");
+    }
+
+    #[test]
+    fn secrets_are_not_logged() {
+        let c = S3Config {
+            secretkey: "hunter2".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

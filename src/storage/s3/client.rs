@@ -1,0 +1,139 @@
+//! Building the S3 client from Berth's configuration alone (no shared AWS
+//! config files consulted for region or endpoint), counting every HTTP request
+//! it sends, and mapping SDK errors to [`StorageError`].
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+use aws_credential_types::provider::{future, ProvideCredentials};
+use aws_sdk_s3::{
+    config::{
+        interceptors::BeforeDeserializationInterceptorContextRef, BehaviorVersion, ConfigBag,
+        Credentials, Intercept, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+        RuntimeComponents, SharedCredentialsProvider,
+    },
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    Client,
+};
+
+use crate::{config::S3Config, storage::StorageError};
+
+/// Counts requests answered by the store (retries included; presigning,
+/// which stops before transmitting, is not counted).
+#[derive(Debug)]
+struct Counter(Arc<AtomicU64>);
+
+impl Intercept for Counter {
+    fn name(&self) -> &'static str {
+        "berth-request-counter"
+    }
+
+    fn read_after_transmit(
+        &self,
+        _ctx: &BeforeDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The default AWS chain (environment, profile, web identity / IRSA, ECS,
+/// instance metadata), built on first use: its construction is async and
+/// `build_driver` is not, and a registry given static keys never builds it.
+#[derive(Debug)]
+struct DefaultChain {
+    region: Region,
+    chain:
+        tokio::sync::OnceCell<aws_config::default_provider::credentials::DefaultCredentialsChain>,
+}
+
+impl ProvideCredentials for DefaultChain {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| {
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .region(self.region.clone())
+                        .build()
+                })
+                .await;
+            chain.provide_credentials().await
+        })
+    }
+}
+
+/// One client per endpoint: the API endpoint, and (when set) the public
+/// `redirectendpoint` used only to presign.
+pub(super) fn build(cfg: &S3Config, endpoint: Option<&str>, counter: &Arc<AtomicU64>) -> Client {
+    let region = Region::new(cfg.region.clone());
+    let credentials = if cfg.accesskey.is_empty() {
+        SharedCredentialsProvider::new(DefaultChain {
+            region: region.clone(),
+            chain: tokio::sync::OnceCell::new(),
+        })
+    } else {
+        SharedCredentialsProvider::new(Credentials::new(
+            cfg.accesskey.clone(),
+            cfg.secretkey.clone(),
+            (!cfg.sessiontoken.is_empty()).then(|| cfg.sessiontoken.clone()),
+            None,
+            "berth-config",
+        ))
+    };
+    let mut b = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(credentials)
+        .force_path_style(cfg.forcepathstyle)
+        // S3-compatible stores vary in their support of the newer default
+        // (CRC checksums on every upload); checksum only where S3 requires it.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .interceptor(Counter(counter.clone()));
+    if let Some(e) = endpoint {
+        b = b.endpoint_url(cfg.endpoint_url(e));
+    } else if !cfg.secure {
+        b = b.endpoint_url(format!("http://s3.{}.amazonaws.com", cfg.region));
+    }
+    Client::from_conf(b.build())
+}
+
+/// The HTTP status of a failed request, when one came back.
+pub(super) fn status<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+/// Whether the error says the object (not the bucket) is missing.
+pub(super) fn is_missing<E: ProvideErrorMetadata>(
+    e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    match e.as_service_error().and_then(|s| s.code()) {
+        Some("NoSuchKey") | Some("NotFound") => true,
+        Some(_) => false,
+        None => status(e) == Some(404),
+    }
+}
+
+/// Map an SDK error: a missing object is `NotFound(path)`, anything else a
+/// backend error naming the operation and the key.
+pub(super) fn map_err<E>(
+    op: &str,
+    path: &str,
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if is_missing(&e) {
+        return StorageError::NotFound(path.to_string());
+    }
+    StorageError::Backend(format!("s3 {op} {path}: {}", DisplayErrorContext(&e)))
+}

@@ -1,0 +1,417 @@
+//! S3 driver (Amazon S3 and compatible stores), on the AWS SDK.
+//!
+//! # Keys
+//! A driver path `/docker/registry/v2/...` is the key
+//! `<rootdirectory>/docker/registry/v2/...` (the root without its leading
+//! slash), exactly as distribution's S3 driver stores it, so a bucket written
+//! by distribution is served as it is. Directories are implied by the keys
+//! beneath them.
+//!
+//! # Resumable writers: parts plus a durable tail
+//! An upload's data is written through one S3 multipart upload on its key,
+//! created when the first full part is ready. Every part but the last must be
+//! at least 5 MiB, yet an upload's PATCH may end anywhere; so `close()`
+//! uploads what it holds as a part when that is at least 5 MiB, and otherwise
+//! keeps it in a small **state object** next to the data, `<key>.berth-upload`:
+//! a header line (`BERTH-S3-UPLOAD 1`), one JSON line (the multipart upload id
+//! and each part's number, size and ETag), then the tail bytes (< 5 MiB).
+//!
+//! `writer(path, offset)`, on any replica, reads that one object (a single GET:
+//! no ListMultipartUploads / ListParts round trips), starts its buffer with the
+//! tail and goes on numbering parts after the recorded ones. A writer's memory
+//! is its buffer: at most `chunksize` plus the chunk being written. `commit()`
+//! uploads the buffer as the last part and completes the multipart upload (or,
+//! when no part was ever needed, writes the object with one PutObject), then
+//! deletes the state object.
+//!
+//! Because the state is only rewritten by `close()`, a PATCH that failed
+//! half-way leaves the previous state intact: its stray parts are overwritten
+//! by the retry (same part numbers) or left out of the completion.
+//!
+//! Truncation (`offset` below the current size, a retried chunk) is exact when
+//! `offset` falls in the tail or on a part boundary, and `offset == 0` starts
+//! over; an offset inside an uploaded part is refused with `InvalidOffset`
+//! (S3 cannot read back or shorten a part of an unfinished upload). Berth's
+//! upload handler only resumes at the size the last PATCH reported, which is
+//! always the recorded size. Resuming an already committed object copies its
+//! first `offset` bytes server-side (UploadPartCopy) or, under 5 MiB, reads them.
+//!
+//! Abandoned uploads: deleting a path or directory aborts the multipart upload
+//! named by every state object under it. An upload whose writer died between
+//! creating the multipart upload and its first `close()` is recorded nowhere;
+//! a bucket lifecycle rule `AbortIncompleteMultipartUpload` cleans those up.
+//!
+//! # Requests
+//! Every request is counted ([`S3Driver::requests`]); stat is one HeadObject
+//! for an object (a ListObjectsV2 only when it is missing, to find a
+//! directory); rename is HeadObject + CopyObject (UploadPartCopy parts above
+//! `multipartcopythresholdsize`) + DeleteObject.
+
+mod client;
+mod inner;
+mod writer;
+
+use std::{
+    io,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use aws_sdk_s3::{
+    presigning::PresigningConfig,
+    types::{ObjectCannedAcl, ServerSideEncryption, StorageClass},
+};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use self::{
+    client::{map_err, status},
+    inner::{object_options, system_time, Inner},
+};
+use super::{ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
+use crate::config::{s3::MAX_SINGLE, S3Config};
+
+pub(crate) use writer::STATE_SUFFIX;
+
+/// How long a presigned redirect URL stays valid (distribution's figure).
+const PRESIGN_TTL: Duration = Duration::from_secs(20 * 60);
+
+pub struct S3Driver {
+    inner: Arc<Inner>,
+}
+
+impl S3Driver {
+    /// A driver for `cfg`; `redirect_disabled` is `storage.redirect.disable`.
+    /// No request is made here: credentials and connections come on first use.
+    pub fn new(cfg: &S3Config, redirect_disabled: bool) -> std::result::Result<Self, String> {
+        cfg.validate()?;
+        let requests = Arc::new(AtomicU64::new(0));
+        let endpoint = (!cfg.regionendpoint.is_empty()).then_some(cfg.regionendpoint.as_str());
+        let client = client::build(cfg, endpoint, &requests);
+        let presigner = if cfg.redirectendpoint.is_empty() {
+            client.clone()
+        } else {
+            client::build(cfg, Some(&cfg.redirectendpoint), &requests)
+        };
+        let encryption = cfg.encrypt.then(|| {
+            if cfg.keyid.is_empty() {
+                (ServerSideEncryption::Aes256, None)
+            } else {
+                (ServerSideEncryption::AwsKms, Some(cfg.keyid.clone()))
+            }
+        });
+        // STANDARD is S3's default: leaving it out suits stores that reject the header.
+        let storage_class = match cfg.storageclass.as_str() {
+            "" | "NONE" | "STANDARD" => None,
+            c => Some(StorageClass::from(c)),
+        };
+        let acl = match cfg.objectacl.as_str() {
+            "" | "private" => None,
+            a => Some(ObjectCannedAcl::from(a)),
+        };
+        Ok(S3Driver {
+            inner: Arc::new(Inner {
+                client,
+                presigner,
+                bucket: cfg.bucket.clone(),
+                root: cfg.root_prefix(),
+                chunk_size: cfg.chunksize,
+                copy_chunk: cfg.multipartcopychunksize,
+                copy_concurrency: cfg.multipartcopymaxconcurrency.min(1000) as usize,
+                copy_threshold: cfg.multipartcopythresholdsize.min(MAX_SINGLE),
+                encryption,
+                storage_class,
+                acl,
+                redirect: !redirect_disabled,
+                requests,
+                committed: Mutex::default(),
+            }),
+        })
+    }
+
+    /// HTTP requests sent to S3 so far (retries included; presigning is free).
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// The key a driver path is stored under.
+    pub fn key_for(&self, path: &str) -> Result<String> {
+        self.inner.key(path)
+    }
+}
+
+#[async_trait]
+impl StorageDriver for S3Driver {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    async fn get_content(&self, path: &str) -> Result<Bytes> {
+        let key = self.inner.key(path)?;
+        self.inner.get(&key, path).await
+    }
+
+    async fn put_content(&self, path: &str, content: Bytes) -> Result<()> {
+        let key = self.inner.key(path)?;
+        self.inner.put(&key, path, content).await
+    }
+
+    async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
+        let inner = &self.inner;
+        let key = inner.key(path)?;
+        let empty = || Ok(futures::stream::empty().boxed());
+        if len == Some(0) {
+            let (size, _) = inner.head(&key, path).await?;
+            return if offset <= size {
+                empty()
+            } else {
+                Err(StorageError::InvalidOffset {
+                    path: path.to_string(),
+                    offset,
+                })
+            };
+        }
+        let range = match len {
+            None if offset == 0 => None,
+            None => Some(format!("bytes={offset}-")),
+            Some(l) => Some(format!("bytes={offset}-{}", offset.saturating_add(l) - 1)),
+        };
+        let resp = inner
+            .client
+            .get_object()
+            .bucket(&inner.bucket)
+            .key(&key)
+            .set_range(range)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            // A range starting at (or past) the end: S3 answers 416.
+            Err(e) if status(&e) == Some(416) => {
+                let (size, _) = inner.head(&key, path).await?;
+                return if offset == size {
+                    empty()
+                } else {
+                    Err(StorageError::InvalidOffset {
+                        path: path.to_string(),
+                        offset,
+                    })
+                };
+            }
+            Err(e) => return Err(map_err("GetObject", path, e)),
+        };
+        let body = futures::stream::unfold(resp.body, |mut body| async move {
+            match body.next().await {
+                Some(Ok(chunk)) => Some((Ok(chunk), body)),
+                Some(Err(e)) => Some((Err(io::Error::other(e)), body)),
+                None => None,
+            }
+        });
+        Ok(body.boxed())
+    }
+
+    async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {
+        writer::open(self.inner.clone(), path, offset).await
+    }
+
+    async fn stat(&self, path: &str) -> Result<FileInfo> {
+        let inner = &self.inner;
+        let key = inner.key(path)?;
+        if path != "/" {
+            if let Some((size, modified)) = inner.head_opt(&key, path).await? {
+                return Ok(FileInfo {
+                    path: path.to_string(),
+                    size,
+                    modified,
+                    is_dir: false,
+                });
+            }
+        }
+        let page = inner
+            .client
+            .list_objects_v2()
+            .bucket(&inner.bucket)
+            .prefix(inner.dir_prefix(path)?)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| map_err("ListObjectsV2", path, e))?;
+        match page.contents().first() {
+            Some(o) => Ok(FileInfo {
+                path: path.to_string(),
+                size: 0,
+                modified: system_time(o.last_modified()),
+                is_dir: true,
+            }),
+            None if path == "/" => Ok(FileInfo {
+                path: path.to_string(),
+                size: 0,
+                modified: SystemTime::UNIX_EPOCH,
+                is_dir: true,
+            }),
+            None => Err(StorageError::NotFound(path.to_string())),
+        }
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<String>> {
+        let inner = &self.inner;
+        let prefix = inner.dir_prefix(path)?;
+        let mut pages = inner
+            .client
+            .list_objects_v2()
+            .bucket(&inner.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut seen_any = false;
+        let mut children = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_err("ListObjectsV2", path, e))?;
+            for key in page.contents().iter().filter_map(|o| o.key()) {
+                seen_any = true;
+                if key != prefix && !key.ends_with(STATE_SUFFIX) {
+                    children.push(inner.path_of(key));
+                }
+            }
+            for p in page.common_prefixes().iter().filter_map(|p| p.prefix()) {
+                seen_any = true;
+                children.push(inner.path_of(p.trim_end_matches('/')));
+            }
+        }
+        if !seen_any && path != "/" {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        children.sort();
+        children.dedup();
+        Ok(children)
+    }
+
+    async fn rename(&self, source: &str, dest: &str) -> Result<()> {
+        let inner = &self.inner;
+        let (src, dst) = (inner.key(source)?, inner.key(dest)?);
+        let known = inner.committed.lock().unwrap().remove(&src);
+        let size = match known {
+            Some(size) => size,
+            None => inner.head(&src, source).await?.0,
+        };
+        if size <= inner.copy_threshold {
+            let req = inner
+                .client
+                .copy_object()
+                .bucket(&inner.bucket)
+                .key(&dst)
+                .copy_source(inner.copy_source(&src));
+            object_options!(req, inner)
+                .send()
+                .await
+                .map_err(|e| map_err("CopyObject", source, e))?;
+        } else {
+            inner.multipart_copy(&src, &dst, size, source).await?;
+        }
+        inner.delete_keys(&[src], source).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        let inner = &self.inner;
+        let key = inner.key(path)?;
+        let mut keys = inner.list_all(&inner.dir_prefix(path)?, path).await?;
+        if keys.is_empty() && path != "/" {
+            // Not a directory: an object, or an upload's state, or nothing.
+            match inner.head(&key, path).await {
+                Ok(_) => keys.push(key.clone()),
+                Err(e) if e.is_not_found() => {
+                    let state_key = format!("{key}{STATE_SUFFIX}");
+                    if writer::abort_recorded(inner, &state_key, path).await? {
+                        keys.push(state_key);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            for state_key in keys.iter().filter(|k| k.ends_with(STATE_SUFFIX)) {
+                writer::abort_recorded(inner, state_key, path).await?;
+            }
+        }
+        if keys.is_empty() {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        inner.delete_keys(&keys, path).await
+    }
+
+    async fn redirect_url(&self, path: &str, method: &str) -> Result<Option<String>> {
+        let inner = &self.inner;
+        if !inner.redirect {
+            return Ok(None);
+        }
+        let key = inner.key(path)?;
+        let cfg = PresigningConfig::expires_in(PRESIGN_TTL)
+            .map_err(|e| StorageError::Backend(e.to_string()))?;
+        let signed = match method {
+            "GET" => inner
+                .presigner
+                .get_object()
+                .bucket(&inner.bucket)
+                .key(&key)
+                .presigned(cfg)
+                .await
+                .map_err(|e| map_err("presign GetObject", path, e))?,
+            "HEAD" => inner
+                .presigner
+                .head_object()
+                .bucket(&inner.bucket)
+                .key(&key)
+                .presigned(cfg)
+                .await
+                .map_err(|e| map_err("presign HeadObject", path, e))?,
+            _ => return Ok(None),
+        };
+        Ok(Some(signed.uri().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{inner::encode_key, *};
+
+    fn driver(root: &str) -> S3Driver {
+        let cfg = S3Config {
+            region: "us-east-1".into(),
+            bucket: "b".into(),
+            rootdirectory: root.into(),
+            accesskey: "k".into(),
+            secretkey: "s".into(),
+            ..Default::default()
+        };
+        S3Driver::new(&cfg, false).unwrap()
+    }
+
+    #[test]
+    fn keys_follow_distribution() {
+        let d = driver("");
+        assert_eq!(
+            d.key_for("/docker/registry/v2/blobs").unwrap(),
+            "docker/registry/v2/blobs"
+        );
+        assert_eq!(d.inner.dir_prefix("/").unwrap(), "");
+        for root in ["/registry", "registry/", "/registry/"] {
+            let d = driver(root);
+            assert_eq!(
+                d.key_for("/docker/registry/v2").unwrap(),
+                "registry/docker/registry/v2"
+            );
+            assert_eq!(d.inner.dir_prefix("/").unwrap(), "registry/");
+            assert_eq!(d.inner.path_of("registry/docker/x"), "/docker/x");
+        }
+        assert!(d.key_for("/a/../b").is_err());
+    }
+
+    #[test]
+    fn copy_source_is_escaped() {
+        assert_eq!(encode_key("a/b c+d"), "a/b%20c%2Bd");
+    }
+}

@@ -1,0 +1,451 @@
+//! The resumable writer: multipart parts plus a durable tail in a state
+//! object (see the module documentation of [`super`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::{primitives::ByteStream as S3Body, types::CompletedPart};
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    client::map_err,
+    inner::{object_options, Inner},
+};
+use crate::{
+    config::s3::{MAX_SINGLE, MIN_PART},
+    storage::{FileWriter, Result, StorageError},
+};
+
+/// Appended to an object's key to name its upload state.
+pub(crate) const STATE_SUFFIX: &str = ".berth-upload";
+const MAGIC: &[u8] = b"BERTH-S3-UPLOAD 1\n";
+const MAX_PARTS: usize = 10_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Part {
+    n: i32,
+    size: u64,
+    etag: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Header {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upload_id: Option<String>,
+    #[serde(default)]
+    parts: Vec<Part>,
+}
+
+fn encode(h: &Header, tail: &[u8]) -> Bytes {
+    let json = serde_json::to_vec(h).expect("header serializes");
+    let mut out = BytesMut::with_capacity(MAGIC.len() + json.len() + 1 + tail.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&json);
+    out.extend_from_slice(b"\n");
+    out.extend_from_slice(tail);
+    out.freeze()
+}
+
+fn decode(data: Bytes, path: &str) -> Result<(Header, Bytes)> {
+    let bad = || StorageError::Backend(format!("s3 upload state of {path} is not readable"));
+    let rest = data.strip_prefix(MAGIC).ok_or_else(bad)?;
+    let nl = rest.iter().position(|b| *b == b'\n').ok_or_else(bad)?;
+    let header: Header = serde_json::from_slice(&rest[..nl]).map_err(|_| bad())?;
+    let start = MAGIC.len() + nl + 1;
+    Ok((header, data.slice(start..)))
+}
+
+/// Read the state object at `state_key`, if there is one.
+async fn read_state(inner: &Inner, state_key: &str, path: &str) -> Result<Option<(Header, Bytes)>> {
+    match inner.get(state_key, path).await {
+        Ok(data) => decode(data, path).map(Some),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Abort the multipart upload a state object records. Whether the state existed.
+pub(super) async fn abort_recorded(inner: &Inner, state_key: &str, path: &str) -> Result<bool> {
+    let Some((header, _)) = read_state(inner, state_key, path).await? else {
+        return Ok(false);
+    };
+    if let Some(id) = header.upload_id {
+        let key = state_key.strip_suffix(STATE_SUFFIX).unwrap_or(state_key);
+        inner.abort(key, &id).await;
+    }
+    Ok(true)
+}
+
+pub(super) struct S3Writer {
+    inner: Arc<Inner>,
+    path: String,
+    key: String,
+    upload_id: Option<String>,
+    parts: Vec<Part>,
+    parts_size: u64,
+    buf: BytesMut,
+    /// A state object exists for this key (rewrite or delete it at the end).
+    state_exists: bool,
+    /// Anything to record at `close()`.
+    dirty: bool,
+    /// An upload this writer replaced (a restart at 0), aborted once the new
+    /// state is recorded.
+    stale_upload: Option<String>,
+    /// This writer created `upload_id` and no state records it yet.
+    unrecorded: bool,
+}
+
+fn invalid(path: &str, offset: u64) -> StorageError {
+    StorageError::InvalidOffset {
+        path: path.to_string(),
+        offset,
+    }
+}
+
+pub(super) async fn open(
+    inner: Arc<Inner>,
+    path: &str,
+    offset: u64,
+) -> Result<Box<dyn FileWriter>> {
+    let key = inner.key(path)?;
+    let state = read_state(&inner, &format!("{key}{STATE_SUFFIX}"), path).await?;
+    let mut w = S3Writer {
+        inner,
+        path: path.to_string(),
+        key,
+        upload_id: None,
+        parts: Vec::new(),
+        parts_size: 0,
+        buf: BytesMut::new(),
+        state_exists: state.is_some(),
+        dirty: false,
+        stale_upload: None,
+        unrecorded: false,
+    };
+    match state {
+        Some((header, tail)) => {
+            let parts_size: u64 = header.parts.iter().map(|p| p.size).sum();
+            let size = parts_size + tail.len() as u64;
+            if offset > size {
+                return Err(invalid(path, offset));
+            }
+            if offset == 0 {
+                // Start over; the old upload goes once the new state is written.
+                w.stale_upload = header.upload_id;
+                w.dirty = size > 0;
+                return Ok(Box::new(w));
+            }
+            w.upload_id = header.upload_id;
+            w.parts = header.parts;
+            w.parts_size = parts_size;
+            if offset >= parts_size {
+                w.buf
+                    .extend_from_slice(&tail[..(offset - parts_size) as usize]);
+            } else {
+                // Only a part boundary can be cut to.
+                let mut end = 0;
+                let keep = w.parts.iter().position(|p| {
+                    end += p.size;
+                    end > offset
+                });
+                let keep = keep.unwrap_or(w.parts.len());
+                let boundary: u64 = w.parts[..keep].iter().map(|p| p.size).sum();
+                if boundary != offset {
+                    return Err(invalid(path, offset));
+                }
+                w.parts.truncate(keep);
+                w.parts_size = boundary;
+            }
+            w.dirty = offset != size;
+        }
+        None if offset == 0 => {}
+        None => {
+            // Continuing an object already committed at this path.
+            let (size, _) = match w.inner.head(&w.key, path).await {
+                Err(e) if e.is_not_found() => return Err(invalid(path, offset)),
+                other => other?,
+            };
+            if offset > size {
+                return Err(invalid(path, offset));
+            }
+            if offset < MIN_PART {
+                let body = w.read_prefix(offset).await?;
+                w.buf.extend_from_slice(&body);
+            } else {
+                w.copy_prefix(offset).await?;
+            }
+            w.dirty = true;
+        }
+    }
+    Ok(Box::new(w))
+}
+
+impl S3Writer {
+    fn size(&self) -> u64 {
+        self.parts_size + self.buf.len() as u64
+    }
+
+    fn state_key(&self) -> String {
+        format!("{}{STATE_SUFFIX}", self.key)
+    }
+
+    async fn read_prefix(&self, len: u64) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let inner = &self.inner;
+        let resp = inner
+            .client
+            .get_object()
+            .bucket(&inner.bucket)
+            .key(&self.key)
+            .range(format!("bytes=0-{}", len - 1))
+            .send()
+            .await
+            .map_err(|e| map_err("GetObject", &self.path, e))?;
+        let data = resp
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+        Ok(data.into_bytes())
+    }
+
+    /// The first `len` (≥ 5 MiB) bytes of the committed object, as parts
+    /// copied server-side, each at least 5 MiB.
+    async fn copy_prefix(&mut self, len: u64) -> Result<()> {
+        let piece = self.inner.copy_chunk.min(MAX_SINGLE - MIN_PART);
+        let mut start = 0;
+        while start < len {
+            let mut end = (start + piece).min(len);
+            if len - end < MIN_PART {
+                end = len;
+            }
+            let upload_id = self.ensure_upload().await?;
+            let inner = &self.inner;
+            let n = self.parts.len() as i32 + 1;
+            let r = inner
+                .client
+                .upload_part_copy()
+                .bucket(&inner.bucket)
+                .key(&self.key)
+                .upload_id(upload_id)
+                .part_number(n)
+                .copy_source(inner.copy_source(&self.key))
+                .copy_source_range(format!("bytes={start}-{}", end - 1))
+                .send()
+                .await
+                .map_err(|e| map_err("UploadPartCopy", &self.path, e))?;
+            let etag = r
+                .copy_part_result()
+                .and_then(|c| c.e_tag())
+                .unwrap_or_default()
+                .to_string();
+            self.parts.push(Part {
+                n,
+                size: end - start,
+                etag,
+            });
+            self.parts_size += end - start;
+            start = end;
+        }
+        Ok(())
+    }
+
+    async fn ensure_upload(&mut self) -> Result<String> {
+        if let Some(id) = &self.upload_id {
+            return Ok(id.clone());
+        }
+        let inner = &self.inner;
+        let created = object_options!(
+            inner
+                .client
+                .create_multipart_upload()
+                .bucket(&inner.bucket)
+                .key(&self.key),
+            inner
+        )
+        .send()
+        .await
+        .map_err(|e| map_err("CreateMultipartUpload", &self.path, e))?;
+        let id = created
+            .upload_id()
+            .ok_or_else(|| StorageError::Backend("s3 CreateMultipartUpload: no upload id".into()))?
+            .to_string();
+        self.upload_id = Some(id.clone());
+        self.unrecorded = true;
+        Ok(id)
+    }
+
+    async fn upload_part(&mut self, data: Bytes) -> Result<()> {
+        if self.parts.len() >= MAX_PARTS {
+            return Err(StorageError::Backend(format!(
+                "s3 upload of {}: more than {MAX_PARTS} parts; raise storage.s3.chunksize",
+                self.path
+            )));
+        }
+        let upload_id = self.ensure_upload().await?;
+        let inner = &self.inner;
+        let n = self.parts.len() as i32 + 1;
+        let size = data.len() as u64;
+        let r = inner
+            .client
+            .upload_part()
+            .bucket(&inner.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .part_number(n)
+            .content_length(size as i64)
+            .body(S3Body::from(data))
+            .send()
+            .await
+            .map_err(|e| map_err("UploadPart", &self.path, e))?;
+        self.parts.push(Part {
+            n,
+            size,
+            etag: r.e_tag().unwrap_or_default().to_string(),
+        });
+        self.parts_size += size;
+        Ok(())
+    }
+
+    async fn abort_stale(&mut self) {
+        if let Some(id) = self.stale_upload.take() {
+            if self.upload_id.as_deref() != Some(id.as_str()) {
+                self.inner.abort(&self.key, &id).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl FileWriter for S3Writer {
+    /// Buffers up to one part; whole parts of a large chunk go out uncopied.
+    async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.dirty = true;
+        let part = self.inner.chunk_size as usize;
+        if !self.buf.is_empty() {
+            let take = (part - self.buf.len()).min(chunk.len());
+            self.buf.extend_from_slice(&chunk.split_to(take));
+            if self.buf.len() == part {
+                let data = self.buf.split().freeze();
+                self.upload_part(data).await?;
+            }
+        }
+        while chunk.len() >= part {
+            let data = chunk.split_to(part);
+            self.upload_part(data).await?;
+        }
+        self.buf.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        S3Writer::size(self)
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<u64> {
+        let size = self.size();
+        if !self.dirty {
+            return Ok(size);
+        }
+        if self.buf.len() as u64 >= MIN_PART {
+            let data = self.buf.split().freeze();
+            self.upload_part(data).await?;
+        }
+        let header = Header {
+            upload_id: self.upload_id.clone(),
+            parts: self.parts.clone(),
+        };
+        let state = encode(&header, &self.buf);
+        let state_key = self.state_key();
+        self.inner.put(&state_key, &self.path, state).await?;
+        self.unrecorded = false;
+        self.abort_stale().await;
+        Ok(size)
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<u64> {
+        let size = self.size();
+        let data = self.buf.split().freeze();
+        match self.upload_id.clone() {
+            Some(id) if !self.parts.is_empty() => {
+                if !data.is_empty() {
+                    self.upload_part(data).await?;
+                }
+                let parts = self
+                    .parts
+                    .iter()
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.n)
+                            .e_tag(&p.etag)
+                            .build()
+                    })
+                    .collect();
+                self.unrecorded = false;
+                self.inner
+                    .complete(&self.key, &id, parts, &self.path)
+                    .await?;
+            }
+            other => {
+                self.inner.put(&self.key, &self.path, data).await?;
+                if let Some(id) = other {
+                    self.unrecorded = false;
+                    self.inner.abort(&self.key, &id).await;
+                }
+            }
+        }
+        self.inner.remember_size(&self.key, size);
+        if self.state_exists {
+            self.inner
+                .delete_keys(&[self.state_key()], &self.path)
+                .await?;
+        }
+        self.abort_stale().await;
+        Ok(size)
+    }
+}
+
+impl Drop for S3Writer {
+    /// A writer dropped mid-way (a failed PATCH) that started an upload no
+    /// state records: abort it rather than leave its parts billed.
+    fn drop(&mut self) {
+        if !self.unrecorded {
+            return;
+        }
+        let (Some(id), Ok(rt)) = (self.upload_id.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (inner, key) = (self.inner.clone(), self.key.clone());
+        rt.spawn(async move { inner.abort(&key, &id).await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips() {
+        let h = Header {
+            upload_id: Some("u-1".into()),
+            parts: vec![Part {
+                n: 1,
+                size: MIN_PART,
+                etag: "\"abc\"".into(),
+            }],
+        };
+        let data = encode(&h, b"tail\nwith newline");
+        let (back, tail) = decode(data, "/p").unwrap();
+        assert_eq!(back.upload_id.as_deref(), Some("u-1"));
+        assert_eq!(back.parts, h.parts);
+        assert_eq!(&tail[..], b"tail\nwith newline");
+        assert!(decode(Bytes::from_static(b"garbage"), "/p").is_err());
+    }
+}

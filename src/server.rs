@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::{
     api,
     auth::Authenticator,
+    cache::{inmemory::InMemoryCache, redis::RedisCache, BlobDescriptorCache, CacheBackend},
     config::{Config, StorageDriverConfig},
     registry::Registry,
     storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, Driver},
@@ -53,6 +54,22 @@ fn http_secret(cfg: &Config) -> Vec<u8> {
     secret
 }
 
+/// `storage.cache.blobdescriptor`, if configured.
+fn blob_descriptor_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescriptorCache>> {
+    let backend: Arc<dyn CacheBackend> = match cfg.storage.cache.blobdescriptor.as_str() {
+        "inmemory" => Arc::new(InMemoryCache::default()),
+        "redis" => {
+            let r = cfg
+                .redis
+                .as_ref()
+                .context("storage.cache.blobdescriptor: redis needs a redis: section")?;
+            Arc::new(RedisCache::new(r).map_err(anyhow::Error::msg)?)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(BlobDescriptorCache::new(backend)))
+}
+
 /// The full application for a configuration.
 pub fn app(cfg: &Config) -> anyhow::Result<axum::Router> {
     let registry = Registry::new(
@@ -60,6 +77,10 @@ pub fn app(cfg: &Config) -> anyhow::Result<axum::Router> {
         &http_secret(cfg),
         cfg.storage.delete.enabled,
     );
+    let registry = match blob_descriptor_cache(cfg)? {
+        Some(cache) => registry.with_cache(cache),
+        None => registry,
+    };
     let auth = match &cfg.auth {
         Some(a) => Authenticator::from_config(a).map_err(anyhow::Error::msg)?,
         None => None,

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Real clients and servers the tests start themselves, all on 127.0.0.1.
-packages=(docker.io skopeo docker-registry nginx ca-certificates pebble openssl)
+packages=(docker.io skopeo docker-registry nginx redis-server ca-certificates pebble openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -139,7 +139,8 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
     if let Some(auth) = &state.auth {
         let from = query_param(&req, "mount").and(query_param(&req, "from"));
         let need = access::required(&method, &route, from.as_deref());
-        let origin = state.urls.origin(req.headers());
+        // Where this registry is reachable, prefix included (for autoredirect realms).
+        let origin = format!("{}{}", state.urls.origin(req.headers()), state.urls.prefix);
         if let Err(denial) = auth.authorize(req.headers(), &need, &origin).await {
             return error::denial_response(denial, &need);
         }

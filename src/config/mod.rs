@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod azure;
+pub mod redis;
 pub mod s3;
 mod storage;
 pub mod tls;
@@ -38,6 +39,9 @@ pub struct Config {
     /// Berth's built-in token server (docker's token spec), served under `http.prefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_server: Option<token_server::TokenServerConfig>,
+    /// Shared by the blob-descriptor cache (`storage.cache.blobdescriptor: redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<redis::RedisConfig>,
 }
 
 /// A string, number or bool, as its string form.
@@ -190,6 +194,22 @@ impl Config {
         }
         if let Some(t) = &self.token_server {
             t.validate().map_err(ConfigError)?;
+        }
+        match self.storage.cache.blobdescriptor.as_str() {
+            "" | "inmemory" => {}
+            "redis" => match &self.redis {
+                Some(r) => r.validate().map_err(ConfigError)?,
+                None => {
+                    return Err(ConfigError(
+                        "storage.cache.blobdescriptor: redis needs a redis: section".into(),
+                    ))
+                }
+            },
+            other => {
+                return Err(ConfigError(format!(
+                    "storage.cache.blobdescriptor: {other:?} is not one of inmemory, redis"
+                )))
+            }
         }
         if !matches!(self.log.formatter.as_str(), "text" | "json" | "logstash") {
             return Err(ConfigError(format!(

@@ -37,9 +37,8 @@ pub struct StorageConfig {
     pub delete: DeleteConfig,
     #[serde(default)]
     pub redirect: RedirectConfig,
-    /// `cache.blobdescriptor`; accepted now, used once a cache exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<serde_json::Value>,
+    #[serde(default)]
+    pub cache: CacheConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +74,15 @@ impl Default for FilesystemConfig {
 fn default_root() -> String {
     // distribution's default when `filesystem:` is given without a root.
     "/var/lib/registry".into()
+}
+
+/// `storage.cache`: `blobdescriptor: inmemory | redis` (empty: no cache).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CacheConfig {
+    pub blobdescriptor: String,
+    /// distribution's inmemory size bound; accepted, Berth bounds it itself.
+    pub blobdescriptorsize: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -7,7 +7,13 @@ use super::{
     names::validate_name,
     Registry,
 };
-use crate::storage::{layout, ByteStream};
+use crate::{
+    cache::Descriptor,
+    storage::{layout, ByteStream},
+};
+
+/// Blobs have no media type of their own at this level.
+const BLOB_MEDIA_TYPE: &str = "application/octet-stream";
 
 /// Size and location of a blob a repository may serve.
 #[derive(Debug, Clone)]
@@ -24,17 +30,51 @@ impl Registry {
     /// The blob's size, if `name` links it and the data exists.
     pub async fn stat_blob(&self, name: &str, d: &Digest) -> Result<BlobInfo> {
         validate_name(name)?;
+        if let Some(cache) = &self.cache {
+            if let Some(desc) = cache.get(Some(name), d).await {
+                return Ok(BlobInfo {
+                    digest: d.clone(),
+                    size: desc.size,
+                });
+            }
+        }
         match self.read_link(&layout::layer_link(name, d)).await? {
             Some(linked) if &linked == d => {}
             _ => return Err(blob_unknown(d)),
         }
-        self.stat_global_blob(d)
+        let info = self
+            .stat_global_blob(d)
             .await?
-            .ok_or_else(|| blob_unknown(d))
+            .ok_or_else(|| blob_unknown(d))?;
+        self.remember(Some(name), &info).await;
+        Ok(info)
+    }
+
+    /// Tell the cache about a blob linked in `repo` (or in the global store).
+    pub(crate) async fn remember(&self, repo: Option<&str>, info: &BlobInfo) {
+        if let Some(cache) = &self.cache {
+            let desc = Descriptor {
+                size: info.size,
+                media_type: BLOB_MEDIA_TYPE.into(),
+            };
+            if repo.is_some() {
+                cache.set(None, &info.digest, &desc).await;
+            }
+            cache.set(repo, &info.digest, &desc).await;
+        }
     }
 
     /// The blob in the shared blob store, whichever repository it came from.
     pub(crate) async fn stat_global_blob(&self, d: &Digest) -> Result<Option<BlobInfo>> {
+        if let Some(desc) = match &self.cache {
+            Some(cache) => cache.get(None, d).await,
+            None => None,
+        } {
+            return Ok(Some(BlobInfo {
+                digest: d.clone(),
+                size: desc.size,
+            }));
+        }
         match self.driver.stat(&layout::blob_data(d)).await {
             Ok(info) => Ok(Some(BlobInfo {
                 digest: d.clone(),
@@ -77,7 +117,11 @@ impl Registry {
             return Err(blob_unknown(d));
         }
         let dir = link.trim_end_matches("/link");
-        self.delete_if_exists(dir).await
+        self.delete_if_exists(dir).await?;
+        if let Some(cache) = &self.cache {
+            cache.clear(Some(name), d).await;
+        }
+        Ok(())
     }
 
     /// Cross-repository mount: link a blob `from` links into `name`. `None` when
@@ -93,6 +137,7 @@ impl Registry {
             Err(e) => return Err(e),
         };
         self.write_link(&layout::layer_link(name, d), d).await?;
+        self.remember(Some(name), &info).await;
         Ok(Some(info))
     }
 }

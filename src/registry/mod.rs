@@ -16,6 +16,7 @@ pub mod upload_state;
 
 use bytes::Bytes;
 
+use crate::cache::BlobDescriptorCache;
 use crate::storage::{Driver, StorageError};
 use digest::Digest;
 use error::{Code, Error, Result};
@@ -26,6 +27,7 @@ pub struct Registry {
     driver: Driver,
     secret: std::sync::Arc<[u8]>,
     delete_enabled: bool,
+    cache: Option<BlobDescriptorCache>,
 }
 
 impl Registry {
@@ -34,7 +36,14 @@ impl Registry {
             driver,
             secret: secret.into(),
             delete_enabled,
+            cache: None,
         }
+    }
+
+    /// Answer blob lookups from a blob-descriptor cache first.
+    pub fn with_cache(mut self, cache: BlobDescriptorCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     pub fn driver(&self) -> &Driver {

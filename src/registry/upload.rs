@@ -46,7 +46,7 @@ impl Registry {
         // distribution's purger reads this file; keep writing it for compatibility.
         let started = humantime::format_rfc3339(now).to_string();
         self.driver
-            .put_content(&layout::upload_started_at(name, &id), Bytes::from(started))
+            .put_scratch(&layout::upload_started_at(name, &id), Bytes::from(started))
             .await?;
         Ok(UploadState::new(name, &id, secs))
     }
@@ -169,10 +169,12 @@ impl Registry {
             .await?;
         self.delete_if_exists(&layout::upload_dir(&state.name, &state.id))
             .await?;
-        Ok(BlobInfo {
+        let info = BlobInfo {
             digest: expected.clone(),
             size: state.offset,
-        })
+        };
+        self.remember(Some(&state.name), &info).await;
+        Ok(info)
     }
 
     pub async fn cancel_upload(&self, state: &UploadState) -> Result<()> {

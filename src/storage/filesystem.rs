@@ -102,15 +102,45 @@ enum WriteOp {
     Commit,
 }
 
+/// Ask the kernel to start writing back every this many bytes, so the final
+/// fsync of a large blob waits for the last stretch only, not for all of it.
+const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
+
+/// Start (not wait for) write-back of `len` bytes at `offset`.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a file descriptor we own; no memory is shared.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+
 impl FsWriter {
     fn spawn(file: std::fs::File, size: u64) -> FsWriter {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteOp>(WRITE_QUEUE);
         let task = tokio::task::spawn_blocking(move || {
             let mut file = file;
+            let (mut pos, mut flushed) = (size, size);
             // A closed channel without Commit is an abandoned write: no sync.
             while let Some(op) = rx.blocking_recv() {
                 match op {
-                    WriteOp::Data(chunk) => file.write_all(&chunk)?,
+                    WriteOp::Data(chunk) => {
+                        file.write_all(&chunk)?;
+                        pos += chunk.len() as u64;
+                        if pos - flushed >= WRITEBACK_EVERY {
+                            start_writeback(&file, flushed, pos - flushed);
+                            flushed = pos;
+                        }
+                    }
                     WriteOp::Commit => return file.sync_all(),
                 }
             }
@@ -248,6 +278,12 @@ impl StorageDriver for FilesystemDriver {
         Ok(result?)
     }
 
+    async fn put_scratch(&self, path: &str, content: Bytes) -> Result<()> {
+        let full = self.full(path)?;
+        fs::create_dir_all(full.parent().expect("checked path has a parent")).await?;
+        Ok(fs::write(&full, &content).await?)
+    }
+
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
         let full = self.full(path)?;
         let opened =
@@ -274,7 +310,9 @@ impl StorageDriver for FilesystemDriver {
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {
         let full = self.full(path)?;
-        create_dirs_durably(full.parent().expect("checked path has a parent")).await?;
+        // Not durably: an object in progress need not survive a crash; commit()
+        // syncs its data and rename() makes its final directory entry durable.
+        fs::create_dir_all(full.parent().expect("checked path has a parent")).await?;
         let opened =
             tokio::task::spawn_blocking(move || -> std::io::Result<Option<std::fs::File>> {
                 let mut file = std::fs::OpenOptions::new()

@@ -81,6 +81,13 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// the previous content or the new one, never a part.
     async fn put_content(&self, path: &str, content: Bytes) -> Result<()>;
 
+    /// Write a small object that need not survive a crash (the state of an
+    /// upload in progress). Drivers where durability costs extra (fsync) may
+    /// skip it; by default this is `put_content`.
+    async fn put_scratch(&self, path: &str, content: Bytes) -> Result<()> {
+        self.put_content(path, content).await
+    }
+
     /// Stream `len` bytes (or to the end) starting at `offset`.
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream>;
 

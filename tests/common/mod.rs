@@ -4,6 +4,7 @@
 
 pub mod azurite;
 pub mod pki;
+pub mod redis;
 pub mod s3;
 
 use std::{
@@ -86,6 +87,12 @@ impl Berth {
             },
             env,
         )
+    }
+
+    /// Another replica on an existing root, with a config built like `start_with`.
+    pub fn start_on_root_with(root: &Path, config: impl FnOnce(&str, &str) -> String) -> Berth {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, root.to_path_buf(), config, &[])
     }
 
     fn start_in(

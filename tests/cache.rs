@@ -1,0 +1,231 @@
+//! The blob-descriptor cache: in-memory and Redis (single node and cluster),
+//! shared between replicas, invalidated by deletes, and never a reason for a
+//! pull to fail.
+
+mod common;
+
+use common::{
+    redis::{RedisCluster, RedisServer},
+    Berth,
+};
+use reqwest::StatusCode;
+use sha2::{Digest as _, Sha256};
+
+fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn config(root: &str, addr: &str, cache: &str) -> String {
+    format!(
+        "storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: {cache}\nhttp:\n  addr: {addr}\n  secret: shared\n"
+    )
+}
+
+async fn push(b: &Berth, repo: &str, data: &[u8]) -> String {
+    let d = digest(data);
+    let r = reqwest::Client::new()
+        .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    d
+}
+
+async fn head(b: &Berth, repo: &str, d: &str) -> StatusCode {
+    reqwest::Client::new()
+        .head(b.url(&format!("/v2/{repo}/blobs/{d}")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn delete(b: &Berth, repo: &str, d: &str) {
+    let r = reqwest::Client::new()
+        .delete(b.url(&format!("/v2/{repo}/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+/// Remove a repository's link behind Berth's back: only a cache can still answer.
+fn unlink_on_disk(b: &Berth, repo: &str, d: &str) {
+    let dir = b.root.join(format!(
+        "docker/registry/v2/repositories/{repo}/_layers/sha256/{}",
+        &d[7..]
+    ));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn inmemory_cache_answers_and_deletes_invalidate() {
+    let b = Berth::start_with(|root, addr| config(root, addr, "inmemory"));
+    let d = push(&b, "c/mem", b"cached").await;
+    assert_eq!(head(&b, "c/mem", &d).await, StatusCode::OK);
+    unlink_on_disk(&b, "c/mem", &d);
+    assert_eq!(
+        head(&b, "c/mem", &d).await,
+        StatusCode::OK,
+        "served from the cache"
+    );
+
+    let d2 = push(&b, "c/mem", b"deleted").await;
+    assert_eq!(head(&b, "c/mem", &d2).await, StatusCode::OK);
+    delete(&b, "c/mem", &d2).await;
+    assert_eq!(
+        head(&b, "c/mem", &d2).await,
+        StatusCode::NOT_FOUND,
+        "a delete invalidates"
+    );
+}
+
+#[tokio::test]
+async fn redis_cache_is_shared_by_replicas() {
+    let redis = RedisServer::start();
+    let raddr = redis.addr();
+    let with_redis = move |root: &str, addr: &str| {
+        format!(
+            "{}redis:\n  addr: {raddr}\n  db: 0\n  dialtimeout: 2s\n  readtimeout: 500ms\n",
+            config(root, addr, "redis")
+        )
+    };
+    let one = Berth::start_with(with_redis.clone());
+    let two = Berth::start_on_root_with(&one.root, with_redis);
+
+    let d = push(&one, "c/shared", b"layer bytes").await;
+    assert_eq!(
+        redis.cli(&["hget", &format!("blobs::{d}"), "size"]),
+        "11",
+        "distribution's key scheme"
+    );
+    assert_eq!(
+        redis.cli(&["sismember", "repository::c/shared::blobs", &d]),
+        "1"
+    );
+
+    unlink_on_disk(&one, "c/shared", &d);
+    assert_eq!(
+        head(&two, "c/shared", &d).await,
+        StatusCode::OK,
+        "replica two answers from Redis"
+    );
+
+    let d2 = push(&one, "c/shared", b"to delete").await;
+    assert_eq!(head(&two, "c/shared", &d2).await, StatusCode::OK);
+    delete(&one, "c/shared", &d2).await;
+    assert_eq!(
+        head(&two, "c/shared", &d2).await,
+        StatusCode::NOT_FOUND,
+        "a delete on one replica reaches all"
+    );
+}
+
+#[tokio::test]
+async fn pulls_survive_redis_going_away() {
+    let redis = RedisServer::start();
+    let (port, raddr) = (redis.port, redis.addr());
+    let b = Berth::start_with(move |root, addr| {
+        format!(
+            "{}redis:\n  addr: {raddr}\n  readtimeout: 200ms\n",
+            config(root, addr, "redis")
+        )
+    });
+    let d = push(&b, "c/down", b"survives").await;
+    drop(redis);
+    for _ in 0..5 {
+        assert_eq!(
+            head(&b, "c/down", &d).await,
+            StatusCode::OK,
+            "served from storage"
+        );
+    }
+    let d2 = push(&b, "c/down", b"pushed while redis is down").await;
+    let got = reqwest::get(b.url(&format!("/v2/c/down/blobs/{d2}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.bytes().await.unwrap().as_ref(),
+        b"pushed while redis is down"
+    );
+    let logs = b.logs();
+    assert_eq!(
+        logs.matches("blob-descriptor cache unavailable").count(),
+        1,
+        "logged once: {logs}"
+    );
+
+    // Redis back on the same port: the cache is used again.
+    let redis = RedisServer::start_on(port, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        assert_eq!(head(&b, "c/down", &d).await, StatusCode::OK);
+        if redis.cli(&["exists", &format!("blobs::{d}")]) == "1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cache never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_cluster() {
+    let cluster = RedisCluster::start();
+    let addrs = cluster.addrs().join(", ");
+    let b = Berth::start_with(move |root, addr| {
+        format!(
+            "{}redis:\n  addrs: [{addrs}]\n",
+            config(root, addr, "redis")
+        )
+    });
+    let mut digests = Vec::new();
+    for i in 0..10 {
+        digests.push(push(&b, "c/cluster", format!("blob {i}").as_bytes()).await);
+    }
+    for d in &digests {
+        assert_eq!(
+            cluster.nodes[0].cli(&["hget", &format!("blobs::{d}"), "size"]),
+            "6"
+        );
+        unlink_on_disk(&b, "c/cluster", d);
+        assert_eq!(
+            head(&b, "c/cluster", d).await,
+            StatusCode::OK,
+            "answered from the cluster"
+        );
+    }
+}
+
+#[test]
+fn redis_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yml");
+    let check = |yaml: &str| {
+        std::fs::write(&f, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["config", "check"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check("storage:\n  cache:\n    blobdescriptor: redis\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("redis"), "{err}");
+    let (code, err) = check("storage:\n  cache:\n    blobdescriptor: memcached\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("storage.cache.blobdescriptor"), "{err}");
+    let (code, err) = check("storage:\n  cache:\n    blobdescriptor: redis\nredis:\n  addr: 127.0.0.1:1\n  readtimeout: soon\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("redis.readtimeout"), "{err}");
+    let (code, _) = check("storage:\n  cache:\n    blobdescriptor: redis\nredis:\n  addrs: [127.0.0.1:1, 127.0.0.1:2]\n  username: u\n  password: p\n  poolsize: 10\n");
+    assert_eq!(code, Some(0));
+}

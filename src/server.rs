@@ -77,6 +77,7 @@ pub fn app(cfg: &Config) -> anyhow::Result<axum::Router> {
         &http_secret(cfg),
         cfg.storage.delete.enabled,
     );
+    let registry = registry.read_only(cfg.storage.maintenance.readonly.enabled);
     let registry = match blob_descriptor_cache(cfg)? {
         Some(cache) => registry.with_cache(cache),
         None => registry,

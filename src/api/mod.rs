@@ -145,6 +145,11 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
             return error::denial_response(denial, &need);
         }
     }
+    if !matches!(method, Method::GET | Method::HEAD) {
+        if let Err(e) = state.registry.check_writable() {
+            return axum::response::IntoResponse::into_response(e);
+        }
+    }
     let result = match (&method, route) {
         (&Method::GET | &Method::HEAD, Route::Base) => Ok(base::version_check()),
         (&Method::GET, Route::Catalog) => tags::catalog(&state, req).await,

@@ -39,8 +39,8 @@ pub struct StorageConfig {
     pub redirect: RedirectConfig,
     #[serde(default)]
     pub cache: CacheConfig,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maintenance: Option<serde_json::Value>,
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<serde_json::Value>,
 }
@@ -83,6 +83,23 @@ pub struct CacheConfig {
     pub blobdescriptor: String,
     /// distribution's inmemory size bound; accepted, Berth bounds it itself.
     pub blobdescriptorsize: Option<u64>,
+}
+
+/// `storage.maintenance`: `readonly` now; `uploadpurging` accepted for later.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct MaintenanceConfig {
+    pub readonly: ReadOnlyConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploadpurging: Option<serde_json::Value>,
+}
+
+/// Every write refused, reads unaffected (distribution's key; settable from
+/// `REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED` too).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ReadOnlyConfig {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

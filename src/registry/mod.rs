@@ -27,6 +27,7 @@ pub struct Registry {
     driver: Driver,
     secret: std::sync::Arc<[u8]>,
     delete_enabled: bool,
+    read_only: bool,
     cache: Option<BlobDescriptorCache>,
 }
 
@@ -36,7 +37,26 @@ impl Registry {
             driver,
             secret: secret.into(),
             delete_enabled,
+            read_only: false,
             cache: None,
+        }
+    }
+
+    /// Maintenance mode: refuse every write (`storage.maintenance.readonly`).
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
+        self
+    }
+
+    /// Writes are refused while in read-only maintenance mode.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            Err(Error::new(
+                Code::Unsupported,
+                "the registry is in read-only maintenance mode; writes are refused",
+            ))
+        } else {
+            Ok(())
         }
     }
 

@@ -176,3 +176,50 @@ async fn json_access_log_and_secret_warning() {
             && miss["bytes"].is_number()
     );
 }
+
+#[tokio::test]
+async fn read_only_maintenance_mode_from_env() {
+    let writer = Berth::start();
+    let (digest, _) = Client::new(&writer).push_image("ro/repo", "v1", "ro").await;
+    let ro = Berth::start_on_root(
+        &writer.root,
+        &[("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true")],
+    );
+    let c = Client::new(&ro);
+    let before = crate::client::snapshot(&ro);
+    assert_eq!(
+        c.get("/v2/ro/repo/manifests/v1").await.status(),
+        StatusCode::OK,
+        "reads unaffected"
+    );
+    assert_eq!(
+        c.head(&format!("/v2/ro/repo/manifests/{digest}"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = c
+        .req(reqwest::Method::POST, "/v2/ro/repo/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    crate::client::expect_error(r, 405, "UNSUPPORTED").await;
+    let r = c
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v2/ro/repo/manifests/{digest}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    crate::client::expect_error(r, 405, "UNSUPPORTED").await;
+    let r = c
+        .req(reqwest::Method::PUT, "/v2/ro/repo/manifests/v2")
+        .header("content-type", crate::client::OCI_MANIFEST)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    crate::client::expect_error(r, 405, "UNSUPPORTED").await;
+    assert_eq!(crate::client::snapshot(&ro), before, "nothing written");
+}

@@ -1,0 +1,195 @@
+//! A Berth cluster on 127.0.0.1: one shared store (s3s-fs or Azurite), one
+//! Redis for the blob-descriptor cache, three replicas sharing `http.secret`,
+//! and nginx in front. Every process stops when the `Cluster` is dropped.
+
+use berth::storage::{Driver, StorageDriver};
+
+use super::nginx::Nginx;
+use crate::common::{azurite::Azurite, redis::RedisServer, s3::S3Server, Berth};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    S3,
+    Azure,
+}
+
+enum Store {
+    S3(S3Server),
+    /// Held only so that dropping the cluster stops it.
+    Azure(#[allow(dead_code)] Azurite),
+}
+
+/// `rootdirectory` of every replica: keys live under `berth/` in the bucket.
+const ROOT: &str = "/berth";
+const CONTAINER: &str = "registry";
+pub const REPLICAS: usize = 3;
+
+pub struct Cluster {
+    // Fields drop in this order: the balancer first, the store last.
+    pub nginx: Nginx,
+    replicas: Vec<Berth>,
+    pub redis: RedisServer,
+    store: Store,
+    /// The `storage:` section (driver only) every replica uses.
+    storage: String,
+}
+
+impl Cluster {
+    /// `redirect`: serve blob GETs by 307 to the store (Berth's default) or
+    /// stream them through Berth and nginx.
+    pub fn start(backend: Backend, redirect: bool) -> Cluster {
+        let (store, storage) = match backend {
+            Backend::S3 => {
+                let s = S3Server::s3s_fs();
+                let yaml = s.yaml(ROOT);
+                (Store::S3(s), yaml)
+            }
+            Backend::Azure => {
+                let az = Azurite::start();
+                // The container must exist. The driver is async and this
+                // may run inside a test's runtime: use a thread of its own.
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .unwrap()
+                            .block_on(async {
+                                az.driver(CONTAINER, "").await;
+                            })
+                    })
+                    .join()
+                    .unwrap()
+                });
+                let yaml = az.yaml(CONTAINER, ROOT);
+                (Store::Azure(az), yaml)
+            }
+        };
+        let redis = RedisServer::start();
+        let replicas: Vec<Berth> = (0..REPLICAS)
+            .map(|_| {
+                Berth::start_with(|_root, addr| {
+                    format!(
+                        "version: 0.1\nlog:\n  level: info\nstorage:\n{storage}  delete:\n    enabled: true\n  redirect:\n    disable: {}\n  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\nhttp:\n  addr: {addr}\n  secret: one-secret-for-every-replica\n",
+                        !redirect,
+                        redis.addr()
+                    )
+                })
+            })
+            .collect();
+        let addrs: Vec<String> = replicas.iter().map(|b| b.addr.clone()).collect();
+        let nginx = Nginx::start(&addrs);
+        Cluster {
+            nginx,
+            replicas,
+            redis,
+            store,
+            storage,
+        }
+    }
+
+    /// `http://<balancer>`.
+    pub fn balancer(&self) -> String {
+        self.nginx.url("")
+    }
+
+    /// `http://<replica i>`, bypassing the balancer.
+    pub fn replica(&self, i: usize) -> String {
+        self.replicas[i].url("")
+    }
+
+    pub fn replica_addr(&self, i: usize) -> &str {
+        &self.replicas[i].addr
+    }
+
+    /// SIGKILL replica `i`: no draining, no cleanup, as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        let b = &mut self.replicas[i];
+        b.child.kill().unwrap();
+        b.child.wait().unwrap();
+    }
+
+    /// Every replica's log and nginx's error log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for (i, b) in self.replicas.iter().enumerate() {
+            all += &format!("--- replica {i} ({})\n{}", b.addr, b.logs());
+        }
+        all + "--- nginx\n" + &self.nginx.error_log()
+    }
+
+    /// A driver on the shared store, to look behind the replicas.
+    pub fn driver(&self) -> Driver {
+        let cfg = berth::config::Config::from_yaml(&format!("storage:\n{}", self.storage)).unwrap();
+        berth::server::build_driver(&cfg).unwrap()
+    }
+
+    /// Every object under `prefix` (a driver path such as
+    /// `/docker/registry/v2/blobs`), as driver paths. On S3 this is the raw
+    /// key listing, so the driver's `<key>.berth-upload` state objects, which
+    /// its `list` hides, show up too.
+    pub async fn objects(&self, prefix: &str) -> Vec<String> {
+        match &self.store {
+            Store::S3(s) => {
+                let root = ROOT.trim_start_matches('/');
+                let mut pages = s
+                    .client()
+                    .list_objects_v2()
+                    .bucket(&s.bucket)
+                    .prefix(format!("{root}{prefix}/"))
+                    .into_paginator()
+                    .send();
+                let mut keys = Vec::new();
+                while let Some(page) = pages.next().await {
+                    for o in page.unwrap().contents() {
+                        keys.push(o.key().unwrap()[root.len()..].to_string());
+                    }
+                }
+                keys.sort();
+                keys
+            }
+            Store::Azure(_) => {
+                let d = self.driver();
+                let mut out = Vec::new();
+                walk(d.as_ref(), prefix, &mut out).await;
+                out.sort();
+                out
+            }
+        }
+    }
+
+    /// Multipart upload parts s3s-fs holds (files at its root); None on Azure.
+    pub fn s3_parts(&self) -> Option<usize> {
+        match &self.store {
+            Store::S3(s) => Some(
+                std::fs::read_dir(&s.root)
+                    .unwrap()
+                    .filter(|e| {
+                        e.as_ref()
+                            .unwrap()
+                            .file_name()
+                            .to_string_lossy()
+                            .starts_with(".upload_id-")
+                    })
+                    .count(),
+            ),
+            Store::Azure(_) => None,
+        }
+    }
+}
+
+/// Depth-first listing through the driver: a path that lists is a directory.
+async fn walk(d: &dyn StorageDriver, dir: &str, out: &mut Vec<String>) {
+    let children = match d.list(dir).await {
+        Ok(c) => c,
+        Err(e) if e.is_not_found() => return,
+        Err(e) => panic!("list {dir}: {e}"),
+    };
+    for child in children {
+        match d.list(&child).await {
+            Ok(_) => Box::pin(walk(d, &child, out)).await,
+            Err(e) if e.is_not_found() => out.push(child),
+            Err(e) => panic!("list {child}: {e}"),
+        }
+    }
+}

@@ -46,7 +46,20 @@ impl Registry {
             .stat_global_blob(d)
             .await?
             .ok_or_else(|| blob_unknown(d))?;
-        self.remember(Some(name), &info).await;
+        if self.cache.is_some() {
+            self.remember(Some(name), &info).await;
+            // A delete may have run between our read of the link and our fill:
+            // its invalidation would then precede our entry, which would answer
+            // for a gone blob forever. Re-reading the link after the fill closes
+            // that window: a delete that cleared before our fill had already
+            // removed the link, so we see it gone here and clear our own entry.
+            if self.read_link(&layout::layer_link(name, d)).await?.as_ref() != Some(d) {
+                if let Some(cache) = &self.cache {
+                    cache.clear(Some(name), d).await;
+                }
+                return Err(blob_unknown(d));
+            }
+        }
         Ok(info)
     }
 

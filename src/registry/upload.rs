@@ -92,7 +92,22 @@ impl Registry {
         }
         let mut hasher = state.hasher()?;
         let path = layout::upload_data(&state.name, &state.id);
-        let mut writer = self.driver.writer(&path, state.offset).await?;
+        let mut writer = match self.driver.writer(&path, state.offset).await {
+            Ok(w) => w,
+            // The data already runs past this state and the driver cannot cut it
+            // back (an S3 part is immutable): a chunk was stored but its answer
+            // lost. The client has to start the upload again.
+            Err(crate::storage::StorageError::InvalidOffset { .. }) => {
+                return Err(Error::new(
+                    Code::BlobUploadInvalid,
+                    format!(
+                        "the upload cannot resume at offset {}: more data was stored after it; restart the upload",
+                        state.offset
+                    ),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
                 Error::new(

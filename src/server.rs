@@ -3,11 +3,13 @@
 mod acme;
 mod tls;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use axum::{extract::State, http::header, response::IntoResponse, routing::get};
 use rand::RngCore;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     api,
@@ -15,7 +17,11 @@ use crate::{
     cache::{inmemory::InMemoryCache, redis::RedisCache, BlobDescriptorCache, CacheBackend},
     config::{Config, StorageDriverConfig},
     registry::Registry,
-    storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, Driver},
+    storage::{
+        filesystem::FilesystemDriver, inmemory::InMemoryDriver, instrumented::InstrumentedDriver,
+        Driver,
+    },
+    telemetry::metrics::Metrics,
 };
 
 /// The storage driver a configuration selects.
@@ -72,31 +78,106 @@ fn blob_descriptor_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescriptorCa
 
 /// The full application for a configuration.
 pub fn app(cfg: &Config) -> anyhow::Result<axum::Router> {
-    let registry = Registry::new(
-        build_driver(cfg)?,
-        &http_secret(cfg),
-        cfg.storage.delete.enabled,
-    );
+    app_with_metrics(cfg, None)
+}
+
+/// [`app`], counting into `metrics`: HTTP requests, storage operations (the
+/// driver is wrapped in [`InstrumentedDriver`]), the blob-descriptor cache
+/// and authentication attempts.
+pub fn app_with_metrics(
+    cfg: &Config,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<axum::Router> {
+    let driver = build_driver(cfg)?;
+    let driver = match &metrics {
+        Some(m) => InstrumentedDriver::wrap(driver, m),
+        None => driver,
+    };
+    let registry = Registry::new(driver, &http_secret(cfg), cfg.storage.delete.enabled);
     let registry = registry.read_only(cfg.storage.maintenance.readonly.enabled);
     let registry = match blob_descriptor_cache(cfg)? {
-        Some(cache) => registry.with_cache(cache),
+        Some(cache) => {
+            if let Some(m) = &metrics {
+                m.register_cache(cache.stats.clone());
+            }
+            registry.with_cache(cache)
+        }
         None => registry,
     };
     let auth = match &cfg.auth {
         Some(a) => Authenticator::from_config(a).map_err(anyhow::Error::msg)?,
         None => None,
     };
-    let token_server = crate::auth::token_server::router(cfg).map_err(anyhow::Error::msg)?;
-    Ok(api::router(cfg, registry, auth, token_server))
+    let token_server =
+        crate::auth::token_server::router(cfg, metrics.clone()).map_err(anyhow::Error::msg)?;
+    Ok(api::router_with_metrics(
+        cfg,
+        registry,
+        auth,
+        token_server,
+        metrics,
+    ))
 }
 
-/// Serve on `listener` until `shutdown` resolves, then drain in-flight requests.
+/// How long the debug listener may take to finish its scrapes once the
+/// main listener has drained.
+const DEBUG_DRAIN: Duration = Duration::from_secs(5);
+
+/// Serve on `listener` until `shutdown` resolves, then drain in-flight
+/// requests. With `http.debug.addr` (and `prometheus.enabled`), metrics are
+/// served on that second listener too, until the main one has stopped.
 pub async fn serve(
     cfg: &Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = app(cfg)?;
+    let (metrics, debug) = match cfg.http.metrics() {
+        Some(d) => {
+            let addr = d.bind_addr();
+            let debug_listener = TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("http.debug.addr {addr}"))?;
+            let metrics = Arc::new(Metrics::new());
+            (Some(metrics.clone()), Some((debug_listener, metrics)))
+        }
+        None => (None, None),
+    };
+    let app = app_with_metrics(cfg, metrics)?;
+    let stop_debug = CancellationToken::new();
+    let debug_task = match debug {
+        Some((debug_listener, metrics)) => {
+            let path = cfg
+                .http
+                .metrics()
+                .map_or_else(String::new, |d| d.prometheus.path.clone());
+            tracing::info!(addr = %debug_listener.local_addr()?, path = %path, "metrics listening");
+            Some(tokio::spawn(serve_metrics(
+                debug_listener,
+                path,
+                metrics,
+                stop_debug.clone().cancelled_owned(),
+            )))
+        }
+        None => None,
+    };
+    let result = serve_app(cfg, listener, app, shutdown).await;
+    stop_debug.cancel();
+    if let Some(mut task) = debug_task {
+        match tokio::time::timeout(DEBUG_DRAIN, &mut task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics listener failed"),
+            Ok(_) => {}
+            Err(_) => task.abort(),
+        }
+    }
+    result
+}
+
+async fn serve_app(
+    cfg: &Config,
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, driver = ?cfg.storage.driver(), "berth listening");
     if let Some(tls_cfg) = cfg.http.tls.as_ref().filter(|t| t.enabled()) {
         return tls::serve(tls_cfg, listener, app, shutdown).await;
@@ -107,6 +188,25 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// The debug listener: `GET <path>` is the Prometheus text exposition,
+/// anything else 404. Plain HTTP, no auth, like distribution's.
+async fn serve_metrics(
+    listener: TcpListener,
+    path: String,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    async fn scrape(State(m): State<Arc<Metrics>>) -> axum::response::Response {
+        ([(header::CONTENT_TYPE, m.content_type())], m.render()).into_response()
+    }
+    let app = axum::Router::new()
+        .route(&path, get(scrape))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -24,9 +24,10 @@ use axum::{
 };
 
 use crate::{
-    auth::{access, Authenticator},
+    auth::{access, Authenticator, Denial},
     config::Config,
     registry::Registry,
+    telemetry::metrics::Metrics,
 };
 use error::{method_not_allowed, not_found};
 use route::Route;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub urls: Arc<UrlBuilder>,
     /// None: no access control (the embedded default, for local use).
     pub auth: Option<Arc<Authenticator>>,
+    /// None: no metrics (`http.debug` off).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Builds the Location URLs clients follow: absolute by default (from
@@ -104,10 +107,22 @@ pub fn router(
     auth: Option<Authenticator>,
     token_server: Option<Router>,
 ) -> Router {
+    router_with_metrics(cfg, registry, auth, token_server, None)
+}
+
+/// [`router`], counting into `metrics`.
+pub fn router_with_metrics(
+    cfg: &Config,
+    registry: Registry,
+    auth: Option<Authenticator>,
+    token_server: Option<Router>,
+    metrics: Option<Arc<Metrics>>,
+) -> Router {
     let state = AppState {
         registry,
         urls: Arc::new(UrlBuilder::new(cfg)),
         auth: auth.map(Arc::new),
+        metrics: metrics.clone(),
     };
     let api = Router::new()
         .route("/", get(base::root))
@@ -124,7 +139,7 @@ pub fn router(
     } else {
         Router::new().nest(prefix, api)
     };
-    middleware::apply(app, cfg)
+    middleware::apply(app, cfg, metrics)
 }
 
 /// Route a `/v2/...` request to its area's handler.
@@ -141,7 +156,18 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         let need = access::required(&method, &route, from.as_deref());
         // Where this registry is reachable, prefix included (for autoredirect realms).
         let origin = format!("{}{}", state.urls.origin(req.headers()), state.urls.prefix);
-        if let Err(denial) = auth.authorize(req.headers(), &need, &origin).await {
+        let result = auth.authorize(req.headers(), &need, &origin).await;
+        if let Some(m) = &state.metrics {
+            if auth.credentials_presented(req.headers()) {
+                let outcome = match &result {
+                    Ok(_) => "success",
+                    Err(Denial::Challenge { .. }) => "failure",
+                    Err(Denial::Forbidden(_)) => "denied",
+                };
+                m.auth_attempt(auth.scheme(), outcome);
+            }
+        }
+        if let Err(denial) = result {
             return error::denial_response(denial, &need);
         }
     }

@@ -2,6 +2,8 @@
 //! path parameters alone. Like distribution's router, parse from the end: the
 //! last segments name the API area, everything before them is the repository.
 
+use crate::telemetry::metrics::Handler;
+
 /// A parsed `/v2/...` path below the API root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -16,6 +18,20 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route template, as the `handler` label of the HTTP metrics.
+    pub fn handler(&self) -> Handler {
+        match self {
+            Route::Base => Handler::Base,
+            Route::Catalog => Handler::Catalog,
+            Route::Blob { .. } => Handler::Blob,
+            Route::UploadStart { .. } => Handler::BlobUpload,
+            Route::Upload { .. } => Handler::BlobUploadChunk,
+            Route::Manifest { .. } => Handler::Manifest,
+            Route::Tags { .. } => Handler::Tags,
+            Route::Referrers { .. } => Handler::Referrers,
+        }
+    }
+
     /// `path` is what follows `/v2/` (e.g. `library/ubuntu/manifests/latest`).
     pub fn parse(path: &str) -> Option<Route> {
         if path.is_empty() {

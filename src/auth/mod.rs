@@ -73,6 +73,23 @@ impl Authenticator {
         Ok(None)
     }
 
+    /// The `scheme` label of `berth_auth_attempts_total`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Authenticator::Htpasswd { .. } => "basic",
+            Authenticator::Token { .. } => "bearer",
+        }
+    }
+
+    /// Whether the request carries credentials of this authenticator's kind
+    /// (a request without is the usual first step, not a failed attempt).
+    pub fn credentials_presented(&self, headers: &HeaderMap) -> bool {
+        match self {
+            Authenticator::Htpasswd { .. } => basic_credentials(headers).is_some(),
+            Authenticator::Token { .. } => bearer_token(headers).is_some(),
+        }
+    }
+
     /// Let the request through (returning the account name) or deny it.
     /// `origin` is `<scheme>://<host>` of the request, for `autoredirect`.
     pub async fn authorize(

@@ -100,6 +100,43 @@ pub struct HttpConfig {
     /// `http.tls`: HTTPS (and mutual TLS, Let's Encrypt); see [`tls`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<tls::TlsConfig>,
+    /// `http.debug`: a second, plain-HTTP listener for operators (metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debug: Option<DebugConfig>,
+}
+
+/// distribution's `http.debug`: `addr` (empty: no debug listener) and
+/// `prometheus.{enabled,path}`. Keep it on a loopback or internal address:
+/// nothing on it is authenticated.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DebugConfig {
+    pub addr: String,
+    pub prometheus: PrometheusConfig,
+}
+
+impl DebugConfig {
+    /// The socket address to bind, accepting Go's `:5001` form.
+    pub fn bind_addr(&self) -> String {
+        go_addr(&self.addr)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PrometheusConfig {
+    /// On unless turned off, once `http.debug.addr` is set.
+    pub enabled: bool,
+    pub path: String,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            enabled: true,
+            path: "/metrics".into(),
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -112,6 +149,7 @@ impl Default for HttpConfig {
             relativeurls: false,
             headers: BTreeMap::new(),
             tls: None,
+            debug: None,
         }
     }
 }
@@ -119,11 +157,23 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// The socket address to bind, accepting distribution's `:5000` form.
     pub fn bind_addr(&self) -> String {
-        if self.addr.starts_with(':') {
-            format!("0.0.0.0{}", self.addr)
-        } else {
-            self.addr.clone()
-        }
+        go_addr(&self.addr)
+    }
+
+    /// `http.debug` when it asks for Prometheus metrics on an address.
+    pub fn metrics(&self) -> Option<&DebugConfig> {
+        self.debug
+            .as_ref()
+            .filter(|d| !d.addr.is_empty() && d.prometheus.enabled)
+    }
+}
+
+/// Go's `:port` (every interface) as a bindable address.
+fn go_addr(addr: &str) -> String {
+    if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
     }
 }
 
@@ -223,6 +273,61 @@ impl Config {
         if let Some(tls) = &self.http.tls {
             tls.validate().map_err(ConfigError)?;
         }
+        if let Some(d) = &self.http.debug {
+            if !d.prometheus.path.starts_with('/') {
+                return Err(ConfigError(
+                    "http.debug.prometheus.path: must start with '/'".into(),
+                ));
+            }
+            if !d.addr.is_empty() && d.bind_addr() == self.http.bind_addr() {
+                return Err(ConfigError(
+                    "http.debug.addr: must differ from http.addr".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn http_debug_as_distribution_writes_it() {
+        let base = "storage:\n  inmemory: {}\nhttp:\n  addr: 127.0.0.1:5000\n";
+        let cfg = Config::from_yaml(base).unwrap();
+        assert!(cfg.http.metrics().is_none(), "off without http.debug");
+
+        let cfg = Config::from_yaml(&format!("{base}  debug:\n    addr: :5001\n")).unwrap();
+        let d = cfg.http.metrics().expect("on once debug.addr is set");
+        assert_eq!(d.bind_addr(), "0.0.0.0:5001");
+        assert_eq!(d.prometheus.path, "/metrics");
+
+        let cfg = Config::from_yaml(&format!(
+            "{base}  debug:\n    addr: 127.0.0.1:5001\n    prometheus:\n      enabled: true\n      path: /m\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.http.metrics().unwrap().prometheus.path, "/m");
+
+        let off = format!(
+            "{base}  debug:\n    addr: 127.0.0.1:5001\n    prometheus:\n      enabled: false\n"
+        );
+        assert!(Config::from_yaml(&off).unwrap().http.metrics().is_none());
+        let no_addr = format!("{base}  debug:\n    prometheus:\n      enabled: true\n");
+        assert!(Config::from_yaml(&no_addr)
+            .unwrap()
+            .http
+            .metrics()
+            .is_none());
+
+        let bad_path = format!(
+            "{base}  debug:\n    addr: 127.0.0.1:5001\n    prometheus:\n      path: metrics\n"
+        );
+        let e = Config::from_yaml(&bad_path).unwrap_err().to_string();
+        assert!(e.contains("http.debug.prometheus.path"), "{e}");
+        let same = format!("{base}  debug:\n    addr: 127.0.0.1:5000\n");
+        let e = Config::from_yaml(&same).unwrap_err().to_string();
+        assert!(e.contains("http.debug.addr"), "{e}");
     }
 }

@@ -8,6 +8,7 @@
 pub mod azure;
 pub mod filesystem;
 pub mod inmemory;
+pub mod instrumented;
 pub mod layout;
 pub mod s3;
 pub mod testsuite;

@@ -159,6 +159,7 @@ impl TokenServer {
 
     /// Count and log a failed login, feeding the throttle.
     fn failed(&self, account: &str, client: Option<IpAddr>, why: &str) {
+        self.attempt(false);
         let total = self.failed_logins.fetch_add(1, Ordering::Relaxed) + 1;
         let recent = client.map(|ip| self.throttle.failure(ip, Instant::now()));
         tracing::warn!(
@@ -183,6 +184,7 @@ impl TokenServer {
     async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> Result<String> {
         self.throttled(user, client)?;
         if self.accounts.verify(user, password).await {
+            self.attempt(true);
             return Ok(user.to_string());
         }
         self.failed(user, client, "invalid username or password");
@@ -281,7 +283,10 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
             };
             ts.throttled("(refresh token)", client)?;
             match ts.refresh_account(token) {
-                Ok(account) => account,
+                Ok(account) => {
+                    ts.attempt(true);
+                    account
+                }
                 Err(why) => {
                     ts.failed("(refresh token)", client, &why);
                     return Err(unauthorized(ts, "invalid or revoked refresh token"));

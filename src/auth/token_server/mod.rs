@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     auth::throttle::Throttle,
     config::{token_server::TokenServerConfig, Config},
+    telemetry::metrics::Metrics,
 };
 use accounts::Accounts;
 use acl::{Acl, IpNet, Subject};
@@ -56,6 +57,8 @@ pub struct TokenServer {
     trusted_proxies: Vec<IpNet>,
     /// Failed logins since start, for the log lines.
     failed_logins: AtomicU64,
+    /// `berth_auth_attempts_total{scheme="token_server"}`, with `http.debug`.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// One `access` entry of an issued token.
@@ -106,12 +109,15 @@ pub struct Issued {
 }
 
 /// The token endpoint for `cfg.token_server`, if configured. Its path is
-/// relative: the caller mounts it under `http.prefix` with the API.
-pub fn router(cfg: &Config) -> Result<Option<Router>, String> {
+/// relative: the caller mounts it under `http.prefix` with the API. Logins
+/// are counted into `metrics`, if given.
+pub fn router(cfg: &Config, metrics: Option<Arc<Metrics>>) -> Result<Option<Router>, String> {
     let Some(ts_cfg) = &cfg.token_server else {
         return Ok(None);
     };
-    let ts = Arc::new(TokenServer::new(ts_cfg)?);
+    let mut ts = TokenServer::new(ts_cfg)?;
+    ts.metrics = metrics;
+    let ts = Arc::new(ts);
     tracing::info!(
         path = %ts_cfg.path,
         alg = ?ts.key.alg,
@@ -153,7 +159,15 @@ impl TokenServer {
                 .map(|p| IpNet::parse(p))
                 .collect::<Result<_, _>>()?,
             failed_logins: AtomicU64::new(0),
+            metrics: None,
         })
+    }
+
+    /// Count a checked login (password or refresh token).
+    fn attempt(&self, success: bool) {
+        if let Some(m) = &self.metrics {
+            m.auth_attempt("token_server", if success { "success" } else { "failure" });
+        }
     }
 
     /// Refresh tokens' audience: never a registry's `service`, so a refresh

@@ -1,5 +1,8 @@
 //! Logs via tracing: text or JSON per `log.formatter`, level per `log.level`
-//! (RUST_LOG, when set, wins for finer filtering).
+//! (RUST_LOG, when set, wins for finer filtering); Prometheus metrics in
+//! [`metrics`].
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 

@@ -142,6 +142,38 @@ pub fn router_with_metrics(
     middleware::apply(app, cfg, metrics)
 }
 
+/// Let the request through, or answer it with a challenge or a denial.
+/// No auth configured: everything is allowed (the embedded default).
+/// (Takes the request's parts, not `&Request`: a body is not `Sync`.)
+async fn check_access(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    mount_from: Option<String>,
+    route: &Route,
+) -> Result<(), Response> {
+    let Some(auth) = &state.auth else {
+        return Ok(());
+    };
+    let need = access::required(method, route, mount_from.as_deref());
+    // Where this registry is reachable, prefix included (for autoredirect realms).
+    let origin = format!("{}{}", state.urls.origin(headers), state.urls.prefix);
+    let result = auth.authorize(headers, &need, &origin).await;
+    if let Some(m) = &state.metrics {
+        if auth.credentials_presented(headers) {
+            let outcome = match &result {
+                Ok(_) => "success",
+                Err(Denial::Challenge { .. }) => "failure",
+                Err(Denial::Forbidden(_)) => "denied",
+            };
+            m.auth_attempt(auth.scheme(), outcome);
+        }
+    }
+    result
+        .map(|_| ())
+        .map_err(|denial| error::denial_response(denial, &need))
+}
+
 /// Route a `/v2/...` request to its area's handler.
 async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response {
     let path = req.uri().path();
@@ -151,25 +183,9 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         return not_found();
     };
     let method = req.method().clone();
-    if let Some(auth) = &state.auth {
-        let from = query_param(&req, "mount").and(query_param(&req, "from"));
-        let need = access::required(&method, &route, from.as_deref());
-        // Where this registry is reachable, prefix included (for autoredirect realms).
-        let origin = format!("{}{}", state.urls.origin(req.headers()), state.urls.prefix);
-        let result = auth.authorize(req.headers(), &need, &origin).await;
-        if let Some(m) = &state.metrics {
-            if auth.credentials_presented(req.headers()) {
-                let outcome = match &result {
-                    Ok(_) => "success",
-                    Err(Denial::Challenge { .. }) => "failure",
-                    Err(Denial::Forbidden(_)) => "denied",
-                };
-                m.auth_attempt(auth.scheme(), outcome);
-            }
-        }
-        if let Err(denial) = result {
-            return error::denial_response(denial, &need);
-        }
+    let mount_from = query_param(&req, "mount").and(query_param(&req, "from"));
+    if let Err(denied) = check_access(&state, &method, req.headers(), mount_from, &route).await {
+        return denied;
     }
     if !matches!(method, Method::GET | Method::HEAD) {
         if let Err(e) = state.registry.check_writable() {

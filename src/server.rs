@@ -1,6 +1,7 @@
 //! Wiring: configuration → storage driver → registry → HTTP server.
 
 mod acme;
+mod purger;
 mod tls;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -88,6 +89,12 @@ pub fn app_with_metrics(
     cfg: &Config,
     metrics: Option<Arc<Metrics>>,
 ) -> anyhow::Result<axum::Router> {
+    let registry = build_registry(cfg, &metrics)?;
+    router_for(cfg, registry, metrics)
+}
+
+/// Storage driver, cache and maintenance settings as one [`Registry`].
+pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::Result<Registry> {
     let driver = build_driver(cfg)?;
     let driver = match &metrics {
         Some(m) => InstrumentedDriver::wrap(driver, m),
@@ -104,6 +111,15 @@ pub fn app_with_metrics(
         }
         None => registry,
     };
+    Ok(registry)
+}
+
+/// The HTTP application around a registry: access control, token server, API.
+fn router_for(
+    cfg: &Config,
+    registry: Registry,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<axum::Router> {
     let auth = match &cfg.auth {
         Some(a) => Authenticator::from_config(a).map_err(anyhow::Error::msg)?,
         None => None,
@@ -142,7 +158,9 @@ pub async fn serve(
         }
         None => (None, None),
     };
-    let app = app_with_metrics(cfg, metrics)?;
+    let registry = build_registry(cfg, &metrics)?;
+    let purger = purger::spawn(cfg, registry.clone())?;
+    let app = router_for(cfg, registry, metrics)?;
     let stop_debug = CancellationToken::new();
     let debug_task = match debug {
         Some((debug_listener, metrics)) => {
@@ -161,6 +179,9 @@ pub async fn serve(
         None => None,
     };
     let result = serve_app(cfg, listener, app, shutdown).await;
+    if let Some(p) = purger {
+        p.abort();
+    }
     stop_debug.cancel();
     if let Some(mut task) = debug_task {
         match tokio::time::timeout(DEBUG_DRAIN, &mut task).await {

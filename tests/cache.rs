@@ -229,3 +229,51 @@ fn redis_config_errors() {
     let (code, _) = check("storage:\n  cache:\n    blobdescriptor: redis\nredis:\n  addrs: [127.0.0.1:1, 127.0.0.1:2]\n  username: u\n  password: p\n  poolsize: 10\n");
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test]
+async fn upload_purging_takes_a_cluster_lock_in_redis() {
+    let redis = RedisServer::start();
+    let raddr = redis.addr();
+    let b = Berth::start_with(move |root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\n  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1h\n      interval: 10s\nhttp:\n  addr: {addr}\n  secret: s\nredis:\n  addr: {raddr}\n"
+        )
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while redis.cli(&["exists", "berth::uploadpurging::lock"]) != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no purge lock in Redis: {}",
+            b.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ttl: i64 = redis
+        .cli(&["pttl", "berth::uploadpurging::lock"])
+        .parse()
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= 10_000,
+        "the lock expires before the next pass: {ttl}"
+    );
+    // A second replica in the same round finds the lock taken and skips.
+    let raddr = redis.addr();
+    let two = Berth::start_on_root_with(&b.root, move |root, addr| {
+        format!(
+            "log:\n  level: debug\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1h\n      interval: 10s\nhttp:\n  addr: {addr}\n  secret: s\nredis:\n  addr: {raddr}\n"
+        )
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !two.logs().contains("another replica holds this round") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "second replica did not skip: {}",
+            two.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !two.logs().contains("upload purging pass"),
+        "only the lock holder walks storage"
+    );
+}

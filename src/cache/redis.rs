@@ -195,6 +195,28 @@ async fn forget<C: ConnectionLike + Send + Sync>(
     }
 }
 
+impl RedisCache {
+    /// Take a cluster-wide lock for `ttl` (SET NX PX): true if this caller holds it.
+    pub async fn try_lock(&self, key: &str, ttl: std::time::Duration) -> Result<bool, String> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let ms = ttl.as_millis().max(1) as u64;
+        self.run(|conn| async move {
+            on_conn!(conn, |c| {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg(&owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(set.is_some())
+            })
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl CacheBackend for RedisCache {
     async fn get(&self, repo: Option<&str>, d: &Digest) -> Result<Option<Descriptor>, String> {

@@ -245,6 +245,11 @@ impl Config {
         if let Some(t) = &self.token_server {
             t.validate().map_err(ConfigError)?;
         }
+        self.storage
+            .maintenance
+            .uploadpurging
+            .durations()
+            .map_err(ConfigError)?;
         match self.storage.cache.blobdescriptor.as_str() {
             "" | "inmemory" => {}
             "redis" => match &self.redis {

@@ -85,13 +85,49 @@ pub struct CacheConfig {
     pub blobdescriptorsize: Option<u64>,
 }
 
-/// `storage.maintenance`: `readonly` now; `uploadpurging` accepted for later.
+/// `storage.maintenance`: `readonly` and `uploadpurging`, distribution's keys.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct MaintenanceConfig {
     pub readonly: ReadOnlyConfig,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uploadpurging: Option<serde_json::Value>,
+    pub uploadpurging: UploadPurgingConfig,
+}
+
+/// Remove uploads abandoned for longer than `age`, every `interval`. On by
+/// default with distribution's defaults (a week, daily).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UploadPurgingConfig {
+    pub enabled: bool,
+    pub age: String,
+    pub interval: String,
+    pub dryrun: bool,
+}
+
+impl Default for UploadPurgingConfig {
+    fn default() -> Self {
+        UploadPurgingConfig {
+            enabled: true,
+            age: "168h".into(),
+            interval: "24h".into(),
+            dryrun: false,
+        }
+    }
+}
+
+impl UploadPurgingConfig {
+    /// (age, interval), validated.
+    pub fn durations(&self) -> Result<(std::time::Duration, std::time::Duration), String> {
+        let parse = |key: &str, v: &str| {
+            humantime::parse_duration(v)
+                .map_err(|e| format!("storage.maintenance.uploadpurging.{key}: {v:?}: {e}"))
+        };
+        let interval = parse("interval", &self.interval)?;
+        if interval.is_zero() {
+            return Err("storage.maintenance.uploadpurging.interval: must be positive".into());
+        }
+        Ok((parse("age", &self.age)?, interval))
+    }
 }
 
 /// Every write refused, reads unaffected (distribution's key; settable from

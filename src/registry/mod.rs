@@ -10,6 +10,7 @@ pub mod error;
 pub mod manifest;
 pub mod manifests;
 pub mod names;
+pub mod purge;
 pub mod referrers;
 pub mod upload;
 pub mod upload_state;

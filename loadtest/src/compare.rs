@@ -75,7 +75,7 @@ impl Settings {
 }
 
 /// Log a failed step as a note and carry on with `None`.
-fn keep<T>(notes: &mut Vec<String>, what: &str, r: Result<T>) -> Option<T> {
+pub(crate) fn keep<T>(notes: &mut Vec<String>, what: &str, r: Result<T>) -> Option<T> {
     match r {
         Ok(v) => Some(v),
         Err(e) => {
@@ -87,7 +87,7 @@ fn keep<T>(notes: &mut Vec<String>, what: &str, r: Result<T>) -> Option<T> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -113,7 +113,7 @@ fn target_dir(workspace: &Path) -> PathBuf {
 }
 
 /// `cargo build --release --bin berth` in this workspace; the binary's path.
-async fn build_berth() -> Result<PathBuf> {
+pub(crate) async fn build_berth() -> Result<PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?
@@ -258,7 +258,7 @@ fn place_blob_for_nginx(
     Ok(())
 }
 
-async fn run_load(
+pub(crate) async fn run_load(
     addr: SocketAddr,
     spec: &LoadSpec,
     label: &str,
@@ -361,33 +361,28 @@ async fn rate_phase(
         s.connections,
         s.duration.as_secs_f64()
     ));
-    let spec = |method: Method, path: String, accept| LoadSpec {
-        method,
-        path,
-        accept,
-        connections: s.connections,
-        warmup: s.warmup,
-        duration: s.duration,
+    let spec = |method: Method, path: String| {
+        LoadSpec::new(method, path, s.connections, s.warmup, s.duration)
     };
     for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
         let label = reg.label();
         let Some(t) = keep(
             notes,
             &format!("{label} manifest setup"),
-            workloads::setup_manifest(reg.addr, "loadtest/app").await,
+            workloads::setup_manifest(reg.addr, "loadtest/app", None).await,
         ) else {
             continue;
         };
-        let head = spec(Method::HEAD, t.blob_path, None);
+        let head = spec(Method::HEAD, t.blob_path);
         fig.head = run_load(reg.addr, &head, label, "blob HEAD", notes).await;
-        let accept = Some(workloads::MANIFEST_ACCEPT);
-        let get = spec(Method::GET, t.manifest_path, accept);
+        let get = spec(Method::GET, t.manifest_path)
+            .header(http::header::ACCEPT, workloads::MANIFEST_ACCEPT);
         fig.get = run_load(reg.addr, &get, label, "manifest GET", notes).await;
     }
     if let Some(n) = nginx {
-        let get = spec(Method::GET, "/small.bin".into(), None);
+        let get = spec(Method::GET, "/small.bin".into());
         refs.nginx_get = run_load(n.addr, &get, "nginx", "1 KiB GET", notes).await;
-        let head = spec(Method::HEAD, "/small.bin".into(), None);
+        let head = spec(Method::HEAD, "/small.bin".into());
         refs.nginx_head = run_load(n.addr, &head, "nginx", "1 KiB HEAD", notes).await;
     }
 }

@@ -54,6 +54,22 @@ fn parse_proc_stat(text: &str, ticks_per_s: f64) -> (f64, f64) {
     (busy / tps, at(7) / tps)
 }
 
+/// CPU seconds (user + system, all threads) a live process has used so far.
+pub fn process_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let tps = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / if tps > 0.0 { tps } else { 100.0 })
+}
+
+/// Summed CPU seconds of several live processes.
+pub fn processes_seconds(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|p| process_seconds(*p)).sum()
+}
+
 pub fn snapshot() -> CpuSnapshot {
     let (machine_busy, steal) = machine();
     CpuSnapshot {
@@ -86,6 +102,16 @@ pub fn summary(start: &CpuSnapshot, end: &CpuSnapshot, wall: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_process_seconds() {
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        assert!(process_seconds(std::process::id()).is_some());
+    }
 
     #[test]
     fn parses_proc_stat() {

@@ -90,7 +90,7 @@ fn remote(addr: SocketAddr) -> String {
 /// Remove every image the engine has, so a pull downloads every layer:
 /// untag everything (which prunes untagged parents), then force-remove
 /// whatever is left, children first, in a few bounded rounds.
-async fn remove_all_images(d: &Dockerd) -> Result<()> {
+pub async fn remove_all_images(d: &Dockerd) -> Result<()> {
     let tags = docker(d, &["images", "--format", "{{.Repository}}:{{.Tag}}"]).await?;
     for tag in tags.split_whitespace().filter(|t| !t.contains("<none>")) {
         let _ = docker(d, &["rmi", tag]).await;
@@ -116,6 +116,24 @@ pub struct DockerTimes {
     pub pull: Duration,
 }
 
+/// Tag the built image for the registry at `addr` and push it; wall time.
+pub async fn push(d: &Dockerd, addr: SocketAddr) -> Result<Duration> {
+    let tag = remote(addr);
+    docker(d, &["tag", IMAGE, &tag]).await?;
+    let t0 = Instant::now();
+    docker(d, &["push", &tag]).await.context("docker push")?;
+    Ok(t0.elapsed())
+}
+
+/// Pull the image from the registry at `addr` (local images removed
+/// beforehand); wall time.
+pub async fn pull(d: &Dockerd, addr: SocketAddr) -> Result<Duration> {
+    let tag = remote(addr);
+    let t0 = Instant::now();
+    docker(d, &["pull", &tag]).await.context("docker pull")?;
+    Ok(t0.elapsed())
+}
+
 /// Push the built image to each registry, drop it locally, then pull it back
 /// from each (dropping it again after each pull). One result per registry.
 pub async fn push_pull(
@@ -124,14 +142,7 @@ pub async fn push_pull(
 ) -> Vec<(&'static str, Result<DockerTimes>)> {
     let mut pushes = Vec::new();
     for (label, addr) in registries {
-        let tag = remote(*addr);
-        let r = async {
-            docker(d, &["tag", IMAGE, &tag]).await?;
-            let t0 = Instant::now();
-            docker(d, &["push", &tag]).await.context("docker push")?;
-            anyhow::Ok(t0.elapsed())
-        }
-        .await;
+        let r = push(d, *addr).await;
         crate::progress::note(match &r {
             Ok(t) => format!("{label}: docker push {:.2} s", t.as_secs_f64()),
             Err(e) => format!("{label}: docker push failed: {e:#}"),
@@ -146,10 +157,7 @@ pub async fn push_pull(
             if let Err(e) = &cleared {
                 anyhow::bail!("could not remove local images before pulling: {e:#}");
             }
-            let tag = remote(*addr);
-            let t0 = Instant::now();
-            docker(d, &["pull", &tag]).await.context("docker pull")?;
-            let pull = t0.elapsed();
+            let pull = pull(d, *addr).await?;
             remove_all_images(d).await?;
             Ok(DockerTimes { push, pull })
         }

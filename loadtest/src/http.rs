@@ -121,6 +121,8 @@ pub struct Client {
     addr: SocketAddr,
     host: HeaderValue,
     sender: Option<http1::SendRequest<ReqBody>>,
+    /// Sent with every request (e.g. Authorization).
+    always: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Client {
@@ -129,7 +131,16 @@ impl Client {
             addr,
             host: HeaderValue::from_str(&addr.to_string()).expect("socket address is a header"),
             sender: None,
+            always: Vec::new(),
         }
+    }
+
+    /// Send `Authorization: <value>` with every request, if given.
+    pub fn with_auth(mut self, value: Option<&str>) -> Self {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            self.always.push((header::AUTHORIZATION, v));
+        }
+        self
     }
 
     async fn connect(&mut self) -> Result<()> {
@@ -172,6 +183,9 @@ impl Client {
         if body.len() > 0 || matches!(method, Method::PUT | Method::POST | Method::PATCH) {
             req = req.header(header::CONTENT_LENGTH, body.len());
         }
+        for (name, value) in &self.always {
+            req = req.header(name, value.clone());
+        }
         for (name, value) in headers {
             req = req.header(name, *value);
         }
@@ -199,7 +213,7 @@ pub async fn expect(
     let status = resp.status();
     let body = read_body(resp).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-    bail!("{what}: expected {want}, got {status}: {text}")
+    bail!("{what}: expected {want}, got {status}: {}", text.trim_end())
 }
 
 /// The whole body (small responses only).
@@ -243,6 +257,31 @@ fn path_of(loc: &str) -> &str {
     }
 }
 
+/// `http://127.0.0.1:<port>/path?query` → the address and path-and-query
+/// (a redirect to a numeric loopback address; nothing is resolved).
+pub fn split_url(url: &str) -> Result<(SocketAddr, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("not an http:// URL: {}", short(url)))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr: SocketAddr = authority
+        .parse()
+        .with_context(|| format!("{authority:?} is not an IP address and port"))?;
+    Ok((addr, path.to_string()))
+}
+
+/// `Authorization: Basic ...` for `user:password`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
 /// Append `key=value` to a URL that may already have a query.
 pub fn with_query(url: &str, key: &str, value: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
@@ -265,5 +304,10 @@ mod tests {
             "/u?a=1&digest=sha256:00"
         );
         assert_eq!(with_query("/u", "digest", "d"), "/u?digest=d");
+        let (a, p) = split_url("http://127.0.0.1:9000/b/k?X-Amz-Signature=1").unwrap();
+        assert_eq!(a.to_string(), "127.0.0.1:9000");
+        assert_eq!(p, "/b/k?X-Amz-Signature=1");
+        assert!(split_url("https://127.0.0.1/x").is_err());
+        assert_eq!(basic_auth("a", "b"), "Basic YTpi");
     }
 }

@@ -1,17 +1,26 @@
 //! `loadtest compare`: start Berth and CNCF distribution side by side on
 //! loopback, run the same workloads against both, and print one table with
-//! the targets as PASS/FAIL lines. See README.md.
+//! the targets as PASS/FAIL lines. `loadtest s3`: the same workloads
+//! on S3 (s3s-fs, moto), one and several replicas, with and without Redis,
+//! and the S3 requests each registry operation costs. `loadtest auth`: what
+//! htpasswd (bcrypt) authentication costs. See README.md.
 
+mod authbench;
 mod compare;
 mod cpu;
 mod data;
+mod deploy;
 mod docker;
 mod http;
 mod progress;
 mod reference;
 mod report;
 mod rss;
+mod s3bench;
+mod s3count;
+mod s3ref;
 mod servers;
+mod stores;
 mod workloads;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -33,6 +42,124 @@ struct Cli {
 enum Command {
     /// Run every workload against Berth and distribution and print the table.
     Compare(CompareArgs),
+    /// Berth (and distribution) on S3: throughput with 1 and N replicas, with
+    /// and without Redis, and S3 requests per registry operation.
+    S3(S3Args),
+    /// Basic authentication (htpasswd, bcrypt): remembered checks, uncached
+    /// checks, and wrong passwords against the rest of the traffic.
+    Auth(AuthArgs),
+}
+
+/// Options every run that starts registries shares.
+#[derive(Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Measure Berth only (no distribution).
+    #[arg(long)]
+    pub berth_only: bool,
+    /// Shorter run with smaller sizes (see README.md).
+    #[arg(long)]
+    pub quick: bool,
+    /// Use this berth binary instead of `cargo build --release --bin berth`.
+    #[arg(long)]
+    pub berth_bin: Option<PathBuf>,
+    /// distribution's binary.
+    #[arg(long, default_value = "/usr/bin/docker-registry")]
+    pub registry_bin: PathBuf,
+    /// Directory for the run's temporary directory.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Keep the temporary directory (configs, logs, data) afterwards.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct S3Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Size of the large blob on s3s-fs [default: 256MiB, quick 64MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub blob_size: Option<u64>,
+    /// Size of the large blob on moto (in memory) and for the request counts
+    /// [default: 64MiB, quick 16MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub moto_blob_size: Option<u64>,
+    /// PATCH chunk size for the chunked push.
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    pub chunk_size: u64,
+    /// How many small blobs to push [default: 1000, quick 200].
+    #[arg(long)]
+    pub small_blobs: Option<usize>,
+    /// Size of each small blob.
+    #[arg(long, value_parser = parse_size, default_value = "4KiB")]
+    pub small_size: u64,
+    /// Concurrent clients for the small-blob pushes.
+    #[arg(long, default_value_t = 16)]
+    pub small_concurrency: usize,
+    /// Concurrent connections for the HEAD/GET request loops.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds per request-loop phase [default: 10, quick 2].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// GETs of the large blob per configuration; the median counts [default: 3, quick 1].
+    #[arg(long)]
+    pub pulls: Option<usize>,
+    /// Berth processes behind nginx in the replicated configurations.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// Run only these parts (comma-separated): matrix (s3s-fs), moto
+    /// (Berth and distribution side by side on moto), count (S3 requests
+    /// per operation).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub only: Vec<S3Part>,
+    /// Size of each of the docker image's 4 layers [default: 12MiB, quick 2MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub layer_size: Option<u64>,
+    /// Skip docker push/pull in the request counts.
+    #[arg(long)]
+    pub no_docker: bool,
+    /// Seconds to wait for dockerd to answer.
+    #[arg(long, default_value_t = 60)]
+    pub dockerd_timeout: u64,
+    /// The store the request counts are taken on [default: moto if installed
+    /// (distribution cannot run on s3s-fs), else s3s-fs].
+    #[arg(long, value_enum)]
+    pub count_store: Option<stores::StoreKind>,
+    /// s3s-fs binary [default: PATH, then ~/.cargo/bin].
+    #[arg(long)]
+    pub s3s_fs: Option<PathBuf>,
+    /// moto_server binary [default: ~/.cache/berth/moto/bin, then PATH].
+    #[arg(long)]
+    pub moto: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum S3Part {
+    Matrix,
+    Moto,
+    Count,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct AuthArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Concurrent connections for the HEAD loops and the wrong-password attack.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Connections measuring `GET /` (and a remembered HEAD) during the attack.
+    #[arg(long, default_value_t = 2)]
+    pub probe_connections: usize,
+    /// Seconds per request-loop phase [default: 10, quick 3].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Users in the htpasswd file, each giving one uncached check [default: 5, quick 3].
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// bcrypt cost of the generated hashes (htpasswd -B uses 5; 10 is common).
+    #[arg(long, default_value_t = 10)]
+    pub cost: u32,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -128,7 +255,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Compare(args) = cli.command;
     // One thread: the client must leave the two cores to the servers.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -141,24 +267,46 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        tokio::select! {
-            r = compare::run(args.clone()) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: servers stopped")),
+        match cli.command {
+            Command::Compare(args) => {
+                let strict = args.strict;
+                let r = tokio::select! {
+                    r = compare::run(args) => r,
+                    e = interrupted() => e,
+                };
+                r.map(|report| (report.render(), !strict || report.all_pass()))
+            }
+            Command::S3(args) => tokio::select! {
+                r = s3bench::run(args) => r.map(|text| (text, true)),
+                e = interrupted() => e,
+            },
+            Command::Auth(args) => tokio::select! {
+                r = authbench::run(args) => r.map(|text| (text, true)),
+                e = interrupted() => e,
+            },
         }
     });
     match result {
-        Ok(report) => {
-            println!("{}", report.render());
-            if args.strict && !report.all_pass() {
-                return ExitCode::from(1);
+        Ok((text, ok)) => {
+            println!("{text}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
             }
-            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("loadtest: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves (to an error) on Ctrl-C; the run's future is then dropped, which
+/// stops every server it started.
+async fn interrupted<T>() -> anyhow::Result<T> {
+    let _ = tokio::signal::ctrl_c().await;
+    Err(anyhow::anyhow!("interrupted: servers stopped"))
 }
 
 #[cfg(test)]

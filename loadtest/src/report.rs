@@ -97,7 +97,7 @@ pub struct Report {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn num(v: Option<f64>) -> String {
+pub fn num(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
         Some(v) if v >= 100.0 => format!("{v:.0}"),
@@ -390,18 +390,23 @@ impl Report {
 }
 
 /// Left-aligned first column, right-aligned others; empty trailing cells dropped.
-fn table(rows: &[[String; 5]]) -> String {
-    let mut widths = [0usize; 5];
+pub fn table<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let cols = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let mut widths = vec![0usize; cols];
     for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
+        for (w, c) in widths.iter_mut().zip(r.as_ref()) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
     for r in rows {
-        let mut line = format!("{:<w$}", r[0], w = widths[0]);
-        for (c, w) in r.iter().zip(widths).skip(1) {
-            if w > 0 {
+        let r = r.as_ref();
+        let Some(first) = r.first() else {
+            continue;
+        };
+        let mut line = format!("{:<w$}", first, w = widths[0]);
+        for (c, w) in r.iter().zip(&widths).skip(1) {
+            if *w > 0 {
                 let _ = write!(line, "  {c:>w$}");
             }
         }
@@ -422,6 +427,7 @@ mod tests {
             rps,
             p50_ms: 1.0,
             p99_ms: 5.0,
+            max_ms: 9.0,
         };
         Report {
             blob_size: 1 << 30,

@@ -79,8 +79,13 @@ impl Proc {
         Ok(())
     }
 
+    /// The whole log (empty if unreadable).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log_text();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -197,16 +202,36 @@ pub async fn start_registry(kind: RegistryKind, bin: &Path, dir: &Path) -> Resul
     let root = dir.join("root");
     fs::create_dir_all(&root)?;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let config = dir.join("config.yml");
-    fs::write(&config, registry_config(&root, addr))?;
+    spawn_registry(kind, bin, &dir, &registry_config(&root, addr), addr, root).await
+}
+
+/// Start a registry with `config` (which must listen on `addr`) written to
+/// `<dir>/config.yml`, its log in `<dir>/server.log`; ready once `GET /v2/`
+/// answers (200, or 401 when it authenticates). `root` is its filesystem root,
+/// if it has one.
+pub async fn spawn_registry(
+    kind: RegistryKind,
+    bin: &Path,
+    dir: &Path,
+    config: &str,
+    addr: SocketAddr,
+    root: PathBuf,
+) -> Result<RegistryServer> {
+    fs::create_dir_all(dir)?;
+    let config_path = dir.join("config.yml");
+    fs::write(&config_path, config)?;
     let mut cmd = Command::new(bin);
     match kind {
-        RegistryKind::Berth => cmd.arg("serve").arg("--config").arg(&config),
-        RegistryKind::Distribution => cmd.arg("serve").arg(&config),
+        RegistryKind::Berth => cmd.arg("serve").arg("--config").arg(&config_path),
+        RegistryKind::Distribution => cmd.arg("serve").arg(&config_path),
     };
     // Both read REGISTRY_* overrides: keep the caller's out of the comparison.
+    // AWS_* too: the S3 drivers get static keys from the config, and
+    // distribution's aws-sdk-go panics at start when AWS_CA_BUNDLE is set
+    // ("unable to load custom CA bundle, HTTPClient's transport unsupported type").
     for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("REGISTRY_") {
+        let k_str = k.to_string_lossy();
+        if k_str.starts_with("REGISTRY_") || k_str.starts_with("AWS_") {
             cmd.env_remove(&k);
         }
     }
@@ -222,7 +247,7 @@ pub async fn start_registry(kind: RegistryKind, bin: &Path, dir: &Path) -> Resul
         &mut proc,
         addr,
         "/v2/",
-        |s| s == StatusCode::OK,
+        |s| s == StatusCode::OK || s == StatusCode::UNAUTHORIZED,
         Duration::from_secs(20),
     )
     .await?;
@@ -261,11 +286,88 @@ pub async fn start_nginx(dir: &Path) -> Result<Nginx> {
     let dir = dir.join("nginx");
     let www = dir.join("www");
     fs::create_dir_all(&www)?;
+    fs::write(www.join("small.bin"), crate::data::random_bytes(11, 1024))?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let server = format!("root {};\nlocation / {{ }}\n", www.display());
+    let proc = spawn_nginx(&dir, "nginx", addr, "", &server, "/small.bin", |s| {
+        s == StatusCode::OK
+    })
+    .await?;
+    Ok(Nginx { addr, www, proc })
+}
+
+/// nginx as a streaming reverse proxy: round-robin over `upstreams`, bodies
+/// passed through as they come in both directions, `Host` kept (registries
+/// build their Location URLs from it; S3 signatures cover it).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    /// One line per proxied request (`method status "uri" "copy-source"`), if asked for.
+    pub access_log: Option<PathBuf>,
+    pub proc: Proc,
+}
+
+/// Start a [`Proxy`] in `<dir>/<name>`; ready once `ready_path` answers anything.
+pub async fn start_proxy(
+    dir: &Path,
+    name: &str,
+    upstreams: &[SocketAddr],
+    log_requests: bool,
+    ready_path: &str,
+) -> Result<Proxy> {
+    let dir = dir.join(name);
+    fs::create_dir_all(&dir)?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let access_log = log_requests.then(|| dir.join("access.log"));
+    let servers: String = upstreams
+        .iter()
+        .map(|u| format!("  server {u};\n"))
+        .collect();
+    let http_extra = format!(
+        "log_format requests '$request_method $status \"$request_uri\" \"$http_x_amz_copy_source\"';\n\
+         upstream backends {{\n{servers}  keepalive 256;\n}}\n"
+    );
+    let log_line = match &access_log {
+        Some(p) => format!("access_log {} requests;\n", p.display()),
+        None => String::new(),
+    };
+    let server = format!(
+        "{log_line}\
+         client_max_body_size 0;\n\
+         merge_slashes off;\n\
+         ignore_invalid_headers off;\n\
+         large_client_header_buffers 8 64k;\n\
+         proxy_request_buffering off;\n\
+         proxy_buffering off;\n\
+         proxy_http_version 1.1;\n\
+         proxy_set_header Host $http_host;\n\
+         proxy_set_header Connection \"\";\n\
+         proxy_connect_timeout 10s;\n\
+         proxy_read_timeout 600s;\n\
+         proxy_send_timeout 600s;\n\
+         location / {{ proxy_pass http://backends; }}\n"
+    );
+    let proc = spawn_nginx(&dir, name, addr, &http_extra, &server, ready_path, |_| true).await?;
+    Ok(Proxy {
+        addr,
+        access_log,
+        proc,
+    })
+}
+
+/// nginx in `dir` (config, logs, temp paths) with one server on `addr`;
+/// `http_extra` goes into the `http` block, `server_body` into the server.
+async fn spawn_nginx(
+    dir: &Path,
+    name: &str,
+    addr: SocketAddr,
+    http_extra: &str,
+    server_body: &str,
+    ready_path: &str,
+    ready: fn(StatusCode) -> bool,
+) -> Result<Proc> {
     for sub in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         fs::create_dir_all(dir.join("tmp").join(sub))?;
     }
-    fs::write(www.join("small.bin"), crate::data::random_bytes(11, 1024))?;
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let d = dir.display();
     let conf = format!(
         "{user}\
@@ -286,13 +388,12 @@ pub async fn start_nginx(dir: &Path) -> Result<Nginx> {
            fastcgi_temp_path {d}/tmp/fastcgi;\n\
            uwsgi_temp_path {d}/tmp/uwsgi;\n\
            scgi_temp_path {d}/tmp/scgi;\n\
+           {http_extra}\
            server {{\n\
              listen {addr};\n\
-             root {www};\n\
-             location / {{ }}\n\
+             {server_body}\
            }}\n\
          }}\n",
-        www = www.display(),
         // As root, workers would switch to `nobody`, who cannot read temp dirs.
         user = if unsafe { libc::geteuid() } == 0 {
             "user root;\n"
@@ -304,27 +405,20 @@ pub async fn start_nginx(dir: &Path) -> Result<Nginx> {
     fs::write(&conf_path, conf)?;
     let mut cmd = Command::new("nginx");
     cmd.arg("-p")
-        .arg(&dir)
+        .arg(dir)
         .arg("-c")
         .arg(&conf_path)
         .arg("-e")
         .arg(dir.join("error.log"));
     let mut proc = Proc::spawn(
-        "nginx",
+        name,
         &mut cmd,
         &dir.join("nginx.log"),
         libc::SIGKILL,
         Duration::from_secs(5),
     )?;
-    wait_http(
-        &mut proc,
-        addr,
-        "/small.bin",
-        |s| s == StatusCode::OK,
-        Duration::from_secs(10),
-    )
-    .await?;
-    Ok(Nginx { addr, www, proc })
+    wait_http(&mut proc, addr, ready_path, ready, Duration::from_secs(10)).await?;
+    Ok(proc)
 }
 
 /// A private docker engine: own socket, data-root and exec-root.

@@ -151,8 +151,46 @@ pub async fn pull(addr: SocketAddr, path: &str, size: u64, pb: &ProgressBar) -> 
     Ok(d)
 }
 
+/// GET `path`; a redirect (to a presigned storage URL on 127.0.0.1) is
+/// followed once, on a new connection. Streamed and discarded; checks the
+/// length. Also says where the data came from when redirected.
+pub async fn pull_follow(
+    addr: SocketAddr,
+    path: &str,
+    size: u64,
+    pb: &ProgressBar,
+) -> Result<(Duration, Option<SocketAddr>)> {
+    let mut c = Client::new(addr);
+    let t0 = Instant::now();
+    let resp = c.send(Method::GET, path, &[], ReqBody::Empty).await?;
+    let (resp, from) = if resp.status().is_redirection() {
+        let url = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        drain(resp, None).await?;
+        let url = url.ok_or_else(|| anyhow::anyhow!("GET {path}: redirect without Location"))?;
+        let (to, rest) = crate::http::split_url(&url)?;
+        let mut c2 = Client::new(to);
+        (
+            c2.send(Method::GET, &rest, &[], ReqBody::Empty).await?,
+            Some(to),
+        )
+    } else {
+        (resp, None)
+    };
+    let resp = expect(resp, StatusCode::OK, "GET blob").await?;
+    let n = drain(resp, Some(pb)).await?;
+    let d = t0.elapsed();
+    if n != size {
+        bail!("GET {path}: {n} bytes, expected {size}");
+    }
+    Ok((d, from))
+}
+
 /// Push one small blob the way docker does: POST, then PUT with the body.
-async fn push_small(c: &mut Client, repo: &str, data: &Bytes, digest: &str) -> Result<()> {
+pub async fn push_small(c: &mut Client, repo: &str, data: &Bytes, digest: &str) -> Result<()> {
     let loc = start_upload(c, repo).await?;
     let resp = c
         .send(
@@ -186,6 +224,17 @@ pub struct SmallResult {
 }
 
 impl SmallResult {
+    /// From per-item latencies in microseconds (unsorted).
+    pub fn from_latencies(count: usize, elapsed: Duration, mut lat: Vec<u32>) -> SmallResult {
+        lat.sort_unstable();
+        SmallResult {
+            count,
+            elapsed,
+            p50_ms: percentile_ms(&lat, 0.50),
+            p99_ms: percentile_ms(&lat, 0.99),
+        }
+    }
+
     pub fn per_sec(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -232,14 +281,7 @@ pub async fn push_small_blobs(
             anyhow::Ok(())
         })
         .await?;
-    let elapsed = t0.elapsed();
-    lat.sort_unstable();
-    Ok(SmallResult {
-        count: blobs.len(),
-        elapsed,
-        p50_ms: percentile_ms(&lat, 0.50),
-        p99_ms: percentile_ms(&lat, 0.99),
-    })
+    Ok(SmallResult::from_latencies(blobs.len(), t0.elapsed(), lat))
 }
 
 /// Sorted microseconds → milliseconds at quantile `q`.
@@ -257,59 +299,95 @@ pub struct ManifestTarget {
     pub blob_path: String,
 }
 
-/// Push a config blob, a small layer and an OCI image manifest tagged `v1`.
-pub async fn setup_manifest(addr: SocketAddr, repo: &str) -> Result<ManifestTarget> {
-    let mut c = Client::new(addr);
-    let config = Bytes::from_static(
-        br#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#,
-    );
-    let layer = random_bytes(4242, 4096);
-    let (config_d, layer_d) = (digest_of(&config), digest_of(&layer));
-    push_small(&mut c, repo, &config, &config_d).await?;
-    push_small(&mut c, repo, &layer, &layer_d).await?;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_d,
-            "size": config.len(),
-        },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": layer_d,
-            "size": layer.len(),
-        }],
-    });
-    let body = Bytes::from(serde_json::to_vec(&manifest)?);
+/// A minimal image: a config blob, one 4 KiB layer and an OCI image manifest.
+pub struct TestImage {
+    pub config: Bytes,
+    pub config_digest: String,
+    pub layer: Bytes,
+    pub layer_digest: String,
+    pub manifest: Bytes,
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+impl TestImage {
+    pub fn new(seed: u64) -> Result<TestImage> {
+        let config = Bytes::from(format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{:064x}"]}}}}"#,
+            seed
+        ));
+        let layer = random_bytes(4242 ^ seed, 4096);
+        let (config_digest, layer_digest) = (digest_of(&config), digest_of(&layer));
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": layer_digest,
+                "size": layer.len(),
+            }],
+        });
+        Ok(TestImage {
+            manifest: Bytes::from(serde_json::to_vec(&manifest)?),
+            config,
+            config_digest,
+            layer,
+            layer_digest,
+        })
+    }
+}
+
+/// PUT a manifest under `reference`.
+pub async fn put_manifest(c: &mut Client, repo: &str, reference: &str, body: &Bytes) -> Result<()> {
     let resp = c
         .send(
             Method::PUT,
-            &format!("/v2/{repo}/manifests/v1"),
-            &[(
-                header::CONTENT_TYPE,
-                "application/vnd.oci.image.manifest.v1+json",
-            )],
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[(header::CONTENT_TYPE, OCI_MANIFEST)],
             ReqBody::full(body.clone()),
         )
         .await?;
     let resp = expect(resp, StatusCode::CREATED, "PUT manifest").await?;
     drain(resp, None).await?;
-    // Read it back once: the loops below only check status codes.
-    let target = ManifestTarget {
-        manifest_path: format!("/v2/{repo}/manifests/v1"),
-        blob_path: format!("/v2/{repo}/blobs/{layer_d}"),
-    };
+    Ok(())
+}
+
+/// GET a manifest; its bytes.
+pub async fn get_manifest(c: &mut Client, path: &str) -> Result<Bytes> {
     let resp = c
         .send(
             Method::GET,
-            &target.manifest_path,
+            path,
             &[(header::ACCEPT, MANIFEST_ACCEPT)],
             ReqBody::Empty,
         )
         .await?;
-    let got = read_body(expect(resp, StatusCode::OK, "GET manifest").await?).await?;
-    if got != body {
+    read_body(expect(resp, StatusCode::OK, "GET manifest").await?).await
+}
+
+/// Push a config blob, a small layer and an OCI image manifest tagged `v1`
+/// (with `Authorization: <auth>` on every request, if given).
+pub async fn setup_manifest(
+    addr: SocketAddr,
+    repo: &str,
+    auth: Option<&str>,
+) -> Result<ManifestTarget> {
+    let mut c = Client::new(addr).with_auth(auth);
+    let img = TestImage::new(0)?;
+    push_small(&mut c, repo, &img.config, &img.config_digest).await?;
+    push_small(&mut c, repo, &img.layer, &img.layer_digest).await?;
+    put_manifest(&mut c, repo, "v1", &img.manifest).await?;
+    // Read it back once: the loops below only check status codes.
+    let target = ManifestTarget {
+        manifest_path: format!("/v2/{repo}/manifests/v1"),
+        blob_path: format!("/v2/{repo}/blobs/{}", img.layer_digest),
+    };
+    if get_manifest(&mut c, &target.manifest_path).await? != img.manifest {
         bail!("GET manifest returned different bytes than were PUT");
     }
     Ok(target)
@@ -320,10 +398,54 @@ pub async fn setup_manifest(addr: SocketAddr, repo: &str) -> Result<ManifestTarg
 pub struct LoadSpec {
     pub method: Method,
     pub path: String,
-    pub accept: Option<&'static str>,
+    /// Sent with every request.
+    pub headers: Vec<(HeaderName, String)>,
+    /// The status that counts as success.
+    pub expect: StatusCode,
+    /// Send `Authorization: Basic <user:a password never used before>` with
+    /// every request (the worst case for a bcrypt check).
+    pub wrong_password_for: Option<String>,
     pub connections: usize,
     pub warmup: Duration,
     pub duration: Duration,
+}
+
+impl LoadSpec {
+    /// `method path` expecting 200, no extra headers.
+    pub fn new(
+        method: Method,
+        path: impl Into<String>,
+        connections: usize,
+        warmup: Duration,
+        duration: Duration,
+    ) -> LoadSpec {
+        LoadSpec {
+            method,
+            path: path.into(),
+            headers: Vec::new(),
+            expect: StatusCode::OK,
+            wrong_password_for: None,
+            connections,
+            warmup,
+            duration,
+        }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn expect(mut self, status: StatusCode) -> Self {
+        self.expect = status;
+        self
+    }
+
+    pub fn wrong_passwords(mut self, user: &str) -> Self {
+        self.wrong_password_for = Some(user.to_string());
+        self.expect = StatusCode::UNAUTHORIZED;
+        self
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -333,97 +455,148 @@ pub struct LoadResult {
     pub rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// `connections` connections, each sending the request back to back for
 /// warmup + duration; requests completed inside the measured window count.
 pub async fn load(addr: SocketAddr, spec: &LoadSpec, pb: &ProgressBar) -> Result<LoadResult> {
+    let mut r = load_many(&[(addr, spec.clone())], pb).await?;
+    Ok(r.remove(0))
+}
+
+/// Several request loops at once (each with its own connections, started
+/// together), e.g. an attack and a probe measuring latency beside it.
+pub async fn load_many(
+    specs: &[(SocketAddr, LoadSpec)],
+    pb: &ProgressBar,
+) -> Result<Vec<LoadResult>> {
     let t0 = Instant::now();
-    let measure_from = t0 + spec.warmup;
-    let end = measure_from + spec.duration;
+    let last_end = specs
+        .iter()
+        .map(|(_, s)| t0 + s.warmup + s.duration)
+        .max()
+        .unwrap_or(t0);
     let local = tokio::task::LocalSet::new();
     let mut handles = Vec::new();
-    for _ in 0..spec.connections {
-        let spec = spec.clone();
-        handles.push(local.spawn_local(async move {
-            let mut c = Client::new(addr);
-            let mut lat: Vec<u32> = Vec::with_capacity(16 * 1024);
-            let (mut errors, mut consecutive) = (0u64, 0u32);
-            let headers: Vec<(HeaderName, &str)> = spec
-                .accept
-                .map(|a| (header::ACCEPT, a))
-                .into_iter()
-                .collect();
-            // Bounded by the deadline (and by the error budget below).
-            loop {
-                let start = Instant::now();
-                if start >= end {
-                    break;
-                }
-                let r = async {
-                    let resp = c
-                        .send(spec.method.clone(), &spec.path, &headers, ReqBody::Empty)
-                        .await?;
-                    let status = resp.status();
-                    drain(resp, None).await?;
-                    if status != StatusCode::OK {
-                        bail!("{} {}: {status}", spec.method, spec.path);
-                    }
-                    anyhow::Ok(())
-                }
-                .await;
-                let done = Instant::now();
-                match r {
-                    Ok(()) => {
-                        consecutive = 0;
-                        if start >= measure_from && done <= end {
-                            lat.push((done - start).as_micros() as u32);
-                        }
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        consecutive += 1;
-                        if consecutive >= 50 {
-                            return Err(e.context("50 consecutive errors"));
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-            anyhow::Ok((lat, errors))
-        }));
+    for (which, (addr, spec)) in specs.iter().enumerate() {
+        let measure_from = t0 + spec.warmup;
+        let end = measure_from + spec.duration;
+        for conn in 0..spec.connections {
+            let (spec, addr) = (spec.clone(), *addr);
+            handles.push((
+                which,
+                local.spawn_local(async move {
+                    connection_loop(addr, &spec, conn, measure_from, end).await
+                }),
+            ));
+        }
     }
     let ticker = {
         let pb = pb.clone();
         local.spawn_local(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
-            while Instant::now() < end {
+            while Instant::now() < last_end {
                 tick.tick().await;
                 pb.set_position(t0.elapsed().as_millis() as u64);
             }
         })
     };
-    let mut lat = Vec::new();
-    let mut errors = 0;
+    let mut lat = vec![Vec::new(); specs.len()];
+    let mut errors = vec![0u64; specs.len()];
     local
         .run_until(async {
-            for h in handles {
+            for (which, h) in handles {
                 let (l, e) = h.await??;
-                lat.extend(l);
-                errors += e;
+                lat[which].extend(l);
+                errors[which] += e;
             }
             ticker.abort();
             anyhow::Ok(())
         })
         .await?;
-    lat.sort_unstable();
-    Ok(LoadResult {
-        requests: lat.len() as u64,
-        errors,
-        rps: lat.len() as f64 / spec.duration.as_secs_f64(),
-        p50_ms: percentile_ms(&lat, 0.50),
-        p99_ms: percentile_ms(&lat, 0.99),
-    })
+    Ok(specs
+        .iter()
+        .zip(lat)
+        .zip(errors)
+        .map(|(((_, spec), mut lat), errors)| {
+            lat.sort_unstable();
+            LoadResult {
+                requests: lat.len() as u64,
+                errors,
+                rps: lat.len() as f64 / spec.duration.as_secs_f64(),
+                p50_ms: percentile_ms(&lat, 0.50),
+                p99_ms: percentile_ms(&lat, 0.99),
+                max_ms: percentile_ms(&lat, 1.0),
+            }
+        })
+        .collect())
+}
+
+/// One connection of a request loop: latencies (µs) of the requests done
+/// inside the measured window, and the error count.
+async fn connection_loop(
+    addr: SocketAddr,
+    spec: &LoadSpec,
+    conn: usize,
+    measure_from: Instant,
+    end: Instant,
+) -> Result<(Vec<u32>, u64)> {
+    let mut c = Client::new(addr);
+    let mut lat: Vec<u32> = Vec::with_capacity(16 * 1024);
+    let (mut errors, mut consecutive, mut n) = (0u64, 0u32, 0u64);
+    // Bounded by the deadline (and by the error budget below).
+    loop {
+        let start = Instant::now();
+        if start >= end {
+            break;
+        }
+        n += 1;
+        let wrong = spec
+            .wrong_password_for
+            .as_deref()
+            .map(|user| crate::http::basic_auth(user, &format!("wrong-{conn}-{n}")));
+        let mut headers: Vec<(HeaderName, &str)> = spec
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str()))
+            .collect();
+        if let Some(w) = &wrong {
+            headers.push((header::AUTHORIZATION, w.as_str()));
+        }
+        let r = async {
+            let resp = c
+                .send(spec.method.clone(), &spec.path, &headers, ReqBody::Empty)
+                .await?;
+            let status = resp.status();
+            drain(resp, None).await?;
+            if status != spec.expect {
+                bail!("{} {}: {status}", spec.method, spec.path);
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        let done = Instant::now();
+        match r {
+            Ok(()) => {
+                consecutive = 0;
+                // Completed inside the window (a request slower than the
+                // warm-up may have started before it).
+                if done >= measure_from && done <= end {
+                    lat.push((done - start).as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                consecutive += 1;
+                if consecutive >= 50 {
+                    return Err(e.context("50 consecutive errors"));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    Ok((lat, errors))
 }
 
 #[cfg(test)]

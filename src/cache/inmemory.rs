@@ -27,6 +27,9 @@ impl CacheBackend for InMemoryCache {
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
+        if repo.is_some() {
+            entries.insert((None, d.clone()), desc.clone());
+        }
         entries.insert((repo.map(str::to_string), d.clone()), desc.clone());
         Ok(())
     }

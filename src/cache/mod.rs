@@ -30,6 +30,8 @@ pub struct Descriptor {
 pub trait CacheBackend: Send + Sync {
     /// `repo` None: the global blob store.
     async fn get(&self, repo: Option<&str>, d: &Digest) -> Result<Option<Descriptor>, String>;
+    /// Remember `d`; with a `repo`, both the repository's link and the global
+    /// descriptor (one call, as distribution's Redis cache does).
     async fn set(&self, repo: Option<&str>, d: &Digest, desc: &Descriptor) -> Result<(), String>;
     async fn clear(&self, repo: Option<&str>, d: &Digest) -> Result<(), String>;
     fn name(&self) -> &'static str;

@@ -70,9 +70,7 @@ impl Registry {
                 size: info.size,
                 media_type: BLOB_MEDIA_TYPE.into(),
             };
-            if repo.is_some() {
-                cache.set(None, &info.digest, &desc).await;
-            }
+            // The backend records the global descriptor along with the repo's.
             cache.set(repo, &info.digest, &desc).await;
         }
     }

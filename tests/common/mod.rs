@@ -101,36 +101,64 @@ impl Berth {
         config: impl FnOnce(&str, &str) -> String,
         env: &[(&str, &str)],
     ) -> Berth {
-        let addr = format!("127.0.0.1:{}", free_port());
+        // A free port is only free until someone else binds it (a parallel
+        // test's redis or replica): wait for Berth's own "listening" line, and
+        // if it lost the port, try again on another one.
+        let first = format!("127.0.0.1:{}", free_port());
+        let text = config(root.to_str().unwrap(), &first);
         let cfg_path = dir.path().join("config.yml");
-        std::fs::File::create(&cfg_path)
-            .unwrap()
-            .write_all(config(root.to_str().unwrap(), &addr).as_bytes())
-            .unwrap();
         let log = dir.path().join("berth.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["serve", "--config"])
-            .arg(&cfg_path)
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn berth");
-        let mut b = Berth {
-            child,
-            addr: addr.clone(),
-            root,
-            _dir: dir,
-            log,
-        };
-        if !wait_for_port(&addr, Duration::from_secs(20)) {
-            let _ = b.child.kill();
-            panic!(
-                "berth did not start: {}",
-                std::fs::read_to_string(&b.log).unwrap_or_default()
-            );
+        let mut b = None;
+        for attempt in 0..5 {
+            let addr = if attempt == 0 {
+                first.clone()
+            } else {
+                format!("127.0.0.1:{}", free_port())
+            };
+            std::fs::File::create(&cfg_path)
+                .unwrap()
+                .write_all(text.replace(&first, &addr).as_bytes())
+                .unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["serve", "--config"])
+                .arg(&cfg_path)
+                .envs(env.iter().copied())
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("spawn berth");
+            let mut started = Berth {
+                child,
+                addr,
+                root: root.clone(),
+                _dir: tempfile::tempdir().unwrap(),
+                log: log.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let up = loop {
+                if started.logs().contains("berth listening") {
+                    break true;
+                }
+                if let Ok(Some(_)) = started.child.try_wait() {
+                    break false;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "berth did not start: {}",
+                    started.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if up {
+                b = Some(started);
+                break;
+            }
+            let logs = started.logs();
+            assert!(logs.contains("in use"), "berth exited at start: {logs}");
         }
+        let mut b = b.expect("berth could not get a free port in 5 tries");
+        b._dir = dir;
         b
     }
 

@@ -28,6 +28,28 @@ enum Command {
         #[arg(conflicts_with = "config")]
         file: Option<PathBuf>,
     },
+    /// Delete blobs no manifest references, online: servers keep serving
+    /// pushes meanwhile (see README, Garbage collection).
+    GarbageCollect {
+        /// Configuration file, the same one `serve` uses.
+        #[arg(long = "config", short = 'c', env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// The configuration file, given positionally as with
+        /// `registry garbage-collect FILE`.
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// Report what would be deleted and change nothing.
+        #[arg(long, short = 'd')]
+        dry_run: bool,
+        /// Also delete manifests no tag points at (never an index's child or
+        /// a referrer of a kept manifest).
+        #[arg(long, short = 'm')]
+        delete_untagged: bool,
+        /// Keep unreferenced blobs and untagged manifests younger than this
+        /// (pushes in progress).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        grace_period: std::time::Duration,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -69,6 +91,39 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::GarbageCollect {
+            config,
+            file,
+            dry_run,
+            delete_untagged,
+            grace_period,
+        } => {
+            let cfg = match Config::load(config.or(file).as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(CONFIG_ERROR);
+                }
+            };
+            berth::telemetry::init_logging(&cfg.log);
+            let opts = berth::registry::gc::GcOptions {
+                dry_run,
+                delete_untagged,
+                grace: grace_period,
+                ..Default::default()
+            };
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(garbage_collect(&cfg, &opts)) {
+                Ok(report) => {
+                    println!("garbage-collect: {report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth: garbage-collect: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match Config::load(Some(&file)) {
@@ -82,4 +137,21 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// One collection on the configured storage; with a Redis blob-descriptor
+/// cache, its entries for deleted blobs are cleared (an in-memory cache lives
+/// in the servers: they bypass it while the sweep marker exists).
+async fn garbage_collect(
+    cfg: &Config,
+    opts: &berth::registry::gc::GcOptions,
+) -> anyhow::Result<berth::registry::gc::GcReport> {
+    let driver = berth::server::build_driver(cfg)?;
+    let mut registry = berth::registry::Registry::new(driver, b"garbage-collect", true);
+    if cfg.storage.cache.blobdescriptor == "redis" {
+        if let Some(cache) = berth::server::blob_descriptor_cache(cfg)? {
+            registry = registry.with_cache(cache);
+        }
+    }
+    Ok(registry.garbage_collect(opts).await?)
 }

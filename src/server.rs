@@ -62,7 +62,7 @@ fn http_secret(cfg: &Config) -> Vec<u8> {
 }
 
 /// `storage.cache.blobdescriptor`, if configured.
-fn blob_descriptor_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescriptorCache>> {
+pub fn blob_descriptor_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescriptorCache>> {
     let backend: Arc<dyn CacheBackend> = match cfg.storage.cache.blobdescriptor.as_str() {
         "inmemory" => Arc::new(InMemoryCache::default()),
         "redis" => {
@@ -160,6 +160,7 @@ pub async fn serve(
     };
     let registry = build_registry(cfg, &metrics)?;
     let purger = purger::spawn(cfg, registry.clone())?;
+    let sweep_watch = crate::registry::gc::watch::spawn_sweep_watch(registry.clone());
     let app = router_for(cfg, registry, metrics)?;
     let stop_debug = CancellationToken::new();
     let debug_task = match debug {
@@ -182,6 +183,7 @@ pub async fn serve(
     if let Some(p) = purger {
         p.abort();
     }
+    sweep_watch.abort();
     stop_debug.cancel();
     if let Some(mut task) = debug_task {
         match tokio::time::timeout(DEBUG_DRAIN, &mut task).await {

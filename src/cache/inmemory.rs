@@ -42,6 +42,11 @@ impl CacheBackend for InMemoryCache {
         Ok(())
     }
 
+    async fn flush(&self) -> Result<(), String> {
+        self.entries.lock().unwrap().clear();
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         "inmemory"
     }

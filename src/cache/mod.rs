@@ -34,6 +34,12 @@ pub trait CacheBackend: Send + Sync {
     /// descriptor (one call, as distribution's Redis cache does).
     async fn set(&self, repo: Option<&str>, d: &Digest, desc: &Descriptor) -> Result<(), String>;
     async fn clear(&self, repo: Option<&str>, d: &Digest) -> Result<(), String>;
+    /// Forget everything this process holds (a garbage-collection sweep
+    /// starts or ends). A shared backend keeps its entries: the collector
+    /// clears the ones for the blobs it deletes.
+    async fn flush(&self) -> Result<(), String> {
+        Ok(())
+    }
     fn name(&self) -> &'static str;
 }
 
@@ -52,6 +58,8 @@ pub struct BlobDescriptorCache {
     pub stats: Arc<CacheStats>,
     /// Log the first failure after a healthy spell, not every one.
     failing: Arc<AtomicBool>,
+    /// A garbage-collection sweep is running: neither answer nor remember.
+    bypass: Arc<AtomicBool>,
 }
 
 impl BlobDescriptorCache {
@@ -60,6 +68,7 @@ impl BlobDescriptorCache {
             backend,
             stats: Arc::default(),
             failing: Arc::default(),
+            bypass: Arc::default(),
         }
     }
 
@@ -80,6 +89,9 @@ impl BlobDescriptorCache {
     }
 
     pub async fn get(&self, repo: Option<&str>, d: &Digest) -> Option<Descriptor> {
+        if self.bypass.load(Ordering::SeqCst) {
+            return None;
+        }
         match self.backend.get(repo, d).await {
             Ok(Some(desc)) => {
                 self.recovered();
@@ -99,6 +111,9 @@ impl BlobDescriptorCache {
     }
 
     pub async fn set(&self, repo: Option<&str>, d: &Digest, desc: &Descriptor) {
+        if self.bypass.load(Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = self.backend.set(repo, d, desc).await {
             self.failed("set", &e);
         }
@@ -110,6 +125,17 @@ impl BlobDescriptorCache {
         if let Err(e) = self.backend.clear(repo, d).await {
             self.failed("clear", &e);
             tracing::error!(digest = %d, repo = ?repo, error = %e, "could not invalidate a cache entry");
+        }
+    }
+
+    /// Bypass the cache while a garbage-collection sweep runs, flushing what
+    /// this process holds on both edges: an entry filled just before the
+    /// sweep (or during it, by a request already past the bypass check) must
+    /// not answer for a blob the sweep deleted.
+    pub async fn set_bypass(&self, on: bool) {
+        self.bypass.store(on, Ordering::SeqCst);
+        if let Err(e) = self.backend.flush().await {
+            self.failed("flush", &e);
         }
     }
 }

@@ -56,6 +56,9 @@ impl Registry {
             if self.read_link(&layout::layer_link(name, d)).await?.as_ref() != Some(d) {
                 if let Some(cache) = &self.cache {
                     cache.clear(Some(name), d).await;
+                    // The fill wrote the global descriptor too; the blob may
+                    // be gone altogether (a GC sweep), so it goes as well.
+                    cache.clear(None, d).await;
                 }
                 return Err(blob_unknown(d));
             }

@@ -107,6 +107,11 @@ impl Registry {
 
     /// Every blob and child manifest must already be in the repository.
     async fn check_references(&self, name: &str, m: &Manifest) -> Result<()> {
+        // A garbage collector may be about to delete an old blob this manifest
+        // brings back into use: make its links say so before checking them.
+        if self.sweep_active() {
+            self.touch_references(name, m).await?;
+        }
         let blob_checks = m.blobs.iter().map(|d| async move {
             match self.stat_blob(name, d).await {
                 Ok(_) => Ok(()),

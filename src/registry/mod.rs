@@ -7,6 +7,7 @@ pub mod blobs;
 pub mod catalog;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod manifest;
 pub mod manifests;
 pub mod names;
@@ -30,6 +31,8 @@ pub struct Registry {
     delete_enabled: bool,
     read_only: bool,
     cache: Option<BlobDescriptorCache>,
+    /// A garbage-collection sweep is running (see [`gc::watch`]).
+    sweeping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Registry {
@@ -40,6 +43,7 @@ impl Registry {
             delete_enabled,
             read_only: false,
             cache: None,
+            sweeping: Default::default(),
         }
     }
 
@@ -83,6 +87,11 @@ impl Registry {
     }
 
     /// Can the storage backend be reached? (An empty root is healthy.)
+    /// The storage driver's name (`filesystem`, `s3`, …).
+    pub fn driver_name(&self) -> &'static str {
+        self.driver.name()
+    }
+
     pub async fn storage_health(&self) -> Result<()> {
         match self.driver.stat(crate::storage::layout::ROOT).await {
             Ok(_) => Ok(()),

@@ -1,0 +1,287 @@
+//! The mark phase: every manifest revision of every repository, and what each
+//! one references — config, layers, index children, `subject`, an artifact's
+//! `blobs` — read from the raw JSON so that nothing a manifest names is missed
+//! (foreign layers included, unlike the push-time check).
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::SystemTime,
+};
+
+use serde_json::Value;
+
+use crate::registry::{digest::Digest, error::Code, error::Result, Registry};
+use crate::storage::layout;
+
+/// What one manifest references.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Refs {
+    pub blobs: Vec<Digest>,
+    pub children: Vec<Digest>,
+    pub subject: Option<Digest>,
+}
+
+impl Refs {
+    /// `None` when `body` is not a JSON manifest.
+    pub fn parse(body: &[u8]) -> Option<Refs> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        let digest_of = |d: &Value| d.get("digest")?.as_str()?.parse::<Digest>().ok();
+        let each = |key: &str| -> Vec<Digest> {
+            v.get(key)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(digest_of).collect())
+                .unwrap_or_default()
+        };
+        let mut blobs: Vec<Digest> = v.get("config").and_then(digest_of).into_iter().collect();
+        blobs.extend(each("layers"));
+        blobs.extend(each("blobs"));
+        Some(Refs {
+            blobs,
+            children: each("manifests"),
+            subject: v.get("subject").and_then(digest_of),
+        })
+    }
+
+    /// Every digest this manifest keeps alive.
+    pub fn all(&self) -> impl Iterator<Item = &Digest> {
+        self.blobs
+            .iter()
+            .chain(&self.children)
+            .chain(self.subject.as_ref())
+    }
+}
+
+/// An untagged manifest `--delete-untagged` may remove.
+#[derive(Debug, Clone)]
+pub(super) struct Untagged {
+    pub repo: String,
+    pub digest: Digest,
+    pub refs: Option<Refs>,
+}
+
+impl Untagged {
+    pub fn same(&self, other: &Untagged) -> bool {
+        self.repo == other.repo && self.digest == other.digest
+    }
+}
+
+/// The result of one mark pass.
+pub(super) struct Marked {
+    pub repositories: Vec<String>,
+    /// Kept manifests and everything they reference.
+    pub digests: HashSet<Digest>,
+    pub manifests: usize,
+    pub deletable: Vec<Untagged>,
+}
+
+/// A manifest revision and when its link was written.
+struct Revision {
+    digest: Digest,
+    modified: SystemTime,
+}
+
+impl Registry {
+    /// One pass over every repository.
+    pub(super) async fn mark(&self, delete_untagged: bool, cutoff: SystemTime) -> Result<Marked> {
+        let repositories = self.repositories().await?;
+        let mut marked = Marked {
+            repositories: Vec::new(),
+            digests: HashSet::new(),
+            manifests: 0,
+            deletable: Vec::new(),
+        };
+        for repo in &repositories {
+            self.mark_repository(repo, delete_untagged, cutoff, &mut marked)
+                .await?;
+        }
+        marked.repositories = repositories;
+        Ok(marked)
+    }
+
+    async fn mark_repository(
+        &self,
+        repo: &str,
+        delete_untagged: bool,
+        cutoff: SystemTime,
+        marked: &mut Marked,
+    ) -> Result<()> {
+        let revisions = self.revisions(repo).await?;
+        let mut refs: HashMap<Digest, Option<Refs>> = HashMap::new();
+        for r in &revisions {
+            let body = match self.driver.get_content(&layout::blob_data(&r.digest)).await {
+                Ok(b) => Some(b),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e.into()),
+            };
+            let parsed = body.as_deref().and_then(Refs::parse);
+            if parsed.is_none() {
+                tracing::warn!(repository = repo, digest = %r.digest, "garbage collection: manifest missing or unreadable; kept as it is");
+            }
+            refs.insert(r.digest.clone(), parsed);
+        }
+        let kept: HashSet<Digest> = if delete_untagged {
+            // Roots: tagged, young (a push in progress), and anything we could
+            // not read (never delete what we do not understand).
+            let mut roots: HashSet<Digest> = self.tagged(repo).await?.into_iter().collect();
+            for r in &revisions {
+                if r.modified >= cutoff || refs.get(&r.digest).is_some_and(Option::is_none) {
+                    roots.insert(r.digest.clone());
+                }
+            }
+            keep_closure(roots, &refs)
+        } else {
+            revisions.iter().map(|r| r.digest.clone()).collect()
+        };
+        for r in revisions {
+            let manifest_refs = refs.remove(&r.digest).flatten();
+            if kept.contains(&r.digest) {
+                marked.manifests += 1;
+                if let Some(m) = &manifest_refs {
+                    marked.digests.extend(m.all().cloned());
+                }
+                marked.digests.insert(r.digest);
+            } else {
+                marked.deletable.push(Untagged {
+                    repo: repo.to_string(),
+                    digest: r.digest,
+                    refs: manifest_refs,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Digests the repository's tags currently point at.
+    pub(super) async fn tagged(&self, repo: &str) -> Result<Vec<Digest>> {
+        let tags = match self.tags(repo).await {
+            Ok(t) => t,
+            Err(e) if e.code == Code::NameUnknown => return Ok(vec![]),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for tag in tags {
+            if let Some(d) = self
+                .read_link(&layout::tag_current_link(repo, &tag))
+                .await?
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `_manifests/revisions/<alg>/<hex>/link`, with the link's modification time.
+    async fn revisions(&self, repo: &str) -> Result<Vec<Revision>> {
+        let mut out = Vec::new();
+        let root = format!("{}/revisions", layout::manifests_root(repo));
+        for alg_dir in self.list_or_empty(&root).await? {
+            for hex_dir in self.list_or_empty(&alg_dir).await? {
+                let Ok(digest) = format!(
+                    "{}:{}",
+                    layout::base_name(&alg_dir),
+                    layout::base_name(&hex_dir)
+                )
+                .parse::<Digest>() else {
+                    continue;
+                };
+                match self.driver.stat(&format!("{hex_dir}/link")).await {
+                    Ok(info) => out.push(Revision {
+                        digest,
+                        modified: info.modified,
+                    }),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn list_or_empty(&self, dir: &str) -> Result<Vec<String>> {
+        match self.driver.list(dir).await {
+            Ok(c) => Ok(c),
+            Err(e) if e.is_not_found() => Ok(vec![]),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `roots`, their index children (recursively) and the referrers (manifests
+/// whose `subject` is kept), to a fixed point: a signature of a signature stays.
+pub(super) fn keep_closure(
+    roots: HashSet<Digest>,
+    refs: &HashMap<Digest, Option<Refs>>,
+) -> HashSet<Digest> {
+    let mut kept = roots;
+    loop {
+        let mut added = Vec::new();
+        for (d, r) in refs {
+            let Some(r) = r else { continue };
+            if kept.contains(d) {
+                added.extend(r.children.iter().filter(|c| !kept.contains(*c)).cloned());
+            } else if r.subject.as_ref().is_some_and(|s| kept.contains(s)) {
+                added.push(d.clone());
+            }
+        }
+        if added.is_empty() {
+            return kept;
+        }
+        kept.extend(added);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn parses_every_reference() {
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"digest": d('a').to_string()},
+            "layers": [{"digest": d('b').to_string()}, {"digest": "garbage"}],
+            "blobs": [{"digest": d('c').to_string()}],
+            "manifests": [{"digest": d('e').to_string()}],
+            "subject": {"digest": d('f').to_string()}
+        });
+        let r = Refs::parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(r.blobs, [d('a'), d('b'), d('c')]);
+        assert_eq!(r.children, [d('e')]);
+        assert_eq!(r.subject, Some(d('f')));
+        assert!(Refs::parse(b"not json").is_none());
+    }
+
+    #[test]
+    fn closure_keeps_children_and_referrers_of_kept_only() {
+        let index = Refs {
+            children: vec![d('1'), d('2')],
+            ..Refs::default()
+        };
+        let sig = |s| Refs {
+            subject: Some(s),
+            ..Refs::default()
+        };
+        let refs: HashMap<Digest, Option<Refs>> = [
+            (d('a'), Some(index)),
+            (d('1'), Some(Refs::default())),
+            (d('2'), Some(Refs::default())),
+            (d('b'), Some(sig(d('a')))),
+            (d('c'), Some(sig(d('b')))),
+            (d('d'), Some(Refs::default())),
+            (d('e'), Some(sig(d('d')))),
+        ]
+        .into_iter()
+        .collect();
+        let kept = keep_closure([d('a')].into_iter().collect(), &refs);
+        for k in ['a', '1', '2', 'b', 'c'] {
+            assert!(kept.contains(&d(k)), "{k} kept");
+        }
+        assert!(!kept.contains(&d('d')) && !kept.contains(&d('e')));
+    }
+}

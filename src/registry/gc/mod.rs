@@ -1,0 +1,223 @@
+//! Online garbage collection (`berth garbage-collect`): mark every manifest of
+//! every repository, sweep the blobs nothing references, while replicas keep
+//! serving pushes.
+//!
+//! distribution's collector is stop-the-world: a blob uploaded or linked while
+//! it runs may be deleted (its users report lost layers and lost multi-arch
+//! children). Berth's protocol, in order:
+//!
+//! 1. **T0 and the grace period.** `cutoff = T0 − grace`. Only blobs whose data
+//!    was last written before `cutoff` can be deleted; a push in progress (its
+//!    layers uploaded, its manifest not yet) is younger than that. With
+//!    `--delete-untagged`, only untagged manifests whose revision link is older
+//!    than `cutoff` are removed, so the children of an index still being pushed
+//!    (they arrive, untagged, before the index) are safe.
+//! 2. **Announce.** A sweep marker ([`watch::sweep_marker`], outside
+//!    `repositories/` and `blobs/`) is written. Servers poll it every
+//!    [`watch::POLL_EVERY`]; while it exists they bypass and flush their
+//!    blob-descriptor cache, and a manifest PUT rewrites ("touches") the
+//!    repository links of every blob and child it references before checking
+//!    them, so their modification time says "referenced just now".
+//! 3. **Mark** (pass 1), list the blobs, then wait until [`watch::NOTICE`] has
+//!    passed since the announcement, so every server has seen the marker.
+//! 4. **Re-mark** (pass 2): the same walk again. Manifests written since pass 1
+//!    are marked; only manifests deletable in both passes are deletable.
+//! 5. **Delete untagged manifests**, each re-checked just before (revision link
+//!    still old, still untagged); one that was re-pushed is spared with its
+//!    children, referrers and blobs.
+//! 6. **Sweep**: for each unmarked old blob, re-check just before deleting it:
+//!    its data still old, and no repository has a `_layers` link to it newer
+//!    than `cutoff` (a finished upload, a mount, or a touch by a manifest PUT).
+//!    Then delete the data, then the now-dangling old `_layers` links, then the
+//!    cache entries (global and per repository) — after the data is gone.
+//!
+//! What remains: a reference that lands *between* step 6's re-check of a blob
+//! and its delete (one storage round trip), or in a repository created since
+//! the list of repositories was last refreshed (at most [`REPOS_REFRESH`] old),
+//! is not seen. The collector looks again after deleting and logs such a blob
+//! as an error (`raced` in the report), so it is never silent; a client's next
+//! push of that blob heals it. A server that does not see the marker within
+//! [`watch::NOTICE`] (stalled) neither bypasses its in-memory cache nor touches.
+
+mod mark;
+mod sweep;
+pub mod watch;
+
+use std::{
+    collections::HashSet,
+    fmt,
+    future::Future,
+    time::{Duration, SystemTime},
+};
+
+use super::{digest::Digest, error::Result, Registry};
+
+/// How old the repository list used by the sweep's re-check may get.
+pub const REPOS_REFRESH: Duration = Duration::from_secs(1);
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report only: nothing in storage changes, no marker is written.
+    pub dry_run: bool,
+    /// Also remove manifests no tag points at (never an index's child or a
+    /// referrer of a kept manifest, never one younger than the grace period).
+    pub delete_untagged: bool,
+    /// Blobs and untagged manifests younger than this are kept.
+    pub grace: Duration,
+    /// Wait this long after announcing the sweep before re-marking and deleting.
+    pub notice: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            delete_untagged: false,
+            grace: Duration::from_secs(3600),
+            notice: watch::NOTICE,
+        }
+    }
+}
+
+/// Where a run is, for [`Registry::garbage_collect_with`]'s hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcPhase {
+    /// Pass 1 is done and the blobs are listed; pass 2 has not started.
+    Marked,
+    /// Both passes and the manifest deletes are done; no blob is deleted yet.
+    Rechecked,
+}
+
+/// What a run found and did (or, with `dry_run`, would do).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub repositories: usize,
+    pub manifests_marked: usize,
+    /// Stored blobs (layers, configs, manifests) something references.
+    pub blobs_marked: usize,
+    pub manifests_deleted: usize,
+    pub blobs_deleted: usize,
+    pub bytes_freed: u64,
+    /// Unreferenced but younger than the grace period.
+    pub blobs_young: usize,
+    /// Unreferenced at mark time, referenced again before their delete.
+    pub blobs_relinked: usize,
+    /// Referenced again while being deleted: logged as errors (see module doc).
+    pub raced: Vec<Digest>,
+}
+
+impl fmt::Display for GcReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run {
+            "would be deleted"
+        } else {
+            "deleted"
+        };
+        let freed = if self.dry_run {
+            "would be freed"
+        } else {
+            "freed"
+        };
+        write!(
+            f,
+            "{} repositories, {} manifests and {} blobs marked; {} manifests and {} blobs {verb}, {} bytes {freed}; {} young blobs and {} re-referenced blobs kept",
+            self.repositories,
+            self.manifests_marked,
+            self.blobs_marked,
+            self.manifests_deleted,
+            self.blobs_deleted,
+            self.bytes_freed,
+            self.blobs_young,
+            self.blobs_relinked,
+        )?;
+        if !self.raced.is_empty() {
+            write!(
+                f,
+                "; {} blobs re-referenced during their delete (see the log)",
+                self.raced.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Registry {
+    /// One garbage collection run.
+    pub async fn garbage_collect(&self, opts: &GcOptions) -> Result<GcReport> {
+        self.garbage_collect_with(opts, |_| async {}).await
+    }
+
+    /// [`garbage_collect`](Self::garbage_collect), calling `hook` at each
+    /// [`GcPhase`] (tests push "during" a run through it, deterministically).
+    pub async fn garbage_collect_with<F, Fut>(&self, opts: &GcOptions, hook: F) -> Result<GcReport>
+    where
+        F: FnMut(GcPhase) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let t0 = SystemTime::now();
+        let cutoff = t0.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let notice_until = tokio::time::Instant::now() + opts.notice;
+        if opts.dry_run {
+            return self.collect(opts, cutoff, None, hook).await;
+        }
+        self.announce_sweep(t0).await?;
+        let result = self.collect(opts, cutoff, Some(notice_until), hook).await;
+        if let Err(e) = self.end_sweep().await {
+            tracing::error!(error = %e, "garbage collection: could not remove the sweep marker; servers keep bypassing their cache until it is removed");
+        }
+        result
+    }
+
+    async fn collect<F, Fut>(
+        &self,
+        opts: &GcOptions,
+        cutoff: SystemTime,
+        notice_until: Option<tokio::time::Instant>,
+        mut hook: F,
+    ) -> Result<GcReport>
+    where
+        F: FnMut(GcPhase) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut report = GcReport {
+            dry_run: opts.dry_run,
+            ..GcReport::default()
+        };
+        let first = self.mark(opts.delete_untagged, cutoff).await?;
+        let blobs = self.list_blobs().await?;
+        hook(GcPhase::Marked).await;
+        if let Some(t) = notice_until {
+            tokio::time::sleep_until(t).await;
+        }
+        let second = self.mark(opts.delete_untagged, cutoff).await?;
+        let mut marked: HashSet<Digest> = first.digests;
+        marked.extend(second.digests);
+        let deletable: Vec<_> = second
+            .deletable
+            .into_iter()
+            .filter(|m| first.deletable.iter().any(|f| f.same(m)))
+            .collect();
+        let (deleted, spared) = self
+            .delete_manifests(deletable, cutoff, opts.dry_run, &mut marked)
+            .await?;
+        report.repositories = second.repositories.len();
+        report.manifests_marked = second.manifests + spared;
+        report.manifests_deleted = deleted;
+        hook(GcPhase::Rechecked).await;
+
+        let mut repos = sweep::RepoList::new(second.repositories);
+        for blob in blobs {
+            if marked.contains(&blob.digest) {
+                report.blobs_marked += 1;
+            } else if blob.modified >= cutoff {
+                report.blobs_young += 1;
+            } else {
+                self.sweep_blob(&blob, cutoff, opts.dry_run, &mut repos, &mut report)
+                    .await?;
+            }
+        }
+        Ok(report)
+    }
+}

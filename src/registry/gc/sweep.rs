@@ -1,0 +1,248 @@
+//! The sweep: untagged manifests (with `--delete-untagged`), then unmarked
+//! blobs, each re-checked just before it is deleted.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Instant, SystemTime},
+};
+
+use super::{
+    mark::{keep_closure, Untagged},
+    GcReport, REPOS_REFRESH,
+};
+use crate::registry::{digest::Digest, error::Result, Registry};
+use crate::storage::layout;
+
+/// A stored blob: `blobs/<alg>/<xx>/<hex>/data`.
+#[derive(Debug, Clone)]
+pub(super) struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// The repositories the re-check looks in, listed again when older than
+/// [`REPOS_REFRESH`] (a repository created meanwhile may link a candidate).
+pub(super) struct RepoList {
+    names: Vec<String>,
+    at: Instant,
+}
+
+impl RepoList {
+    pub fn new(names: Vec<String>) -> Self {
+        RepoList {
+            names,
+            at: Instant::now(),
+        }
+    }
+
+    async fn current(&mut self, registry: &Registry) -> Result<&[String]> {
+        if self.at.elapsed() >= REPOS_REFRESH {
+            self.names = registry.repositories().await?;
+            self.at = Instant::now();
+        }
+        Ok(&self.names)
+    }
+}
+
+/// What the `_layers` links to one blob say.
+struct Links {
+    /// Some repository linked it at or after the cutoff.
+    fresh: bool,
+    /// Links older than the cutoff: `(repository, link directory)`.
+    old: Vec<(String, String)>,
+}
+
+impl Registry {
+    /// Every blob in the store, with its size and modification time.
+    pub(super) async fn list_blobs(&self) -> Result<Vec<StoredBlob>> {
+        let mut out = Vec::new();
+        for alg_dir in self.list_or_empty(&layout::blobs_root()).await? {
+            for prefix_dir in self.list_or_empty(&alg_dir).await? {
+                for hex_dir in self.list_or_empty(&prefix_dir).await? {
+                    let Ok(digest) = format!(
+                        "{}:{}",
+                        layout::base_name(&alg_dir),
+                        layout::base_name(&hex_dir)
+                    )
+                    .parse::<Digest>() else {
+                        continue;
+                    };
+                    match self.driver.stat(&layout::blob_data(&digest)).await {
+                        Ok(info) => out.push(StoredBlob {
+                            digest,
+                            size: info.size,
+                            modified: info.modified,
+                        }),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn layer_links(&self, repos: &[String], d: &Digest, cutoff: SystemTime) -> Result<Links> {
+        let mut links = Links {
+            fresh: false,
+            old: Vec::new(),
+        };
+        for repo in repos {
+            let link = layout::layer_link(repo, d);
+            match self.driver.stat(&link).await {
+                Ok(info) if info.modified >= cutoff => {
+                    links.fresh = true;
+                    return Ok(links);
+                }
+                Ok(_) => links
+                    .old
+                    .push((repo.clone(), link.trim_end_matches("/link").to_string())),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(links)
+    }
+
+    /// Re-check one unmarked, old blob and delete it (data, then its old
+    /// `_layers` links, then its cache entries).
+    pub(super) async fn sweep_blob(
+        &self,
+        blob: &StoredBlob,
+        cutoff: SystemTime,
+        dry_run: bool,
+        repos: &mut RepoList,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let d = &blob.digest;
+        // Rewritten since it was listed (a re-upload or a manifest PUT)?
+        match self.driver.stat(&layout::blob_data(d)).await {
+            Ok(info) if info.modified >= cutoff => {
+                report.blobs_relinked += 1;
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let names = repos.current(self).await?.to_vec();
+        let links = self.layer_links(&names, d, cutoff).await?;
+        if links.fresh {
+            tracing::info!(digest = %d, "garbage collection: blob referenced again during the run; kept");
+            report.blobs_relinked += 1;
+            return Ok(());
+        }
+        report.blobs_deleted += 1;
+        report.bytes_freed += blob.size;
+        if dry_run {
+            tracing::info!(digest = %d, size = blob.size, "garbage collection (dry run): blob eligible for deletion");
+            return Ok(());
+        }
+        self.delete_if_exists(&layout::blob_dir(d)).await?;
+        tracing::info!(digest = %d, size = blob.size, "garbage collection: deleted blob");
+        for (repo, dir) in &links.old {
+            // Leave a link that was refreshed meanwhile: that is the race below.
+            match self.driver.stat(&format!("{dir}/link")).await {
+                Ok(info) if info.modified < cutoff => {
+                    self.delete_if_exists(dir).await?;
+                    tracing::info!(repository = %repo, digest = %d, "garbage collection: removed dangling layer link");
+                }
+                _ => {}
+            }
+        }
+        if let Some(cache) = &self.cache {
+            cache.clear(None, d).await;
+            for repo in &names {
+                cache.clear(Some(repo), d).await;
+            }
+        }
+        let after = self.layer_links(&names, d, cutoff).await?;
+        if after.fresh {
+            tracing::error!(digest = %d, "garbage collection: blob was referenced again while it was being deleted; it must be pushed again");
+            report.raced.push(d.clone());
+        }
+        Ok(())
+    }
+
+    /// Delete the untagged manifests both passes found deletable, each
+    /// re-checked just before; a spared one keeps its children, referrers and
+    /// blobs (added to `marked`). Returns (deleted, spared).
+    pub(super) async fn delete_manifests(
+        &self,
+        deletable: Vec<Untagged>,
+        cutoff: SystemTime,
+        dry_run: bool,
+        marked: &mut HashSet<Digest>,
+    ) -> Result<(usize, usize)> {
+        let mut spared_roots: HashMap<String, HashSet<Digest>> = HashMap::new();
+        for m in &deletable {
+            if self.still_deletable(m, cutoff).await? {
+                continue;
+            }
+            spared_roots
+                .entry(m.repo.clone())
+                .or_default()
+                .insert(m.digest.clone());
+        }
+        let mut spared: HashSet<(String, Digest)> = HashSet::new();
+        for (repo, roots) in spared_roots {
+            let refs = deletable
+                .iter()
+                .filter(|m| m.repo == repo)
+                .map(|m| (m.digest.clone(), m.refs.clone()))
+                .collect();
+            for d in keep_closure(roots, &refs) {
+                spared.insert((repo.clone(), d));
+            }
+        }
+        let mut deleted = 0;
+        for m in &deletable {
+            if spared.contains(&(m.repo.clone(), m.digest.clone())) {
+                marked.insert(m.digest.clone());
+                if let Some(r) = &m.refs {
+                    marked.extend(r.all().cloned());
+                }
+                continue;
+            }
+            deleted += 1;
+            if dry_run {
+                tracing::info!(repository = %m.repo, digest = %m.digest, "garbage collection (dry run): untagged manifest eligible for deletion");
+            } else {
+                self.remove_manifest(m).await?;
+                tracing::info!(repository = %m.repo, digest = %m.digest, "garbage collection: deleted untagged manifest");
+            }
+        }
+        Ok((deleted, spared.len()))
+    }
+
+    /// Still old and still untagged?
+    async fn still_deletable(&self, m: &Untagged, cutoff: SystemTime) -> Result<bool> {
+        let link = layout::manifest_revision_link(&m.repo, &m.digest);
+        match self.driver.stat(&link).await {
+            Ok(info) if info.modified >= cutoff => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(true),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(!self.tagged(&m.repo).await?.contains(&m.digest))
+    }
+
+    /// The revision, its referrer-index entry and its tag-history entries;
+    /// the bytes stay in the blob store for the blob sweep.
+    async fn remove_manifest(&self, m: &Untagged) -> Result<()> {
+        if let Some(subject) = m.refs.as_ref().and_then(|r| r.subject.as_ref()) {
+            let link = layout::referrer_link(&m.repo, subject, &m.digest);
+            self.delete_if_exists(link.trim_end_matches("/link"))
+                .await?;
+        }
+        for tag in self.tags(&m.repo).await.unwrap_or_default() {
+            let link = layout::tag_index_link(&m.repo, &tag, &m.digest);
+            self.delete_if_exists(link.trim_end_matches("/link"))
+                .await?;
+        }
+        // Gone already (another collector, a client's DELETE) is fine.
+        self.delete_if_exists(&layout::manifest_revision_dir(&m.repo, &m.digest))
+            .await
+    }
+}

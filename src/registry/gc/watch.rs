@@ -1,0 +1,111 @@
+//! The sweep marker: how a `berth garbage-collect` process, which cannot reach
+//! a running server's memory, tells every server that blobs are about to go.
+//!
+//! The collector writes `docker/registry/v2/gc/sweeping` (outside
+//! `repositories/` and `blobs/`, so distribution and the catalog ignore it)
+//! and waits [`NOTICE`] before deleting; servers stat it every [`POLL_EVERY`].
+//! While it exists a server bypasses its blob-descriptor cache (flushing it
+//! when the sweep starts and when it ends), so no cached descriptor can answer
+//! for a swept blob, and a manifest PUT touches the links it relies on.
+
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+
+use crate::registry::{error::Result, manifest::Manifest, Registry};
+use crate::storage::layout;
+
+/// How often servers look for the marker.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the collector waits after writing the marker: a few polls.
+pub const NOTICE: Duration = Duration::from_secs(3);
+
+pub fn sweep_marker() -> String {
+    format!("{}/gc/sweeping", layout::ROOT)
+}
+
+impl Registry {
+    /// Is a sweep running, as of the last look at the marker?
+    pub fn sweep_active(&self) -> bool {
+        self.sweeping.load(Ordering::SeqCst)
+    }
+
+    /// Look at the marker once and act on a change: bypass and flush the
+    /// cache while a sweep runs, flush it again when it ends. A storage error
+    /// keeps the previous state. Returns whether a sweep is running.
+    pub async fn refresh_sweep_state(&self) -> bool {
+        let active = match self.driver.stat(&sweep_marker()).await {
+            Ok(_) => true,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not look for the garbage-collection marker");
+                return self.sweep_active();
+            }
+        };
+        if self.sweeping.swap(active, Ordering::SeqCst) != active {
+            if let Some(cache) = &self.cache {
+                cache.set_bypass(active).await;
+            }
+            if active {
+                tracing::info!("garbage collection is sweeping: blob-descriptor cache bypassed, manifest references touched");
+            } else {
+                tracing::info!("garbage collection sweep ended");
+            }
+        }
+        active
+    }
+
+    /// Manifest PUT during a sweep: rewrite the repository's link to every blob
+    /// and child the manifest references (only those that exist), so the
+    /// collector's last re-check sees them as referenced now.
+    pub(crate) async fn touch_references(&self, name: &str, m: &Manifest) -> Result<()> {
+        for d in &m.blobs {
+            let link = layout::layer_link(name, d);
+            if self.read_link(&link).await?.as_ref() == Some(d) {
+                self.write_link(&link, d).await?;
+            }
+        }
+        for d in &m.manifests {
+            let link = layout::manifest_revision_link(name, d);
+            if self.read_link(&link).await?.as_ref() == Some(d) {
+                self.write_link(&link, d).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn announce_sweep(&self, t0: SystemTime) -> Result<()> {
+        let marker = sweep_marker();
+        if self.driver.stat(&marker).await.is_ok() {
+            tracing::warn!("a garbage-collection marker already exists: another garbage-collect is running, or one was interrupted; run one at a time");
+        }
+        let body = serde_json::json!({
+            "started": humantime::format_rfc3339(t0).to_string(),
+            "pid": std::process::id(),
+        });
+        self.driver
+            .put_content(&marker, Bytes::from(body.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn end_sweep(&self) -> Result<()> {
+        self.delete_if_exists(&sweep_marker()).await
+    }
+}
+
+/// A server's watcher: look for the marker every [`POLL_EVERY`] until aborted.
+pub fn spawn_sweep_watch(registry: Registry) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            registry.refresh_sweep_state().await;
+        }
+    })
+}

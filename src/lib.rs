@@ -8,6 +8,8 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod health;
+pub mod notify;
 pub mod registry;
 pub mod server;
 pub mod storage;

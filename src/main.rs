@@ -77,7 +77,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(CONFIG_ERROR);
                 }
             };
-            berth::telemetry::init_logging(&cfg.log);
+            let _telemetry = match berth::telemetry::init(&cfg) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(CONFIG_ERROR);
+                }
+            };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let result = rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(cfg.http.bind_addr()).await?;

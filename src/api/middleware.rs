@@ -30,8 +30,12 @@ use http_body::{Frame, SizeHint};
 use super::route::Route;
 use crate::{
     config::Config,
-    telemetry::metrics::{Handler, InFlight, Metrics, UploadGuard},
+    telemetry::{
+        metrics::{Handler, InFlight, Metrics, UploadGuard},
+        otel,
+    },
 };
+use tracing::Instrument;
 
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
@@ -77,7 +81,7 @@ pub fn apply(app: Router, cfg: &Config, metrics: Option<Arc<Metrics>>) -> Router
     ))
 }
 
-async fn every_response(cfg: Arc<LayerConfig>, req: Request<Body>, next: Next) -> Response {
+async fn every_response(cfg: Arc<LayerConfig>, mut req: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -86,23 +90,35 @@ async fn every_response(cfg: Arc<LayerConfig>, req: Request<Body>, next: Next) -
         .filter(|v| v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Handlers put the same id into events and audit lines.
+    req.extensions_mut()
+        .insert(crate::notify::event::RequestId(request_id.clone()));
     let method = req.method().clone();
     // The path only: upload URLs carry signed state in the query.
     let path = req.uri().path().to_string();
 
+    let handler = (cfg.metrics.is_some() || otel::enabled())
+        .then(|| handler_of(&path, &cfg.prefix, cfg.token_path.as_deref()));
     let mut metered = None;
-    let req = match &cfg.metrics {
-        Some(m) => {
-            let handler = handler_of(&path, &cfg.prefix, cfg.token_path.as_deref());
+    let req = match (&cfg.metrics, handler) {
+        (Some(m), Some(handler)) => {
             let in_flight = m.request_started(handler, &method);
             let (req, read) = count_request_body(req, m, handler);
             metered = Some((in_flight, read));
             req
         }
-        None => req,
+        _ => req,
     };
 
-    let mut resp = next.run(req).await;
+    let mut resp = match handler.filter(|_| otel::enabled()) {
+        Some(handler) => {
+            let span = otel::request_span(&req, handler.route());
+            let resp = next.run(req).instrument(span.clone()).await;
+            otel::record_status(&span, resp.status());
+            resp
+        }
+        None => next.run(req).await,
+    };
 
     let h = resp.headers_mut();
     for (name, value) in &cfg.headers {

@@ -5,6 +5,8 @@
 
 pub mod auth;
 pub mod azure;
+pub mod notifications;
+pub mod observability;
 pub mod redis;
 pub mod s3;
 mod storage;
@@ -39,9 +41,18 @@ pub struct Config {
     /// Berth's built-in token server (docker's token spec), served under `http.prefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_server: Option<token_server::TokenServerConfig>,
+    /// Webhook endpoints (distribution's `notifications:`), see [`notifications`].
+    #[serde(default)]
+    pub notifications: notifications::NotificationsConfig,
     /// Shared by the blob-descriptor cache (`storage.cache.blobdescriptor: redis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<redis::RedisConfig>,
+    /// OpenTelemetry traces (Berth's own section; OTEL_* env fills the rest).
+    #[serde(default)]
+    pub tracing: observability::TracingConfig,
+    /// distribution's periodic health checks.
+    #[serde(default)]
+    pub health: observability::HealthConfig,
 }
 
 /// A string, number or bool, as its string form.
@@ -239,6 +250,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.storage.driver().map_err(ConfigError)?;
+        self.notifications
+            .active_endpoints()
+            .map_err(ConfigError)?;
         if let Some(a) = &self.auth {
             a.validate().map_err(ConfigError)?;
         }
@@ -272,6 +286,8 @@ impl Config {
                 self.log.formatter
             )));
         }
+        self.tracing.validate().map_err(ConfigError)?;
+        self.health.validate().map_err(ConfigError)?;
         if !self.http.prefix.is_empty() && !self.http.prefix.starts_with('/') {
             return Err(ConfigError("http.prefix: must start with '/'".into()));
         }

@@ -1,27 +1,62 @@
-//! A decorator timing every operation of the driver it wraps, into
-//! `registry_storage_action_seconds{driver,action}` (distribution's
-//! instrumented driver). Readers and writers are timed for opening only: the
-//! bytes stream through untouched. A writer's `close` and `commit` are timed
-//! too (`WriterClose`, `WriterCommit`), since a commit can be the slow part.
+//! A decorator around the configured driver for observability: every
+//! operation is timed into `registry_storage_action_seconds{driver,action}`
+//! (distribution's instrumented driver) when metrics are on, and runs inside
+//! a `storage.<Action>` trace span when tracing is on. Readers and writers
+//! are observed for opening only: the bytes stream through untouched. A
+//! writer's `close` and `commit` are observed too (`WriterClose`,
+//! `WriterCommit`), since a commit can be the slow part.
 
-use std::{sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tracing::Instrument;
 
 use super::{ByteStream, Driver, FileInfo, FileWriter, Result, StorageDriver};
-use crate::telemetry::metrics::{Metrics, StorageAction, StorageTimers};
+use crate::telemetry::{
+    metrics::{Metrics, StorageAction, StorageTimers},
+    otel,
+};
+
+#[derive(Clone)]
+struct Observer {
+    driver: &'static str,
+    timers: Option<Arc<StorageTimers>>,
+}
+
+impl Observer {
+    async fn run<T>(&self, action: StorageAction, path: &str, op: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let r = if otel::enabled() {
+            op.instrument(otel::storage_span(self.driver, action.name(), path))
+                .await
+        } else {
+            op.await
+        };
+        if let Some(t) = &self.timers {
+            t.observe(action, started);
+        }
+        r
+    }
+}
 
 pub struct InstrumentedDriver {
     inner: Driver,
-    timers: Arc<StorageTimers>,
+    observer: Observer,
 }
 
 impl InstrumentedDriver {
-    /// `inner`, timed into `metrics` under its own name.
-    pub fn wrap(inner: Driver, metrics: &Metrics) -> Driver {
-        let timers = Arc::new(metrics.storage_timers(inner.name()));
-        Arc::new(InstrumentedDriver { inner, timers })
+    /// `inner`, timed into `metrics` (if any) under its own name and traced
+    /// (if tracing is on); `inner` itself when neither is wanted.
+    pub fn wrap(inner: Driver, metrics: Option<&Metrics>) -> Driver {
+        if metrics.is_none() && !otel::enabled() {
+            return inner;
+        }
+        let observer = Observer {
+            driver: inner.name(),
+            timers: metrics.map(|m| Arc::new(m.storage_timers(inner.name()))),
+        };
+        Arc::new(InstrumentedDriver { inner, observer })
     }
 }
 
@@ -32,82 +67,65 @@ impl StorageDriver for InstrumentedDriver {
     }
 
     async fn get_content(&self, path: &str) -> Result<Bytes> {
-        let t = Instant::now();
-        let r = self.inner.get_content(path).await;
-        self.timers.observe(StorageAction::GetContent, t);
-        r
+        let op = self.inner.get_content(path);
+        self.observer.run(StorageAction::GetContent, path, op).await
     }
 
     async fn put_content(&self, path: &str, content: Bytes) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.put_content(path, content).await;
-        self.timers.observe(StorageAction::PutContent, t);
-        r
+        let op = self.inner.put_content(path, content);
+        self.observer.run(StorageAction::PutContent, path, op).await
     }
 
     async fn put_scratch(&self, path: &str, content: Bytes) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.put_scratch(path, content).await;
-        self.timers.observe(StorageAction::PutScratch, t);
-        r
+        let op = self.inner.put_scratch(path, content);
+        self.observer.run(StorageAction::PutScratch, path, op).await
     }
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
-        let t = Instant::now();
-        let r = self.inner.reader(path, offset, len).await;
-        self.timers.observe(StorageAction::Reader, t);
-        r
+        let op = self.inner.reader(path, offset, len);
+        self.observer.run(StorageAction::Reader, path, op).await
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {
-        let t = Instant::now();
-        let r = self.inner.writer(path, offset).await;
-        self.timers.observe(StorageAction::Writer, t);
+        let op = self.inner.writer(path, offset);
+        let inner = self.observer.run(StorageAction::Writer, path, op).await?;
         Ok(Box::new(InstrumentedWriter {
-            inner: r?,
-            timers: self.timers.clone(),
+            inner,
+            observer: self.observer.clone(),
+            path: path.to_string(),
         }))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
-        let t = Instant::now();
-        let r = self.inner.stat(path).await;
-        self.timers.observe(StorageAction::Stat, t);
-        r
+        let op = self.inner.stat(path);
+        self.observer.run(StorageAction::Stat, path, op).await
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>> {
-        let t = Instant::now();
-        let r = self.inner.list(path).await;
-        self.timers.observe(StorageAction::List, t);
-        r
+        let op = self.inner.list(path);
+        self.observer.run(StorageAction::List, path, op).await
     }
 
     async fn rename(&self, source: &str, dest: &str) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.rename(source, dest).await;
-        self.timers.observe(StorageAction::Move, t);
-        r
+        let op = self.inner.rename(source, dest);
+        self.observer.run(StorageAction::Move, source, op).await
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.delete(path).await;
-        self.timers.observe(StorageAction::Delete, t);
-        r
+        let op = self.inner.delete(path);
+        self.observer.run(StorageAction::Delete, path, op).await
     }
 
     async fn redirect_url(&self, path: &str, method: &str) -> Result<Option<String>> {
-        let t = Instant::now();
-        let r = self.inner.redirect_url(path, method).await;
-        self.timers.observe(StorageAction::RedirectURL, t);
-        r
+        let op = self.inner.redirect_url(path, method);
+        self.observer.run(StorageAction::RedirectURL, path, op).await
     }
 }
 
 struct InstrumentedWriter {
     inner: Box<dyn FileWriter>,
-    timers: Arc<StorageTimers>,
+    observer: Observer,
+    path: String,
 }
 
 #[async_trait]
@@ -121,17 +139,25 @@ impl FileWriter for InstrumentedWriter {
     }
 
     async fn close(self: Box<Self>) -> Result<u64> {
-        let t = Instant::now();
-        let r = self.inner.close().await;
-        self.timers.observe(StorageAction::WriterClose, t);
-        r
+        let InstrumentedWriter {
+            inner,
+            observer,
+            path,
+        } = *self;
+        observer
+            .run(StorageAction::WriterClose, &path, inner.close())
+            .await
     }
 
     async fn commit(self: Box<Self>) -> Result<u64> {
-        let t = Instant::now();
-        let r = self.inner.commit().await;
-        self.timers.observe(StorageAction::WriterCommit, t);
-        r
+        let InstrumentedWriter {
+            inner,
+            observer,
+            path,
+        } = *self;
+        observer
+            .run(StorageAction::WriterCommit, &path, inner.commit())
+            .await
     }
 }
 
@@ -144,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn passes_the_suite_and_counts() {
         let metrics = Metrics::new();
-        let driver = InstrumentedDriver::wrap(Arc::new(InMemoryDriver::new()), &metrics);
+        let driver = InstrumentedDriver::wrap(Arc::new(InMemoryDriver::new()), Some(&metrics));
         assert_eq!(driver.name(), "inmemory");
         crate::storage::testsuite::run_all(driver.as_ref()).await;
         let text = metrics.render();

@@ -72,6 +72,24 @@ impl Handler {
         }
     }
 
+    /// The path template, for trace span names (`http.route`).
+    pub fn route(self) -> &'static str {
+        match self {
+            Handler::Base => "/v2/",
+            Handler::Catalog => "/v2/_catalog",
+            Handler::Tags => "/v2/{name}/tags/list",
+            Handler::Manifest => "/v2/{name}/manifests/{reference}",
+            Handler::Blob => "/v2/{name}/blobs/{digest}",
+            Handler::BlobUpload => "/v2/{name}/blobs/uploads/",
+            Handler::BlobUploadChunk => "/v2/{name}/blobs/uploads/{uuid}",
+            Handler::Referrers => "/v2/{name}/referrers/{digest}",
+            Handler::Root => "/",
+            Handler::Health => "/health/storage",
+            Handler::Token => "/token",
+            Handler::Unknown => "unknown",
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -284,6 +302,15 @@ impl Metrics {
     pub fn register_cache(&self, stats: Arc<CacheStats>) {
         if let Err(e) = self.registry.register(Box::new(CacheCollector::new(stats))) {
             tracing::warn!(error = %e, "cache metrics not registered");
+        }
+    }
+
+    /// Expose the webhook notification metrics (`notify::metrics`).
+    pub fn register_notifications(&self, m: &crate::notify::metrics::NotifyMetrics) {
+        for c in m.collectors() {
+            if let Err(e) = self.registry.register(c) {
+                tracing::warn!(error = %e, "notification metrics not registered");
+            }
         }
     }
 

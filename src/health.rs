@@ -1,0 +1,253 @@
+//! distribution's periodic health checks (`health:`): storage driver, file,
+//! HTTP and TCP. Each runs on its own interval in the background; a check
+//! turns failing after `threshold` consecutive failures and recovers on its
+//! first success. Requests only read the last results (an atomic and a
+//! lock-free-ish read), so a probe storm never becomes a storage storm.
+//!
+//! While any check fails, the API answers 503 (see `api::health`), as
+//! distribution does, so a load balancer probing `/v2/` or
+//! `/health/storage` takes the replica out; `GET /` stays 200 so liveness
+//! probes do not restart a replica whose storage is down.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::task::JoinHandle;
+
+use crate::{
+    config::observability::{HealthConfig, Schedule},
+    registry::Registry,
+};
+
+/// One check's name (distribution's: `storagedriver_<driver>`, the file
+/// path, the URI, the address) and its current failure.
+struct CheckState {
+    name: String,
+    /// `Some(reason)` while failing.
+    failure: Mutex<Option<String>>,
+}
+
+/// The results every request consults.
+pub struct Health {
+    checks: Vec<Arc<CheckState>>,
+    /// Any check failing (the hot path reads only this).
+    unhealthy: AtomicBool,
+    /// Whether the storage driver is checked periodically (then
+    /// `/health/storage` answers from here rather than asking storage).
+    storage_checked: bool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Health {
+    pub fn is_healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    pub fn storage_checked(&self) -> bool {
+        self.storage_checked
+    }
+
+    /// Failing checks as (name, reason), in configuration order.
+    pub fn failures(&self) -> Vec<(String, String)> {
+        self.checks
+            .iter()
+            .filter_map(|c| {
+                let f = c.failure.lock().unwrap_or_else(|e| e.into_inner());
+                f.clone().map(|reason| (c.name.clone(), reason))
+            })
+            .collect()
+    }
+
+    fn refresh(&self) {
+        let any = self.checks.iter().any(|c| {
+            c.failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+        });
+        self.unhealthy.store(any, Ordering::Relaxed);
+    }
+
+    /// Stop the background checks.
+    pub fn stop(&self) {
+        for t in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+type Probe = Box<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Start the configured checks; `None` when there are none. Each check runs
+/// once before this returns, so a replica whose storage is down starts
+/// unready rather than ready for the first interval.
+pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc<Health>>, String> {
+    let mut planned: Vec<(String, Schedule, Probe)> = Vec::new();
+    if cfg.storagedriver.enabled {
+        let registry = registry.clone();
+        planned.push((
+            format!("storagedriver_{}", registry.driver_name()),
+            cfg.storagedriver.schedule()?,
+            Box::new(move || {
+                let registry = registry.clone();
+                Box::pin(async move { registry.storage_health().await.map_err(|e| e.to_string()) })
+            }),
+        ));
+    }
+    for (i, c) in cfg.file.iter().enumerate() {
+        let path = c.file.clone();
+        planned.push((
+            c.file.clone(),
+            c.schedule(i)?,
+            Box::new(move || {
+                let path = path.clone();
+                Box::pin(async move {
+                    match tokio::fs::try_exists(&path).await {
+                        Ok(false) => Ok(()),
+                        Ok(true) => Err("file exists".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                })
+            }),
+        ));
+    }
+    for (i, c) in cfg.http.iter().enumerate() {
+        let schedule = c.schedule(i)?;
+        let client = reqwest_tls::Client::builder()
+            .timeout(schedule.timeout)
+            .build()
+            .map_err(|e| format!("health.http[{i}]: {e}"))?;
+        let (uri, headers) = (c.uri.clone(), c.headers.clone());
+        let want = c.statuscode.unwrap_or(200);
+        planned.push((
+            c.uri.clone(),
+            schedule,
+            Box::new(move || {
+                let mut req = client.get(&uri);
+                for (k, vs) in &headers {
+                    for v in vs {
+                        req = req.header(k, v);
+                    }
+                }
+                Box::pin(async move {
+                    let got = req.send().await.map_err(|e| e.to_string())?.status();
+                    if got.as_u16() == want {
+                        Ok(())
+                    } else {
+                        Err(format!("downstream service returned unexpected status: {got}"))
+                    }
+                })
+            }),
+        ));
+    }
+    for (i, c) in cfg.tcp.iter().enumerate() {
+        let schedule = c.schedule(i)?;
+        let addr = c.addr.clone();
+        planned.push((
+            c.addr.clone(),
+            schedule,
+            Box::new(move || {
+                let addr = addr.clone();
+                Box::pin(async move {
+                    match tokio::time::timeout(
+                        schedule.timeout,
+                        tokio::net::TcpStream::connect(&addr),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(format!("connection to {addr} failed: {e}")),
+                        Err(_) => Err(format!("connection to {addr} timed out")),
+                    }
+                })
+            }),
+        ));
+    }
+    if planned.is_empty() {
+        return Ok(None);
+    }
+    if !cfg.http.is_empty() {
+        // The http checks' client is rustls without a built-in provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+
+    let health = Arc::new(Health {
+        checks: planned
+            .iter()
+            .map(|(name, _, _)| {
+                Arc::new(CheckState {
+                    name: name.clone(),
+                    failure: Mutex::new(None),
+                })
+            })
+            .collect(),
+        unhealthy: AtomicBool::new(false),
+        storage_checked: cfg.storagedriver.enabled,
+        tasks: Mutex::new(Vec::new()),
+    });
+    let mut tasks = Vec::new();
+    for ((_, schedule, probe), state) in planned.into_iter().zip(health.checks.clone()) {
+        let mut runner = Runner {
+            state,
+            schedule,
+            probe,
+            consecutive: 0,
+        };
+        runner.once(&health).await;
+        let health = health.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(runner.schedule.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is immediate: already ran.
+            loop {
+                tick.tick().await;
+                runner.once(&health).await;
+            }
+        }));
+    }
+    *health.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+    Ok(Some(health))
+}
+
+struct Runner {
+    state: Arc<CheckState>,
+    schedule: Schedule,
+    probe: Probe,
+    consecutive: u32,
+}
+
+impl Runner {
+    async fn once(&mut self, health: &Health) {
+        // A check that hangs counts as failed once its interval is up.
+        let bound = self.schedule.interval.max(Duration::from_secs(1));
+        let result = match tokio::time::timeout(bound, (self.probe)()).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {}", humantime::format_duration(bound))),
+        };
+        let mut failure = self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                if failure.take().is_some() {
+                    tracing::info!(check = %self.state.name, "health check recovered");
+                }
+                self.consecutive = 0;
+            }
+            Err(reason) => {
+                self.consecutive += 1;
+                if self.consecutive >= self.schedule.threshold {
+                    if failure.is_none() {
+                        tracing::warn!(check = %self.state.name, error = %reason, "health check failing");
+                    }
+                    *failure = Some(reason);
+                }
+            }
+        }
+        drop(failure);
+        health.refresh();
+    }
+}

@@ -13,6 +13,8 @@ mod auth;
 mod daemons;
 #[path = "clients/docker.rs"]
 mod docker;
+#[path = "clients/image.rs"]
+mod image;
 #[path = "clients/images.rs"]
 mod images;
 #[path = "clients/interop.rs"]

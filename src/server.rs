@@ -17,6 +17,7 @@ use crate::{
     auth::Authenticator,
     cache::{inmemory::InMemoryCache, redis::RedisCache, BlobDescriptorCache, CacheBackend},
     config::{Config, StorageDriverConfig},
+    notify::Notifier,
     registry::Registry,
     storage::{
         filesystem::FilesystemDriver, inmemory::InMemoryDriver, instrumented::InstrumentedDriver,
@@ -90,7 +91,8 @@ pub fn app_with_metrics(
     metrics: Option<Arc<Metrics>>,
 ) -> anyhow::Result<axum::Router> {
     let registry = build_registry(cfg, &metrics)?;
-    router_for(cfg, registry, metrics)
+    // Webhook workers need a runtime and a shutdown: only `serve` runs them.
+    router_for(cfg, registry, metrics, Arc::new(Notifier::audit_only()))
 }
 
 /// Storage driver, cache and maintenance settings as one [`Registry`].
@@ -119,6 +121,7 @@ fn router_for(
     cfg: &Config,
     registry: Registry,
     metrics: Option<Arc<Metrics>>,
+    notifier: Arc<Notifier>,
 ) -> anyhow::Result<axum::Router> {
     let auth = match &cfg.auth {
         Some(a) => Authenticator::from_config(a).map_err(anyhow::Error::msg)?,
@@ -126,18 +129,23 @@ fn router_for(
     };
     let token_server =
         crate::auth::token_server::router(cfg, metrics.clone()).map_err(anyhow::Error::msg)?;
-    Ok(api::router_with_metrics(
+    Ok(api::router_with_notifier(
         cfg,
         registry,
         auth,
         token_server,
         metrics,
+        notifier,
     ))
 }
 
 /// How long the debug listener may take to finish its scrapes once the
 /// main listener has drained.
 const DEBUG_DRAIN: Duration = Duration::from_secs(5);
+
+/// How long queued webhook events may take to go out once the main listener
+/// has drained; what is left is dropped and counted.
+const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
 
 /// Serve on `listener` until `shutdown` resolves, then drain in-flight
 /// requests. With `http.debug.addr` (and `prometheus.enabled`), metrics are
@@ -161,7 +169,11 @@ pub async fn serve(
     let registry = build_registry(cfg, &metrics)?;
     let purger = purger::spawn(cfg, registry.clone())?;
     let sweep_watch = crate::registry::gc::watch::spawn_sweep_watch(registry.clone());
-    let app = router_for(cfg, registry, metrics)?;
+    let notifier = Arc::new(Notifier::start(cfg).map_err(anyhow::Error::msg)?);
+    if let Some(m) = &metrics {
+        m.register_notifications(notifier.metrics());
+    }
+    let app = router_for(cfg, registry, metrics, notifier.clone())?;
     let stop_debug = CancellationToken::new();
     let debug_task = match debug {
         Some((debug_listener, metrics)) => {
@@ -180,6 +192,7 @@ pub async fn serve(
         None => None,
     };
     let result = serve_app(cfg, listener, app, shutdown).await;
+    notifier.shutdown(NOTIFY_DRAIN).await;
     if let Some(p) = purger {
         p.abort();
     }

@@ -8,9 +8,12 @@ use axum::{
 };
 
 use super::{error::ApiResult, header_str, AppState};
-use crate::registry::{
-    digest::Digest,
-    error::{Code, Error},
+use crate::{
+    notify::event::RequestContext,
+    registry::{
+        digest::Digest,
+        error::{Code, Error},
+    },
 };
 
 /// A satisfiable byte range: first byte and length.
@@ -57,7 +60,13 @@ fn parse_range(value: &str, size: u64) -> Result<Option<ByteRange>, ()> {
     }))
 }
 
-pub async fn get(state: &AppState, name: &str, digest: &str, req: Request) -> ApiResult {
+pub async fn get(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &str,
+    digest: &str,
+    req: Request,
+) -> ApiResult {
     let d: Digest = digest.parse()?;
     let reg = &state.registry;
     let info = reg.stat_blob(name, &d).await?;
@@ -74,6 +83,7 @@ pub async fn get(state: &AppState, name: &str, digest: &str, req: Request) -> Ap
     ];
     if !head {
         if let Some(url) = reg.blob_redirect(&d, "GET").await? {
+            state.notifier.blob_pulled(ctx, name, &d, info.size);
             return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
         }
     }
@@ -97,7 +107,10 @@ pub async fn get(state: &AppState, name: &str, digest: &str, req: Request) -> Ap
     let body = if head {
         Body::empty()
     } else {
-        Body::from_stream(reg.read_blob(&d, start, Some(len)).await?)
+        let stream = reg.read_blob(&d, start, Some(len)).await?;
+        // A pull is a GET served (ranges included, as distribution counts them).
+        state.notifier.blob_pulled(ctx, name, &d, info.size);
+        Body::from_stream(stream)
     };
     let mut resp = (status, common, body).into_response();
     let h = resp.headers_mut();
@@ -109,9 +122,10 @@ pub async fn get(state: &AppState, name: &str, digest: &str, req: Request) -> Ap
     Ok(resp)
 }
 
-pub async fn delete(state: &AppState, name: &str, digest: &str) -> ApiResult {
+pub async fn delete(state: &AppState, ctx: &RequestContext, name: &str, digest: &str) -> ApiResult {
     let d: Digest = digest.parse()?;
     state.registry.delete_blob(name, &d).await?;
+    state.notifier.blob_deleted(ctx, name, &d);
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }
 

@@ -8,10 +8,13 @@ use axum::{
 };
 
 use super::{error::ApiResult, header_str, AppState};
-use crate::registry::{
-    error::{Code, Error},
-    manifest::{bare_media_type, MAX_MANIFEST_SIZE},
-    manifests::Reference,
+use crate::{
+    notify::event::RequestContext,
+    registry::{
+        error::{Code, Error},
+        manifest::{bare_media_type, Manifest, MAX_MANIFEST_SIZE},
+        manifests::Reference,
+    },
 };
 
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -37,7 +40,21 @@ fn accepts(req: &Request, media_type: &str) -> bool {
     !any_listed
 }
 
-pub async fn get(state: &AppState, name: &str, reference: &str, req: Request) -> ApiResult {
+/// The tag a request named, for events (none when it named a digest).
+fn tag_of(reference: &Reference) -> Option<&str> {
+    match reference {
+        Reference::Tag(t) => Some(t),
+        Reference::Digest(_) => None,
+    }
+}
+
+pub async fn get(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &str,
+    reference: &str,
+    req: Request,
+) -> ApiResult {
     let reference = Reference::parse(reference)?;
     let m = state.registry.get_manifest(name, &reference).await?;
     if !accepts(&req, &m.media_type) {
@@ -53,6 +70,9 @@ pub async fn get(state: &AppState, name: &str, reference: &str, req: Request) ->
     let body = if req.method() == Method::HEAD {
         Body::empty()
     } else {
+        state
+            .notifier
+            .manifest_pulled(ctx, name, &m, tag_of(&reference));
         Body::from(m.body)
     };
     let mut resp = (
@@ -70,7 +90,13 @@ pub async fn get(state: &AppState, name: &str, reference: &str, req: Request) ->
     Ok(resp)
 }
 
-pub async fn put(state: &AppState, name: &str, reference: &str, req: Request) -> ApiResult {
+pub async fn put(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &str,
+    reference: &str,
+    req: Request,
+) -> ApiResult {
     let reference = Reference::parse(reference)?;
     let content_type = header_str(&req, "content-type").map(str::to_string);
     let headers = req.headers().clone();
@@ -83,10 +109,18 @@ pub async fn put(state: &AppState, name: &str, reference: &str, req: Request) ->
             )
             .with_status(413)
         })?;
+    let media_type = content_type
+        .as_deref()
+        .map(bare_media_type)
+        .filter(|t| !t.is_empty())
+        .map_or_else(|| Manifest::media_type_of(&body), str::to_string);
     let put = state
         .registry
-        .put_manifest(name, &reference, content_type.as_deref(), body)
+        .put_manifest(name, &reference, content_type.as_deref(), body.clone())
         .await?;
+    state
+        .notifier
+        .manifest_pushed(ctx, name, &put.digest, &media_type, &body, tag_of(&reference));
     let location = state
         .urls
         .build(&headers, &format!("/v2/{name}/manifests/{}", put.digest));
@@ -106,8 +140,17 @@ pub async fn put(state: &AppState, name: &str, reference: &str, req: Request) ->
     Ok(resp)
 }
 
-pub async fn delete(state: &AppState, name: &str, reference: &str) -> ApiResult {
+pub async fn delete(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &str,
+    reference: &str,
+) -> ApiResult {
     let reference = Reference::parse(reference)?;
     state.registry.delete_manifest(name, &reference).await?;
+    match &reference {
+        Reference::Tag(tag) => state.notifier.tag_deleted(ctx, name, tag),
+        Reference::Digest(d) => state.notifier.manifest_deleted(ctx, name, d),
+    }
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

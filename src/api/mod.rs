@@ -26,6 +26,7 @@ use axum::{
 use crate::{
     auth::{access, Authenticator, Denial},
     config::Config,
+    notify::{event::RequestContext, Notifier},
     registry::Registry,
     telemetry::metrics::Metrics,
 };
@@ -41,6 +42,8 @@ pub struct AppState {
     pub auth: Option<Arc<Authenticator>>,
     /// None: no metrics (`http.debug` off).
     pub metrics: Option<Arc<Metrics>>,
+    /// Webhook events and audit lines for pushes, pulls and deletes.
+    pub notifier: Arc<Notifier>,
 }
 
 /// Builds the Location URLs clients follow: absolute by default (from
@@ -110,7 +113,7 @@ pub fn router(
     router_with_metrics(cfg, registry, auth, token_server, None)
 }
 
-/// [`router`], counting into `metrics`.
+/// [`router`], counting into `metrics` (audit lines, no webhooks).
 pub fn router_with_metrics(
     cfg: &Config,
     registry: Registry,
@@ -118,11 +121,25 @@ pub fn router_with_metrics(
     token_server: Option<Router>,
     metrics: Option<Arc<Metrics>>,
 ) -> Router {
+    let notifier = Arc::new(Notifier::audit_only());
+    router_with_notifier(cfg, registry, auth, token_server, metrics, notifier)
+}
+
+/// [`router_with_metrics`], sending events through `notifier`.
+pub fn router_with_notifier(
+    cfg: &Config,
+    registry: Registry,
+    auth: Option<Authenticator>,
+    token_server: Option<Router>,
+    metrics: Option<Arc<Metrics>>,
+    notifier: Arc<Notifier>,
+) -> Router {
     let state = AppState {
         registry,
         urls: Arc::new(UrlBuilder::new(cfg)),
         auth: auth.map(Arc::new),
         metrics: metrics.clone(),
+        notifier,
     };
     let api = Router::new()
         .route("/", get(base::root))
@@ -142,7 +159,8 @@ pub fn router_with_metrics(
     middleware::apply(app, cfg, metrics)
 }
 
-/// Let the request through, or answer it with a challenge or a denial.
+/// Let the request through (with the account name, when auth is on), or
+/// answer it with a challenge or a denial.
 /// No auth configured: everything is allowed (the embedded default).
 /// (Takes the request's parts, not `&Request`: a body is not `Sync`.)
 async fn check_access(
@@ -151,9 +169,9 @@ async fn check_access(
     headers: &HeaderMap,
     mount_from: Option<String>,
     route: &Route,
-) -> Result<(), Response> {
+) -> Result<Option<String>, Response> {
     let Some(auth) = &state.auth else {
-        return Ok(());
+        return Ok(None);
     };
     let need = access::required(method, route, mount_from.as_deref());
     // Where this registry is reachable, prefix included (for autoredirect realms).
@@ -170,7 +188,7 @@ async fn check_access(
         }
     }
     result
-        .map(|_| ())
+        .map(Some)
         .map_err(|denial| error::denial_response(denial, &need))
 }
 
@@ -184,9 +202,12 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
     };
     let method = req.method().clone();
     let mount_from = query_param(&req, "mount").and(query_param(&req, "from"));
-    if let Err(denied) = check_access(&state, &method, req.headers(), mount_from, &route).await {
-        return denied;
-    }
+    let actor = match check_access(&state, &method, req.headers(), mount_from, &route).await {
+        Ok(actor) => actor,
+        Err(denied) => return denied,
+    };
+    // Who did it, from where, under which request id: for events and audit lines.
+    let ctx = RequestContext::from_request(&req, actor, state.urls.build(req.headers(), ""));
     if !matches!(method, Method::GET | Method::HEAD) {
         if let Err(e) = state.registry.check_writable() {
             return axum::response::IntoResponse::into_response(e);
@@ -197,16 +218,20 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         (&Method::GET, Route::Catalog) => tags::catalog(&state, req).await,
         (&Method::GET, Route::Tags { name }) => tags::list(&state, &name, req).await,
         (&Method::GET | &Method::HEAD, Route::Blob { name, digest }) => {
-            blobs::get(&state, &name, &digest, req).await
+            blobs::get(&state, &ctx, &name, &digest, req).await
         }
         (&Method::DELETE, Route::Blob { name, digest }) => {
-            blobs::delete(&state, &name, &digest).await
+            blobs::delete(&state, &ctx, &name, &digest).await
         }
-        (&Method::POST, Route::UploadStart { name }) => uploads::start(&state, &name, req).await,
+        (&Method::POST, Route::UploadStart { name }) => {
+            uploads::start(&state, &ctx, &name, req).await
+        }
         (&Method::PATCH, Route::Upload { name, id }) => {
             uploads::patch(&state, &name, &id, req).await
         }
-        (&Method::PUT, Route::Upload { name, id }) => uploads::put(&state, &name, &id, req).await,
+        (&Method::PUT, Route::Upload { name, id }) => {
+            uploads::put(&state, &ctx, &name, &id, req).await
+        }
         (&Method::GET, Route::Upload { name, id }) => {
             uploads::status(&state, &name, &id, req).await
         }
@@ -214,13 +239,13 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
             uploads::cancel(&state, &name, &id, req).await
         }
         (&Method::GET | &Method::HEAD, Route::Manifest { name, reference }) => {
-            manifests::get(&state, &name, &reference, req).await
+            manifests::get(&state, &ctx, &name, &reference, req).await
         }
         (&Method::PUT, Route::Manifest { name, reference }) => {
-            manifests::put(&state, &name, &reference, req).await
+            manifests::put(&state, &ctx, &name, &reference, req).await
         }
         (&Method::DELETE, Route::Manifest { name, reference }) => {
-            manifests::delete(&state, &name, &reference).await
+            manifests::delete(&state, &ctx, &name, &reference).await
         }
         (&Method::GET, Route::Referrers { name, digest }) => {
             referrers::get(&state, &name, &digest, req).await

@@ -11,6 +11,7 @@ use futures::TryStreamExt;
 
 use super::{error::ApiResult, header_str, query_param, AppState};
 use crate::{
+    notify::event::RequestContext,
     registry::{
         blobs::BlobInfo,
         digest::Digest,
@@ -99,13 +100,16 @@ fn created(state: &AppState, headers: &HeaderMap, name: &str, blob: &BlobInfo) -
         .into_response()
 }
 
-pub async fn start(state: &AppState, name: &str, req: Request) -> ApiResult {
+pub async fn start(state: &AppState, ctx: &RequestContext, name: &str, req: Request) -> ApiResult {
     let reg = &state.registry;
     let headers = req.headers().clone();
     if let Some(mount) = query_param(&req, "mount") {
         let d: Digest = mount.parse()?;
         if let Some(from) = query_param(&req, "from") {
             if let Some(blob) = reg.mount_blob(name, &d, &from).await? {
+                state
+                    .notifier
+                    .blob_mounted(ctx, name, &blob.digest, blob.size, &from);
                 return Ok(created(state, &headers, name, &blob));
             }
         }
@@ -116,6 +120,9 @@ pub async fn start(state: &AppState, name: &str, req: Request) -> ApiResult {
         let blob = reg
             .finish_upload(session, &d, None, body_stream(req))
             .await?;
+        state
+            .notifier
+            .blob_pushed(ctx, name, &blob.digest, blob.size);
         return Ok(created(state, &headers, name, &blob));
     }
     let session = reg.start_upload(name).await?;
@@ -149,7 +156,13 @@ pub async fn patch(state: &AppState, name: &str, id: &str, req: Request) -> ApiR
     Ok(in_progress(state, &headers, StatusCode::ACCEPTED, &session))
 }
 
-pub async fn put(state: &AppState, name: &str, id: &str, req: Request) -> ApiResult {
+pub async fn put(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &str,
+    id: &str,
+    req: Request,
+) -> ApiResult {
     let session = resume(state, name, id, query_param(&req, "_state")).await?;
     let d: Digest = query_param(&req, "digest")
         .ok_or_else(|| Error::new(Code::DigestInvalid, "digest query parameter is required"))?
@@ -160,6 +173,9 @@ pub async fn put(state: &AppState, name: &str, id: &str, req: Request) -> ApiRes
         .registry
         .finish_upload(session, &d, range, body_stream(req))
         .await?;
+    state
+        .notifier
+        .blob_pushed(ctx, name, &blob.digest, blob.size);
     Ok(created(state, &headers, name, &blob))
 }
 

@@ -8,7 +8,6 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
-pub mod notify;
 pub mod health;
 pub mod notify;
 pub mod registry;

@@ -6,7 +6,6 @@
 pub mod auth;
 pub mod azure;
 pub mod notifications;
-pub mod notifications;
 pub mod observability;
 pub mod redis;
 pub mod s3;
@@ -251,9 +250,6 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.storage.driver().map_err(ConfigError)?;
-        self.notifications
-            .active_endpoints()
-            .map_err(ConfigError)?;
         self.notifications
             .active_endpoints()
             .map_err(ConfigError)?;

@@ -314,15 +314,6 @@ impl Metrics {
         }
     }
 
-    /// Expose the webhook notification metrics (`notify::metrics`).
-    pub fn register_notifications(&self, m: &crate::notify::metrics::NotifyMetrics) {
-        for c in m.collectors() {
-            if let Err(e) = self.registry.register(c) {
-                tracing::warn!(error = %e, "notification metrics not registered");
-            }
-        }
-    }
-
     /// Count a check of presented credentials.
     pub fn auth_attempt(&self, scheme: &str, result: &str) {
         self.auth_attempts

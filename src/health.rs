@@ -75,7 +75,12 @@ impl Health {
 
     /// Stop the background checks.
     pub fn stop(&self) {
-        for t in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             t.abort();
         }
     }
@@ -139,7 +144,9 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
                     if got.as_u16() == want {
                         Ok(())
                     } else {
-                        Err(format!("downstream service returned unexpected status: {got}"))
+                        Err(format!(
+                            "downstream service returned unexpected status: {got}"
+                        ))
                     }
                 })
             }),
@@ -227,7 +234,10 @@ impl Runner {
         let bound = self.schedule.interval.max(Duration::from_secs(1));
         let result = match tokio::time::timeout(bound, (self.probe)()).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {}", humantime::format_duration(bound))),
+            Err(_) => Err(format!(
+                "no answer within {}",
+                humantime::format_duration(bound)
+            )),
         };
         let mut failure = self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
         match result {

@@ -34,9 +34,9 @@ impl TracingConfig {
                 return Err(format!("tracing.samplingratio: {r} is not within 0.0–1.0"));
             }
         }
-        if !self.endpoint.is_empty()
-            && !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://"))
-        {
+        let url_like =
+            self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://");
+        if !self.endpoint.is_empty() && !url_like {
             return Err(format!(
                 "tracing.endpoint: {:?} must be an http:// or https:// URL",
                 self.endpoint
@@ -125,8 +125,8 @@ pub struct Schedule {
 
 impl Schedule {
     fn parse(key: &str, interval: &str, threshold: u32, timeout: &str) -> Result<Self, String> {
-        let interval = optional_duration(&format!("{key}.interval"), interval)?
-            .unwrap_or(DEFAULT_INTERVAL);
+        let interval =
+            optional_duration(&format!("{key}.interval"), interval)?.unwrap_or(DEFAULT_INTERVAL);
         if interval.is_zero() {
             return Err(format!("{key}.interval: must be positive"));
         }
@@ -152,7 +152,10 @@ impl HealthConfig {
         }
         for (i, c) in self.http.iter().enumerate() {
             if !(c.uri.starts_with("http://") || c.uri.starts_with("https://")) {
-                return Err(format!("health.http[{i}].uri: {:?} is not an http(s) URL", c.uri));
+                return Err(format!(
+                    "health.http[{i}].uri: {:?} is not an http(s) URL",
+                    c.uri
+                ));
             }
             c.schedule(i)?;
         }
@@ -168,12 +171,7 @@ impl HealthConfig {
 
 impl StorageDriverCheck {
     pub fn schedule(&self) -> Result<Schedule, String> {
-        Schedule::parse(
-            "health.storagedriver",
-            &self.interval,
-            self.threshold,
-            "",
-        )
+        Schedule::parse("health.storagedriver", &self.interval, self.threshold, "")
     }
 }
 

@@ -118,7 +118,9 @@ impl StorageDriver for InstrumentedDriver {
 
     async fn redirect_url(&self, path: &str, method: &str) -> Result<Option<String>> {
         let op = self.inner.redirect_url(path, method);
-        self.observer.run(StorageAction::RedirectURL, path, op).await
+        self.observer
+            .run(StorageAction::RedirectURL, path, op)
+            .await
     }
 }
 

@@ -80,9 +80,9 @@ pub fn provider(cfg: &TracingConfig) -> Result<SdkTracerProvider, String> {
         .with_batch_exporter(exporter)
         .with_resource(resource.build());
     if let Some(ratio) = cfg.samplingratio {
-        builder = builder.with_sampler(Sampler::ParentBased(Box::new(
-            Sampler::TraceIdRatioBased(ratio),
-        )));
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))));
     }
     ENABLED.store(true, Ordering::Relaxed);
     Ok(builder.build())
@@ -133,8 +133,8 @@ pub fn request_span<B>(req: &http::Request<B>, route: &str) -> tracing::Span {
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    let parent = TraceContextPropagator::new()
-        .extract(&opentelemetry_http::HeaderExtractor(req.headers()));
+    let parent =
+        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(req.headers()));
     // Without a valid traceparent the extracted context is empty and the
     // span starts a new trace.
     let _ = span.set_parent(parent);

@@ -42,16 +42,24 @@ fn start(health: &str) -> (Berth, String) {
             )
         })
     };
-    assert!(wait_for_port(&debug, Duration::from_secs(20)), "{}", b.logs());
+    assert!(
+        wait_for_port(&debug, Duration::from_secs(20)),
+        "{}",
+        b.logs()
+    );
     (b, debug)
 }
 
 #[tokio::test]
 async fn storage_check_fails_when_storage_breaks_and_recovers_by_itself() {
-    let (b, debug) = start("  storagedriver:\n    enabled: true\n    interval: 100ms\n    threshold: 2\n");
+    let (b, debug) =
+        start("  storagedriver:\n    enabled: true\n    interval: 100ms\n    threshold: 2\n");
     assert_eq!(status(&b.url("/health/storage")).await, StatusCode::OK);
     assert_eq!(status(&b.url("/v2/")).await, StatusCode::OK);
-    assert_eq!(wait_status(&format!("http://{debug}/debug/health"), StatusCode::OK).await, "{}");
+    assert_eq!(
+        wait_status(&format!("http://{debug}/debug/health"), StatusCode::OK).await,
+        "{}"
+    );
 
     // Storage breaks: the root becomes a plain file, so every path under it
     // fails with ENOTDIR (not "not found").
@@ -68,14 +76,19 @@ async fn storage_check_fails_when_storage_breaks_and_recovers_by_itself() {
         "{v}"
     );
     // The whole API is drained, as distribution's health handler does...
-    assert_eq!(status(&b.url("/v2/")).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        status(&b.url("/v2/")).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(
         status(&b.url("/v2/any/manifests/latest")).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
     // ...but liveness stays up, so the replica is not restarted for it.
     assert_eq!(status(&b.url("/")).await, StatusCode::OK);
-    let r = reqwest::get(format!("http://{debug}/debug/health")).await.unwrap();
+    let r = reqwest::get(format!("http://{debug}/debug/health"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let v: Value = r.json().await.unwrap();
     assert!(v["storagedriver_filesystem"].is_string(), "{v}");
@@ -83,7 +96,10 @@ async fn storage_check_fails_when_storage_breaks_and_recovers_by_itself() {
     // Storage comes back: the next check clears it, no restart needed.
     std::fs::remove_file(&b.root).unwrap();
     std::fs::rename(&aside, &b.root).unwrap();
-    assert_eq!(wait_status(&b.url("/health/storage"), StatusCode::OK).await, "ok");
+    assert_eq!(
+        wait_status(&b.url("/health/storage"), StatusCode::OK).await,
+        "ok"
+    );
     assert_eq!(status(&b.url("/v2/")).await, StatusCode::OK);
     let logs = b.logs();
     assert_eq!(logs.matches("health check failing").count(), 1, "{logs}");
@@ -143,8 +159,14 @@ fn health_config_is_validated() {
             "health:\n  storagedriver:\n    enabled: true\n    interval: 0s\n",
             "health.storagedriver.interval",
         ),
-        ("health:\n  file:\n    - interval: 1s\n", "health.file[0].file"),
-        ("health:\n  http:\n    - uri: localhost\n", "health.http[0].uri"),
+        (
+            "health:\n  file:\n    - interval: 1s\n",
+            "health.file[0].file",
+        ),
+        (
+            "health:\n  http:\n    - uri: localhost\n",
+            "health.http[0].uri",
+        ),
         ("health:\n  tcp:\n    - addr: ''\n", "health.tcp[0].addr"),
     ] {
         let e = berth::config::Config::from_yaml(yaml)

@@ -22,7 +22,10 @@ async fn text_lines_end_with_the_static_fields() {
     assert_eq!(r.status(), 200);
     let logs = b.logs();
     let lines: Vec<&str> = logs.lines().filter(|l| !l.is_empty()).collect();
-    assert!(lines.iter().any(|l| l.contains("berth listening")), "{logs}");
+    assert!(
+        lines.iter().any(|l| l.contains("berth listening")),
+        "{logs}"
+    );
     assert!(lines.iter().any(|l| l.contains("berth::access")), "{logs}");
     for l in &lines {
         // Sorted by key; a value with a space is quoted.

@@ -98,10 +98,7 @@ pub fn app_with_metrics(
 /// Storage driver, cache and maintenance settings as one [`Registry`].
 pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::Result<Registry> {
     let driver = build_driver(cfg)?;
-    let driver = match &metrics {
-        Some(m) => InstrumentedDriver::wrap(driver, m),
-        None => driver,
-    };
+    let driver = InstrumentedDriver::wrap(driver, metrics.as_deref());
     let registry = Registry::new(driver, &http_secret(cfg), cfg.storage.delete.enabled);
     let registry = registry.read_only(cfg.storage.maintenance.readonly.enabled);
     let registry = match blob_descriptor_cache(cfg)? {
@@ -173,7 +170,15 @@ pub async fn serve(
     if let Some(m) = &metrics {
         m.register_notifications(notifier.metrics());
     }
+    let health = crate::health::start(&cfg.health, &registry)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let app = router_for(cfg, registry, metrics, notifier.clone())?;
+    // The checks' results reach the API as a request extension (api::health).
+    let app = match &health {
+        Some(h) => app.layer(axum::Extension(h.clone())),
+        None => app,
+    };
     let stop_debug = CancellationToken::new();
     let debug_task = match debug {
         Some((debug_listener, metrics)) => {
@@ -186,6 +191,7 @@ pub async fn serve(
                 debug_listener,
                 path,
                 metrics,
+                health.clone(),
                 stop_debug.clone().cancelled_owned(),
             )))
         }
@@ -197,6 +203,9 @@ pub async fn serve(
         p.abort();
     }
     sweep_watch.abort();
+    if let Some(h) = &health {
+        h.stop();
+    }
     stop_debug.cancel();
     if let Some(mut task) = debug_task {
         match tokio::time::timeout(DEBUG_DRAIN, &mut task).await {
@@ -232,14 +241,21 @@ async fn serve_metrics(
     listener: TcpListener,
     path: String,
     metrics: Arc<Metrics>,
+    health: Option<Arc<crate::health::Health>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     async fn scrape(State(m): State<Arc<Metrics>>) -> axum::response::Response {
         ([(header::CONTENT_TYPE, m.content_type())], m.render()).into_response()
     }
-    let app = axum::Router::new()
+    let mut app = axum::Router::new()
         .route(&path, get(scrape))
         .with_state(metrics);
+    if let Some(h) = health {
+        app = app.route(
+            "/debug/health",
+            get(move || async move { api::health::debug_report(&h) }),
+        );
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

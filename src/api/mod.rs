@@ -5,6 +5,7 @@
 mod base;
 mod blobs;
 pub mod error;
+pub mod health;
 mod manifests;
 mod middleware;
 mod referrers;
@@ -150,6 +151,7 @@ pub fn router_with_notifier(
         .fallback(|| async { not_found() })
         .with_state(state)
         .merge(token_server.unwrap_or_default());
+    let api = health::apply(api);
     let prefix = cfg.http.prefix.trim_end_matches('/');
     let app = if prefix.is_empty() {
         api

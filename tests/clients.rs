@@ -9,6 +9,8 @@ mod common;
 
 #[path = "clients/auth.rs"]
 mod auth;
+#[path = "clients/compose.rs"]
+mod compose;
 #[path = "clients/daemons.rs"]
 mod daemons;
 #[path = "clients/docker.rs"]

@@ -1,0 +1,414 @@
+//! The Helm chart (helm/berth) and the kustomize manifests (k8s/): linted,
+//! rendered, checked by yamllint and against the Kubernetes schemas, and the
+//! config.yml they produce accepted by the real `berth`. Tools: see
+//! tests/deploy/tools.rs (tests/run.sh installs them).
+
+mod common;
+#[path = "deploy/tools.rs"]
+mod tools;
+
+use serde_json::Value;
+use tools::*;
+
+/// The chart's example profiles, one per storage driver.
+const PROFILES: [&str; 3] = [
+    "ci/filesystem-values.yaml",
+    "ci/s3-values.yaml",
+    "ci/azure-values.yaml",
+];
+
+fn profile(storage: &str) -> String {
+    format!("ci/{storage}-values.yaml")
+}
+
+#[test]
+fn helm_lint_strict_passes_for_every_profile() {
+    for values in PROFILES.iter().copied().chain([""]) {
+        let mut cmd = helm();
+        cmd.args(["lint", "--strict"]).arg(chart());
+        if !values.is_empty() {
+            cmd.arg("--values").arg(chart().join(values));
+        }
+        let out = run_ok(cmd, "");
+        assert!(
+            out.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn chart_files_pass_yamllint() {
+    for file in ["Chart.yaml", "values.yaml"].into_iter().chain(PROFILES) {
+        let text = std::fs::read_to_string(chart().join(file)).unwrap();
+        yamllint(file, &text);
+    }
+}
+
+#[test]
+fn rendered_profiles_pass_yamllint_and_the_kubernetes_schemas() {
+    let expected: [(&str, &[&str], &[&str]); 3] = [
+        (
+            "filesystem",
+            &[
+                "persistentvolumeclaim",
+                "deployment",
+                "service",
+                "ingress",
+                "secret",
+            ],
+            &["horizontalpodautoscaler", "poddisruptionbudget"],
+        ),
+        (
+            "s3",
+            &["horizontalpodautoscaler", "poddisruptionbudget", "ingress"],
+            &["persistentvolumeclaim"],
+        ),
+        (
+            "azure",
+            &["poddisruptionbudget", "deployment"],
+            &["persistentvolumeclaim", "ingress"],
+        ),
+    ];
+    for (storage, present, absent) in expected {
+        let yaml = render(&profile(storage));
+        yamllint(storage, &yaml);
+        let validated = kubernetes_validate(storage, &yaml);
+        for kind in present {
+            assert!(validated.iter().any(|k| k == kind), "{storage}: no {kind}");
+        }
+        for kind in absent {
+            assert!(!validated.iter().any(|k| k == kind), "{storage}: {kind}");
+        }
+        let docs = documents(&yaml);
+        for doc in &docs {
+            let kind = doc["kind"].as_str().unwrap();
+            let lowered = kind.to_lowercase();
+            assert!(
+                validated.contains(&lowered) || CRD_KINDS.contains(&kind),
+                "{storage}: {kind} was not validated"
+            );
+        }
+    }
+}
+
+/// ServiceMonitor has no bundled schema (a CRD): check that it scrapes the
+/// Service's metrics port, which serves Berth's metrics path.
+#[test]
+fn service_monitor_scrapes_the_metrics_port() {
+    let docs = documents(&render(&profile("filesystem")));
+    let monitor = get(&docs, "ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    let service = get(&docs, "Service");
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap();
+    for (k, v) in selector {
+        assert_eq!(&service["metadata"]["labels"][k], v, "selector {k}");
+    }
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let port = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == endpoint["port"])
+        .expect("the endpoint names a Service port");
+    let config = Pod::from_manifests(&docs).config_text;
+    assert!(
+        config.contains(&format!("addr: :{}", port["port"])),
+        "http.debug.addr is the scraped port: {config}"
+    );
+    assert!(config.contains(&format!("path: {}", endpoint["path"].as_str().unwrap())));
+}
+
+#[test]
+fn rendered_configs_pass_berth_config_check() {
+    let expected = [
+        (
+            "filesystem",
+            "rootdirectory: /var/lib/registry",
+            "htpasswd:",
+        ),
+        ("s3", "bucket: berth-images", "token_server:"),
+        (
+            "azure",
+            "accountname: berthimages",
+            "blobdescriptor: inmemory",
+        ),
+    ];
+    for (storage, driver, feature) in expected {
+        let docs = documents(&render(&profile(storage)));
+        let pod = Pod::from_manifests(&docs);
+        assert!(pod.config_text.contains(driver), "{}", pod.config_text);
+        assert!(pod.config_text.contains(feature), "{}", pod.config_text);
+        let out = pod.config_check();
+        assert!(
+            out.status.success(),
+            "{storage}: berth config check refused the rendered config: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            pod.config_text
+        );
+    }
+}
+
+/// The config check is real: the same pod with one credential missing from
+/// its environment is refused (Azure's account key must be base64).
+#[test]
+fn config_check_refuses_a_broken_credential() {
+    let docs = documents(&render(&profile("azure")));
+    let mut pod = Pod::from_manifests(&docs);
+    let key = pod
+        .env
+        .iter_mut()
+        .find(|(k, _)| k == "REGISTRY_STORAGE_AZURE_ACCOUNTKEY")
+        .expect("the account key comes from the Secret");
+    key.1 = "not base64!".into();
+    let out = pod.config_check();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.azure.accountkey"));
+}
+
+/// The filesystem profile as a pod would run it: GET / (liveness) is 200 with
+/// htpasswd on, /health/storage (readiness) is 200, /v2/ is 401, and the
+/// metrics port answers on the ServiceMonitor's path.
+#[test]
+fn filesystem_profile_serves_its_probes() {
+    let docs = documents(&render(&profile("filesystem")));
+    let pod = Pod::from_manifests(&docs);
+    let container = &get(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let liveness = container["livenessProbe"]["httpGet"]["path"]
+        .as_str()
+        .unwrap();
+    let readiness = container["readinessProbe"]["httpGet"]["path"]
+        .as_str()
+        .unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", common::free_port());
+    let mut env: Vec<(&str, &str)> = pod
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("REGISTRY_HTTP_DEBUG_ADDR", &metrics_addr));
+    let config = pod.config_text.clone();
+    let berth = common::Berth::start_with_env(
+        |root, addr| {
+            config
+                .replace(
+                    "rootdirectory: /var/lib/registry",
+                    &format!("rootdirectory: {root}"),
+                )
+                .replace("addr: :5000", &format!("addr: {addr}"))
+        },
+        &env,
+    );
+    let status = |url: String| http_status::get(&url);
+    assert_eq!(status(berth.url(liveness)), 200, "liveness {liveness}");
+    assert_eq!(status(berth.url(readiness)), 200, "readiness {readiness}");
+    assert_eq!(status(berth.url("/v2/")), 401, "auth is on");
+    assert!(
+        common::wait_for_port(&metrics_addr, std::time::Duration::from_secs(10)),
+        "metrics listener"
+    );
+    let monitor = get(&docs, "ServiceMonitor");
+    let path = monitor["spec"]["endpoints"][0]["path"].as_str().unwrap();
+    assert_eq!(status(format!("http://{metrics_addr}{path}")), 200);
+}
+
+/// A GET's status, on a runtime of its own (the tests are synchronous).
+mod http_status {
+    pub fn get(url: &str) -> u16 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            reqwest::get(url)
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+                .status()
+                .as_u16()
+        })
+    }
+}
+
+#[test]
+fn bad_values_are_refused_with_a_message_naming_the_fix() {
+    let cases: [(&[&str], &str); 7] = [
+        (&["storage.type=ftp"], "storage.type"),
+        (
+            &["replicaCount=2"],
+            "storage.type filesystem allows one replica",
+        ),
+        (
+            &["autoscaling.enabled=true"],
+            "storage.type filesystem allows one replica",
+        ),
+        (
+            &["storage.type=s3", "storage.s3.region=eu-west-1"],
+            "storage.s3.region and storage.s3.bucket",
+        ),
+        (&["auth.type=htpasswd"], "auth.users or auth.existingSecret"),
+        (
+            &["auth.type=htpasswd", "auth.users.ci=plain"],
+            "auth.users.ci",
+        ),
+        (
+            &[
+                "storage.type=azure",
+                "storage.azure.accountname=a",
+                "storage.azure.container=images",
+                "replicaCount=2",
+                "storage.delete.enabled=true",
+            ],
+            "set redis.addr",
+        ),
+    ];
+    for (set, message) in cases {
+        let err = helm_template(None, set).expect_err(&format!("{set:?} was accepted"));
+        assert!(err.contains(message), "{set:?}: {err}");
+    }
+    // The same filesystem profile is fine on a ReadWriteMany volume.
+    helm_template(
+        None,
+        &[
+            "replicaCount=2",
+            "storage.filesystem.persistence.accessModes={ReadWriteMany}",
+        ],
+    )
+    .unwrap();
+}
+
+/// Where REGISTRY_HTTP_SECRET comes from, per httpSecret setting. (The kept-on-
+/// upgrade path needs a cluster: `helm template` cannot `lookup`, so it
+/// generates anew on each render, which is what the last case shows.)
+#[test]
+fn http_secret_comes_from_the_given_secret_or_the_charts_own() {
+    fn secret_env(docs: &[Value]) -> (String, String) {
+        let container = &get(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let var = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "REGISTRY_HTTP_SECRET")
+            .expect("REGISTRY_HTTP_SECRET");
+        let r = &var["valueFrom"]["secretKeyRef"];
+        (
+            r["name"].as_str().unwrap().into(),
+            r["key"].as_str().unwrap().into(),
+        )
+    }
+    let given = documents(
+        &helm_template(
+            None,
+            &[
+                "httpSecret.existingSecret=mine",
+                "httpSecret.existingSecretKey=k",
+            ],
+        )
+        .unwrap(),
+    );
+    assert_eq!(secret_env(&given), ("mine".into(), "k".into()));
+    assert!(
+        secret_data(&given, "berth").is_none_or(|d| !d.contains_key("http-secret")),
+        "no generated secret beside an existing one"
+    );
+
+    let valued = documents(&helm_template(None, &["httpSecret.value=shared-by-all"]).unwrap());
+    assert_eq!(secret_env(&valued), ("berth".into(), "http-secret".into()));
+    assert_eq!(
+        secret_data(&valued, "berth").unwrap()["http-secret"],
+        "shared-by-all"
+    );
+
+    let generated = |docs: &[Value]| -> String {
+        secret_data(docs, "berth").unwrap()["http-secret"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = generated(&documents(&helm_template(None, &[]).unwrap()));
+    let second = generated(&documents(&helm_template(None, &[]).unwrap()));
+    assert_eq!(first.len(), 64);
+    assert!(first.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_ne!(first, second, "helm template has no cluster to look up");
+}
+
+#[test]
+fn ingress_lets_layers_through_nginx() {
+    let docs = documents(&render(&profile("filesystem")));
+    let ingress = get(&docs, "Ingress");
+    let a = &ingress["metadata"]["annotations"];
+    assert_eq!(a["nginx.ingress.kubernetes.io/proxy-body-size"], "0");
+    assert_eq!(
+        a["nginx.ingress.kubernetes.io/proxy-request-buffering"],
+        "off"
+    );
+    assert_eq!(a["nginx.ingress.kubernetes.io/proxy-read-timeout"], "900");
+    assert_eq!(
+        ingress["spec"]["tls"][0]["hosts"][0],
+        "registry.example.com"
+    );
+    // The chart's annotations give way to the user's.
+    let overridden = documents(
+        &helm_template_args(&[
+            "--values".into(),
+            chart().join(profile("filesystem")).to_str().unwrap().into(),
+            "--set-string".into(),
+            "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/proxy-read-timeout=3600".into(),
+        ])
+        .unwrap(),
+    );
+    let a = &get(&overridden, "Ingress")["metadata"]["annotations"];
+    assert_eq!(a["nginx.ingress.kubernetes.io/proxy-read-timeout"], "3600");
+}
+
+/// A config change changes the pod template (so pods roll); an unrelated
+/// value does not.
+#[test]
+fn config_changes_roll_the_pods() {
+    let checksum = |set: &[&str]| -> String {
+        let docs = documents(&helm_template(None, set).unwrap());
+        get(&docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let base = checksum(&[]);
+    assert_eq!(base, checksum(&["podLabels.team=a"]));
+    assert_ne!(base, checksum(&["log.level=debug"]));
+}
+
+#[test]
+fn kustomize_base_and_overlays_validate_and_pass_config_check() {
+    for (dir, driver) in [
+        ("base", "filesystem:"),
+        ("overlays/s3", "s3:"),
+        ("overlays/azure", "azure:"),
+    ] {
+        let yaml = kustomize(dir);
+        yamllint(dir, &yaml);
+        let validated = kubernetes_validate(dir, &yaml);
+        let docs = documents(&yaml);
+        assert_eq!(validated.len(), docs.len(), "{dir}: {:?}", kinds(&docs));
+        let replicated = dir != "base";
+        assert_eq!(
+            find(&docs, "PersistentVolumeClaim").is_none(),
+            replicated,
+            "{dir}: a volume only for filesystem"
+        );
+        assert_eq!(find(&docs, "PodDisruptionBudget").is_some(), replicated);
+        let pod = Pod::from_manifests(&docs);
+        assert!(
+            pod.config_text.contains(driver),
+            "{dir}: {}",
+            pod.config_text
+        );
+        let out = pod.config_check();
+        assert!(
+            out.status.success(),
+            "{dir}: berth config check: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

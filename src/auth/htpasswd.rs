@@ -2,7 +2,9 @@
 //!
 //! bcrypt is deliberately slow (~70 ms here) and docker sends Basic credentials
 //! on every request, so: checks run on the blocking pool, never on an async
-//! worker; and a successful check is remembered for a short while, keyed by a
+//! worker, at most one per core at a time (a flood of wrong passwords
+//! queues as cheap futures instead of growing the blocking pool to hundreds
+//! of threads that starve every other blocking task); and a successful check is remembered for a short while, keyed by a
 //! salted SHA-256 of user and password (never the password itself), so a push
 //! of many layers pays for bcrypt once. The file is re-read when it changes.
 
@@ -48,6 +50,8 @@ pub struct Htpasswd {
     /// A valid hash to check unknown users against, so that "no such user"
     /// takes as long as "wrong password".
     dummy: String,
+    /// bcrypt checks allowed to run at once.
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
@@ -109,6 +113,9 @@ impl Htpasswd {
             remembered: Mutex::new(HashMap::new()),
             salt,
             dummy: bcrypt::hash("dummy", 10).expect("bcrypt hash"),
+            bcrypt_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 
@@ -169,6 +176,10 @@ impl Htpasswd {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.clone());
         let password = password.to_string();
+        // Never closed, so acquiring only waits.
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return false;
+        };
         let ok =
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await

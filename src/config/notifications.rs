@@ -199,12 +199,22 @@ mod tests {
         assert_eq!(eps.len(), 2, "the disabled one is left out");
         assert_eq!(eps[0].timeout.as_millis(), 500);
         assert_eq!(eps[0].threshold, 5);
-        assert_eq!(eps[0].headers, vec![("Authorization".into(), "Bearer tok".into())]);
+        assert_eq!(
+            eps[0].headers,
+            vec![("Authorization".into(), "Bearer tok".into())]
+        );
         assert_eq!(eps[0].queue_size, super::DEFAULT_QUEUE_SIZE);
-        assert_eq!(eps[1].timeout.as_millis(), 250, "a bare number is nanoseconds");
+        assert_eq!(
+            eps[1].timeout.as_millis(),
+            250,
+            "a bare number is nanoseconds"
+        );
         assert_eq!(eps[1].threshold, 10, "distribution's default");
         assert_eq!(eps[1].backoff.as_secs(), 1);
-        assert_eq!(eps[1].ignored_media_types, ["a/b", "application/octet-stream"]);
+        assert_eq!(
+            eps[1].ignored_media_types,
+            ["a/b", "application/octet-stream"]
+        );
         assert_eq!(eps[1].ignored_actions, ["pull"]);
         assert_eq!(eps[1].queue_size, 3);
     }
@@ -213,7 +223,10 @@ mod tests {
     fn mistakes_name_the_key() {
         for (endpoint, key) in [
             ("url: http://x/", "notifications.endpoints[0].name"),
-            ("name: a\n      url: ftp://x/", "notifications.endpoints[0].url"),
+            (
+                "name: a\n      url: ftp://x/",
+                "notifications.endpoints[0].url",
+            ),
             (
                 "name: a\n      url: http://x/\n      timeout: soon",
                 "notifications.endpoints[0].timeout",

@@ -113,7 +113,11 @@ impl Queue {
 
 /// Deliver `queue`'s events until `closing` is cancelled and the queue is
 /// empty (the caller bounds how long it waits for that).
-pub async fn run(queue: std::sync::Arc<Queue>, client: reqwest::Client, closing: CancellationToken) {
+pub async fn run(
+    queue: std::sync::Arc<Queue>,
+    client: reqwest::Client,
+    closing: CancellationToken,
+) {
     let s = &queue.settings;
     let mut failures: u32 = 0;
     let mut down = false;

@@ -238,7 +238,10 @@ mod tests {
         let e = &v["events"][0];
         assert_eq!(e["action"], "push");
         assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
-        assert_eq!(e["target"]["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(
+            e["target"]["mediaType"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
         assert_eq!(e["target"]["length"], 7);
         assert_eq!(e["target"]["tag"], "1");
         assert!(e["target"].get("fromRepository").is_none());

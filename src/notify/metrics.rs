@@ -114,7 +114,11 @@ impl Default for NotifyMetrics {
 impl EndpointMetrics {
     /// Count an HTTP answer under distribution's `code` label.
     pub fn status(&self, code: http::StatusCode) {
-        let label = format!("{} {}", code.as_u16(), code.canonical_reason().unwrap_or(""));
+        let label = format!(
+            "{} {}",
+            code.as_u16(),
+            code.canonical_reason().unwrap_or("")
+        );
         self.family
             .status
             .with_label_values(&[label.trim_end(), &self.endpoint])

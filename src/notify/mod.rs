@@ -188,7 +188,11 @@ impl Notifier {
 
     /// An upload completed (PUT, or a monolithic POST).
     pub fn blob_pushed(&self, ctx: &RequestContext, repo: &str, digest: &Digest, size: u64) {
-        self.publish(ctx, Action::Push, Self::blob_target(ctx, repo, digest, size));
+        self.publish(
+            ctx,
+            Action::Push,
+            Self::blob_target(ctx, repo, digest, size),
+        );
     }
 
     /// A cross-repository mount linked the blob (distribution's `mount`).
@@ -208,7 +212,11 @@ impl Notifier {
     /// A blob GET was answered (HEAD is an existence check, not a pull).
     pub fn blob_pulled(&self, ctx: &RequestContext, repo: &str, digest: &Digest, size: u64) {
         if self.wants_pulls() {
-            self.publish(ctx, Action::Pull, Self::blob_target(ctx, repo, digest, size));
+            self.publish(
+                ctx,
+                Action::Pull,
+                Self::blob_target(ctx, repo, digest, size),
+            );
         }
     }
 

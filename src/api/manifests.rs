@@ -118,9 +118,14 @@ pub async fn put(
         .registry
         .put_manifest(name, &reference, content_type.as_deref(), body.clone())
         .await?;
-    state
-        .notifier
-        .manifest_pushed(ctx, name, &put.digest, &media_type, &body, tag_of(&reference));
+    state.notifier.manifest_pushed(
+        ctx,
+        name,
+        &put.digest,
+        &media_type,
+        &body,
+        tag_of(&reference),
+    );
     let location = state
         .urls
         .build(&headers, &format!("/v2/{name}/manifests/{}", put.digest));

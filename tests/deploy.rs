@@ -81,6 +81,15 @@ fn rendered_profiles_pass_yamllint_and_the_kubernetes_schemas() {
             assert!(!validated.iter().any(|k| k == kind), "{storage}: {kind}");
         }
         let docs = documents(&yaml);
+        let deployment = &get(&docs, "Deployment")["spec"];
+        if storage == "filesystem" {
+            assert_eq!(deployment["strategy"]["type"], "Recreate");
+        } else {
+            assert_eq!(deployment["strategy"]["type"], "RollingUpdate");
+        }
+        if storage == "s3" {
+            assert!(deployment["replicas"].is_null(), "the HPA owns the count");
+        }
         for doc in &docs {
             let kind = doc["kind"].as_str().unwrap();
             let lowered = kind.to_lowercase();
@@ -148,6 +157,67 @@ fn rendered_configs_pass_berth_config_check() {
             "{storage}: berth config check refused the rendered config: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             pod.config_text
+        );
+    }
+}
+
+/// Credentials given in values land in the chart's Secret and reach Berth as
+/// REGISTRY_* variables; the ConfigMap never holds them.
+#[test]
+fn credentials_reach_the_pod_from_secrets_only() {
+    let cases: [(&[&str], &[(&str, &str)]); 2] = [
+        (
+            &[
+                "storage.type=azure",
+                "storage.azure.accountname=berthimages",
+                "storage.azure.container=images",
+                "storage.azure.credentials.type=client_secret",
+                "storage.azure.credentials.clientid=client-1",
+                "storage.azure.credentials.tenantid=tenant-1",
+                "storage.azure.credentials.clientSecret=azure-client-secret-1",
+                "redis.addr=redis:6379",
+                "redis.password=redis-password-1",
+                "replicaCount=2",
+                "storage.delete.enabled=true",
+            ],
+            &[
+                (
+                    "REGISTRY_STORAGE_AZURE_CREDENTIALS_SECRET",
+                    "azure-client-secret-1",
+                ),
+                ("REGISTRY_REDIS_PASSWORD", "redis-password-1"),
+            ],
+        ),
+        (
+            &[
+                "storage.type=s3",
+                "storage.s3.region=eu-west-1",
+                "storage.s3.bucket=images",
+                "storage.s3.accessKey=access-key-1",
+                "storage.s3.secretKey=secret-key-1",
+            ],
+            &[
+                ("REGISTRY_STORAGE_S3_ACCESSKEY", "access-key-1"),
+                ("REGISTRY_STORAGE_S3_SECRETKEY", "secret-key-1"),
+            ],
+        ),
+    ];
+    for (set, expected) in cases {
+        let docs = documents(&helm_template(None, set).unwrap());
+        let pod = Pod::from_manifests(&docs);
+        for (var, value) in expected {
+            assert!(
+                pod.env.iter().any(|(k, v)| k == var && v == value),
+                "{var} from the chart's Secret: {:?}",
+                pod.env
+            );
+            assert!(!pod.config_text.contains(value), "{value} in the ConfigMap");
+        }
+        let out = pod.config_check();
+        assert!(
+            out.status.success(),
+            "{set:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

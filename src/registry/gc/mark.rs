@@ -83,7 +83,7 @@ struct Revision {
 impl Registry {
     /// One pass over every repository.
     pub(super) async fn mark(&self, delete_untagged: bool, cutoff: SystemTime) -> Result<Marked> {
-        let repositories = self.repositories().await?;
+        let repositories = self.repository_dirs().await?;
         let mut marked = Marked {
             repositories: Vec::new(),
             digests: HashSet::new(),
@@ -195,6 +195,30 @@ impl Registry {
             }
         }
         Ok(out)
+    }
+
+    /// Every repository with anything in it: unlike the catalog, one that has
+    /// only layer links (a push whose manifest has not arrived) counts, since
+    /// its links keep blobs and its cache entries must be cleared.
+    pub(super) async fn repository_dirs(&self) -> Result<Vec<String>> {
+        let root = layout::repositories_root();
+        let mut found = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let mut is_repo = false;
+            for child in self.list_or_empty(&dir).await? {
+                match layout::base_name(&child) {
+                    "_manifests" | "_layers" | "_uploads" | "_refs" => is_repo = true,
+                    base if base.starts_with('_') => {}
+                    _ => stack.push(child),
+                }
+            }
+            if is_repo {
+                found.push(dir[root.len() + 1..].to_string());
+            }
+        }
+        found.sort();
+        Ok(found)
     }
 
     pub(super) async fn list_or_empty(&self, dir: &str) -> Result<Vec<String>> {

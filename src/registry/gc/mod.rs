@@ -108,21 +108,13 @@ pub struct GcReport {
     pub raced: Vec<Digest>,
 }
 
+/// One summary line, `key=value` so scripts can read it; with a dry run the
+/// counts are what a real run would have deleted.
 impl fmt::Display for GcReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.dry_run {
-            "would be deleted"
-        } else {
-            "deleted"
-        };
-        let freed = if self.dry_run {
-            "would be freed"
-        } else {
-            "freed"
-        };
         write!(
             f,
-            "{} repositories, {} manifests and {} blobs marked; {} manifests and {} blobs {verb}, {} bytes {freed}; {} young blobs and {} re-referenced blobs kept",
+            "repositories={} manifests_marked={} blobs_marked={} manifests_deleted={} blobs_deleted={} bytes_freed={} young_blobs_kept={} rereferenced_blobs_kept={} raced={}",
             self.repositories,
             self.manifests_marked,
             self.blobs_marked,
@@ -131,13 +123,10 @@ impl fmt::Display for GcReport {
             self.bytes_freed,
             self.blobs_young,
             self.blobs_relinked,
+            self.raced.len(),
         )?;
-        if !self.raced.is_empty() {
-            write!(
-                f,
-                "; {} blobs re-referenced during their delete (see the log)",
-                self.raced.len()
-            )?;
+        if self.dry_run {
+            write!(f, " (dry run: nothing was deleted)")?;
         }
         Ok(())
     }
@@ -207,7 +196,7 @@ impl Registry {
         report.manifests_deleted = deleted;
         hook(GcPhase::Rechecked).await;
 
-        let mut repos = sweep::RepoList::new(second.repositories);
+        let mut repos = sweep::RepoList::default();
         for blob in blobs {
             if marked.contains(&blob.digest) {
                 report.blobs_marked += 1;

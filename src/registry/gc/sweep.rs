@@ -21,25 +21,20 @@ pub(super) struct StoredBlob {
     pub modified: SystemTime,
 }
 
-/// The repositories the re-check looks in, listed again when older than
-/// [`REPOS_REFRESH`] (a repository created meanwhile may link a candidate).
+/// The repositories the re-check looks in: listed when the sweep starts and
+/// again whenever older than [`REPOS_REFRESH`] (a repository created since the
+/// mark passes may link a candidate).
+#[derive(Default)]
 pub(super) struct RepoList {
     names: Vec<String>,
-    at: Instant,
+    at: Option<Instant>,
 }
 
 impl RepoList {
-    pub fn new(names: Vec<String>) -> Self {
-        RepoList {
-            names,
-            at: Instant::now(),
-        }
-    }
-
     async fn current(&mut self, registry: &Registry) -> Result<&[String]> {
-        if self.at.elapsed() >= REPOS_REFRESH {
-            self.names = registry.repositories().await?;
-            self.at = Instant::now();
+        if self.at.is_none_or(|t| t.elapsed() >= REPOS_REFRESH) {
+            self.names = registry.repository_dirs().await?;
+            self.at = Some(Instant::now());
         }
         Ok(&self.names)
     }

@@ -1,0 +1,15 @@
+//! Online garbage collection (`berth garbage-collect`): the real binary on
+//! storage a running Berth was pushed to (filesystem, S3, Azure), pushes
+//! during a run driven through the library's phase hook, and the
+//! blob-descriptor caches (in-memory, Redis) after a sweep.
+
+mod common;
+
+#[path = "gc/cli.rs"]
+mod cli;
+#[path = "gc/drivers.rs"]
+mod drivers;
+#[path = "gc/online.rs"]
+mod online;
+#[path = "gc/support.rs"]
+mod support;

@@ -1,0 +1,101 @@
+//! The core scenario on every driver (S3 through s3s-fs, Azure through
+//! Azurite), and the Redis blob-descriptor cache after a sweep.
+
+use reqwest::StatusCode;
+
+use super::common::{azurite::Azurite, redis::RedisServer, s3::S3Server, Berth};
+use super::support::*;
+
+/// Push an image and an orphan through a running Berth, collect with the
+/// real binary on the same storage, check what is gone and what serves.
+async fn core_scenario(storage: &str, extra: &str) -> Berth {
+    let berth = Berth::start_with(|_root, addr| config(storage, extra, addr));
+    let c = Client::new(berth.url(""));
+    let repo = "team/app";
+    let layer = noise(1, 70_000);
+    let m = c.push_image(repo, "v1", b"{\"core\":1}", &[&layer]).await;
+    let orphan = noise(2, 12_345);
+    let orphan_digest = c.push_blob(repo, &orphan).await;
+    assert_eq!(c.head_blob(repo, &orphan_digest).await, StatusCode::OK);
+
+    let run = gc(
+        &config(storage, extra, "127.0.0.1:0"),
+        &["--grace-period", "0s"],
+    );
+
+    assert_eq!(run.count("blobs_deleted"), 1, "{}", run.stdout);
+    assert_eq!(run.count("bytes_freed"), orphan.len() as u64);
+    assert_eq!(run.count("blobs_marked"), 3, "config, layer, manifest");
+    assert_eq!(
+        c.head_blob(repo, &orphan_digest).await,
+        StatusCode::NOT_FOUND,
+        "{}",
+        berth.logs()
+    );
+    assert_eq!(c.get_manifest(repo, "v1").await, (StatusCode::OK, m.body));
+    assert_eq!(c.head_blob(repo, &digest(&layer)).await, StatusCode::OK);
+    // Pushing the swept blob again works as for any missing blob.
+    assert!(c.push_blob_like_docker(repo, &orphan).await);
+    assert_eq!(c.head_blob(repo, &orphan_digest).await, StatusCode::OK);
+    berth
+}
+
+#[tokio::test]
+async fn collects_on_s3() {
+    let s3 = S3Server::s3s_fs();
+    core_scenario(&s3.yaml("/berth"), "").await;
+}
+
+#[tokio::test]
+async fn collects_on_azure() {
+    let az = Azurite::start();
+    az.driver("registry", "").await; // creates the container
+    core_scenario(&az.yaml("registry", "/berth"), "").await;
+}
+
+#[tokio::test]
+async fn redis_cache_never_answers_for_a_swept_blob() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = filesystem(dir.path().to_str().unwrap());
+    let cache = format!(
+        "  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\n",
+        redis.addr()
+    );
+    let berth = Berth::start_with(|_root, addr| config(&storage, &cache, addr));
+    let c = Client::new(berth.url(""));
+    let repo = "cached/app";
+    let orphan = noise(3, 999);
+    let d = c.push_blob(repo, &orphan).await;
+    assert_eq!(c.head_blob(repo, &d).await, StatusCode::OK);
+    assert_eq!(redis.cli(&["EXISTS", &format!("blobs::{d}")]), "1");
+    assert_eq!(
+        redis.cli(&["SISMEMBER", &format!("repository::{repo}::blobs"), &d]),
+        "1"
+    );
+
+    let run = gc(
+        &config(&storage, &cache, "127.0.0.1:0"),
+        &["-d", "--grace-period", "0s"],
+    );
+    assert_eq!(run.count("blobs_deleted"), 1);
+    assert_eq!(
+        redis.cli(&["EXISTS", &format!("blobs::{d}")]),
+        "1",
+        "a dry run clears nothing"
+    );
+
+    let run = gc(
+        &config(&storage, &cache, "127.0.0.1:0"),
+        &["--grace-period", "0s"],
+    );
+    assert_eq!(run.count("blobs_deleted"), 1, "{}", run.stdout);
+    assert_eq!(redis.cli(&["EXISTS", &format!("blobs::{d}")]), "0");
+    assert_eq!(
+        redis.cli(&["SISMEMBER", &format!("repository::{repo}::blobs"), &d]),
+        "0"
+    );
+    assert_eq!(c.head_blob(repo, &d).await, StatusCode::NOT_FOUND);
+    assert!(c.push_blob_like_docker(repo, &orphan).await);
+    assert_eq!(c.head_blob(repo, &d).await, StatusCode::OK);
+}

@@ -1,0 +1,174 @@
+//! Pushes *during* a collection, driven deterministically through the
+//! library's phase hook: a collector and a "server" (its own `Registry` with
+//! an in-memory cache) share one filesystem root, and the server pushes
+//! between the collector's mark passes and between its re-check and sweep.
+
+use std::{cell::RefCell, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::stream;
+
+use berth::{
+    cache::{inmemory::InMemoryCache, BlobDescriptorCache},
+    registry::{
+        digest::Digest,
+        error::Code,
+        gc::{watch, GcOptions, GcPhase},
+        manifests::Reference,
+        Registry,
+    },
+    storage::{filesystem::FilesystemDriver, Driver},
+};
+
+use super::support::{digest, image, noise, OCI_MANIFEST};
+
+async fn upload(r: &Registry, repo: &str, data: &[u8]) -> Digest {
+    let d: Digest = digest(data).parse().unwrap();
+    let state = r.start_upload(repo).await.unwrap();
+    let body = Box::pin(stream::iter([Ok(Bytes::copy_from_slice(data))]));
+    r.finish_upload(state, &d, None, body).await.unwrap();
+    d
+}
+
+async fn put(r: &Registry, repo: &str, tag: &str, config: &[u8], layers: &[&[u8]]) {
+    let m = image(config, layers, None);
+    r.put_manifest(
+        repo,
+        &Reference::Tag(tag.into()),
+        Some(OCI_MANIFEST),
+        Bytes::from(m.body),
+    )
+    .await
+    .unwrap();
+}
+
+async fn exists(driver: &Driver, d: &Digest) -> bool {
+    driver
+        .stat(&berth::storage::layout::blob_data(d))
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn blobs_and_manifests_pushed_during_a_run_are_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver: Driver = Arc::new(FilesystemDriver::new(dir.path()).unwrap());
+    let collector = Registry::new(driver.clone(), b"s", true);
+    let server = Registry::new(driver.clone(), b"s", true)
+        .with_cache(BlobDescriptorCache::new(Arc::new(InMemoryCache::default())));
+
+    // Old and unreferenced when the run starts (grace period zero).
+    let config = b"{\"during\":1}".to_vec();
+    let relinked_by_manifest_early = noise(1, 1000);
+    let relinked_by_manifest_late = noise(2, 1000);
+    let reuploaded_late = noise(3, 1000);
+    let garbage = noise(4, 1234);
+    upload(&server, "app", &config).await;
+    for b in [
+        &relinked_by_manifest_early,
+        &relinked_by_manifest_late,
+        &reuploaded_late,
+        &garbage,
+    ] {
+        upload(&server, "app", b).await;
+    }
+    let garbage_digest: Digest = digest(&garbage).parse().unwrap();
+    // The server's cache knows the garbage blob.
+    server.stat_blob("app", &garbage_digest).await.unwrap();
+    let fresh = noise(5, 777);
+
+    let phases = RefCell::new(Vec::new());
+    let opts = GcOptions {
+        grace: Duration::ZERO,
+        notice: Duration::ZERO,
+        ..GcOptions::default()
+    };
+    let report = collector
+        .garbage_collect_with(&opts, |phase| {
+            phases.borrow_mut().push(phase);
+            let server = server.clone();
+            let (config, early, late, reup, fresh) = (
+                config.clone(),
+                relinked_by_manifest_early.clone(),
+                relinked_by_manifest_late.clone(),
+                reuploaded_late.clone(),
+                fresh.clone(),
+            );
+            async move {
+                // What the server's poller would have seen by now.
+                assert!(server.refresh_sweep_state().await, "sweep marker written");
+                match phase {
+                    // After pass 1: a new blob and a manifest reusing an old one.
+                    GcPhase::Marked => {
+                        upload(&server, "app", &fresh).await;
+                        put(&server, "app", "early", &config, &[&early, &fresh]).await;
+                    }
+                    // After the re-mark: only the per-blob re-check can see these.
+                    GcPhase::Rechecked => {
+                        put(&server, "app", "late", &config, &[&late]).await;
+                        upload(&server, "newly/created", &reup).await;
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(*phases.borrow(), [GcPhase::Marked, GcPhase::Rechecked]);
+    assert!(report.raced.is_empty(), "{report}");
+    assert_eq!(report.blobs_deleted, 1, "{report}");
+    assert_eq!(report.bytes_freed, garbage.len() as u64);
+    assert_eq!(
+        report.blobs_relinked, 2,
+        "late manifest and re-upload: {report}"
+    );
+    for b in [
+        &config,
+        &relinked_by_manifest_early,
+        &relinked_by_manifest_late,
+        &reuploaded_late,
+        &fresh,
+    ] {
+        let d: Digest = digest(b).parse().unwrap();
+        assert!(exists(&driver, &d).await, "{d} survived the run");
+    }
+    for tag in ["early", "late"] {
+        server
+            .get_manifest("app", &Reference::Tag(tag.into()))
+            .await
+            .unwrap();
+    }
+    assert!(!exists(&driver, &garbage_digest).await);
+
+    // The marker is gone; the server flushes and stops bypassing its cache,
+    // which must not answer for the swept blob.
+    assert!(driver.stat(&watch::sweep_marker()).await.is_err());
+    assert!(!server.refresh_sweep_state().await);
+    let err = server.stat_blob("app", &garbage_digest).await.unwrap_err();
+    assert_eq!(err.code, Code::BlobUnknown);
+}
+
+#[tokio::test]
+async fn a_manifest_put_during_a_sweep_touches_what_it_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver: Driver = Arc::new(FilesystemDriver::new(dir.path()).unwrap());
+    let server = Registry::new(driver.clone(), b"s", true);
+    let config = b"{\"touch\":1}".to_vec();
+    let layer = noise(9, 100);
+    upload(&server, "app", &config).await;
+    let layer_digest = upload(&server, "app", &layer).await;
+    let link = berth::storage::layout::layer_link("app", &layer_digest);
+    let before = driver.stat(&link).await.unwrap().modified;
+
+    // No sweep: a PUT leaves the links alone.
+    put(&server, "app", "one", &config, &[&layer]).await;
+    assert_eq!(driver.stat(&link).await.unwrap().modified, before);
+
+    driver
+        .put_content(&watch::sweep_marker(), Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert!(server.refresh_sweep_state().await);
+    put(&server, "app", "two", &config, &[&layer]).await;
+    assert!(driver.stat(&link).await.unwrap().modified > before);
+}

@@ -158,6 +158,21 @@ fn rendered_configs_pass_berth_config_check() {
             String::from_utf8_lossy(&out.stderr),
             pod.config_text
         );
+    } // The chart's defaults, and the token server open to anonymous pulls only.
+    let anonymous: &[&str] = &[
+        "auth.type=token",
+        "auth.token.anonymous=true",
+        "auth.token.acl[0].match.account=",
+        "auth.token.acl[0].actions={pull}",
+    ];
+    for set in [&[][..], anonymous] {
+        let docs = documents(&helm_template(None, set).unwrap());
+        let out = Pod::from_manifests(&docs).config_check();
+        assert!(
+            out.status.success(),
+            "{set:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -194,6 +194,7 @@ Refuse combinations that would deploy but not work; each message says what to ch
 {{- if include "berth.hasUsers" . }}{{ $_ := set $ts "htpasswd" "/etc/berth/auth/htpasswd" }}{{ end }}
 {{- if $t.labels }}{{ $_ := set $ts "labels" $t.labels }}{{ end }}
 {{- if $t.trustedproxies }}{{ $_ := set $ts "trustedproxies" $t.trustedproxies }}{{ end }}
+{{- $_ := set $ts "throttle" (dict "maxfailures" $t.throttle.maxfailures "window" $t.throttle.window "maxdelay" $t.throttle.maxdelay) }}
 {{- $_ := set $cfg "token_server" $ts }}
 {{- end }}
 {{- toYaml (mustMergeOverwrite $cfg (deepCopy $v.config)) }}

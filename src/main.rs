@@ -159,5 +159,26 @@ async fn garbage_collect(
             registry = registry.with_cache(cache);
         }
     }
-    Ok(registry.garbage_collect(opts).await?)
+    // Interrupted (Ctrl-C, a CronJob's SIGTERM): stop between two storage
+    // operations and take the marker down, so servers use their cache again.
+    let interrupted = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! { r = tokio::signal::ctrl_c() => r, _ = term.recv() => Ok(()) }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await
+    };
+    tokio::select! {
+        report = registry.garbage_collect(opts) => Ok(report?),
+        signal = interrupted => {
+            signal?;
+            if !opts.dry_run {
+                registry.end_sweep().await?;
+            }
+            anyhow::bail!("interrupted; what was deleted so far stays deleted")
+        }
+    }
 }

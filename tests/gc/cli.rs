@@ -84,7 +84,10 @@ async fn sweeps_unreferenced_blobs_and_keeps_everything_referenced() {
     ] {
         assert_eq!(c.head_blob(repo, &d).await, StatusCode::OK, "{d} kept");
     }
-    assert_eq!(c.referrers(repo, &app.digest).await, [sig.digest.clone()]);
+    assert_eq!(
+        c.referrers(repo, &app.digest).await,
+        vec![sig.digest.clone()]
+    );
 }
 
 #[tokio::test]
@@ -157,7 +160,7 @@ async fn delete_untagged_keeps_index_children_and_referrers_of_kept_manifests() 
     );
     assert_eq!(
         c.referrers(repo, &tagged.digest).await,
-        [sbom.digest.clone()]
+        vec![sbom.digest.clone()]
     );
     assert_eq!(c.referrers(repo, &sbom.digest).await, [sbom_sig.digest]);
 }

@@ -93,7 +93,9 @@ impl Registry {
         Ok(())
     }
 
-    pub(super) async fn end_sweep(&self) -> Result<()> {
+    /// Remove the sweep marker (the run ends; or it was interrupted, see
+    /// `berth garbage-collect` on SIGINT/SIGTERM).
+    pub async fn end_sweep(&self) -> Result<()> {
         self.delete_if_exists(&sweep_marker()).await
     }
 }

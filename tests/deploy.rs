@@ -4,6 +4,8 @@
 //! tests/deploy/tools.rs (tests/run.sh installs them).
 
 mod common;
+#[path = "deploy/served.rs"]
+mod served;
 #[path = "deploy/tools.rs"]
 mod tools;
 
@@ -81,7 +83,7 @@ fn rendered_profiles_pass_yamllint_and_the_kubernetes_schemas() {
             assert!(!validated.iter().any(|k| k == kind), "{storage}: {kind}");
         }
         let docs = documents(&yaml);
-        let deployment = &get(&docs, "Deployment")["spec"];
+        let deployment = &get_kind(&docs, "Deployment")["spec"];
         if storage == "filesystem" {
             assert_eq!(deployment["strategy"]["type"], "Recreate");
         } else {
@@ -106,10 +108,10 @@ fn rendered_profiles_pass_yamllint_and_the_kubernetes_schemas() {
 #[test]
 fn service_monitor_scrapes_the_metrics_port() {
     let docs = documents(&render(&profile("filesystem")));
-    let monitor = get(&docs, "ServiceMonitor");
+    let monitor = get_kind(&docs, "ServiceMonitor");
     assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
-    let service = get(&docs, "Service");
+    let service = get_kind(&docs, "Service");
     let selector = monitor["spec"]["selector"]["matchLabels"]
         .as_object()
         .unwrap();
@@ -254,69 +256,6 @@ fn config_check_refuses_a_broken_credential() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("storage.azure.accountkey"));
 }
 
-/// The filesystem profile as a pod would run it: GET / (liveness) is 200 with
-/// htpasswd on, /health/storage (readiness) is 200, /v2/ is 401, and the
-/// metrics port answers on the ServiceMonitor's path.
-#[test]
-fn filesystem_profile_serves_its_probes() {
-    let docs = documents(&render(&profile("filesystem")));
-    let pod = Pod::from_manifests(&docs);
-    let container = &get(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
-    let liveness = container["livenessProbe"]["httpGet"]["path"]
-        .as_str()
-        .unwrap();
-    let readiness = container["readinessProbe"]["httpGet"]["path"]
-        .as_str()
-        .unwrap();
-    let metrics_addr = format!("127.0.0.1:{}", common::free_port());
-    let mut env: Vec<(&str, &str)> = pod
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env.push(("REGISTRY_HTTP_DEBUG_ADDR", &metrics_addr));
-    let config = pod.config_text.clone();
-    let berth = common::Berth::start_with_env(
-        |root, addr| {
-            config
-                .replace(
-                    "rootdirectory: /var/lib/registry",
-                    &format!("rootdirectory: {root}"),
-                )
-                .replace("addr: :5000", &format!("addr: {addr}"))
-        },
-        &env,
-    );
-    let status = |url: String| http_status::get(&url);
-    assert_eq!(status(berth.url(liveness)), 200, "liveness {liveness}");
-    assert_eq!(status(berth.url(readiness)), 200, "readiness {readiness}");
-    assert_eq!(status(berth.url("/v2/")), 401, "auth is on");
-    assert!(
-        common::wait_for_port(&metrics_addr, std::time::Duration::from_secs(10)),
-        "metrics listener"
-    );
-    let monitor = get(&docs, "ServiceMonitor");
-    let path = monitor["spec"]["endpoints"][0]["path"].as_str().unwrap();
-    assert_eq!(status(format!("http://{metrics_addr}{path}")), 200);
-}
-
-/// A GET's status, on a runtime of its own (the tests are synchronous).
-mod http_status {
-    pub fn get(url: &str) -> u16 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            reqwest::get(url)
-                .await
-                .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-                .status()
-                .as_u16()
-        })
-    }
-}
-
 #[test]
 fn bad_values_are_refused_with_a_message_naming_the_fix() {
     let cases: [(&[&str], &str); 7] = [
@@ -370,7 +309,7 @@ fn bad_values_are_refused_with_a_message_naming_the_fix() {
 #[test]
 fn http_secret_comes_from_the_given_secret_or_the_charts_own() {
     fn secret_env(docs: &[Value]) -> (String, String) {
-        let container = &get(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let container = &get_kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
         let var = container["env"]
             .as_array()
             .unwrap()
@@ -422,7 +361,7 @@ fn http_secret_comes_from_the_given_secret_or_the_charts_own() {
 #[test]
 fn ingress_lets_layers_through_nginx() {
     let docs = documents(&render(&profile("filesystem")));
-    let ingress = get(&docs, "Ingress");
+    let ingress = get_kind(&docs, "Ingress");
     let a = &ingress["metadata"]["annotations"];
     assert_eq!(a["nginx.ingress.kubernetes.io/proxy-body-size"], "0");
     assert_eq!(
@@ -444,7 +383,7 @@ fn ingress_lets_layers_through_nginx() {
         ])
         .unwrap(),
     );
-    let a = &get(&overridden, "Ingress")["metadata"]["annotations"];
+    let a = &get_kind(&overridden, "Ingress")["metadata"]["annotations"];
     assert_eq!(a["nginx.ingress.kubernetes.io/proxy-read-timeout"], "3600");
 }
 
@@ -454,7 +393,8 @@ fn ingress_lets_layers_through_nginx() {
 fn config_changes_roll_the_pods() {
     let checksum = |set: &[&str]| -> String {
         let docs = documents(&helm_template(None, set).unwrap());
-        get(&docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        get_kind(&docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+            ["checksum/config"]
             .as_str()
             .unwrap()
             .to_string()

@@ -184,7 +184,7 @@ pub fn find<'a>(docs: &'a [Value], kind: &str) -> Option<&'a Value> {
     docs.iter().find(|d| d["kind"] == kind)
 }
 
-pub fn get<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+pub fn get_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     find(docs, kind).unwrap_or_else(|| panic!("no {kind} rendered"))
 }
 
@@ -228,7 +228,7 @@ impl Pod {
     pub fn from_manifests(docs: &[Value]) -> Pod {
         let root = tempfile::tempdir().unwrap();
         let base = root.path().to_str().unwrap().to_string();
-        let deploy = get(docs, "Deployment");
+        let deploy = get_kind(docs, "Deployment");
         let spec = &deploy["spec"]["template"]["spec"];
         let container = &spec["containers"][0];
         let mount = container["volumeMounts"]

@@ -55,7 +55,6 @@ impl Queue {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.items.len() >= self.settings.queue_size {
             s.items.pop_front();
-            self.metrics.dropped.inc();
             if !s.full_logged {
                 s.full_logged = true;
                 tracing::warn!(
@@ -65,6 +64,7 @@ impl Queue {
                      (counted in berth_notifications_dropped_total; logged once until it drains)"
                 );
             }
+            self.metrics.dropped.inc();
         }
         let seq = s.next_seq;
         s.next_seq += 1;
@@ -142,7 +142,6 @@ pub async fn run(
                 failures = failures.saturating_add(1);
                 if failures >= s.threshold && !down {
                     down = true;
-                    queue.metrics.up.set(0);
                     tracing::warn!(
                         endpoint = %s.name,
                         url = %s.url,
@@ -151,6 +150,8 @@ pub async fn run(
                         backoff = ?s.backoff,
                         "notifications: endpoint is down; retrying every backoff (logged once until it recovers)"
                     );
+                    // After the line: whoever sees the gauge can find the log.
+                    queue.metrics.up.set(0);
                 } else {
                     tracing::debug!(endpoint = %s.name, error = %why, "notifications: attempt failed");
                 }

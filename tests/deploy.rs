@@ -182,7 +182,9 @@ fn rendered_configs_pass_berth_config_check() {
 /// REGISTRY_* variables; the ConfigMap never holds them.
 #[test]
 fn credentials_reach_the_pod_from_secrets_only() {
-    let cases: [(&[&str], &[(&str, &str)]); 2] = [
+    // (--set pairs, variables the pod must get with their values)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 2] = [
         (
             &[
                 "storage.type=azure",

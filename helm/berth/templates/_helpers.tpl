@@ -95,7 +95,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ include "berth.secretEnv" (dict "env" "REGISTRY_STORAGE_AZURE_CREDENTIALS_SECRET" "existing" $az.existingSecret "chartSecret" $s "key" "clientsecret") }}
 {{- end }}
 {{- end }}
-{{- if and (eq (include "berth.cache" .) "redis") (or .Values.redis.existingSecret .Values.redis.password) }}
+{{- if and .Values.redis.addr (or .Values.redis.existingSecret .Values.redis.password) }}
 {{ include "berth.secretEnv" (dict "env" "REGISTRY_REDIS_PASSWORD" "existing" .Values.redis.existingSecret "chartSecret" $s "key" (ternary .Values.redis.existingSecretKey "redis-password" (not (empty .Values.redis.existingSecret)))) }}
 {{- end }}
 {{- end }}
@@ -174,7 +174,8 @@ Refuse combinations that would deploy but not work; each message says what to ch
 {{- $_ := set $http "debug" (dict "addr" (printf ":%d" (int $v.metrics.port)) "prometheus" (dict "enabled" true "path" $v.metrics.path)) }}
 {{- end }}
 {{- $cfg := dict "version" "0.1" "log" (dict "level" $v.log.level "formatter" $v.log.formatter "accesslog" (dict "disabled" (not $v.log.accesslog))) "storage" $storage "http" $http }}
-{{- if eq $cache "redis" }}
+{{- /* Also without the redis cache: upload purging then takes a lock per round there. */}}
+{{- if $v.redis.addr }}
 {{- $_ := set $cfg "redis" (dict "addr" $v.redis.addr "db" $v.redis.db "dialtimeout" $v.redis.dialtimeout "readtimeout" $v.redis.readtimeout "writetimeout" $v.redis.writetimeout) }}
 {{- end }}
 {{- if eq $v.auth.type "htpasswd" }}

@@ -112,6 +112,13 @@ fn main() -> ExitCode {
                 }
             };
             berth::telemetry::init_logging(&cfg.log);
+            if grace_period < std::time::Duration::from_secs(60) && !dry_run {
+                tracing::warn!(
+                    ?grace_period,
+                    "a grace period under a minute can delete the layers of a push in progress, \
+                     and is below the timestamp precision and clock skew of some stores"
+                );
+            }
             let opts = berth::registry::gc::GcOptions {
                 dry_run,
                 delete_untagged,

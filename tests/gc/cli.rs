@@ -142,10 +142,16 @@ async fn delete_untagged_keeps_index_children_and_referrers_of_kept_manifests() 
         assert!(!blob_file(&berth.root, &gone.digest).exists());
     }
     assert!(!blob_file(&berth.root, &digest(&lone_layer)).exists());
+    let refs_entry = berth.root.join(format!(
+        "docker/registry/v2/repositories/{repo}/_refs/subjects/sha256/{}/sha256/{}",
+        &lone.digest[7..],
+        &lone_sig.digest[7..]
+    ));
     assert!(
-        c.referrers(repo, &lone.digest).await.is_empty(),
+        !refs_entry.exists(),
         "the referrer-index entry goes with the manifest"
     );
+    assert!(c.referrers(repo, &lone.digest).await.is_empty());
     for kept in [&amd, &arm, &multi, &tagged, &sbom, &sbom_sig] {
         assert_eq!(
             c.get_manifest(repo, &kept.digest).await.0,

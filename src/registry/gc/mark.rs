@@ -59,12 +59,6 @@ pub(super) struct Untagged {
     pub refs: Option<Refs>,
 }
 
-impl Untagged {
-    pub fn same(&self, other: &Untagged) -> bool {
-        self.repo == other.repo && self.digest == other.digest
-    }
-}
-
 /// The result of one mark pass.
 pub(super) struct Marked {
     pub repositories: Vec<String>,

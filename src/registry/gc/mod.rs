@@ -183,10 +183,15 @@ impl Registry {
         let second = self.mark(opts.delete_untagged, cutoff).await?;
         let mut marked: HashSet<Digest> = first.digests;
         marked.extend(second.digests);
+        let deletable_before: HashSet<(&str, &Digest)> = first
+            .deletable
+            .iter()
+            .map(|m| (m.repo.as_str(), &m.digest))
+            .collect();
         let deletable: Vec<_> = second
             .deletable
             .into_iter()
-            .filter(|m| first.deletable.iter().any(|f| f.same(m)))
+            .filter(|m| deletable_before.contains(&(m.repo.as_str(), &m.digest)))
             .collect();
         let (deleted, spared) = self
             .delete_manifests(deletable, cutoff, opts.dry_run, &mut marked)

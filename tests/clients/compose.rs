@@ -4,20 +4,28 @@
 //! to, then runs `berth config check` on the configuration Berth would load
 //! in that container: the mounted (or baked-in) file plus the service's
 //! REGISTRY_* variables, with the mounted directories' container paths
-//! pointed at files made here.
+//! pointed at files made here. Then the TLS + htpasswd file is brought up
+//! with the image built as tests/clients/image.rs builds it, and takes a
+//! docker login, push and pull.
 
 use std::{
     fs,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use figment::providers::Format as _;
 use serde_json::{json, Value};
 
-use super::support::{require_tool, run, run_ok, Out};
-use crate::common::pki::Ca;
+use super::{
+    daemons::Dockerd,
+    image::{build_prebuilt, import_debian, HostNetDockerd},
+    images::{build, import_base, push},
+    support::{require_tool, run, run_ok, Out},
+};
+use crate::common::{free_port, pki::Ca};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,19 +63,20 @@ fn volumes(service: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// Files an operator provides, made under `dir`: TLS certificate and key in
-/// certs/, htpasswd plus the token signing key and certificate in auth/.
-fn operator_files(dir: &Path) -> (PathBuf, PathBuf) {
+/// Files an operator provides, made under `dir`: TLS certificate (for
+/// 127.0.0.1) and key in certs/, htpasswd (admin / admin-password) in auth/.
+/// Returns the two directories and the CA's PEM.
+fn operator_files(dir: &Path) -> (PathBuf, PathBuf, String) {
     let (certs, auth) = (dir.join("certs"), dir.join("auth"));
     fs::create_dir_all(&certs).unwrap();
     fs::create_dir_all(&auth).unwrap();
     let ca = Ca::root("compose test CA");
-    let leaf = ca.server(&["registry.example.com"]);
+    let leaf = ca.server(&["127.0.0.1", "localhost"]);
     fs::write(certs.join("domain.crt"), leaf.cert_pem + &ca.pem()).unwrap();
     fs::write(certs.join("domain.key"), leaf.key_pem).unwrap();
     let hash = bcrypt::hash("admin-password", 4).unwrap();
     fs::write(auth.join("htpasswd"), format!("admin:{hash}\n")).unwrap();
-    (certs, auth)
+    (certs, auth, ca.pem())
 }
 
 fn write_token_key(auth: &Path) {
@@ -165,7 +174,7 @@ fn compose_tls_htpasswd_resolves_and_its_config_checks() {
     assert_eq!(moved["image"], "reg/berth:1");
 
     let work = tempfile::tempdir().unwrap();
-    let (certs, auth) = operator_files(work.path());
+    let (certs, auth, _) = operator_files(work.path());
     let dirs = [("/certs", certs.as_path()), ("/auth", auth.as_path())];
     let check = config_check(berth, &dirs, work.path());
     assert!(check.status.success(), "{}", check.all());
@@ -221,7 +230,7 @@ fn compose_token_server_redis_resolves_and_its_config_checks() {
     assert!(config.contains("blobdescriptor: redis"), "{config}");
 
     let work = tempfile::tempdir().unwrap();
-    let (certs, auth) = operator_files(work.path());
+    let (certs, auth, _) = operator_files(work.path());
     let dirs = [("/certs", certs.as_path()), ("/auth", auth.as_path())];
     // No signing key yet: the token server section is read and refused.
     let check = config_check(berth, &dirs, work.path());
@@ -231,4 +240,150 @@ fn compose_token_server_redis_resolves_and_its_config_checks() {
     let check = config_check(berth, &dirs, work.path());
     assert!(check.status.success(), "{}", check.all());
     assert!(check.stdout.trim().ends_with(": ok"), "{}", check.all());
+}
+
+/// `docker-compose -p PROJECT -f FILE ARGS…` against a private engine.
+fn compose(d: &Dockerd, project: &str, file: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("docker-compose");
+    // The engine's socket and client config, as its own CLI is given them.
+    for (k, v) in d.cli(&[]).get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.args(["-p", project, "-f"]).arg(file).args(args);
+    cmd
+}
+
+/// `docker-compose down -v` when dropped, before the engine stops.
+struct Project<'a> {
+    d: &'a Dockerd,
+    name: String,
+    file: PathBuf,
+}
+
+impl Drop for Project<'_> {
+    fn drop(&mut self) {
+        run(
+            &mut compose(self.d, &self.name, &self.file, &["down", "-v"]),
+            Duration::from_secs(120),
+        );
+    }
+}
+
+/// Status of `GET url` over TLS trusting only `ca_pem` (0: no answer).
+fn https_status(url: &str, ca_pem: &str, basic: Option<(&str, &str)>) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut req = c.get(url);
+        if let Some((user, password)) = basic {
+            req = req.basic_auth(user, Some(password));
+        }
+        req.send().await.map_or(0, |r| r.status().as_u16())
+    })
+}
+
+#[test]
+fn compose_up_tls_htpasswd_takes_a_login_push_and_pull() {
+    let d = HostNetDockerd::start();
+    let work = tempfile::tempdir().unwrap();
+    import_debian(&d);
+    // The image compose.yaml names; present, so `up --no-build` uses it.
+    build_prebuilt(&d, work.path(), "berth:latest");
+
+    // The project as an operator lays it out: compose.yaml beside
+    // deploy/compose/{certs,auth}, readable by the image's group.
+    let project = work.path().join("project");
+    let file = project.join("compose.yaml");
+    fs::create_dir_all(&project).unwrap();
+    fs::copy(repo().join("compose.yaml"), &file).unwrap();
+    let (certs, auth, ca) = operator_files(&project.join("deploy/compose"));
+    for path in [
+        &certs,
+        &auth,
+        &certs.join("domain.key"),
+        &auth.join("htpasswd"),
+    ] {
+        std::os::unix::fs::chown(path, None, Some(65532)).unwrap();
+    }
+    fs::set_permissions(certs.join("domain.key"), fs::Permissions::from_mode(0o640)).unwrap();
+
+    let port = free_port().to_string();
+    let mut up = compose(&d, "berthcompose", &file, &["up", "-d", "--no-build"]);
+    up.env("BERTH_PORT", &port);
+    let _project = Project {
+        d: &d,
+        name: "berthcompose".into(),
+        file: file.clone(),
+    };
+    run_ok(&mut up, Duration::from_secs(180));
+
+    // Up once the published port answers over TLS: 401 without credentials.
+    let registry = format!("127.0.0.1:{port}");
+    let base = format!("https://{registry}/v2/");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while https_status(&base, &ca, None) != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "no 401 from {base} in 60s:\n{}",
+            run(
+                &mut d.cli(&["logs", "berthcompose_berth_1"]),
+                Duration::from_secs(30)
+            )
+            .all()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        https_status(&base, &ca, Some(("admin", "admin-password"))),
+        200
+    );
+    assert_eq!(https_status(&base, &ca, Some(("admin", "wrong"))), 401);
+
+    // docker login, push, pull. 127.0.0.0/8 is an insecure registry to
+    // docker by default, so it takes the test CA's certificate unverified.
+    let login = run(
+        &mut d.cli(&["login", "-u", "admin", "-p", "wrong", &registry]),
+        Duration::from_secs(60),
+    );
+    assert!(!login.status.success(), "{}", login.all());
+    d.ok(&["login", "-u", "admin", "-p", "admin-password", &registry]);
+    import_base(&d, work.path(), "berth-test/base:1");
+    let app = build(
+        &d,
+        work.path(),
+        "berth-test/base:1",
+        "berth-test/app:1",
+        &[("app.txt", "pushed through docker-compose\n")],
+    );
+    let reference = format!("{registry}/team/app:1");
+    d.ok(&["tag", &app.tag, &reference]);
+    let (digest, _) = push(&d, &reference);
+    d.ok(&["image", "rm", &reference, &app.tag, "berth-test/base:1"]);
+    let out = d.ok(&["pull", &reference]).all();
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert_eq!(d.inspect(&reference, "{{.Id}}"), app.id);
+
+    // The push is in the project's named volume.
+    let volume = d
+        .ok(&[
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Mountpoint}}",
+            "berthcompose_berth-data",
+        ])
+        .stdout;
+    let link = Path::new(volume.trim())
+        .join("docker/registry/v2/repositories/team/app/_manifests/tags/1/current/link");
+    assert_eq!(fs::read_to_string(link).unwrap(), digest);
 }

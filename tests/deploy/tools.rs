@@ -104,6 +104,10 @@ pub fn helm_template_args(args: &[String]) -> Result<String, String> {
     cmd.args(["template", "berth"]).arg(chart()).args(args);
     let out = run(cmd, "");
     if out.status.success() {
+        // Helm warns on stderr about values it dropped (e.g. a table
+        // overwritten by a scalar): a warning is a defect here.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.trim().is_empty(), "helm template {args:?}: {stderr}");
         Ok(String::from_utf8(out.stdout).unwrap())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
@@ -114,10 +118,17 @@ pub fn render(values: &str) -> String {
     helm_template(Some(values), &[]).unwrap_or_else(|e| panic!("helm template {values}: {e}"))
 }
 
+/// `kubectl kustomize k8s/<dir>`; a warning (e.g. a deprecated field) fails.
 pub fn kustomize(dir: &str) -> String {
     let mut cmd = kubectl();
     cmd.arg("kustomize").arg(repo().join("k8s").join(dir));
-    run_ok(cmd, "")
+    let out = run(cmd, "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "kubectl kustomize {dir}: {stderr}"
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// yamllint --strict with the project's rules (warnings fail too).

@@ -3,8 +3,9 @@
 //! of pushes, pulls, mounts and deletes in distribution's envelope; ignored
 //! media types and actions are not sent; a failed delivery is retried; a dead
 //! endpoint never blocks a push and shows in `/metrics` (down, pending, bounded
-//! queue dropping the oldest); audit lines come out as JSON log lines; a
-//! SIGTERM with undelivered events stops within the drain bound.
+//! queue dropping the oldest); HTTPS endpoints are verified against the
+//! system trust store; audit lines come out as JSON log lines; a SIGTERM with
+//! undelivered events stops within the drain bound.
 
 mod common;
 
@@ -24,7 +25,7 @@ use reqwest::{header, Method, StatusCode};
 use serde_json::Value;
 
 use client::{image_manifest, location, sha256, Client, OCI_MANIFEST};
-use common::{free_port, wait_for_port, Berth};
+use common::{free_port, pki, wait_for_port, Berth};
 use receiver::Receiver;
 
 const ENVELOPE: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -649,4 +650,66 @@ async fn sigterm_with_undelivered_events_stops_within_the_drain_bound() {
         .unwrap_or_else(|| panic!("no shutdown line: {logs}"));
     assert_eq!(lost["lost"], 2);
     assert_eq!(lost["endpoint"], "dead");
+}
+
+#[tokio::test]
+async fn https_endpoints_are_verified_against_the_system_trust_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::root("notify test CA");
+    let leaf = ca.server(&["127.0.0.1"]);
+    let mut rx = Receiver::start_tls(&leaf.cert_pem, &leaf.key_pem).await;
+    // A second receiver whose CA Berth does not trust.
+    let stranger = pki::Ca::root("stranger").server(&["127.0.0.1"]);
+    let mut untrusted = Receiver::start_tls(&stranger.cert_pem, &stranger.key_pem).await;
+    let ca_file = pki::write(dir.path(), "ca.pem", &ca.pem());
+    let endpoints = endpoint("tls", &rx.url, &["backoff: 50ms"])
+        + &endpoint(
+            "untrusted",
+            &untrusted.url,
+            &["backoff: 50ms", "threshold: 1"],
+        );
+    let b = Berth::start_with_env(
+        move |root, addr| {
+            format!(
+                "log:\n  formatter: json\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\nnotifications:\n  endpoints:\n{endpoints}"
+            )
+        },
+        // As an operator adds a private CA: the system trust store, here by env.
+        &[("SSL_CERT_FILE", ca_file.to_str().unwrap())],
+    );
+    let c = Client::new(&b);
+    let d = c.push_blob("tls/app", b"over tls").await;
+    let e = rx.expect("push", "tls/app").await;
+    assert_eq!(e["target"]["digest"], d);
+
+    // The other endpoint goes down on its first attempt, for its certificate.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let down = loop {
+        let found = b
+            .logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| {
+                v["endpoint"] == "untrusted"
+                    && v["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("endpoint is down")
+            });
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "untrusted never down: {}",
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = down["error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(
+        untrusted.try_next().is_none(),
+        "a POST got past the handshake"
+    );
 }

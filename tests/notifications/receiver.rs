@@ -59,20 +59,55 @@ async fn record(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Sta
     StatusCode::from_u16(status).unwrap()
 }
 
+fn app() -> (
+    Router,
+    mpsc::UnboundedReceiver<Delivery>,
+    Arc<Mutex<VecDeque<u16>>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let answers = Arc::new(Mutex::new(VecDeque::new()));
+    let app = Router::new()
+        .route("/events", post(record))
+        .with_state(Shared {
+            tx,
+            answers: answers.clone(),
+        });
+    (app, rx, answers)
+}
+
 impl Receiver {
+    /// Plain HTTP.
     pub async fn start() -> Receiver {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let answers = Arc::new(Mutex::new(VecDeque::new()));
-        let app = Router::new()
-            .route("/events", post(record))
-            .with_state(Shared {
-                tx,
-                answers: answers.clone(),
-            });
+        let (app, rx, answers) = app();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/events", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
+        });
+        Receiver {
+            url,
+            rx,
+            answers,
+            task,
+        }
+    }
+
+    /// HTTPS with this certificate and key (PEM), for `https://127.0.0.1:…`.
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Receiver {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (app, rx, answers) = app();
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+            cert_pem.as_bytes().to_vec(),
+            key_pem.as_bytes().to_vec(),
+        )
+        .await
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("https://{}/events", listener.local_addr().unwrap());
+        let server = axum_server::from_tcp_rustls(listener, config).unwrap();
+        let task = tokio::spawn(async move {
+            server.serve(app.into_make_service()).await.unwrap();
         });
         Receiver {
             url,
@@ -93,6 +128,11 @@ impl Receiver {
             .await
             .expect("no event within 20 s")
             .expect("receiver stopped")
+    }
+
+    /// A POST already received, if any (no waiting).
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        self.rx.try_recv().ok()
     }
 
     /// The next event, with `action` and `target.repository` checked.

@@ -11,8 +11,9 @@ use std::{
 
 use serde_json::Value;
 
-/// The Kubernetes version manifests are validated against (kubectl's).
-pub const KUBERNETES_VERSION: &str = "1.33.0";
+/// The Kubernetes versions manifests are validated against: the chart's
+/// `kubeVersion` floor and kubectl's own.
+pub const KUBERNETES_VERSIONS: [&str; 2] = ["1.25.0", "1.33.0"];
 
 /// Kinds that are CRDs, absent from kubernetes-validate's bundled schemas;
 /// the tests check their shape themselves. Any other missing schema fails.
@@ -145,15 +146,19 @@ pub fn yamllint(what: &str, yaml: &str) {
     );
 }
 
-/// kubernetes-validate --strict against [`KUBERNETES_VERSION`]: every document
-/// must pass, and a document it has no schema for fails unless its kind is a
-/// known CRD. Returns the kinds it validated.
+/// kubernetes-validate --strict against each of [`KUBERNETES_VERSIONS`]: every
+/// document must pass, and a document it has no schema for fails unless its
+/// kind is a known CRD. Returns the kinds it validated (the same for each version).
 pub fn kubernetes_validate(what: &str, yaml: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("manifests.yaml");
     std::fs::write(&file, yaml).unwrap();
     let mut cmd = venv("kubernetes-validate");
-    cmd.args(["--strict", "-k", KUBERNETES_VERSION]).arg(&file);
+    cmd.arg("--strict");
+    for v in KUBERNETES_VERSIONS {
+        cmd.args(["-k", v]);
+    }
+    cmd.arg(&file);
     let out = run(cmd, "");
     let text = format!(
         "{}{}",
@@ -161,7 +166,7 @@ pub fn kubernetes_validate(what: &str, yaml: &str) -> Vec<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{what} did not validate:\n{text}");
-    let mut validated = Vec::new();
+    let mut validated: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for line in text.lines() {
         if line.starts_with("WARN") {
             let known_crd = CRD_KINDS
@@ -169,7 +174,10 @@ pub fn kubernetes_validate(what: &str, yaml: &str) -> Vec<String> {
                 .any(|k| line.contains(&format!("schema for kind {k} ")));
             assert!(known_crd, "{what}: a missing schema is a failure: {line}");
         } else if let Some(rest) = line.split(" passed for resource ").nth(1) {
-            validated.push(rest.split('/').next().unwrap().to_string());
+            // "<kind>/<name> against version <major.minor>"
+            let kind = rest.split('/').next().unwrap().to_string();
+            let version = rest.rsplit(' ').next().unwrap().to_string();
+            validated.entry(version).or_default().push(kind);
         } else {
             assert!(
                 line.starts_with("INFO") || line.trim().is_empty(),
@@ -177,7 +185,20 @@ pub fn kubernetes_validate(what: &str, yaml: &str) -> Vec<String> {
             );
         }
     }
-    validated
+    let mut per_version = validated.into_values();
+    let first = per_version.next().unwrap_or_default();
+    assert_eq!(
+        per_version.len() + 1,
+        KUBERNETES_VERSIONS.len(),
+        "{what}: {text}"
+    );
+    for other in per_version {
+        assert_eq!(
+            other, first,
+            "{what}: the versions validated different kinds"
+        );
+    }
+    first
 }
 
 /// Every document of a multi-document YAML stream, as JSON values (parsed by

@@ -11,6 +11,8 @@ mod common;
 
 #[path = "api/client.rs"]
 mod client;
+#[path = "notifications/distribution.rs"]
+mod distribution;
 #[path = "notifications/receiver.rs"]
 mod receiver;
 
@@ -576,6 +578,8 @@ async fn audit_lines_name_who_what_and_from_where() {
             ("push".to_string(), layer_d.clone()),
             ("push".to_string(), manifest_d.clone()),
             ("delete".to_string(), manifest_d.clone()),
+            // The tag that pointed at it, as its own delete (distribution's events too).
+            ("delete".to_string(), String::new()),
         ],
         "{lines:#?}"
     );
@@ -596,6 +600,8 @@ async fn audit_lines_name_who_what_and_from_where() {
     assert!(lines[0].get("forwarded_for").is_none(), "{}", lines[0]);
     assert_eq!(lines[3]["request_id"], delete_id.as_str());
     assert_eq!(lines[3]["actor"], "bob");
+    assert_eq!(lines[4]["tag"], "latest");
+    assert_eq!(lines[4]["request_id"], delete_id.as_str());
 }
 
 #[tokio::test]

@@ -152,10 +152,10 @@ pub async fn delete(
     reference: &str,
 ) -> ApiResult {
     let reference = Reference::parse(reference)?;
-    state.registry.delete_manifest(name, &reference).await?;
+    let untagged = state.registry.delete_manifest(name, &reference).await?;
     match &reference {
         Reference::Tag(tag) => state.notifier.tag_deleted(ctx, name, tag),
-        Reference::Digest(d) => state.notifier.manifest_deleted(ctx, name, d),
+        Reference::Digest(d) => state.notifier.manifest_deleted(ctx, name, d, &untagged),
     }
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

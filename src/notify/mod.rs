@@ -256,14 +256,24 @@ impl Notifier {
         }
     }
 
-    /// Deleted by digest: the revision (and the tags that pointed at it).
-    pub fn manifest_deleted(&self, ctx: &RequestContext, repo: &str, digest: &Digest) {
+    /// Deleted by digest: the revision, then each tag that pointed at it
+    /// (`untagged`), as distribution reports them.
+    pub fn manifest_deleted(
+        &self,
+        ctx: &RequestContext,
+        repo: &str,
+        digest: &Digest,
+        untagged: &[String],
+    ) {
         let target = Target {
             digest: Some(digest.to_string()),
             repository: repo.into(),
             ..Default::default()
         };
         self.publish(ctx, Action::Delete, target);
+        for tag in untagged {
+            self.tag_deleted(ctx, repo, tag);
+        }
     }
 
     /// Deleted by tag: an untag, as distribution reports it (no digest).

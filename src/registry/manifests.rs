@@ -182,7 +182,8 @@ impl Registry {
 
     /// Delete by digest: the revision, every tag pointing at it and its referrer
     /// link. Delete by tag: untag only (202), the manifest stays by digest.
-    pub async fn delete_manifest(&self, name: &str, reference: &Reference) -> Result<()> {
+    /// Returns the tags removed (for the events distribution sends for them).
+    pub async fn delete_manifest(&self, name: &str, reference: &Reference) -> Result<Vec<String>> {
         validate_name(name)?;
         self.require_delete()?;
         match reference {
@@ -194,10 +195,12 @@ impl Registry {
                 {
                     return Err(manifest_unknown(tag));
                 }
-                self.delete_if_exists(&layout::tag_dir(name, tag)).await
+                self.delete_if_exists(&layout::tag_dir(name, tag)).await?;
+                Ok(vec![tag.clone()])
             }
             Reference::Digest(d) => {
                 let stored = self.get_manifest(name, reference).await?;
+                let mut untagged = Vec::new();
                 for tag in self.tags(name).await.unwrap_or_default() {
                     if self
                         .read_link(&layout::tag_current_link(name, &tag))
@@ -206,6 +209,7 @@ impl Registry {
                         == Some(d)
                     {
                         self.delete_if_exists(&layout::tag_dir(name, &tag)).await?;
+                        untagged.push(tag);
                     }
                 }
                 if let Ok(Some(subject)) = Manifest::parse(&stored.body, None).map(|m| m.subject) {
@@ -214,7 +218,8 @@ impl Registry {
                         .await?;
                 }
                 self.delete_if_exists(&layout::manifest_revision_dir(name, d))
-                    .await
+                    .await?;
+                Ok(untagged)
             }
         }
     }

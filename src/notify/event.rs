@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::registry::manifest::Descriptor;
 
-/// distribution 2.x's envelope type (3.x renamed it `…events.v2+json` with
-/// the same fields); receivers written for 2.x check for this one.
+/// distribution 2.x's envelope type, as 2.8.2 sends it (tests/notifications);
+/// 3.x labels its envelope `…events.v2+json`. Receivers written for 2.x
+/// check for this one.
 pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
 
 /// A blob's `target.mediaType`: the registry does not know what a blob holds.

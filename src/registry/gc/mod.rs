@@ -36,8 +36,12 @@
 //! the list of repositories was last refreshed (at most [`REPOS_REFRESH`] old),
 //! is not seen. The collector looks again after deleting and logs such a blob
 //! as an error (`raced` in the report), so it is never silent; a client's next
-//! push of that blob heals it. A server that does not see the marker within
-//! [`watch::NOTICE`] (stalled) neither bypasses its in-memory cache nor touches.
+//! push of that blob heals it ([`GcPhase::Deleting`] lets a test land a
+//! reference exactly there). The same holds for an untagged manifest between
+//! its re-check and its delete. A server that does not see the marker within
+//! [`watch::NOTICE`] (stalled) neither bypasses its in-memory cache nor
+//! touches. Times are compared as the store records them: the grace period
+//! must exceed its timestamp precision (S3: one second) and clock skew.
 
 mod mark;
 mod sweep;
@@ -81,12 +85,15 @@ impl Default for GcOptions {
 }
 
 /// Where a run is, for [`Registry::garbage_collect_with`]'s hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GcPhase {
     /// Pass 1 is done and the blobs are listed; pass 2 has not started.
     Marked,
     /// Both passes and the manifest deletes are done; no blob is deleted yet.
     Rechecked,
+    /// This blob passed its last re-check and is deleted next (not in a dry
+    /// run): the window the module documentation describes.
+    Deleting(Digest),
 }
 
 /// What a run found and did (or, with `dry_run`, would do).
@@ -207,8 +214,14 @@ impl Registry {
                 report.blobs_marked += 1;
             } else if blob.modified >= cutoff {
                 report.blobs_young += 1;
-            } else {
-                self.sweep_blob(&blob, cutoff, opts.dry_run, &mut repos, &mut report)
+            } else if let Some(doomed) = self
+                .recheck_blob(&blob, cutoff, &mut repos, &mut report)
+                .await?
+            {
+                if !opts.dry_run {
+                    hook(GcPhase::Deleting(blob.digest.clone())).await;
+                }
+                self.delete_blob_data(&blob, doomed, cutoff, opts.dry_run, &mut report)
                     .await?;
             }
         }

@@ -40,6 +40,13 @@ impl RepoList {
     }
 }
 
+/// A blob that passed its re-check: the links to remove after it, and the
+/// repositories whose cache entries to clear.
+pub(super) struct Doomed {
+    old_links: Vec<(String, String)>,
+    repos: Vec<String>,
+}
+
 /// What the `_layers` links to one blob say.
 struct Links {
     /// Some repository linked it at or after the cutoff.
@@ -100,34 +107,49 @@ impl Registry {
         Ok(links)
     }
 
-    /// Re-check one unmarked, old blob and delete it (data, then its old
-    /// `_layers` links, then its cache entries).
-    pub(super) async fn sweep_blob(
+    /// Re-check one unmarked, old blob just before its delete: `None` keeps it.
+    pub(super) async fn recheck_blob(
         &self,
         blob: &StoredBlob,
         cutoff: SystemTime,
-        dry_run: bool,
         repos: &mut RepoList,
         report: &mut GcReport,
-    ) -> Result<()> {
+    ) -> Result<Option<Doomed>> {
         let d = &blob.digest;
         // Rewritten since it was listed (a re-upload or a manifest PUT)?
         match self.driver.stat(&layout::blob_data(d)).await {
             Ok(info) if info.modified >= cutoff => {
                 report.blobs_relinked += 1;
-                return Ok(());
+                return Ok(None);
             }
             Ok(_) => {}
-            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        let names = repos.current(self).await?.to_vec();
-        let links = self.layer_links(&names, d, cutoff).await?;
+        let repos = repos.current(self).await?.to_vec();
+        let links = self.layer_links(&repos, d, cutoff).await?;
         if links.fresh {
             tracing::info!(digest = %d, "garbage collection: blob referenced again during the run; kept");
             report.blobs_relinked += 1;
-            return Ok(());
+            return Ok(None);
         }
+        Ok(Some(Doomed {
+            old_links: links.old,
+            repos,
+        }))
+    }
+
+    /// Delete a re-checked blob: data, then its old `_layers` links, then its
+    /// cache entries; then look once more for a reference that raced the delete.
+    pub(super) async fn delete_blob_data(
+        &self,
+        blob: &StoredBlob,
+        doomed: Doomed,
+        cutoff: SystemTime,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let d = &blob.digest;
         report.blobs_deleted += 1;
         report.bytes_freed += blob.size;
         if dry_run {
@@ -136,7 +158,7 @@ impl Registry {
         }
         self.delete_if_exists(&layout::blob_dir(d)).await?;
         tracing::info!(digest = %d, size = blob.size, "garbage collection: deleted blob");
-        for (repo, dir) in &links.old {
+        for (repo, dir) in &doomed.old_links {
             // Leave a link that was refreshed meanwhile: that is the race below.
             match self.driver.stat(&format!("{dir}/link")).await {
                 Ok(info) if info.modified < cutoff => {
@@ -148,12 +170,11 @@ impl Registry {
         }
         if let Some(cache) = &self.cache {
             cache.clear(None, d).await;
-            for repo in &names {
+            for repo in &doomed.repos {
                 cache.clear(Some(repo), d).await;
             }
         }
-        let after = self.layer_links(&names, d, cutoff).await?;
-        if after.fresh {
+        if self.layer_links(&doomed.repos, d, cutoff).await?.fresh {
             tracing::error!(digest = %d, "garbage collection: blob was referenced again while it was being deleted; it must be pushed again");
             report.raced.push(d.clone());
         }

@@ -133,9 +133,16 @@ impl BlobDescriptorCache {
     /// sweep (or during it, by a request already past the bypass check) must
     /// not answer for a blob the sweep deleted.
     pub async fn set_bypass(&self, on: bool) {
-        self.bypass.store(on, Ordering::SeqCst);
+        // Bypass before flushing when a sweep starts, flush before answering
+        // again when it ends: no window where a stale entry can answer.
+        if on {
+            self.bypass.store(true, Ordering::SeqCst);
+        }
         if let Err(e) = self.backend.flush().await {
             self.failed("flush", &e);
+        }
+        if !on {
+            self.bypass.store(false, Ordering::SeqCst);
         }
     }
 }

@@ -12,11 +12,13 @@
 #
 # Runtime: debian:bookworm-slim, not distroless: the binary is glibc-linked (as
 # `cargo build` makes it on Debian 12), the HEALTHCHECK needs bash's /dev/tcp,
-# and the entrypoint a POSIX shell. ca-certificates because Berth trusts the
-# system store (ACME, S3, Azure, Redis over HTTPS endpoints).
+# and the entrypoint a POSIX shell. ca-certificates because Berth's S3 and ACME
+# clients trust the system store.
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
-# The toolchain tests/run.sh tests with; Cargo.toml's rust-version is the floor.
+# The toolchain the tree is tested with (Cargo.toml's rust-version is the
+# floor). Bookworm like the runtime: a binary linked on a newer glibc would not
+# start on bookworm-slim.
 ARG RUST_IMAGE=rust:1.95-bookworm
 
 FROM ${DEBIAN_IMAGE} AS runtime-base

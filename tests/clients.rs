@@ -2,8 +2,10 @@
 //! Docker engine, skopeo, and CNCF distribution sharing Berth's storage root.
 //!
 //! They need `dockerd`/`docker` (docker.io), `skopeo` and `docker-registry`
-//! (distribution 2.8) on PATH, and root for dockerd. Each test starts its own
-//! daemons on free 127.0.0.1 ports, so they may run in parallel.
+//! (distribution 2.8) on PATH, and root for dockerd; the container image and
+//! compose tests also `debootstrap`, `docker-compose` and deb.debian.org. Each
+//! test starts its own daemons on free 127.0.0.1 ports, so they may run in
+//! parallel.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Online garbage collection (`berth garbage-collect`): the real binary on
-//! storage a running Berth was pushed to (filesystem, S3, Azure), pushes
+//! storage a running Berth was pushed to (filesystem, S3, Azure) or that
+//! distribution 2.8 serves, pushes
 //! during a run driven through the library's phase hook, and the
 //! blob-descriptor caches (in-memory, Redis) after a sweep.
 
@@ -9,6 +10,8 @@ mod common;
 mod cli;
 #[path = "gc/drivers.rs"]
 mod drivers;
+#[path = "gc/interop.rs"]
+mod interop;
 #[path = "gc/online.rs"]
 mod online;
 #[path = "gc/support.rs"]

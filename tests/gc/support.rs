@@ -93,28 +93,11 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    /// Monolithic upload (POST with `digest`).
+    /// Upload a blob: POST a session, PUT the bytes with the digest (the
+    /// two-step monolithic upload every registry, distribution 2.8 included,
+    /// accepts).
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = digest(data);
-        let r = self
-            .http
-            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-            .header("content-type", "application/octet-stream")
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "push blob {d}");
-        d
-    }
-
-    /// docker's way: HEAD first, upload (POST then PUT) only when missing.
-    /// Returns whether it uploaded.
-    pub async fn push_blob_like_docker(&self, repo: &str, data: &[u8]) -> bool {
-        let d = digest(data);
-        if self.head_blob(repo, &d).await == StatusCode::OK {
-            return false;
-        }
         let r = self
             .http
             .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
@@ -138,6 +121,16 @@ impl Client {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED, "upload {d}");
+        d
+    }
+
+    /// docker's way: HEAD first, upload only when missing. Returns whether
+    /// it uploaded.
+    pub async fn push_blob_like_docker(&self, repo: &str, data: &[u8]) -> bool {
+        if self.head_blob(repo, &digest(data)).await == StatusCode::OK {
+            return false;
+        }
+        self.push_blob(repo, data).await;
         true
     }
 

@@ -54,7 +54,7 @@ struct Figures {
     threads_peak: Option<u64>,
 }
 
-fn config(root: &Path, addr: SocketAddr, htpasswd: Option<&Path>) -> String {
+pub(crate) fn config(root: &Path, addr: SocketAddr, htpasswd: Option<&Path>) -> String {
     let mut c = format!(
         "version: 0.1\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n\
@@ -72,7 +72,8 @@ fn config(root: &Path, addr: SocketAddr, htpasswd: Option<&Path>) -> String {
     c
 }
 
-async fn start(
+/// A registry in `<dir>/<name>` on a fresh filesystem root, with htpasswd if given.
+pub(crate) async fn start(
     kind: RegistryKind,
     bin: &Path,
     dir: &Path,

@@ -5,7 +5,7 @@
 use std::{
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
 use indicatif::ProgressBar;
+use sha2::{Digest as _, Sha256};
 use tokio::net::TcpStream;
 
 use crate::data::{BlobData, STREAM_CHUNK};
@@ -38,6 +39,8 @@ pub struct GenBody {
     progress: Option<ProgressBar>,
     /// Set when the last byte has been handed to the connection.
     sent: Option<Arc<OnceLock<Instant>>>,
+    /// Fed every byte as it goes out, as docker digests a layer while pushing it.
+    hasher: Option<Arc<Mutex<Sha256>>>,
 }
 
 impl ReqBody {
@@ -58,7 +61,17 @@ impl ReqBody {
             end,
             progress,
             sent: None,
+            hasher: None,
         })
+    }
+
+    /// Feed every byte sent into `hasher` (the digest is known once the body
+    /// has gone out, without a pass over the data before the request).
+    pub fn hashing(mut self, hasher: &Arc<Mutex<Sha256>>) -> Self {
+        if let ReqBody::Gen(g) = &mut self {
+            g.hasher = Some(hasher.clone());
+        }
+        self
     }
 
     /// Record in `sent` when the last byte has been handed to the connection.
@@ -93,6 +106,9 @@ impl HttpBody for ReqBody {
             ReqBody::Gen(g) => {
                 let chunk = g.data.chunk_at(g.pos, (g.end - g.pos).min(STREAM_CHUNK));
                 g.pos += chunk.len() as u64;
+                if let Some(h) = &g.hasher {
+                    h.lock().expect("hasher lock").update(&chunk);
+                }
                 if let Some(pb) = &g.progress {
                     pb.inc(chunk.len() as u64);
                 }
@@ -133,6 +149,13 @@ impl Client {
             sender: None,
             always: Vec::new(),
         }
+    }
+
+    /// Send `Host: <host>` (the authority of the registry's URL) instead of
+    /// the socket address.
+    pub fn with_host(mut self, host: &str) -> Result<Self> {
+        self.host = HeaderValue::from_str(host)?;
+        Ok(self)
     }
 
     /// Send `Authorization: <value>` with every request, if given.

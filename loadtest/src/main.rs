@@ -3,24 +3,34 @@
 //! the targets as PASS/FAIL lines. `loadtest s3`: the same workloads
 //! on S3 (s3s-fs, moto), one and several replicas, with and without Redis,
 //! and the S3 requests each registry operation costs. `loadtest auth`: what
-//! htpasswd (bcrypt) authentication costs. See README.md.
+//! htpasswd (bcrypt) authentication costs. `loadtest run`: CI-fleet
+//! scenarios against any registry by URL; `loadtest versus`: the same
+//! scenarios against Berth and distribution side by side, with a PNG chart.
+//! See README.md.
 
 mod authbench;
+mod chart;
 mod compare;
 mod cpu;
 mod data;
 mod deploy;
 mod docker;
 mod http;
+mod opstats;
 mod progress;
 mod reference;
+mod regclient;
+mod regops;
 mod report;
 mod rss;
+mod runcmd;
 mod s3bench;
 mod s3count;
 mod s3ref;
+mod scenarios;
 mod servers;
 mod stores;
+mod versus;
 mod workloads;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -48,6 +58,66 @@ enum Command {
     /// Basic authentication (htpasswd, bcrypt): remembered checks, uncached
     /// checks, and wrong passwords against the rest of the traffic.
     Auth(AuthArgs),
+    /// CI-fleet scenarios against any registry: throughput, latency
+    /// percentiles and errors per operation (exit status 1 on any error).
+    Run(RunArgs),
+    /// The `run` scenarios against Berth and distribution side by side: a
+    /// table with both and the ratio, and a PNG bar chart.
+    Versus(VersusArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RunArgs {
+    /// The registry's root URL (http:// only), e.g. http://127.0.0.1:5000.
+    #[arg(long)]
+    pub url: String,
+    /// User for Basic auth or the token endpoint.
+    #[arg(long, requires = "password")]
+    pub user: Option<String>,
+    #[arg(long, requires = "user")]
+    pub password: Option<String>,
+    /// Token endpoint to use instead of the realm of a Bearer challenge.
+    #[arg(long)]
+    pub token_url: Option<String>,
+    /// Scenarios, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<scenarios::Scenario>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Smaller layers, fewer clients and shorter phases (see README.md).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// How hard and how long the scenarios run.
+#[derive(Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// Concurrent clients [default: 32, quick 8; large-layer: a quarter, 1..=4].
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Per scenario: seconds, or with a unit (500ms, 20s, 2m) [default: 20s, quick 4s].
+    #[arg(long, value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// Size of each large-layer layer [default: 256MiB, quick 32MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub large_layer: Option<u64>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct VersusArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Scenarios, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<scenarios::Scenario>,
+    /// bcrypt cost of the htpasswd entry for mixed-auth (htpasswd -B uses 5).
+    #[arg(long, default_value_t = 5)]
+    pub cost: u32,
+    /// Where the chart goes.
+    #[arg(long, default_value = "loadtest-versus.png")]
+    pub png: PathBuf,
 }
 
 /// Options every run that starts registries shares.
@@ -234,6 +304,27 @@ pub enum Workload {
     Docker,
 }
 
+/// `20`, `2.5s`, `500ms`, `2m` → seconds.
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m)")),
+    };
+    if secs > 0.0 && secs.is_finite() {
+        Ok(secs)
+    } else {
+        Err(format!("duration {s:?} must be positive"))
+    }
+}
+
 /// `1GiB`, `16MiB`, `4KiB`, `4k`, `512` (bytes).
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -284,6 +375,14 @@ fn main() -> ExitCode {
                 r = authbench::run(args) => r.map(|text| (text, true)),
                 e = interrupted() => e,
             },
+            Command::Run(args) => tokio::select! {
+                r = runcmd::run(args) => r,
+                e = interrupted() => e,
+            },
+            Command::Versus(args) => tokio::select! {
+                r = versus::run(args) => r,
+                e = interrupted() => e,
+            },
         }
     });
     match result {
@@ -311,7 +410,17 @@ async fn interrupted<T>() -> anyhow::Result<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_secs, parse_size};
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_secs("20"), Ok(20.0));
+        assert_eq!(parse_secs("2.5s"), Ok(2.5));
+        assert_eq!(parse_secs("500ms"), Ok(0.5));
+        assert_eq!(parse_secs("2m"), Ok(120.0));
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("3h").is_err());
+    }
 
     #[test]
     fn sizes() {

@@ -285,7 +285,7 @@ pub async fn push_small_blobs(
 }
 
 /// Sorted microseconds → milliseconds at quantile `q`.
-fn percentile_ms(sorted: &[u32], q: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted: &[u32], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -250,3 +250,73 @@ async fn a_reference_racing_the_delete_is_reported() {
     upload(&server, "app", &layer).await;
     assert!(exists(&driver, &layer_digest).await, "a push heals it");
 }
+
+/// `--delete-untagged` and a push during the run: an old untagged manifest
+/// tagged between the two mark passes stays, with its blobs; one nobody
+/// tagged goes.
+#[tokio::test]
+async fn an_untagged_manifest_tagged_during_a_run_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver: Driver = Arc::new(FilesystemDriver::new(dir.path()).unwrap());
+    let collector = Registry::new(driver.clone(), b"s", true);
+    let server = Registry::new(driver.clone(), b"s", true);
+    let (config, revived_layer, lost_layer) = (b"{}".to_vec(), noise(1, 100), noise(2, 100));
+    for b in [&config, &revived_layer, &lost_layer] {
+        upload(&server, "app", b).await;
+    }
+    let revived = image(&config, &[&revived_layer], None);
+    let lost = image(&config, &[&lost_layer], None);
+    for m in [&revived, &lost] {
+        let d = m.digest.parse().unwrap();
+        server
+            .put_manifest(
+                "app",
+                &Reference::Digest(d),
+                Some(OCI_MANIFEST),
+                Bytes::from(m.body.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    age_everything(dir.path());
+    let opts = GcOptions {
+        delete_untagged: true,
+        ..one_hour_grace()
+    };
+    let report = collector
+        .garbage_collect_with(&opts, |phase| {
+            let server = server.clone();
+            let body = revived.body.clone();
+            async move {
+                if phase == GcPhase::Marked {
+                    server
+                        .put_manifest(
+                            "app",
+                            &Reference::Tag("revived".into()),
+                            Some(OCI_MANIFEST),
+                            Bytes::from(body),
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(report.manifests_deleted, 1, "{report}");
+    let revived_digest: Digest = revived.digest.parse().unwrap();
+    server
+        .get_manifest("app", &Reference::Digest(revived_digest.clone()))
+        .await
+        .unwrap();
+    assert!(exists(&driver, &revived_digest).await);
+    assert!(exists(&driver, &digest(&revived_layer).parse().unwrap()).await);
+    let lost_digest: Digest = lost.digest.parse().unwrap();
+    assert!(server
+        .get_manifest("app", &Reference::Digest(lost_digest.clone()))
+        .await
+        .is_err());
+    assert!(!exists(&driver, &lost_digest).await);
+    assert!(!exists(&driver, &digest(&lost_layer).parse().unwrap()).await);
+}

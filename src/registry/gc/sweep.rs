@@ -182,8 +182,9 @@ impl Registry {
     }
 
     /// Delete the untagged manifests both passes found deletable, each
-    /// re-checked just before; a spared one keeps its children, referrers and
-    /// blobs (added to `marked`). Returns (deleted, spared).
+    /// re-checked first (a spared one keeps its children, referrers and blobs,
+    /// added to `marked`) and again just before its delete. Returns
+    /// (deleted, spared).
     pub(super) async fn delete_manifests(
         &self,
         deletable: Vec<Untagged>,
@@ -214,7 +215,14 @@ impl Registry {
         }
         let mut deleted = 0;
         for m in &deletable {
-            if spared.contains(&(m.repo.clone(), m.digest.clone())) {
+            let key = (m.repo.clone(), m.digest.clone());
+            // Checked once more right before its own delete, since the
+            // checks of the others took time (dry runs included, to report
+            // what a real run would do).
+            if !spared.contains(&key) && !self.still_deletable(m, cutoff).await? {
+                spared.insert(key.clone());
+            }
+            if spared.contains(&key) {
                 marked.insert(m.digest.clone());
                 if let Some(r) = &m.refs {
                     marked.extend(r.all().cloned());

@@ -86,12 +86,12 @@ impl Registry {
         }
     }
 
-    /// Can the storage backend be reached? (An empty root is healthy.)
     /// The storage driver's name (`filesystem`, `s3`, …).
     pub fn driver_name(&self) -> &'static str {
         self.driver.name()
     }
 
+    /// Can the storage backend be reached? (An empty root is healthy.)
     pub async fn storage_health(&self) -> Result<()> {
         match self.driver.stat(crate::storage::layout::ROOT).await {
             Ok(_) => Ok(()),

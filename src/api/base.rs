@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use axum::{
     extract::State,
-    Extension,
     http::{header, StatusCode},
     response::{IntoResponse, Response},
+    Extension,
 };
 
 use super::AppState;

@@ -250,9 +250,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.storage.driver().map_err(ConfigError)?;
-        self.notifications
-            .active_endpoints()
-            .map_err(ConfigError)?;
+        self.notifications.active_endpoints().map_err(ConfigError)?;
         if let Some(a) = &self.auth {
             a.validate().map_err(ConfigError)?;
         }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod azure;
+mod env_selectors;
 pub mod notifications;
 pub mod observability;
 pub mod redis;
@@ -225,7 +226,11 @@ impl Config {
                 .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
             fig = fig.merge(Yaml::file_exact(path));
         }
-        Self::extract(fig.merge(Env::prefixed("REGISTRY_").split("_")))
+        let fig = env_selectors::apply(fig)?;
+        let env = Env::prefixed("REGISTRY_")
+            .ignore(&env_selectors::SELECTOR_KEYS)
+            .split("_");
+        Self::extract(fig.merge(env))
     }
 
     /// Load from YAML text alone (no environment), for tests and tools.

@@ -98,6 +98,61 @@ async fn env_overrides_the_file() {
         .exists());
 }
 
+/// distribution's deploy guide: `REGISTRY_AUTH=htpasswd` names the section,
+/// `REGISTRY_AUTH_HTPASSWD_*` fill it; `REGISTRY_STORAGE=<driver>` replaces the
+/// file's driver.
+#[tokio::test]
+async fn env_selects_auth_and_storage_by_name_as_distribution_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let hash = bcrypt::hash("secret", 4).unwrap();
+    std::fs::write(&htpasswd, format!("alice:{hash}\n")).unwrap();
+    let b = Berth::start_with_env(
+        |root, addr| {
+            format!("storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: s\n")
+        },
+        &[
+            ("REGISTRY_AUTH", "htpasswd"),
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+            ("REGISTRY_AUTH_HTPASSWD_PATH", htpasswd.to_str().unwrap()),
+            ("REGISTRY_STORAGE", "inmemory"),
+        ],
+    );
+    let r = reqwest::get(b.url("/v2/")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        Some("Basic realm=\"Registry Realm\"")
+    );
+    let http = reqwest::Client::new();
+    let r = http
+        .post(b.url("/v2/sel/app/blobs/uploads/"))
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // In memory, not in the file's directory; the file's `delete` stays.
+    assert!(!b.root.join("docker").exists(), "wrote to the file's root");
+    let logs = b.logs();
+    assert!(logs.contains("InMemory"), "{logs}");
+
+    let (code, err) = check("version: 0.1\n", &[("REGISTRY_STORAGE", "gcs")]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("REGISTRY_STORAGE") && err.contains("gcs"),
+        "{err}"
+    );
+    let (code, err) = check(
+        "storage:\n  s3:\n    region: us-east-1\n    bucket: b\n",
+        &[
+            ("REGISTRY_STORAGE", "filesystem"),
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/tmp/x"),
+        ],
+    );
+    assert_eq!(code, 0, "the file's s3 gave way to the env's choice: {err}");
+}
+
 #[tokio::test]
 async fn http_prefix_headers_host_and_relative_urls() {
     let b = Berth::start_with(|root, addr| {

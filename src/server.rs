@@ -223,7 +223,8 @@ async fn serve_app(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, driver = ?cfg.storage.driver(), "berth listening");
+    let storage = cfg.storage.driver().map_or_else(|e| e, |d| d.describe());
+    tracing::info!(addr = %listener.local_addr()?, storage = %storage, "berth listening");
     if let Some(tls_cfg) = cfg.http.tls.as_ref().filter(|t| t.enabled()) {
         return tls::serve(tls_cfg, listener, app, shutdown).await;
     }

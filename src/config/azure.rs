@@ -94,8 +94,9 @@ pub struct AzureCredentials {
     pub secret: String,
 }
 
-/// How the driver authenticates, decided from the keys above.
-#[derive(Debug, Clone, PartialEq)]
+/// How the driver authenticates, decided from the keys above. Its `Debug`
+/// names the method only: keys and secrets never reach a log.
+#[derive(Clone, PartialEq)]
 pub enum AzureAuth {
     SharedKey {
         key: String,
@@ -124,6 +125,24 @@ pub struct AzureSettings {
     pub copy_poll_delay: std::time::Duration,
     pub max_retries: Option<u32>,
     pub retry_delay: Option<std::time::Duration>,
+}
+
+impl std::fmt::Debug for AzureAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AzureAuth::SharedKey { .. } => f.write_str("SharedKey(<redacted>)"),
+            AzureAuth::ClientSecret {
+                client_id,
+                tenant_id,
+                ..
+            } => f
+                .debug_struct("ClientSecret")
+                .field("client_id", client_id)
+                .field("tenant_id", tenant_id)
+                .finish_non_exhaustive(),
+            AzureAuth::Default => f.write_str("Default"),
+        }
+    }
 }
 
 const DEFAULT_REALM: &str = "core.windows.net";
@@ -297,6 +316,13 @@ mod tests {
         assert_eq!(s.root, "x/y");
         assert_eq!(s.auth, AzureAuth::SharedKey { key: "a2V5".into() });
         assert_eq!(s.copy_poll_retries, 5);
+        // The server logs its storage: the key must not be in any rendering.
+        let shown = format!(
+            "{s:?} {}",
+            StorageDriverConfig::Azure(Box::new(s.clone())).describe()
+        );
+        assert!(!shown.contains("a2V5"), "{shown}");
+        assert!(shown.contains("acct"), "{shown}");
     }
 
     #[test]
@@ -309,6 +335,7 @@ mod tests {
         let s = cfg("accountname: a\ncontainer: reg\nserviceurl: http://127.0.0.1:1/devstoreaccount1/\ncredentials:\n  type: client_secret\n  clientid: c\n  tenantid: t\n  secret: s").unwrap();
         assert_eq!(s.service_url, "http://127.0.0.1:1/devstoreaccount1");
         assert!(matches!(s.auth, AzureAuth::ClientSecret { .. }));
+        assert!(!format!("{s:?}").contains("secret: \"s\""), "{s:?}");
     }
 
     #[test]

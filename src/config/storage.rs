@@ -159,6 +159,24 @@ pub enum StorageDriverConfig {
     Azure(Box<AzureSettings>),
 }
 
+impl StorageDriverConfig {
+    /// The driver and where it keeps data, for the startup log line: no
+    /// credentials, whatever the driver.
+    pub fn describe(&self) -> String {
+        match self {
+            StorageDriverConfig::Filesystem { root } => format!("filesystem {root}"),
+            StorageDriverConfig::InMemory => "inmemory".into(),
+            StorageDriverConfig::S3(s3) => format!(
+                "s3 bucket={} region={} rootdirectory={}",
+                s3.bucket, s3.region, s3.rootdirectory
+            ),
+            StorageDriverConfig::Azure(az) => {
+                format!("azure {}/{} root={}", az.service_url, az.container, az.root)
+            }
+        }
+    }
+}
+
 impl StorageConfig {
     /// The one configured driver; with none at all, the embedded default is the
     /// filesystem under `./data`.

@@ -135,7 +135,7 @@ async fn env_selects_auth_and_storage_by_name_as_distribution_does() {
     // In memory, not in the file's directory; the file's `delete` stays.
     assert!(!b.root.join("docker").exists(), "wrote to the file's root");
     let logs = b.logs();
-    assert!(logs.contains("InMemory"), "{logs}");
+    assert!(logs.contains("storage=inmemory"), "{logs}");
 
     let (code, err) = check("version: 0.1\n", &[("REGISTRY_STORAGE", "gcs")]);
     assert_eq!(code, 2);

@@ -1,5 +1,5 @@
 //! The `versus` bar chart (PNG): Berth/distribution throughput ratio per
-//! scenario and operation, horizontal bars with a line at 1.
+//! scenario and operation, horizontal bars on a log axis with a line at 1.
 //!
 //! Text needs a TrueType font; plotters' `ab_glyph` feature draws it from a
 //! TTF read at run time (Debian's fonts-dejavu-core), so nothing links
@@ -48,12 +48,15 @@ pub fn write_png(path: &Path, title: &str, bars: &[Bar]) -> Result<bool> {
     let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
     let e = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the chart: {e:?}");
     root.fill(&WHITE).map_err(e)?;
-    let max = bars
-        .iter()
-        .map(|b| b.ratio)
-        .filter(|r| r.is_finite())
-        .fold(1.0f64, f64::max)
-        * 1.15;
+    // A log axis: ratios from 0.5x to 50x all stay readable, and 1 sits in
+    // the middle of "slower" and "faster".
+    let finite = || {
+        bars.iter()
+            .map(|b| b.ratio)
+            .filter(|r| r.is_finite() && *r > 0.0)
+    };
+    let max = finite().fold(2.0f64, f64::max) * 1.6;
+    let min = finite().fold(0.5f64, f64::min) / 1.3;
     let n = bars.len().max(1) as f64;
     let mut builder = ChartBuilder::on(&root);
     builder
@@ -63,11 +66,14 @@ pub fn write_png(path: &Path, title: &str, bars: &[Bar]) -> Result<bool> {
     if text {
         builder.caption(title, (FAMILY, 20));
     }
-    let mut chart = builder.build_cartesian_2d(0f64..max, 0f64..n).map_err(e)?;
+    let mut chart = builder
+        .build_cartesian_2d((min..max).log_scale(), 0f64..n)
+        .map_err(e)?;
     let mut mesh = chart.configure_mesh();
     mesh.disable_y_mesh().y_labels(0);
     if text {
-        mesh.x_desc("Berth / distribution, ops/s (> 1: Berth faster)")
+        mesh.x_label_formatter(&|v| format!("{v}x"))
+            .x_desc("Berth / distribution, ops/s, log scale (> 1: Berth faster)")
             .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 14));
     } else {
@@ -84,7 +90,7 @@ pub fn write_png(path: &Path, title: &str, bars: &[Bar]) -> Result<bool> {
                 RGBColor(198, 40, 40)
             };
             Rectangle::new(
-                [(0.0, y(i) + 0.15), (b.ratio.min(max), y(i) + 0.85)],
+                [(min, y(i) + 0.15), (b.ratio.clamp(min, max), y(i) + 0.85)],
                 color.filled(),
             )
         }))
@@ -99,11 +105,11 @@ pub fn write_png(path: &Path, title: &str, bars: &[Bar]) -> Result<bool> {
         let left = Pos::new(HPos::Left, VPos::Center);
         let right = Pos::new(HPos::Right, VPos::Center);
         for (i, b) in bars.iter().enumerate() {
-            let (x, yy) = chart.backend_coord(&(b.ratio.min(max), y(i) + 0.5));
+            let (x, yy) = chart.backend_coord(&(b.ratio.clamp(min, max), y(i) + 0.5));
             let value = TextStyle::from((FAMILY, 14).into_font()).pos(left);
             root.draw(&Text::new(format!("{:.2}x", b.ratio), (x + 5, yy), value))
                 .map_err(e)?;
-            let (x0, _) = chart.backend_coord(&(0.0, 0.0));
+            let (x0, _) = chart.backend_coord(&(min, 0.0));
             let label = TextStyle::from((FAMILY, 14).into_font()).pos(right);
             root.draw(&Text::new(b.label.clone(), (x0 - 8, yy), label))
                 .map_err(e)?;

@@ -27,6 +27,7 @@ mod runcmd;
 mod s3bench;
 mod s3count;
 mod s3ref;
+mod scenario_plan;
 mod scenarios;
 mod servers;
 mod stores;

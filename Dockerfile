@@ -11,9 +11,9 @@
 # a stub (deploy/docker/no-binary.sh) that nothing uses.
 #
 # Runtime: debian:bookworm-slim, not distroless: the binary is glibc-linked (as
-# `cargo build` makes it on Debian 12), the HEALTHCHECK needs bash's /dev/tcp,
-# and the entrypoint a POSIX shell. ca-certificates because Berth's S3 and ACME
-# clients trust the system store.
+# `cargo build` makes it on Debian 12), and the entrypoint and HEALTHCHECK
+# (`berth healthcheck` with the served config) are POSIX shell scripts.
+# ca-certificates because Berth's S3 and ACME clients trust the system store.
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 # The toolchain the tree is tested with (Cargo.toml's rust-version is the

@@ -261,3 +261,47 @@ impl Runner {
         health.refresh();
     }
 }
+
+/// `berth healthcheck`: ask the Berth this configuration describes (on
+/// loopback when it listens on every interface, or at `addr`) for
+/// `/health/storage`. For container HEALTHCHECKs, which have no curl: the
+/// configuration says the port, prefix and whether it is TLS. Over TLS the
+/// certificate is not verified: the probe checks that this replica answers,
+/// and its certificate rarely names the loopback address.
+pub async fn probe(cfg: &crate::config::Config, addr: Option<&str>) -> Result<(), String> {
+    let tls = cfg.http.tls.as_ref().is_some_and(|t| t.enabled());
+    let addr = addr.map_or_else(|| cfg.http.bind_addr(), str::to_string);
+    let host = match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let loopback: std::net::IpAddr = if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            std::net::SocketAddr::new(loopback, a.port()).to_string()
+        }
+        Ok(a) => a.to_string(),
+        Err(_) => addr,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let prefix = cfg.http.prefix.trim_end_matches('/');
+    let url = format!("{scheme}://{host}{prefix}/health/storage");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest_tls::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .danger_accept_invalid_certs(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let r = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        Err(format!("{url}: {status} {}", body.trim()))
+    }
+}

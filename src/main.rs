@@ -50,6 +50,17 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         grace_period: std::time::Duration,
     },
+    /// Exit 0 if the Berth this configuration describes answers
+    /// `/health/storage` with 200 (for container HEALTHCHECKs).
+    Healthcheck {
+        #[arg(long = "config", short = 'c', env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// host:port to ask instead of the configured `http.addr`.
+        #[arg(long)]
+        addr: Option<String>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -133,6 +144,26 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("berth: garbage-collect: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Healthcheck { config, file, addr } => {
+            let cfg = match Config::load(config.or(file).as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(CONFIG_ERROR);
+                }
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(berth::health::probe(&cfg, addr.as_deref())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth: healthcheck: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -152,6 +152,51 @@ async fn tcp_check_to_a_closed_port_fails_from_the_start() {
     );
 }
 
+/// `berth healthcheck` with the config a running Berth was started with.
+fn healthcheck(b: &Berth, extra: &[&str]) -> std::process::Output {
+    let cfg = b.log.with_file_name("config.yml");
+    std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("healthcheck")
+        .args(extra)
+        .arg(&cfg)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn healthcheck_command_follows_the_config_and_fails_when_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("drain");
+    let flag_str = flag.display().to_string();
+    // A prefix and an every-interface address, as in a container.
+    let b = Berth::start_with(move |root, addr| {
+        let port = addr.rsplit(':').next().unwrap();
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: :{port}\n  prefix: /reg/\n  secret: s\n\
+             health:\n  file:\n    - file: {flag_str}\n      interval: 100ms\n"
+        )
+    });
+    let ok = healthcheck(&b, &[]);
+    assert!(ok.status.success(), "{ok:?}\n{}", b.logs());
+
+    std::fs::write(&flag, b"").unwrap();
+    wait_status(&b.url("/reg/v2/"), StatusCode::SERVICE_UNAVAILABLE).await;
+    let drained = healthcheck(&b, &[]);
+    assert_eq!(drained.status.code(), Some(1), "{drained:?}");
+    assert!(
+        String::from_utf8_lossy(&drained.stderr).contains("503"),
+        "{drained:?}"
+    );
+    std::fs::remove_file(&flag).unwrap();
+    wait_status(&b.url("/reg/v2/"), StatusCode::OK).await;
+    assert!(healthcheck(&b, &[]).status.success());
+
+    // Nothing listening there: fails too.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let none = healthcheck(&b, &["--addr", &closed]);
+    assert_eq!(none.status.code(), Some(1), "{none:?}");
+}
+
 #[test]
 fn health_config_is_validated() {
     for (yaml, key) in [

@@ -273,3 +273,23 @@ fn sigterm_drains_an_in_flight_request_then_exits() {
     };
     assert!(exit.success(), "{exit}:\n{}", berth.logs());
 }
+
+/// `berth healthcheck` speaks TLS when the config does, without insisting the
+/// certificate names the loopback address it asks.
+#[test]
+fn healthcheck_command_speaks_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = Ca::root("Berth Test Root").server(&["registry.example.com"]);
+    let berth = start_tls(&cert_lines(dir.path(), &leaf.cert_pem, &leaf.key_pem));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("healthcheck")
+        .arg(berth.log.with_file_name("config.yml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", berth.logs());
+    assert!(
+        berth.logs().contains("/health/storage"),
+        "the probe reached the TLS listener: {}",
+        berth.logs()
+    );
+}

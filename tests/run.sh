@@ -8,6 +8,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Real clients and servers the tests start themselves, all on 127.0.0.1.
 packages=(docker.io skopeo docker-registry nginx redis-server ca-certificates pebble openssl)
+# The font the load test's PNG chart labels are drawn with.
+packages+=(fonts-dejavu-core)
 # The container image test debootstraps its Debian base (no image can be
 # pulled; cached in ~/.cache/berth/images) and strips the binary it packages
 # (binutils); the compose test resolves compose.yaml with Debian's docker-compose.

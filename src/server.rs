@@ -225,6 +225,7 @@ async fn serve_app(
 ) -> anyhow::Result<()> {
     let storage = cfg.storage.driver().map_or_else(|e| e, |d| d.describe());
     tracing::info!(addr = %listener.local_addr()?, storage = %storage, "berth listening");
+    let app = app.layer(axum::middleware::map_request(host_from_authority));
     if let Some(tls_cfg) = cfg.http.tls.as_ref().filter(|t| t.enabled()) {
         return tls::serve(tls_cfg, listener, app, shutdown).await;
     }
@@ -234,6 +235,20 @@ async fn serve_app(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// HTTP/2 (over TLS, or h2c in plain HTTP) sends the host as `:authority`,
+/// which hyper puts in the URI and not in a Host header; absolute Location
+/// URLs are built from Host, so give them one (as Go's net/http does with
+/// `r.Host`).
+async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
+    if !req.headers().contains_key(header::HOST) {
+        let authority = req.uri().authority().map(|a| a.as_str().to_string());
+        if let Some(value) = authority.and_then(|a| header::HeaderValue::from_str(&a).ok()) {
+            req.headers_mut().insert(header::HOST, value);
+        }
+    }
+    req
 }
 
 /// The debug listener: `GET <path>` is the Prometheus text exposition,

@@ -12,10 +12,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use axum::{
-    extract::Request,
-    http::{header::HOST, HeaderValue},
-};
 use axum_server::tls_rustls::RustlsConfig;
 use rustls::{
     server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
@@ -68,28 +64,14 @@ pub(super) async fn serve(
     )?
     .handle(handle)
     .serve(
-        app.layer(axum::middleware::map_request(host_from_authority))
-            // The peer address, for the token server's login throttle.
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        // The peer address, for the token server's login throttle.
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .await;
     for task in background {
         task.abort();
     }
     Ok(result?)
-}
-
-/// HTTP/2 sends the host as `:authority`, which hyper puts in the URI and not
-/// in a Host header; absolute Location URLs are built from Host, so give them
-/// one (as Go's net/http does with `r.Host`).
-async fn host_from_authority(mut req: Request) -> Request {
-    if !req.headers().contains_key(HOST) {
-        let authority = req.uri().authority().map(|a| a.as_str().to_string());
-        if let Some(value) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
-            req.headers_mut().insert(HOST, value);
-        }
-    }
-    req
 }
 
 /// The rustls configuration for `tls`, serving what `resolver` picks.

@@ -153,6 +153,29 @@ async fn env_selects_auth_and_storage_by_name_as_distribution_does() {
     assert_eq!(code, 0, "the file's s3 gave way to the env's choice: {err}");
 }
 
+/// HTTP/2 without TLS (h2c) carries the host in `:authority`, not Host:
+/// Location URLs are still absolute and name it.
+#[tokio::test]
+async fn h2c_location_urls_name_the_authority() {
+    let b = Berth::start();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .post(b.url("/v2/h2c/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = location(&r);
+    assert!(
+        loc.starts_with(&format!("http://{}/v2/h2c/app/blobs/uploads/", b.addr)),
+        "{loc}"
+    );
+}
+
 #[tokio::test]
 async fn http_prefix_headers_host_and_relative_urls() {
     let b = Berth::start_with(|root, addr| {

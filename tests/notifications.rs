@@ -507,6 +507,31 @@ async fn a_dead_endpoint_never_blocks_pushes_and_its_queue_stays_bounded() {
     assert_eq!(logs.matches("endpoint is down").count(), 1, "{logs}");
 }
 
+#[tokio::test]
+async fn credentials_in_an_endpoint_url_never_reach_the_logs() {
+    // distribution accepts `https://user:password@host/` (Go sends it as Basic
+    // auth); the password must not show in the startup or "down" lines.
+    let dead = format!("http://hook:s3cr3t-pw@127.0.0.1:{}/events", free_port());
+    let b = start(
+        &endpoint(
+            "creds",
+            &dead,
+            &["timeout: 200ms", "threshold: 1", "backoff: 50ms"],
+        ),
+        "",
+    );
+    let c = Client::new(&b);
+    c.push_image("creds/app", "t", "seed").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.logs().contains("endpoint is down") {
+        assert!(Instant::now() < deadline, "never down: {}", b.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = b.logs();
+    assert!(!logs.contains("s3cr3t-pw"), "{logs}");
+    assert!(logs.contains("hook:***@127.0.0.1"), "{logs}");
+}
+
 /// The JSON log lines of target `berth::audit`.
 fn audit_lines(b: &Berth) -> Vec<Value> {
     b.logs()

@@ -76,6 +76,8 @@ pub struct IgnoreConfig {
 pub struct EndpointSettings {
     pub name: String,
     pub url: String,
+    /// `url` for log lines: a password in it (sent as Basic auth) shows as `***`.
+    pub url_for_logs: String,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
     pub threshold: u32,
@@ -106,6 +108,14 @@ fn duration(key: &str, value: &str, default: Duration) -> Result<Duration, Strin
         return Ok(default);
     }
     humantime::parse_duration(value).map_err(|e| format!("{key}: {value:?}: {e}"))
+}
+
+/// `url` with its password, if any, replaced by `***`.
+fn without_password(mut url: url::Url) -> String {
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    url.to_string()
 }
 
 impl NotificationsConfig {
@@ -154,6 +164,7 @@ impl NotificationsConfig {
             out.push(EndpointSettings {
                 name: e.name.clone(),
                 url: e.url.clone(),
+                url_for_logs: without_password(url),
                 headers,
                 timeout: duration(&format!("{key}.timeout"), &e.timeout, second)?,
                 // distribution: a zero threshold means 10.

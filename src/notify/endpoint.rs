@@ -135,7 +135,7 @@ pub async fn run(
                 if down {
                     down = false;
                     queue.metrics.up.set(1);
-                    tracing::info!(endpoint = %s.name, url = %s.url, "notifications: endpoint is accepting events again");
+                    tracing::info!(endpoint = %s.name, url = %s.url_for_logs, "notifications: endpoint is accepting events again");
                 }
             }
             Err(why) => {
@@ -144,7 +144,7 @@ pub async fn run(
                     down = true;
                     tracing::warn!(
                         endpoint = %s.name,
-                        url = %s.url,
+                        url = %s.url_for_logs,
                         failures,
                         error = %why,
                         backoff = ?s.backoff,
@@ -227,6 +227,7 @@ mod tests {
         EndpointSettings {
             name: "t".into(),
             url: "http://127.0.0.1:9/".into(),
+            url_for_logs: "http://127.0.0.1:9/".into(),
             headers: vec![],
             timeout: Duration::from_secs(1),
             threshold: 3,

@@ -68,7 +68,7 @@ impl Notifier {
         for s in settings {
             tracing::info!(
                 endpoint = %s.name,
-                url = %s.url,
+                url = %s.url_for_logs,
                 timeout = ?s.timeout,
                 threshold = s.threshold,
                 backoff = ?s.backoff,

@@ -208,8 +208,14 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         Ok(actor) => actor,
         Err(denied) => return denied,
     };
-    // Who did it, from where, under which request id: for events and audit lines.
-    let ctx = RequestContext::from_request(&req, actor, state.urls.build(req.headers(), ""));
+    // Who did it, from where, under which request id: for events and audit
+    // lines; not built for requests that emit neither (blob HEADs, pulls
+    // nobody listens to), which never read it.
+    let ctx = if state.notifier.needs_context(&method) {
+        RequestContext::from_request(&req, actor, state.urls.build(req.headers(), ""))
+    } else {
+        RequestContext::default()
+    };
     if !matches!(method, Method::GET | Method::HEAD) {
         if let Err(e) = state.registry.check_writable() {
             return axum::response::IntoResponse::into_response(e);

@@ -114,6 +114,18 @@ impl Notifier {
         }
     }
 
+    /// Whether a request with this method can emit an event or audit line,
+    /// i.e. whether `api` must build its [`RequestContext`]. HEAD and PATCH
+    /// never do, and a GET only when an endpoint takes pulls: blob HEADs and
+    /// pulls are the hot path and skip the context's dozen allocations.
+    pub fn needs_context(&self, method: &http::Method) -> bool {
+        match *method {
+            http::Method::HEAD | http::Method::PATCH => false,
+            http::Method::GET => self.wants_pulls(),
+            _ => true,
+        }
+    }
+
     fn wants_pulls(&self) -> bool {
         self.queues
             .iter()
@@ -302,4 +314,45 @@ fn hostname() -> String {
 
 fn port_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or("", |(_, p)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::notifications::EndpointSettings;
+
+    fn with_endpoint(ignored_actions: &[&str]) -> Notifier {
+        let mut n = Notifier::audit_only();
+        let s = EndpointSettings {
+            name: "e".into(),
+            url: "http://127.0.0.1:9/".into(),
+            url_for_logs: "http://127.0.0.1:9/".into(),
+            headers: vec![],
+            timeout: Duration::from_secs(1),
+            threshold: 1,
+            backoff: Duration::from_secs(1),
+            ignored_media_types: vec![],
+            ignored_actions: ignored_actions.iter().map(|a| a.to_string()).collect(),
+            queue_size: 1,
+        };
+        n.queues
+            .push(Arc::new(Queue::new(s, n.metrics.endpoint("e"))));
+        n
+    }
+
+    #[test]
+    fn only_requests_that_can_emit_build_a_context() {
+        use http::Method;
+        let audit_only = Notifier::audit_only();
+        for m in [Method::HEAD, Method::GET, Method::PATCH] {
+            assert!(!audit_only.needs_context(&m), "{m}");
+        }
+        // Pushes, mounts and deletes are audited even without endpoints.
+        for m in [Method::PUT, Method::POST, Method::DELETE] {
+            assert!(audit_only.needs_context(&m), "{m}");
+        }
+        assert!(with_endpoint(&[]).needs_context(&Method::GET));
+        assert!(!with_endpoint(&[]).needs_context(&Method::HEAD));
+        assert!(!with_endpoint(&["pull"]).needs_context(&Method::GET));
+    }
 }

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::{
     daemons::Dockerd,
-    image::{build_prebuilt, import_debian, HostNetDockerd},
+    image::{build_prebuilt, import_debian},
     images::{build, import_base, push},
     support::{require_tool, run, run_ok, Out},
 };
@@ -294,7 +294,7 @@ fn https_status(url: &str, ca_pem: &str, basic: Option<(&str, &str)>) -> u16 {
 
 #[test]
 fn compose_up_tls_htpasswd_takes_a_login_push_and_pull() {
-    let d = HostNetDockerd::start();
+    let d = Dockerd::start();
     let work = tempfile::tempdir().unwrap();
     import_debian(&d);
     // The image compose.yaml names; present, so `up --no-build` uses it.

@@ -37,7 +37,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> bool {
 /// A private Docker engine: own socket, data root, exec root (and so its own
 /// managed containerd under `<exec>/containerd`), nothing shared with a
 /// system daemon. vfs needs no kernel overlay support; no bridge and no
-/// iptables because nothing here runs a container.
+/// iptables: the containers tests run use `--network host`.
 pub struct Dockerd {
     child: Child,
     dir: tempfile::TempDir,
@@ -180,6 +180,12 @@ impl Drop for Dockerd {
                 }
                 signal(pid, "-KILL");
             }
+        }
+        // An engine that ran a container keeps its netns mounted under the
+        // exec root after it stops; unmount it so the temp dir can go.
+        let netns = self.dir.path().join("exec/netns/default");
+        if netns.exists() {
+            let _ = Command::new("umount").arg(&netns).status();
         }
     }
 }

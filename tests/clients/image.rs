@@ -15,7 +15,6 @@
 
 use std::{
     fs,
-    ops::Deref,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Command,
@@ -140,52 +139,6 @@ pub fn build_prebuilt(d: &Dockerd, work: &Path, tag: &str) {
     );
 }
 
-/// A Docker engine that runs containers on the host network. Such an engine
-/// keeps a bind mount of the host's network namespace in its exec root
-/// (`exec/netns/default`) after it stops, which makes its temp dir fail to
-/// go away: once the engine is down, unmount it and finish the removal.
-pub struct HostNetDockerd {
-    d: Option<Dockerd>,
-    dir: PathBuf,
-}
-
-impl HostNetDockerd {
-    pub fn start() -> HostNetDockerd {
-        let d = Dockerd::start();
-        // The engine's private dir, from the socket its CLI is bound to.
-        let cli = d.cli(&[]);
-        let host = cli
-            .get_envs()
-            .find(|(k, _)| *k == "DOCKER_HOST")
-            .and_then(|(_, v)| v)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        let sock = PathBuf::from(host.strip_prefix("unix://").unwrap());
-        let dir = sock.parent().unwrap().to_path_buf();
-        HostNetDockerd { d: Some(d), dir }
-    }
-}
-
-impl Deref for HostNetDockerd {
-    type Target = Dockerd;
-    fn deref(&self) -> &Dockerd {
-        self.d.as_ref().unwrap()
-    }
-}
-
-impl Drop for HostNetDockerd {
-    fn drop(&mut self) {
-        drop(self.d.take());
-        let netns = self.dir.join("exec/netns/default");
-        if netns.exists() {
-            let _ = Command::new("umount").arg(&netns).status();
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
 /// A container removed (with its anonymous volumes) when dropped, before the
 /// engine stops, so no mount outlives the test.
 pub struct Container<'a> {
@@ -252,7 +205,7 @@ impl Drop for Container<'_> {
 
 #[test]
 fn image_runs_berth_as_non_root_and_takes_a_push_and_pull() {
-    let d = HostNetDockerd::start();
+    let d = Dockerd::start();
     let work = tempfile::tempdir().unwrap();
     import_debian(&d);
     build_prebuilt(&d, work.path(), "berth-test/berth:image");

@@ -12,6 +12,8 @@ mod cli;
 mod drivers;
 #[path = "gc/interop.rs"]
 mod interop;
+#[path = "gc/marking.rs"]
+mod marking;
 #[path = "gc/online.rs"]
 mod online;
 #[path = "gc/support.rs"]

@@ -27,7 +27,7 @@ use berth::{
 
 use super::support::{digest, image, noise, OCI_MANIFEST};
 
-async fn upload(r: &Registry, repo: &str, data: &[u8]) -> Digest {
+pub(super) async fn upload(r: &Registry, repo: &str, data: &[u8]) -> Digest {
     let d: Digest = digest(data).parse().unwrap();
     let state = r.start_upload(repo).await.unwrap();
     let body = Box::pin(stream::iter([Ok(Bytes::copy_from_slice(data))]));
@@ -51,7 +51,7 @@ async fn put(r: &Registry, repo: &str, tag: &str, config: &[u8], layers: &[&[u8]
 /// one-hour grace period it is old, and anything written during the run is
 /// young by a wide margin (file times come from a coarse clock: a file
 /// written just after `SystemTime::now()` may carry an earlier time).
-fn age_everything(root: &Path) {
+pub(super) fn age_everything(root: &Path) {
     let then = SystemTime::now() - Duration::from_secs(2 * 3600);
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -67,7 +67,7 @@ fn age_everything(root: &Path) {
     }
 }
 
-fn one_hour_grace() -> GcOptions {
+pub(super) fn one_hour_grace() -> GcOptions {
     GcOptions {
         grace: Duration::from_secs(3600),
         notice: Duration::ZERO,
@@ -75,7 +75,7 @@ fn one_hour_grace() -> GcOptions {
     }
 }
 
-async fn exists(driver: &Driver, d: &Digest) -> bool {
+pub(super) async fn exists(driver: &Driver, d: &Digest) -> bool {
     driver
         .stat(&berth::storage::layout::blob_data(d))
         .await

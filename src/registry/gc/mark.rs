@@ -10,7 +10,11 @@ use std::{
 
 use serde_json::Value;
 
-use crate::registry::{digest::Digest, error::Code, error::Result, Registry};
+use crate::registry::{
+    digest::Digest,
+    error::{Code, Error, Result},
+    Registry,
+};
 use crate::storage::layout;
 
 /// What one manifest references.
@@ -35,6 +39,15 @@ impl Refs {
         let mut blobs: Vec<Digest> = v.get("config").and_then(digest_of).into_iter().collect();
         blobs.extend(each("layers"));
         blobs.extend(each("blobs"));
+        // Docker schema1, still in distribution 2.x roots Berth serves as
+        // they are (it refuses new ones): layers are `fsLayers[].blobSum`.
+        if let Some(layers) = v.get("fsLayers").and_then(Value::as_array) {
+            blobs.extend(
+                layers
+                    .iter()
+                    .filter_map(|l| l.get("blobSum")?.as_str()?.parse::<Digest>().ok()),
+            );
+        }
         Some(Refs {
             blobs,
             children: each("manifests"),
@@ -107,15 +120,28 @@ impl Registry {
                 Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(e.into()),
             };
-            let parsed = body.as_deref().and_then(Refs::parse);
-            if parsed.is_none() {
-                tracing::warn!(repository = repo, digest = %r.digest, "garbage collection: manifest missing or unreadable; kept as it is");
-            }
+            let parsed = match body.as_deref().map(Refs::parse) {
+                Some(Some(refs)) => Some(refs),
+                // Bytes gone (a half-deleted revision): nothing can be
+                // pulled through it, so there is nothing left to protect.
+                None => {
+                    tracing::warn!(repository = repo, digest = %r.digest, "garbage collection: manifest bytes missing; revision kept as it is");
+                    None
+                }
+                // Bytes there but not JSON: what they reference is unknown,
+                // so any blob might be one of them. Stop before deleting.
+                Some(None) => {
+                    return Err(Error::internal(format!(
+                        "garbage collection stopped before deleting anything: manifest {} in repository {repo} is not JSON, so what it references is unknown; repair or delete it (DELETE /v2/{repo}/manifests/{}) and run again",
+                        r.digest, r.digest
+                    )))
+                }
+            };
             refs.insert(r.digest.clone(), parsed);
         }
         let kept: HashSet<Digest> = if delete_untagged {
-            // Roots: tagged, young (a push in progress), and anything we could
-            // not read (never delete what we do not understand).
+            // Roots: tagged, young (a push in progress), and any revision
+            // whose bytes are missing (left as it is, never half-removed).
             let mut roots: HashSet<Digest> = self.tagged(repo).await?.into_iter().collect();
             for r in &revisions {
                 if r.modified >= cutoff || refs.get(&r.digest).is_some_and(Option::is_none) {
@@ -224,8 +250,10 @@ impl Registry {
     }
 }
 
-/// `roots`, their index children (recursively) and the referrers (manifests
-/// whose `subject` is kept), to a fixed point: a signature of a signature stays.
+/// `roots`, their index children (recursively), the referrers (manifests
+/// whose `subject` is kept) and the subjects of kept manifests, to a fixed
+/// point: a signature of a signature stays, and a tagged (or young) signature
+/// keeps the image it signs — its revision and layers, not only its bytes.
 pub(super) fn keep_closure(
     roots: HashSet<Digest>,
     refs: &HashMap<Digest, Option<Refs>>,
@@ -236,7 +264,13 @@ pub(super) fn keep_closure(
         for (d, r) in refs {
             let Some(r) = r else { continue };
             if kept.contains(d) {
-                added.extend(r.children.iter().filter(|c| !kept.contains(*c)).cloned());
+                added.extend(
+                    r.children
+                        .iter()
+                        .chain(&r.subject)
+                        .filter(|c| !kept.contains(*c))
+                        .cloned(),
+                );
             } else if r.subject.as_ref().is_some_and(|s| kept.contains(s)) {
                 added.push(d.clone());
             }
@@ -273,6 +307,33 @@ mod tests {
         assert_eq!(r.children, [d('e')]);
         assert_eq!(r.subject, Some(d('f')));
         assert!(Refs::parse(b"not json").is_none());
+    }
+
+    #[test]
+    fn parses_schema1_layers() {
+        let body = serde_json::json!({
+            "schemaVersion": 1,
+            "fsLayers": [{"blobSum": d('a').to_string()}, {"blobSum": d('b').to_string()}],
+        });
+        let r = Refs::parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(r.blobs, [d('a'), d('b')]);
+    }
+
+    #[test]
+    fn closure_keeps_the_subject_of_a_kept_referrer() {
+        let sig = Refs {
+            subject: Some(d('a')),
+            ..Refs::default()
+        };
+        let refs: HashMap<Digest, Option<Refs>> = [
+            (d('a'), Some(Refs::default())),
+            (d('b'), Some(sig)),
+            (d('c'), Some(Refs::default())),
+        ]
+        .into_iter()
+        .collect();
+        let kept = keep_closure([d('b')].into_iter().collect(), &refs);
+        assert!(kept.contains(&d('a')) && !kept.contains(&d('c')));
     }
 
     #[test]

@@ -130,6 +130,25 @@ struct InstrumentedWriter {
     path: String,
 }
 
+impl InstrumentedWriter {
+    /// Close or commit the inner writer, observed as `action`.
+    async fn finish<F>(
+        self: Box<Self>,
+        action: StorageAction,
+        op: impl FnOnce(Box<dyn FileWriter>) -> F,
+    ) -> Result<u64>
+    where
+        F: Future<Output = Result<u64>>,
+    {
+        let InstrumentedWriter {
+            inner,
+            observer,
+            path,
+        } = *self;
+        observer.run(action, &path, op(inner)).await
+    }
+}
+
 #[async_trait]
 impl FileWriter for InstrumentedWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
@@ -141,24 +160,11 @@ impl FileWriter for InstrumentedWriter {
     }
 
     async fn close(self: Box<Self>) -> Result<u64> {
-        let InstrumentedWriter {
-            inner,
-            observer,
-            path,
-        } = *self;
-        observer
-            .run(StorageAction::WriterClose, &path, inner.close())
-            .await
+        self.finish(StorageAction::WriterClose, |w| w.close()).await
     }
 
     async fn commit(self: Box<Self>) -> Result<u64> {
-        let InstrumentedWriter {
-            inner,
-            observer,
-            path,
-        } = *self;
-        observer
-            .run(StorageAction::WriterCommit, &path, inner.commit())
+        self.finish(StorageAction::WriterCommit, |w| w.commit())
             .await
     }
 }

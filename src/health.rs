@@ -11,7 +11,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -35,8 +35,11 @@ struct CheckState {
 /// The results every request consults.
 pub struct Health {
     checks: Vec<Arc<CheckState>>,
-    /// Any check failing (the hot path reads only this).
-    unhealthy: AtomicBool,
+    /// How many checks are failing (the hot path reads only this). Changed
+    /// under the changing check's lock, on its transitions only, so it is
+    /// exact: recomputing it from every check's state could store a stale
+    /// "healthy" over another task's fresh failure.
+    failing: AtomicUsize,
     /// Whether the storage driver is checked periodically (then
     /// `/health/storage` answers from here rather than asking storage).
     storage_checked: bool,
@@ -45,7 +48,7 @@ pub struct Health {
 
 impl Health {
     pub fn is_healthy(&self) -> bool {
-        !self.unhealthy.load(Ordering::Relaxed)
+        self.failing.load(Ordering::Relaxed) == 0
     }
 
     pub fn storage_checked(&self) -> bool {
@@ -63,14 +66,22 @@ impl Health {
             .collect()
     }
 
-    fn refresh(&self) {
-        let any = self.checks.iter().any(|c| {
-            c.failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some()
-        });
-        self.unhealthy.store(any, Ordering::Relaxed);
+    /// Set one check's state (`Some(reason)`: failing) and the count the
+    /// requests read; whether the check was failing before.
+    fn set(&self, check: &CheckState, failure: Option<String>) -> bool {
+        let mut f = check.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let was_failing = f.is_some();
+        match (was_failing, failure.is_some()) {
+            (false, true) => {
+                self.failing.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.failing.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        *f = failure;
+        was_failing
     }
 
     /// Stop the background checks.
@@ -89,8 +100,10 @@ impl Health {
 type Probe = Box<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// Start the configured checks; `None` when there are none. Each check runs
-/// once before this returns, so a replica whose storage is down starts
-/// unready rather than ready for the first interval.
+/// once before this returns and that round counts toward its `threshold`:
+/// with `threshold: 1` a replica whose storage is down starts unready; with
+/// more it starts ready, as distribution's (whose first check waits a whole
+/// interval) does, and turns unready `threshold - 1` intervals later.
 pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc<Health>>, String> {
     let mut planned: Vec<(String, Schedule, Probe)> = Vec::new();
     if cfg.storagedriver.enabled {
@@ -193,7 +206,7 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
                 })
             })
             .collect(),
-        unhealthy: AtomicBool::new(false),
+        failing: AtomicUsize::new(0),
         storage_checked: cfg.storagedriver.enabled,
         tasks: Mutex::new(Vec::new()),
     });
@@ -239,26 +252,23 @@ impl Runner {
                 humantime::format_duration(bound)
             )),
         };
-        let mut failure = self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(()) => {
-                if failure.take().is_some() {
+                self.consecutive = 0;
+                if health.set(&self.state, None) {
                     tracing::info!(check = %self.state.name, "health check recovered");
                 }
-                self.consecutive = 0;
             }
             Err(reason) => {
                 self.consecutive += 1;
                 if self.consecutive >= self.schedule.threshold {
-                    if failure.is_none() {
+                    let was_failing = health.set(&self.state, Some(reason.clone()));
+                    if !was_failing {
                         tracing::warn!(check = %self.state.name, error = %reason, "health check failing");
                     }
-                    *failure = Some(reason);
                 }
             }
         }
-        drop(failure);
-        health.refresh();
     }
 }
 
@@ -303,5 +313,64 @@ pub async fn probe(cfg: &crate::config::Config, addr: Option<&str>) -> Result<()
         let status = r.status();
         let body = r.text().await.unwrap_or_default();
         Err(format!("{url}: {status} {}", body.trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(checks: usize) -> Health {
+        Health {
+            checks: (0..checks)
+                .map(|i| {
+                    Arc::new(CheckState {
+                        name: format!("c{i}"),
+                        failure: Mutex::new(None),
+                    })
+                })
+                .collect(),
+            failing: AtomicUsize::new(0),
+            storage_checked: false,
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Two checks' tasks update at the same moment, one turning failing and
+    /// one recovering: the summary must end up "unhealthy", whatever the
+    /// interleaving. (A recomputation from a stale read could overwrite the
+    /// other task's fresh "unhealthy" and hide the failure until the next
+    /// round.) Many rounds, each started together by a barrier.
+    #[test]
+    fn concurrent_updates_never_hide_a_failing_check() {
+        let rounds = 5_000;
+        let h = Arc::new(health(2));
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let failing = {
+            let (h, barrier) = (h.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut wrong = 0;
+                for _ in 0..rounds {
+                    h.set(&h.checks[0], None);
+                    barrier.wait();
+                    h.set(&h.checks[0], Some("down".into()));
+                    barrier.wait();
+                    if h.is_healthy() {
+                        wrong += 1;
+                    }
+                    barrier.wait();
+                }
+                wrong
+            })
+        };
+        for _ in 0..rounds {
+            h.set(&h.checks[1], Some("down".into()));
+            barrier.wait();
+            h.set(&h.checks[1], None);
+            barrier.wait();
+            barrier.wait();
+        }
+        let wrong = failing.join().unwrap();
+        assert_eq!(wrong, 0, "rounds where a failing check read as healthy");
     }
 }

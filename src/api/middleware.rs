@@ -128,10 +128,13 @@ async fn every_response(cfg: Arc<LayerConfig>, mut req: Request<Body>, next: Nex
         h.insert("x-request-id", v);
     }
     if cfg.access_log {
+        // hyper writes Content-Length for a body of known size only later,
+        // when it sends the head: take the size from the body then.
         let bytes = h
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| resp.body().size_hint().exact())
             .unwrap_or(0);
         tracing::info!(
             target: "berth::access",

@@ -52,6 +52,7 @@ async fn json_lines_carry_the_static_fields_as_members() {
             access += 1;
             assert_eq!(v["path"], "/v2/", "{l}");
             assert_eq!(v["status"], 200, "{l}");
+            assert_eq!(v["bytes"], 2, "the body `{{}}`: {l}");
         }
     }
     assert_eq!(access, 1, "{logs}");

@@ -7,7 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use berth::{
-    registry::{digest::Digest, gc::GcOptions, manifests::Reference, Registry},
+    registry::{
+        digest::Digest,
+        gc::{GcOptions, GcPhase},
+        manifests::Reference,
+        Registry,
+    },
     storage::{filesystem::FilesystemDriver, layout, Driver},
 };
 
@@ -144,4 +149,77 @@ async fn delete_untagged_keeps_the_subject_of_a_kept_referrer() {
         .await
         .expect("the signed image is still served");
     assert!(exists(&driver, &layer_digest).await, "its layer survived");
+}
+
+/// `--delete-untagged` and a push during the manifest deletes: an old
+/// untagged image tagged after both mark passes is spared by its own
+/// re-check, and so must be its untagged signature, whichever of the two
+/// comes up first.
+#[tokio::test]
+async fn a_manifest_tagged_during_the_deletes_keeps_its_referrers() {
+    let (dir, driver, registry) = store();
+    let put = |repo: &'static str, reference: Reference, body: Vec<u8>| {
+        let registry = registry.clone();
+        async move {
+            registry
+                .put_manifest(repo, &reference, Some(OCI_MANIFEST), Bytes::from(body))
+                .await
+                .unwrap();
+        }
+    };
+    // Repository "a" sorts first: its lone untagged image is deleted first,
+    // and the hook at that delete tags the image in "b".
+    upload(&registry, "a", b"{}").await;
+    let lone = image(b"{}", &[], None);
+    put(
+        "a",
+        Reference::Digest(lone.digest.parse().unwrap()),
+        lone.body.clone(),
+    )
+    .await;
+    let layer = noise(4, 600);
+    upload(&registry, "b", b"{\"b\":1}").await;
+    upload(&registry, "b", &layer).await;
+    upload(&registry, "b", b"{}").await;
+    let subject = image(b"{\"b\":1}", &[&layer], None);
+    let signature = image(b"{}", &[], Some(&subject));
+    for m in [&subject, &signature] {
+        put(
+            "b",
+            Reference::Digest(m.digest.parse().unwrap()),
+            m.body.clone(),
+        )
+        .await;
+    }
+    age_everything(dir.path());
+    let opts = GcOptions {
+        delete_untagged: true,
+        ..one_hour_grace()
+    };
+
+    let mut tagged = false;
+    let report = registry
+        .garbage_collect_with(&opts, |phase| {
+            let first = !tagged && matches!(phase, GcPhase::DeletingManifest { .. });
+            tagged |= first;
+            let subject = subject.body.clone();
+            let put = put.clone();
+            async move {
+                if first {
+                    put("b", Reference::Tag("now-tagged".into()), subject).await;
+                }
+            }
+        })
+        .await
+        .unwrap();
+
+    assert!(tagged);
+    assert_eq!(report.manifests_deleted, 1, "only the lone image: {report}");
+    let signature_digest: Digest = signature.digest.parse().unwrap();
+    registry
+        .get_manifest("b", &Reference::Digest(signature_digest.clone()))
+        .await
+        .expect("the signature of the now-tagged image is still served");
+    assert!(exists(&driver, &signature_digest).await);
+    assert!(exists(&driver, &digest(&layer).parse().unwrap()).await);
 }

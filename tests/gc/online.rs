@@ -138,7 +138,7 @@ async fn blobs_and_manifests_pushed_during_a_run_are_not_lost() {
                         put(&server, "app", "late", &config, &[&late]).await;
                         upload(&server, "newly/created", &reup).await;
                     }
-                    GcPhase::Deleting(_) => {}
+                    GcPhase::Deleting(_) | GcPhase::DeletingManifest { .. } => {}
                 }
             }
         })

@@ -89,6 +89,9 @@ impl Default for GcOptions {
 pub enum GcPhase {
     /// Pass 1 is done and the blobs are listed; pass 2 has not started.
     Marked,
+    /// This untagged manifest passed its last re-check and is deleted next
+    /// (`--delete-untagged`, not in a dry run).
+    DeletingManifest { repository: String, digest: Digest },
     /// Both passes and the manifest deletes are done; no blob is deleted yet.
     Rechecked,
     /// This blob passed its last re-check and is deleted next (not in a dry
@@ -201,7 +204,7 @@ impl Registry {
             .filter(|m| deletable_before.contains(&(m.repo.as_str(), &m.digest)))
             .collect();
         let (deleted, spared) = self
-            .delete_manifests(deletable, cutoff, opts.dry_run, &mut marked)
+            .delete_manifests(deletable, cutoff, opts.dry_run, &mut marked, &mut hook)
             .await?;
         report.repositories = second.repositories.len();
         report.manifests_marked = second.manifests + spared;

@@ -3,13 +3,11 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    future::Future,
     time::{Instant, SystemTime},
 };
 
-use super::{
-    mark::{keep_closure, Untagged},
-    GcReport, REPOS_REFRESH,
-};
+use super::{mark::Untagged, GcPhase, GcReport, REPOS_REFRESH};
 use crate::registry::{digest::Digest, error::Result, Registry};
 use crate::storage::layout;
 
@@ -181,48 +179,30 @@ impl Registry {
         Ok(())
     }
 
-    /// Delete the untagged manifests both passes found deletable, each
-    /// re-checked first (a spared one keeps its children, referrers and blobs,
-    /// added to `marked`) and again just before its delete. Returns
-    /// (deleted, spared).
-    pub(super) async fn delete_manifests(
+    /// Delete the untagged manifests both passes found deletable. Each is
+    /// re-checked right before its delete together with its keepers (see
+    /// [`Keepers`]): if any of them was tagged or rewritten since the marks,
+    /// it is spared and what it references joins `marked`. Checking the
+    /// keepers at each manifest's own turn, not once up front, is what spares
+    /// a signature whose image is tagged while the deletes run, whichever of
+    /// the two comes first. Returns (deleted, spared).
+    pub(super) async fn delete_manifests<F, Fut>(
         &self,
         deletable: Vec<Untagged>,
         cutoff: SystemTime,
         dry_run: bool,
         marked: &mut HashSet<Digest>,
-    ) -> Result<(usize, usize)> {
-        let mut spared_roots: HashMap<String, HashSet<Digest>> = HashMap::new();
+        hook: &mut F,
+    ) -> Result<(usize, usize)>
+    where
+        F: FnMut(GcPhase) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let keepers = Keepers::of(&deletable);
+        let (mut deleted, mut spared) = (0, 0);
         for m in &deletable {
-            if self.still_deletable(m, cutoff).await? {
-                continue;
-            }
-            spared_roots
-                .entry(m.repo.clone())
-                .or_default()
-                .insert(m.digest.clone());
-        }
-        let mut spared: HashSet<(String, Digest)> = HashSet::new();
-        for (repo, roots) in spared_roots {
-            let refs = deletable
-                .iter()
-                .filter(|m| m.repo == repo)
-                .map(|m| (m.digest.clone(), m.refs.clone()))
-                .collect();
-            for d in keep_closure(roots, &refs) {
-                spared.insert((repo.clone(), d));
-            }
-        }
-        let mut deleted = 0;
-        for m in &deletable {
-            let key = (m.repo.clone(), m.digest.clone());
-            // Checked once more right before its own delete, since the
-            // checks of the others took time (dry runs included, to report
-            // what a real run would do).
-            if !spared.contains(&key) && !self.still_deletable(m, cutoff).await? {
-                spared.insert(key.clone());
-            }
-            if spared.contains(&key) {
+            if !self.deletable_now(m, &keepers, cutoff).await? {
+                spared += 1;
                 marked.insert(m.digest.clone());
                 if let Some(r) = &m.refs {
                     marked.extend(r.all().cloned());
@@ -233,11 +213,47 @@ impl Registry {
             if dry_run {
                 tracing::info!(repository = %m.repo, digest = %m.digest, "garbage collection (dry run): untagged manifest eligible for deletion");
             } else {
+                hook(GcPhase::DeletingManifest {
+                    repository: m.repo.clone(),
+                    digest: m.digest.clone(),
+                })
+                .await;
                 self.remove_manifest(m).await?;
                 tracing::info!(repository = %m.repo, digest = %m.digest, "garbage collection: deleted untagged manifest");
             }
         }
-        Ok((deleted, spared.len()))
+        Ok((deleted, spared))
+    }
+
+    /// `m` and every keeper of it, transitively, still deletable? A subject
+    /// that was no revision at mark time but is one now (pushed after its
+    /// referrer, as OCI allows) keeps `m` too.
+    async fn deletable_now(
+        &self,
+        m: &Untagged,
+        keepers: &Keepers<'_>,
+        cutoff: SystemTime,
+    ) -> Result<bool> {
+        let mut seen: HashSet<&Digest> = HashSet::from([&m.digest]);
+        let mut queue = vec![m];
+        while let Some(n) = queue.pop() {
+            if !self.still_deletable(n, cutoff).await? {
+                return Ok(false);
+            }
+            for k in keepers.direct(n) {
+                match keepers.listed(&m.repo, k) {
+                    Some(listed) if seen.insert(k) => queue.push(listed),
+                    Some(_) => {}
+                    None => {
+                        let link = layout::manifest_revision_link(&m.repo, k);
+                        if seen.insert(k) && self.read_link(&link).await?.is_some() {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Still old and still untagged?
@@ -268,5 +284,52 @@ impl Registry {
         // Gone already (another collector, a client's DELETE) is fine.
         self.delete_if_exists(&layout::manifest_revision_dir(&m.repo, &m.digest))
             .await
+    }
+}
+
+/// What keeps a deletable manifest when it is kept itself, per repository:
+/// the indexes listing it and its referrers (manifests whose `subject` it
+/// is), plus its own subject — the reverse of `mark::keep_closure`'s rules.
+pub(super) struct Keepers<'a> {
+    by_digest: HashMap<(&'a str, &'a Digest), &'a Untagged>,
+    /// (repository, digest) → manifests of the deletable set that keep it.
+    parents: HashMap<(&'a str, &'a Digest), Vec<&'a Digest>>,
+}
+
+impl<'a> Keepers<'a> {
+    pub fn of(deletable: &'a [Untagged]) -> Keepers<'a> {
+        let mut parents: HashMap<(&str, &Digest), Vec<&Digest>> = HashMap::new();
+        for m in deletable {
+            let Some(r) = &m.refs else { continue };
+            for child in r.children.iter().chain(&r.subject) {
+                parents
+                    .entry((m.repo.as_str(), child))
+                    .or_default()
+                    .push(&m.digest);
+            }
+        }
+        Keepers {
+            by_digest: deletable
+                .iter()
+                .map(|m| ((m.repo.as_str(), &m.digest), m))
+                .collect(),
+            parents,
+        }
+    }
+
+    /// The direct keepers of `m`: its parents, and its own subject.
+    fn direct(&self, m: &'a Untagged) -> impl Iterator<Item = &'a Digest> + '_ {
+        let parents = self
+            .parents
+            .get(&(m.repo.as_str(), &m.digest))
+            .into_iter()
+            .flatten()
+            .copied();
+        parents.chain(m.refs.as_ref().and_then(|r| r.subject.as_ref()))
+    }
+
+    /// `d` in the deletable set of `repo`, if it is there.
+    fn listed(&self, repo: &str, d: &Digest) -> Option<&'a Untagged> {
+        self.by_digest.get(&(repo, d)).copied()
     }
 }

@@ -223,3 +223,47 @@ async fn a_manifest_tagged_during_the_deletes_keeps_its_referrers() {
     assert!(exists(&driver, &signature_digest).await);
     assert!(exists(&driver, &digest(&layer).parse().unwrap()).await);
 }
+
+/// A referrer pushed while a sweep runs (after both mark passes) keeps its
+/// subject under the new rule only if the subject's re-check can see it: the
+/// PUT touches the subject's revision link, as it does an index's children.
+#[tokio::test]
+async fn a_referrer_put_during_a_sweep_touches_its_subject() {
+    let (dir, driver, registry) = store();
+    upload(&registry, "app", b"{}").await;
+    let subject = image(b"{}", &[], None);
+    let subject_digest: Digest = subject.digest.parse().unwrap();
+    registry
+        .put_manifest(
+            "app",
+            &Reference::Digest(subject_digest.clone()),
+            Some(OCI_MANIFEST),
+            Bytes::from(subject.body.clone()),
+        )
+        .await
+        .unwrap();
+    age_everything(dir.path());
+    let link = layout::manifest_revision_link("app", &subject_digest);
+    let before = driver.stat(&link).await.unwrap().modified;
+    driver
+        .put_content(
+            &berth::registry::gc::watch::sweep_marker(),
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .unwrap();
+    assert!(registry.refresh_sweep_state().await);
+
+    let signature = image(b"{}", &[], Some(&subject));
+    registry
+        .put_manifest(
+            "app",
+            &Reference::Digest(signature.digest.parse().unwrap()),
+            Some(OCI_MANIFEST),
+            Bytes::from(signature.body),
+        )
+        .await
+        .unwrap();
+
+    assert!(driver.stat(&link).await.unwrap().modified > before);
+}

@@ -60,8 +60,9 @@ impl Registry {
     }
 
     /// Manifest PUT during a sweep: rewrite the repository's link to every blob
-    /// and child the manifest references (only those that exist), so the
-    /// collector's last re-check sees them as referenced now.
+    /// and child the manifest references, and to its subject (a kept
+    /// referrer keeps it under `--delete-untagged`) — only those that exist —
+    /// so the collector's last re-check sees them as referenced now.
     pub(crate) async fn touch_references(&self, name: &str, m: &Manifest) -> Result<()> {
         for d in &m.blobs {
             let link = layout::layer_link(name, d);
@@ -69,7 +70,7 @@ impl Registry {
                 self.write_link(&link, d).await?;
             }
         }
-        for d in &m.manifests {
+        for d in m.manifests.iter().chain(&m.subject) {
             let link = layout::manifest_revision_link(name, d);
             if self.read_link(&link).await?.as_ref() == Some(d) {
                 self.write_link(&link, d).await?;

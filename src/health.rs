@@ -134,6 +134,11 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
             }),
         ));
     }
+    if !cfg.http.is_empty() {
+        // The http checks' client is rustls without a built-in provider:
+        // install one before building it, or reqwest panics at start.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     for (i, c) in cfg.http.iter().enumerate() {
         let schedule = c.schedule(i)?;
         let client = reqwest_tls::Client::builder()
@@ -143,7 +148,7 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
         let (uri, headers) = (c.uri.clone(), c.headers.clone());
         let want = c.statuscode.unwrap_or(200);
         planned.push((
-            c.uri.clone(),
+            without_password(&c.uri),
             schedule,
             Box::new(move || {
                 let mut req = client.get(&uri);
@@ -191,10 +196,6 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
     if planned.is_empty() {
         return Ok(None);
     }
-    if !cfg.http.is_empty() {
-        // The http checks' client is rustls without a built-in provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
 
     let health = Arc::new(Health {
         checks: planned
@@ -232,6 +233,18 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
     }
     *health.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
     Ok(Some(health))
+}
+
+/// An http check's name: its URI, with a password in it shown as `***`
+/// (the name reaches logs and the 503 body every client can read).
+fn without_password(uri: &str) -> String {
+    match url::Url::parse(uri) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => uri.to_string(),
+    }
 }
 
 struct Runner {

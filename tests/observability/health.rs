@@ -1,7 +1,8 @@
 //! `health:` checks against a real `berth`: the storage driver check fails
 //! when the storage root breaks and recovers by itself, a file check drains
 //! the replica while its file exists, a TCP check to a closed port fails
-//! from the start; `GET /` (liveness) stays 200 throughout.
+//! from the start, an HTTP check compares the status code and never shows
+//! a password from its URI; `GET /` (liveness) stays 200 throughout.
 
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,57 @@ async fn tcp_check_to_a_closed_port_fails_from_the_start() {
         v[&closed].as_str().unwrap_or("").contains("connection to"),
         "{v}"
     );
+}
+
+#[tokio::test]
+async fn http_checks_compare_the_status_code() {
+    // Both probe this Berth's own `GET /` (200, outside the 503 gate); the
+    // first round runs before the listener serves, hence `threshold: 2`, and
+    // the long timeout lets a queued probe wait for it.
+    let b = Berth::start_with(|root, addr| {
+        let check = |code: u16| {
+            format!("    - uri: http://{addr}/?want={code}\n      statuscode: {code}\n      timeout: 5s\n      interval: 100ms\n      threshold: 2\n")
+        };
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\nhealth:\n  http:\n{}{}",
+            check(200),
+            check(204)
+        )
+    });
+    let body = wait_status(&b.url("/v2/"), StatusCode::SERVICE_UNAVAILABLE).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let detail = v["errors"][0]["detail"].as_object().unwrap();
+    assert_eq!(detail.len(), 1, "only the 204 check fails: {body}");
+    let (name, reason) = detail.iter().next().unwrap();
+    assert!(name.ends_with("/?want=204"), "{body}");
+    assert!(
+        reason
+            .as_str()
+            .unwrap()
+            .contains("unexpected status: 200 OK"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_http_check_never_shows_the_password_in_its_uri() {
+    // The 503 body names the failing checks to any client (as distribution's
+    // does); an http check's name is its URI, which may carry credentials.
+    let uri = format!("http://probe:s3cr3t-pw@127.0.0.1:{}/ping", free_port());
+    let (b, debug) = start(&format!(
+        "  http:\n    - uri: {uri}\n      timeout: 500ms\n      interval: 1h\n      threshold: 1\n"
+    ));
+    let body = wait_status(&b.url("/v2/"), StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(body.contains("probe:***@127.0.0.1"), "{body}");
+    let report = reqwest::get(format!("http://{debug}/debug/health"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for text in [&body, &report, &b.logs()] {
+        assert!(!text.contains("s3cr3t-pw"), "{text}");
+    }
 }
 
 /// `berth healthcheck` with the config a running Berth was started with.

@@ -1,7 +1,8 @@
 //! OpenTelemetry traces, received by a real OTLP/HTTP receiver (PyPI's
 //! oteltap, installed by tests/run.sh), which prints every span it gets as
 //! one JSON line: request spans continue the client's `traceparent`, storage
-//! spans are their children, and the file config and OTEL_* env both work.
+//! spans are their children, and the file config and OTEL_* env both work;
+//! a collector that never answers holds up neither requests nor shutdown.
 
 use std::{
     io::{BufRead, BufReader},
@@ -242,6 +243,51 @@ async fn config_file_sampling_ratio_zero_follows_only_sampled_parents() {
             .all(|s| str_of(s, "name") != "GET /v2/{name}/tags/list"),
         "an unsampled request was exported: {spans:#?}"
     );
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_delays_no_request_and_no_shutdown() {
+    // Accepts connections and holds them without a byte of answer.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in blackhole.incoming().map_while(Result::ok) {
+            held.push(conn);
+        }
+    });
+    let mut b = Berth::start_with(move |root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n\
+             tracing:\n  enabled: true\n  endpoint: {endpoint}\n  timeout: 2s\n"
+        )
+    });
+    let c = Client::new(&b);
+    // Far more spans than one export batch: the exporter is stuck on the
+    // first, so the queue fills and spans are dropped, not waited for.
+    for i in 0..40u32 {
+        let data = i.to_be_bytes();
+        let d = c.push_blob("blackhole/app", &data).await;
+        assert_eq!(sha256(&data), d);
+        let r = c.get(&format!("/v2/blackhole/app/blobs/{d}")).await;
+        assert_eq!(r.status(), 200);
+    }
+    // SAFETY: a plain kill(2) on the child we spawned.
+    assert_eq!(unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) }, 0);
+    // The final flush is bounded by `timeout`; allow generously more.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = b.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "berth did not stop: {}",
+            b.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}: {}", b.logs());
 }
 
 #[test]

@@ -10,6 +10,8 @@ mod common;
 mod cli;
 #[path = "gc/drivers.rs"]
 mod drivers;
+#[path = "gc/errors.rs"]
+mod errors;
 #[path = "gc/interop.rs"]
 mod interop;
 #[path = "gc/marking.rs"]

@@ -137,8 +137,8 @@ impl Registry {
         }))
     }
 
-    /// Delete a re-checked blob: data, then its old `_layers` links, then its
-    /// cache entries; then look once more for a reference that raced the delete.
+    /// Delete a re-checked blob: data, then its cache entries, then its old
+    /// `_layers` links; then look once more for a reference that raced the delete.
     pub(super) async fn delete_blob_data(
         &self,
         blob: &StoredBlob,
@@ -156,6 +156,16 @@ impl Registry {
         }
         self.delete_if_exists(&layout::blob_dir(d)).await?;
         tracing::info!(digest = %d, size = blob.size, "garbage collection: deleted blob");
+        // Clear the cache as soon as the data is gone, before the link
+        // deletes that may fail and stop the run: a stale entry would tell
+        // clients the blob is there. Once the data is gone no fill can bring
+        // an entry back (a fill stats the data first).
+        if let Some(cache) = &self.cache {
+            cache.clear(None, d).await;
+            for repo in &doomed.repos {
+                cache.clear(Some(repo), d).await;
+            }
+        }
         for (repo, dir) in &doomed.old_links {
             // Leave a link that was refreshed meanwhile: that is the race below.
             match self.driver.stat(&format!("{dir}/link")).await {
@@ -164,12 +174,6 @@ impl Registry {
                     tracing::info!(repository = %repo, digest = %d, "garbage collection: removed dangling layer link");
                 }
                 _ => {}
-            }
-        }
-        if let Some(cache) = &self.cache {
-            cache.clear(None, d).await;
-            for repo in &doomed.repos {
-                cache.clear(Some(repo), d).await;
             }
         }
         if self.layer_links(&doomed.repos, d, cutoff).await?.fresh {

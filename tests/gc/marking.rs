@@ -267,3 +267,63 @@ async fn a_referrer_put_during_a_sweep_touches_its_subject() {
 
     assert!(driver.stat(&link).await.unwrap().modified > before);
 }
+
+/// sha512 blobs and a manifest addressed by sha512: listed, marked and swept
+/// like sha256 ones (`blobs/sha512/<xx>/<hex>`).
+#[tokio::test]
+async fn sha512_blobs_and_manifests_are_marked_and_swept() {
+    use sha2::{Digest as _, Sha512};
+    let sha512 = |data: &[u8]| -> Digest {
+        format!("sha512:{}", hex::encode(Sha512::digest(data)))
+            .parse()
+            .unwrap()
+    };
+    let (dir, driver, registry) = store();
+    let upload512 = |data: Vec<u8>| {
+        let registry = registry.clone();
+        async move {
+            let d = sha512(&data);
+            let state = registry.start_upload("app").await.unwrap();
+            let body = Box::pin(futures::stream::iter([Ok(Bytes::from(data))]));
+            registry.finish_upload(state, &d, None, body).await.unwrap();
+            d
+        }
+    };
+    let config = b"{\"sha512\":1}".to_vec();
+    upload(&registry, "app", &config).await;
+    let layer = noise(7, 640);
+    let layer_digest = upload512(layer.clone()).await;
+    let orphan = upload512(noise(8, 320)).await;
+    let mut m: serde_json::Value = serde_json::from_slice(&image(&config, &[], None).body).unwrap();
+    m["layers"] = serde_json::json!([{
+        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+        "digest": layer_digest.to_string(),
+        "size": layer.len(),
+    }]);
+    let body = serde_json::to_vec(&m).unwrap();
+    let manifest_digest = sha512(&body);
+    registry
+        .put_manifest(
+            "app",
+            &Reference::Digest(manifest_digest.clone()),
+            Some(OCI_MANIFEST),
+            Bytes::from(body),
+        )
+        .await
+        .unwrap();
+    age_everything(dir.path());
+
+    let report = registry.garbage_collect(&one_hour_grace()).await.unwrap();
+
+    assert_eq!(report.blobs_deleted, 1, "{report}");
+    assert!(
+        !exists(&driver, &orphan).await,
+        "the sha512 orphan is swept"
+    );
+    assert!(exists(&driver, &layer_digest).await);
+    assert!(exists(&driver, &manifest_digest).await);
+    registry
+        .get_manifest("app", &Reference::Digest(manifest_digest))
+        .await
+        .unwrap();
+}

@@ -87,7 +87,9 @@ async fn every_response(cfg: Arc<LayerConfig>, mut req: Request<Body>, next: Nex
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128)
+        // Text log lines print it bare: a space or quote in it could append
+        // forged fields (`actor=…`) to the access and audit lines.
+        .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     // Handlers put the same id into events and audit lines.

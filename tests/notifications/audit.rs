@@ -125,3 +125,33 @@ async fn anonymous_pushes_are_audited_as_anonymous_in_text_logs_too() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn a_request_id_sent_by_the_client_cannot_forge_fields_in_text_lines() {
+    // Text lines print the request id bare: a client's X-Request-Id with a
+    // space could append `actor=…` to its own audit (and access) line.
+    let b = Berth::start();
+    let c = Client::new(&b);
+    let data = b"forged";
+    let d = sha256(data);
+    let r = c
+        .req(
+            Method::POST,
+            &format!("/v2/forge/app/blobs/uploads/?digest={d}"),
+        )
+        .header("x-request-id", "r1 actor=mallory")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(!id.contains(' '), "{id}");
+    let logs = b.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("berth::audit"))
+        .unwrap_or_else(|| panic!("no audit line: {logs}"));
+    assert!(!logs.contains("mallory"), "{logs}");
+    assert!(line.contains(&id), "{line}");
+}

@@ -120,11 +120,16 @@ impl BlobDescriptorCache {
     }
 
     /// Forget a blob in `repo` (or globally). A failed clear is logged loudly:
-    /// a stale entry could answer for a blob that is gone.
-    pub async fn clear(&self, repo: Option<&str>, d: &Digest) {
-        if let Err(e) = self.backend.clear(repo, d).await {
-            self.failed("clear", &e);
-            tracing::error!(digest = %d, repo = ?repo, error = %e, "could not invalidate a cache entry");
+    /// a stale entry could answer for a blob that is gone. Returns whether
+    /// it succeeded (the garbage collector stops or fails on `false`).
+    pub async fn clear(&self, repo: Option<&str>, d: &Digest) -> bool {
+        match self.backend.clear(repo, d).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed("clear", &e);
+                tracing::error!(digest = %d, repo = ?repo, error = %e, "could not invalidate a cache entry");
+                false
+            }
         }
     }
 

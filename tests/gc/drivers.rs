@@ -99,3 +99,41 @@ async fn redis_cache_never_answers_for_a_swept_blob() {
     assert!(c.push_blob_like_docker(repo, &orphan).await);
     assert_eq!(c.head_blob(repo, &d).await, StatusCode::OK);
 }
+
+/// The collector must clear the Redis entries of what it deletes; if it
+/// cannot reach Redis (down, or a wrong address in the CronJob's config) it
+/// deletes nothing, rather than leave entries that tell every replica a
+/// swept blob is there (docker would then skip the upload and push a
+/// manifest whose layer is gone).
+#[tokio::test]
+async fn unreachable_redis_stops_the_collector_before_any_delete() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = filesystem(dir.path().to_str().unwrap());
+    let cache = |addr: String| {
+        format!(
+            "  cache:\n    blobdescriptor: redis\nredis:\n  addr: {addr}\n  dialtimeout: 200ms\n"
+        )
+    };
+    let served = cache(redis.addr());
+    let berth = Berth::start_with(|_root, addr| config(&storage, &served, addr));
+    let c = Client::new(berth.url(""));
+    let repo = "cached/app";
+    let d = c.push_blob(repo, &noise(4, 888)).await;
+    assert_eq!(c.head_blob(repo, &d).await, StatusCode::OK);
+    assert_eq!(redis.cli(&["EXISTS", &format!("blobs::{d}")]), "1");
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+
+    let (success, run) = gc_status(
+        &config(&storage, &cache(dead_addr), "127.0.0.1:0"),
+        &["--grace-period", "0s"],
+    );
+
+    assert!(!success, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("cache"), "{}", run.stderr);
+    assert!(blob_file(dir.path(), &d).exists(), "nothing was deleted");
+    assert_eq!(c.head_blob(repo, &d).await, StatusCode::OK);
+}

@@ -1,14 +1,17 @@
 //! A storage error in the middle of a sweep: the run stops, and what it had
 //! already deleted must not be answered for by a blob-descriptor cache.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use berth::{
-    cache::{inmemory::InMemoryCache, BlobDescriptorCache},
-    registry::{error::Code, Registry},
+    cache::{inmemory::InMemoryCache, BlobDescriptorCache, CacheBackend, Descriptor},
+    registry::{digest::Digest, error::Code, Registry},
     storage::{
         filesystem::FilesystemDriver, ByteStream, Driver, FileInfo, FileWriter, Result,
         StorageDriver, StorageError,
@@ -83,4 +86,61 @@ async fn a_failed_link_delete_still_clears_the_swept_blobs_cache_entries() {
         Code::BlobUnknown,
         "the cache answered for a blob the failed run had deleted"
     );
+}
+
+/// A shared cache that answers the collector's first clear (its check that
+/// the cache is reachable) and fails every clear after: Redis going away
+/// in the middle of a run.
+#[derive(Default)]
+struct GoesAwayAfterFirstClear {
+    inner: InMemoryCache,
+    clears: AtomicUsize,
+}
+
+#[async_trait]
+impl CacheBackend for GoesAwayAfterFirstClear {
+    async fn get(
+        &self,
+        repo: Option<&str>,
+        d: &Digest,
+    ) -> std::result::Result<Option<Descriptor>, String> {
+        self.inner.get(repo, d).await
+    }
+    async fn set(
+        &self,
+        repo: Option<&str>,
+        d: &Digest,
+        desc: &Descriptor,
+    ) -> std::result::Result<(), String> {
+        self.inner.set(repo, d, desc).await
+    }
+    async fn clear(&self, repo: Option<&str>, d: &Digest) -> std::result::Result<(), String> {
+        if self.clears.fetch_add(1, Ordering::SeqCst) == 0 {
+            return self.inner.clear(repo, d).await;
+        }
+        Err("injected: connection reset".into())
+    }
+    fn name(&self) -> &'static str {
+        "goes-away"
+    }
+}
+
+/// The entry it could not clear makes the run fail, naming the blob, instead
+/// of a clean summary over a cache that still answers for it.
+#[tokio::test]
+async fn a_cache_clear_failing_mid_run_fails_the_run_and_names_the_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Driver = Arc::new(FilesystemDriver::new(dir.path()).unwrap());
+    let cache = BlobDescriptorCache::new(Arc::new(GoesAwayAfterFirstClear::default()));
+    let registry = Registry::new(fs.clone(), b"s", true).with_cache(cache);
+    let orphan = upload(&registry, "app", &noise(9, 256)).await;
+    age_everything(dir.path());
+
+    let err = registry
+        .garbage_collect(&one_hour_grace())
+        .await
+        .unwrap_err();
+
+    assert!(!exists(&fs, &orphan).await, "the sweep went on");
+    assert!(err.to_string().contains(&orphan.to_string()), "{err}");
 }

@@ -252,6 +252,18 @@ impl GcRun {
 
 /// Run `berth garbage-collect --config <file> <args>`, which must succeed.
 pub fn gc(config_text: &str, args: &[&str]) -> GcRun {
+    let (success, run) = gc_status(config_text, args);
+    assert!(
+        success,
+        "garbage-collect failed: {}\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+/// Run `berth garbage-collect --config <file> <args>`: did it exit 0, and
+/// what it printed.
+pub fn gc_status(config_text: &str, args: &[&str]) -> (bool, GcRun) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yml");
     std::fs::write(&path, config_text).unwrap();
@@ -267,13 +279,7 @@ pub fn gc(config_text: &str, args: &[&str]) -> GcRun {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
-    assert!(
-        out.status.success(),
-        "garbage-collect failed: {}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    run
+    (out.status.success(), run)
 }
 
 /// Every file under `root` with its bytes and modification time.

@@ -54,7 +54,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{digest::Digest, error::Result, Registry};
+use super::{
+    digest::{Algorithm, Digest},
+    error::{Error, Result},
+    Registry,
+};
 
 /// How old the repository list used by the sweep's re-check may get.
 pub const REPOS_REFRESH: Duration = Duration::from_secs(1);
@@ -116,6 +120,9 @@ pub struct GcReport {
     pub blobs_relinked: usize,
     /// Referenced again while being deleted: logged as errors (see module doc).
     pub raced: Vec<Digest>,
+    /// Deleted, but a blob-descriptor cache entry for it could not be
+    /// cleared (Redis went away mid-run): the run fails, naming them.
+    pub stale_cache: Vec<Digest>,
 }
 
 /// One summary line, `key=value` so scripts can read it; with a dry run the
@@ -161,12 +168,38 @@ impl Registry {
         if opts.dry_run {
             return self.collect(opts, cutoff, None, hook).await;
         }
+        self.check_cache_reachable().await?;
         self.announce_sweep(t0).await?;
         let result = self.collect(opts, cutoff, Some(notice_until), hook).await;
         if let Err(e) = self.end_sweep().await {
             tracing::error!(error = %e, "garbage collection: could not remove the sweep marker; servers keep bypassing their cache until it is removed");
         }
-        result
+        match result {
+            Ok(report) if !report.stale_cache.is_empty() => Err(Error::internal(format!(
+                "garbage collection deleted blobs whose blob-descriptor cache entries it could not clear; servers may answer for them until their keys (blobs::<digest>, repository::<name>::blobs::<digest>) are deleted: {}; {report}",
+                report.stale_cache.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ))),
+            other => other,
+        }
+    }
+
+    /// The collector clears the shared cache's entries for what it deletes;
+    /// a cache it cannot reach would keep telling replicas a swept blob is
+    /// there, so it stops before deleting anything.
+    async fn check_cache_reachable(&self) -> Result<()> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        // Forgetting a digest nobody stores is harmless, and exercises the
+        // very operation the sweep relies on.
+        let probe = Digest::of(Algorithm::Sha256, b"berth garbage-collect cache probe");
+        if cache.clear(None, &probe).await {
+            Ok(())
+        } else {
+            Err(Error::internal(
+                "garbage collection stopped before deleting anything: the blob-descriptor cache (storage.cache.blobdescriptor) cannot be reached, and entries for swept blobs would stay behind",
+            ))
+        }
     }
 
     async fn collect<F, Fut>(

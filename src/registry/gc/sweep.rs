@@ -161,9 +161,12 @@ impl Registry {
         // clients the blob is there. Once the data is gone no fill can bring
         // an entry back (a fill stats the data first).
         if let Some(cache) = &self.cache {
-            cache.clear(None, d).await;
+            let mut cleared = cache.clear(None, d).await;
             for repo in &doomed.repos {
-                cache.clear(Some(repo), d).await;
+                cleared &= cache.clear(Some(repo), d).await;
+            }
+            if !cleared {
+                report.stale_cache.push(d.clone());
             }
         }
         for (repo, dir) in &doomed.old_links {

@@ -216,6 +216,13 @@ async fn push_pull_mount_and_delete_events_reach_the_receiver() {
     assert_eq!(r.bytes().await.unwrap(), manifest);
     let e = rx.expect("pull", "team/app").await;
     assert_eq!(e["request"]["method"], "GET");
+    // A GET's context is built when an endpoint takes pulls (a HEAD's never is).
+    assert_eq!(e["actor"]["name"], "alice");
+    assert_eq!(e["request"]["host"], b.addr.as_str());
+    assert!(
+        e["target"]["url"].as_str().unwrap().starts_with("http://"),
+        "{e}"
+    );
     assert_eq!(e["target"]["digest"], manifest_d);
     assert_eq!(e["target"]["tag"], "v1");
     let r = send(

@@ -203,7 +203,6 @@ async fn a_manifest_tagged_during_the_deletes_keeps_its_referrers() {
             let first = !tagged && matches!(phase, GcPhase::DeletingManifest { .. });
             tagged |= first;
             let subject = subject.body.clone();
-            let put = put.clone();
             async move {
                 if first {
                     put("b", Reference::Tag("now-tagged".into()), subject).await;

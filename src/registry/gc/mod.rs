@@ -45,6 +45,7 @@
 
 mod mark;
 mod sweep;
+mod untagged;
 pub mod watch;
 
 use std::{

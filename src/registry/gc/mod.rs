@@ -12,24 +12,30 @@
 //!    `--delete-untagged`, only untagged manifests whose revision link is older
 //!    than `cutoff` are removed, so the children of an index still being pushed
 //!    (they arrive, untagged, before the index) are safe.
-//! 2. **Announce.** A sweep marker ([`watch::sweep_marker`], outside
+//! 2. **Announce.** With a blob-descriptor cache configured, first check it
+//!    answers (the sweep must clear its entries; see step 6). A sweep marker ([`watch::sweep_marker`], outside
 //!    `repositories/` and `blobs/`) is written. Servers poll it every
 //!    [`watch::POLL_EVERY`]; while it exists they bypass and flush their
 //!    blob-descriptor cache, and a manifest PUT rewrites ("touches") the
-//!    repository links of every blob and child it references before checking
-//!    them, so their modification time says "referenced just now".
+//!    repository links of every blob, child and subject it references before
+//!    checking them, so their modification time says "referenced just now".
+//!    A manifest whose bytes are there but do not parse stops the run before
+//!    anything is deleted: what it references is unknown.
 //! 3. **Mark** (pass 1), list the blobs, then wait until [`watch::NOTICE`] has
 //!    passed since the announcement, so every server has seen the marker.
 //! 4. **Re-mark** (pass 2): the same walk again. Manifests written since pass 1
 //!    are marked; only manifests deletable in both passes are deletable.
-//! 5. **Delete untagged manifests**, each re-checked just before (revision link
-//!    still old, still untagged); one that was re-pushed is spared with its
-//!    children, referrers and blobs.
+//! 5. **Delete untagged manifests**, each re-checked just before, together
+//!    with its keepers (the indexes listing it, its subject, its referrers,
+//!    transitively): all still old and untagged, else it is spared with its
+//!    blobs, whichever of them was re-pushed or tagged.
 //! 6. **Sweep**: for each unmarked old blob, re-check just before deleting it:
 //!    its data still old, and no repository has a `_layers` link to it newer
 //!    than `cutoff` (a finished upload, a mount, or a touch by a manifest PUT).
-//!    Then delete the data, then the now-dangling old `_layers` links, then the
-//!    cache entries (global and per repository) — after the data is gone.
+//!    Then delete the data, then the cache entries (global and per
+//!    repository: once the data is gone no fill can bring them back), then the
+//!    now-dangling old `_layers` links. A cache entry that cannot be cleared
+//!    fails the run, naming the blob.
 //!
 //! What remains: a reference that lands *between* step 6's re-check of a blob
 //! and its delete (one storage round trip), or in a repository created since

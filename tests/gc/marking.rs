@@ -326,3 +326,32 @@ async fn sha512_blobs_and_manifests_are_marked_and_swept() {
         .await
         .unwrap();
 }
+
+/// A revision Berth cannot name (distribution also accepts sha384 manifests)
+/// is a manifest whose references cannot be read: the run stops before any
+/// delete instead of skipping it and sweeping its layers.
+#[tokio::test]
+async fn a_revision_with_an_unsupported_digest_stops_the_run() {
+    let (dir, driver, registry) = store();
+    let layer = upload(&registry, "app", &noise(5, 400)).await;
+    let hex = "ab".repeat(48);
+    driver
+        .put_content(
+            &format!(
+                "{}/_manifests/revisions/sha384/{hex}/link",
+                layout::repository("app")
+            ),
+            Bytes::from(format!("sha384:{hex}")),
+        )
+        .await
+        .unwrap();
+    age_everything(dir.path());
+
+    let err = registry
+        .garbage_collect(&one_hour_grace())
+        .await
+        .unwrap_err();
+
+    assert!(err.to_string().contains("sha384"), "{err}");
+    assert!(exists(&driver, &layer).await, "the layer survived");
+}

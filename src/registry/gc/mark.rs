@@ -196,13 +196,18 @@ impl Registry {
         let root = format!("{}/revisions", layout::manifests_root(repo));
         for alg_dir in self.list_or_empty(&root).await? {
             for hex_dir in self.list_or_empty(&alg_dir).await? {
-                let Ok(digest) = format!(
+                let name = format!(
                     "{}:{}",
                     layout::base_name(&alg_dir),
                     layout::base_name(&hex_dir)
-                )
-                .parse::<Digest>() else {
-                    continue;
+                );
+                // A revision we cannot name (distribution also accepts
+                // sha384) is a manifest we cannot read: skipping it would
+                // sweep what it references.
+                let Ok(digest) = name.parse::<Digest>() else {
+                    return Err(Error::internal(format!(
+                        "garbage collection stopped before deleting anything: repository {repo} has a manifest revision {name:?} Berth cannot read (unsupported digest), so what it references is unknown; delete it ({hex_dir}) and run again"
+                    )));
                 };
                 match self.driver.stat(&format!("{hex_dir}/link")).await {
                     Ok(info) => out.push(Revision {

@@ -33,6 +33,8 @@ pub struct Registry {
     cache: Option<BlobDescriptorCache>,
     /// A garbage-collection sweep is running (see [`gc::watch`]).
     sweeping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The sweep marker this registry's own collection wrote, if one runs.
+    own_sweep_marker: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Registry {
@@ -44,6 +46,7 @@ impl Registry {
             read_only: false,
             cache: None,
             sweeping: Default::default(),
+            own_sweep_marker: Default::default(),
         }
     }
 

@@ -180,7 +180,10 @@ async fn blobs_and_manifests_pushed_during_a_run_are_not_lost() {
 
     // The marker is gone; the server flushes and stops bypassing its cache,
     // which must not answer for the swept blob.
-    assert!(driver.stat(&watch::sweep_marker()).await.is_err());
+    assert!(driver
+        .list(&watch::sweeps_dir())
+        .await
+        .map_or(true, |m| m.is_empty()));
     assert!(!server.refresh_sweep_state().await);
     let err = server.stat_blob("app", &garbage_digest).await.unwrap_err();
     assert_eq!(err.code, Code::BlobUnknown);
@@ -204,7 +207,7 @@ async fn a_manifest_put_during_a_sweep_touches_what_it_references() {
     assert_eq!(driver.stat(&link).await.unwrap().modified, before);
 
     driver
-        .put_content(&watch::sweep_marker(), Bytes::from_static(b"{}"))
+        .put_content(&watch::sweep_marker("test"), Bytes::from_static(b"{}"))
         .await
         .unwrap();
     assert!(server.refresh_sweep_state().await);
@@ -319,4 +322,39 @@ async fn an_untagged_manifest_tagged_during_a_run_stays() {
         .is_err());
     assert!(!exists(&driver, &lost_digest).await);
     assert!(!exists(&driver, &digest(&lost_layer).parse().unwrap()).await);
+}
+
+/// Two collectors overlap (a CronJob whose run outlasts its schedule): the
+/// one that ends first must not take down the announcement the other still
+/// relies on (servers would stop touching and go back to their cache while
+/// the other deletes).
+#[tokio::test]
+async fn overlapping_collectors_keep_the_sweep_announced_until_the_last_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver: Driver = Arc::new(FilesystemDriver::new(dir.path()).unwrap());
+    let first = Registry::new(driver.clone(), b"s", true);
+    let second = Registry::new(driver.clone(), b"s", true);
+    let server = Registry::new(driver.clone(), b"s", true);
+    upload(&server, "app", &noise(1, 100)).await;
+
+    let seen = RefCell::new(Vec::new());
+    first
+        .garbage_collect_with(&one_hour_grace(), |phase| {
+            let (second, server) = (second.clone(), server.clone());
+            let seen = &seen;
+            async move {
+                if phase == GcPhase::Marked {
+                    second.garbage_collect(&one_hour_grace()).await.unwrap();
+                }
+                if phase == GcPhase::Rechecked {
+                    let active = server.refresh_sweep_state().await;
+                    seen.borrow_mut().push(active);
+                }
+            }
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(*seen.borrow(), [true], "the first run was still announced");
+    assert!(!server.refresh_sweep_state().await, "both ended");
 }

@@ -13,9 +13,10 @@
 //!    than `cutoff` are removed, so the children of an index still being pushed
 //!    (they arrive, untagged, before the index) are safe.
 //! 2. **Announce.** With a blob-descriptor cache configured, first check it
-//!    answers (the sweep must clear its entries; see step 6). A sweep marker ([`watch::sweep_marker`], outside
-//!    `repositories/` and `blobs/`) is written. Servers poll it every
-//!    [`watch::POLL_EVERY`]; while it exists they bypass and flush their
+//!    answers (the sweep must clear its entries; see step 6). The run writes
+//!    a sweep marker of its own ([`watch::sweep_marker`], outside
+//!    `repositories/` and `blobs/`). Servers look for any every
+//!    [`watch::POLL_EVERY`]; while one exists they bypass and flush their
 //!    blob-descriptor cache, and a manifest PUT rewrites ("touches") the
 //!    repository links of every blob, child and subject it references before
 //!    checking them, so their modification time says "referenced just now".

@@ -1,12 +1,16 @@
-//! The sweep marker: how a `berth garbage-collect` process, which cannot reach
-//! a running server's memory, tells every server that blobs are about to go.
+//! The sweep markers: how a `berth garbage-collect` process, which cannot
+//! reach a running server's memory, tells every server that blobs are about
+//! to go.
 //!
-//! The collector writes `docker/registry/v2/gc/sweeping` (outside
-//! `repositories/` and `blobs/`, so distribution and the catalog ignore it)
-//! and waits [`NOTICE`] before deleting; servers stat it every [`POLL_EVERY`].
-//! While it exists a server bypasses its blob-descriptor cache (flushing it
-//! when the sweep starts and when it ends), so no cached descriptor can answer
-//! for a swept blob, and a manifest PUT touches the links it relies on.
+//! Each collector writes its own file under `docker/registry/v2/gc/sweeps/`
+//! (outside `repositories/` and `blobs/`, so distribution and the catalog
+//! ignore it) and waits [`NOTICE`] before deleting; servers list that
+//! directory every [`POLL_EVERY`]. While any marker exists a server bypasses
+//! its blob-descriptor cache (flushing it when the sweep starts and when it
+//! ends), so no cached descriptor can answer for a swept blob, and a manifest
+//! PUT touches the links it relies on. One file per run, not one shared
+//! file: overlapping runs (a CronJob outlasting its schedule) must not end
+//! each other's announcement.
 
 use std::{
     sync::atomic::Ordering,
@@ -24,8 +28,14 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How long the collector waits after writing the marker: a few polls.
 pub const NOTICE: Duration = Duration::from_secs(3);
 
-pub fn sweep_marker() -> String {
-    format!("{}/gc/sweeping", layout::ROOT)
+/// Where running collectors announce themselves, one file each.
+pub fn sweeps_dir() -> String {
+    format!("{}/gc/sweeps", layout::ROOT)
+}
+
+/// The marker of one run.
+pub fn sweep_marker(run: &str) -> String {
+    format!("{}/{run}", sweeps_dir())
 }
 
 impl Registry {
@@ -38,8 +48,8 @@ impl Registry {
     /// cache while a sweep runs, flush it again when it ends. A storage error
     /// keeps the previous state. Returns whether a sweep is running.
     pub async fn refresh_sweep_state(&self) -> bool {
-        let active = match self.driver.stat(&sweep_marker()).await {
-            Ok(_) => true,
+        let active = match self.driver.list(&sweeps_dir()).await {
+            Ok(markers) => !markers.is_empty(),
             Err(e) if e.is_not_found() => false,
             Err(e) => {
                 tracing::debug!(error = %e, "could not look for the garbage-collection marker");
@@ -80,10 +90,10 @@ impl Registry {
     }
 
     pub(super) async fn announce_sweep(&self, t0: SystemTime) -> Result<()> {
-        let marker = sweep_marker();
-        if self.driver.stat(&marker).await.is_ok() {
-            tracing::warn!("a garbage-collection marker already exists: another garbage-collect is running, or one was interrupted; run one at a time");
+        if self.sweep_announced().await? {
+            tracing::warn!("a garbage-collection marker already exists: another garbage-collect is running, or one was killed (its marker under gc/sweeps/ stays until deleted)");
         }
+        let marker = sweep_marker(&uuid::Uuid::new_v4().to_string());
         let body = serde_json::json!({
             "started": humantime::format_rfc3339(t0).to_string(),
             "pid": std::process::id(),
@@ -91,13 +101,27 @@ impl Registry {
         self.driver
             .put_content(&marker, Bytes::from(body.to_string()))
             .await?;
+        *self.own_sweep_marker.lock().unwrap() = Some(marker);
         Ok(())
     }
 
-    /// Remove the sweep marker (the run ends; or it was interrupted, see
-    /// `berth garbage-collect` on SIGINT/SIGTERM).
+    async fn sweep_announced(&self) -> Result<bool> {
+        match self.driver.list(&sweeps_dir()).await {
+            Ok(markers) => Ok(!markers.is_empty()),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Remove this registry's own sweep marker (the run ends; or it was
+    /// interrupted, see `berth garbage-collect` on SIGINT/SIGTERM); other
+    /// collectors' markers stay.
     pub async fn end_sweep(&self) -> Result<()> {
-        self.delete_if_exists(&sweep_marker()).await
+        let marker = self.own_sweep_marker.lock().unwrap().take();
+        match marker {
+            Some(m) => self.delete_if_exists(&m).await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use berth::{
     cache::{inmemory::InMemoryCache, BlobDescriptorCache, CacheBackend, Descriptor},
-    registry::{digest::Digest, error::Code, Registry},
+    registry::{digest::Digest, error::Code, gc::GcOptions, manifests::Reference, Registry},
     storage::{
         filesystem::FilesystemDriver, ByteStream, Driver, FileInfo, FileWriter, Result,
         StorageDriver, StorageError,
@@ -19,17 +19,17 @@ use berth::{
 };
 
 use super::online::{age_everything, exists, one_hour_grace, upload};
-use super::support::noise;
+use super::support::{image, noise, Pushed, OCI_MANIFEST};
 
-/// The real filesystem driver, except that deleting a repository's `_layers`
-/// link fails (a storage outage, a permission error) — an error injected
-/// where the sweep is half way through one blob.
-struct LinkDeletesFail(Driver);
+/// The real filesystem driver, except that deleting an existing path the
+/// predicate picks fails (a storage outage, a permission error): an error
+/// injected half way through one blob's or one manifest's removal.
+struct DeletesFail(Driver, fn(&str) -> bool);
 
 #[async_trait]
-impl StorageDriver for LinkDeletesFail {
+impl StorageDriver for DeletesFail {
     fn name(&self) -> &'static str {
-        "link-deletes-fail"
+        "deletes-fail"
     }
     async fn get_content(&self, path: &str) -> Result<Bytes> {
         self.0.get_content(path).await
@@ -53,7 +53,7 @@ impl StorageDriver for LinkDeletesFail {
         self.0.rename(source, dest).await
     }
     async fn delete(&self, path: &str) -> Result<()> {
-        if path.contains("/_layers/") {
+        if self.1(path) && self.0.stat(path).await.is_ok() {
             return Err(StorageError::Backend("injected: delete refused".into()));
         }
         self.0.delete(path).await
@@ -70,8 +70,9 @@ async fn a_failed_link_delete_still_clears_the_swept_blobs_cache_entries() {
     let orphan = upload(&server, "app", &noise(6, 512)).await;
     server.stat_blob("app", &orphan).await.unwrap(); // fills the cache
     age_everything(dir.path());
+    let link_deletes_fail = DeletesFail(fs.clone(), |p| p.contains("/_layers/"));
     let collector =
-        Registry::new(Arc::new(LinkDeletesFail(fs.clone())), b"s", true).with_cache(cache.clone());
+        Registry::new(Arc::new(link_deletes_fail), b"s", true).with_cache(cache.clone());
 
     let err = collector
         .garbage_collect(&one_hour_grace())
@@ -143,4 +144,60 @@ async fn a_cache_clear_failing_mid_run_fails_the_run_and_names_the_blob() {
 
     assert!(!exists(&fs, &orphan).await, "the sweep went on");
     assert!(err.to_string().contains(&orphan.to_string()), "{err}");
+}
+
+/// `--delete-untagged` stopped half way through removing a signature: if the
+/// signature is still served, the referrers API must still list it (cosign
+/// and notation find signatures there). Its tag-history entry is what fails.
+#[tokio::test]
+async fn a_failed_manifest_removal_leaves_no_served_manifest_unlisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Driver = Arc::new(FilesystemDriver::new(dir.path()).unwrap());
+    let registry = Registry::new(fs.clone(), b"s", true);
+    upload(&registry, "app", b"{}").await;
+    upload(&registry, "app", b"{\"x\":1}").await;
+    let put = |reference: Reference, m: &Pushed| {
+        let (registry, body) = (registry.clone(), m.body.clone());
+        async move {
+            registry
+                .put_manifest("app", &reference, Some(OCI_MANIFEST), Bytes::from(body))
+                .await
+                .unwrap();
+        }
+    };
+    // An untagged image and its signature, which was tagged once: the tag
+    // moved on, leaving a tag-history entry for the signature.
+    let subject = image(b"{}", &[], None);
+    put(Reference::Digest(subject.digest.parse().unwrap()), &subject).await;
+    let signature = image(b"{}", &[], Some(&subject));
+    put(Reference::Tag("sig".into()), &signature).await;
+    put(
+        Reference::Tag("sig".into()),
+        &image(b"{\"x\":1}", &[], None),
+    )
+    .await;
+    age_everything(dir.path());
+    let history_deletes_fail = DeletesFail(fs.clone(), |p| p.contains("/_manifests/tags/"));
+    let collector = Registry::new(Arc::new(history_deletes_fail), b"s", true);
+    let opts = GcOptions {
+        delete_untagged: true,
+        ..one_hour_grace()
+    };
+
+    collector.garbage_collect(&opts).await.unwrap_err();
+
+    let signature_digest: Digest = signature.digest.parse().unwrap();
+    let served = registry
+        .get_manifest("app", &Reference::Digest(signature_digest))
+        .await
+        .is_ok();
+    let listed = registry
+        .referrers("app", &subject.digest.parse().unwrap(), None)
+        .await
+        .unwrap()["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["digest"] == signature.digest.as_str());
+    assert!(!served || listed, "served: {served}, listed: {listed}");
 }

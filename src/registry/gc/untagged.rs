@@ -101,9 +101,15 @@ impl Registry {
         Ok(!self.tagged(&m.repo).await?.contains(&m.digest))
     }
 
-    /// The revision, its referrer-index entry and its tag-history entries;
-    /// the bytes stay in the blob store for the blob sweep.
+    /// The revision, then its referrer-index entry and its tag-history
+    /// entries; the bytes stay in the blob store for the blob sweep. The
+    /// revision goes first: stopped half way (a storage error), what is left
+    /// is entries readers skip (the referrers API lists only manifests it
+    /// can resolve), never a served manifest missing from the referrers API.
     async fn remove_manifest(&self, m: &Untagged) -> Result<()> {
+        // Gone already (another collector, a client's DELETE) is fine.
+        self.delete_if_exists(&layout::manifest_revision_dir(&m.repo, &m.digest))
+            .await?;
         if let Some(subject) = m.refs.as_ref().and_then(|r| r.subject.as_ref()) {
             let link = layout::referrer_link(&m.repo, subject, &m.digest);
             self.delete_if_exists(link.trim_end_matches("/link"))
@@ -114,9 +120,7 @@ impl Registry {
             self.delete_if_exists(link.trim_end_matches("/link"))
                 .await?;
         }
-        // Gone already (another collector, a client's DELETE) is fine.
-        self.delete_if_exists(&layout::manifest_revision_dir(&m.repo, &m.digest))
-            .await
+        Ok(())
     }
 }
 

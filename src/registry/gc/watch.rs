@@ -39,18 +39,17 @@ pub fn sweep_marker(run: &str) -> String {
 }
 
 impl Registry {
-    /// Is a sweep running, as of the last look at the marker?
+    /// Is a sweep running, as of the last look at the markers?
     pub fn sweep_active(&self) -> bool {
         self.sweeping.load(Ordering::SeqCst)
     }
 
-    /// Look at the marker once and act on a change: bypass and flush the
-    /// cache while a sweep runs, flush it again when it ends. A storage error
-    /// keeps the previous state. Returns whether a sweep is running.
+    /// Look for markers once and act on a change: bypass and flush the
+    /// cache while any sweep runs, flush it again when the last one ends. A
+    /// storage error keeps the previous state. Returns whether one is running.
     pub async fn refresh_sweep_state(&self) -> bool {
-        let active = match self.driver.list(&sweeps_dir()).await {
-            Ok(markers) => !markers.is_empty(),
-            Err(e) if e.is_not_found() => false,
+        let active = match self.sweep_announced().await {
+            Ok(active) => active,
             Err(e) => {
                 tracing::debug!(error = %e, "could not look for the garbage-collection marker");
                 return self.sweep_active();
@@ -98,13 +97,17 @@ impl Registry {
             "started": humantime::format_rfc3339(t0).to_string(),
             "pid": std::process::id(),
         });
+        // Recorded before it is written: an interrupt during the write must
+        // still find it to remove (`end_sweep`), or servers would bypass
+        // their cache until someone deletes it by hand.
+        *self.own_sweep_marker.lock().unwrap() = Some(marker.clone());
         self.driver
             .put_content(&marker, Bytes::from(body.to_string()))
             .await?;
-        *self.own_sweep_marker.lock().unwrap() = Some(marker);
         Ok(())
     }
 
+    /// Does any collector's marker exist?
     async fn sweep_announced(&self) -> Result<bool> {
         match self.driver.list(&sweeps_dir()).await {
             Ok(markers) => Ok(!markers.is_empty()),
@@ -125,7 +128,7 @@ impl Registry {
     }
 }
 
-/// A server's watcher: look for the marker every [`POLL_EVERY`] until aborted.
+/// A server's watcher: look for markers every [`POLL_EVERY`] until aborted.
 pub fn spawn_sweep_watch(registry: Registry) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(POLL_EVERY);

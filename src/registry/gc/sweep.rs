@@ -3,9 +3,14 @@
 
 use std::time::{Instant, SystemTime};
 
+use futures::{stream, StreamExt, TryStreamExt};
+
 use super::{GcReport, REPOS_REFRESH};
 use crate::registry::{digest::Digest, error::Result, Registry};
 use crate::storage::layout;
+
+/// How many `_layers` links a blob's re-check stats at once.
+const LINK_STATS_IN_FLIGHT: usize = 32;
 
 /// A stored blob: `blobs/<alg>/<xx>/<hex>/data`.
 #[derive(Debug, Clone)]
@@ -79,24 +84,37 @@ impl Registry {
         Ok(out)
     }
 
+    /// The `_layers` links to `d` in `repos`, stat'ed [`LINK_STATS_IN_FLIGHT`]
+    /// at a time: one after the other, the first repository's answer would be
+    /// as old as the whole walk by the time the blob is deleted (on S3, one
+    /// round trip per repository), and the re-check would not be "just before".
     async fn layer_links(&self, repos: &[String], d: &Digest, cutoff: SystemTime) -> Result<Links> {
         let mut links = Links {
             fresh: false,
             old: Vec::new(),
         };
-        for repo in repos {
-            let link = layout::layer_link(repo, d);
-            match self.driver.stat(&link).await {
-                Ok(info) if info.modified >= cutoff => {
-                    links.fresh = true;
-                    return Ok(links);
+        let stats = stream::iter(repos)
+            .map(|repo| async move {
+                let link = layout::layer_link(repo, d);
+                match self.driver.stat(&link).await {
+                    Ok(info) => Ok(Some((repo, link, info.modified))),
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
                 }
-                Ok(_) => links
-                    .old
-                    .push((repo.clone(), link.trim_end_matches("/link").to_string())),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
+            })
+            .buffer_unordered(LINK_STATS_IN_FLIGHT);
+        futures::pin_mut!(stats);
+        while let Some(found) = stats.try_next().await? {
+            let Some((repo, link, modified)) = found else {
+                continue;
+            };
+            if modified >= cutoff {
+                links.fresh = true;
+                return Ok(links);
             }
+            links
+                .old
+                .push((repo.clone(), link.trim_end_matches("/link").to_string()));
         }
         Ok(links)
     }

@@ -8,6 +8,7 @@ use std::{
     time::SystemTime,
 };
 
+use futures::{stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use crate::registry::{
@@ -16,6 +17,9 @@ use crate::registry::{
     Registry,
 };
 use crate::storage::layout;
+
+/// How many tag links [`Registry::tagged`] reads at once.
+const TAG_READS_IN_FLIGHT: usize = 32;
 
 /// What one manifest references.
 #[derive(Debug, Clone, Default)]
@@ -171,23 +175,22 @@ impl Registry {
         Ok(())
     }
 
-    /// Digests the repository's tags currently point at.
+    /// Digests the repository's tags currently point at, their links read
+    /// [`TAG_READS_IN_FLIGHT`] at a time (on S3, one round trip each; a
+    /// repository with thousands of tags is read for every untagged
+    /// manifest's re-check).
     pub(super) async fn tagged(&self, repo: &str) -> Result<Vec<Digest>> {
         let tags = match self.tags(repo).await {
             Ok(t) => t,
             Err(e) if e.code == Code::NameUnknown => return Ok(vec![]),
             Err(e) => return Err(e),
         };
-        let mut out = Vec::new();
-        for tag in tags {
-            if let Some(d) = self
-                .read_link(&layout::tag_current_link(repo, &tag))
-                .await?
-            {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        stream::iter(tags)
+            .map(|tag| async move { self.read_link(&layout::tag_current_link(repo, &tag)).await })
+            .buffer_unordered(TAG_READS_IN_FLIGHT)
+            .try_filter_map(|d| async move { Ok(d) })
+            .try_collect()
+            .await
     }
 
     /// `_manifests/revisions/<alg>/<hex>/link`, with the link's modification time.

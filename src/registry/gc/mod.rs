@@ -20,10 +20,11 @@
 //!    blob-descriptor cache, and a manifest PUT rewrites ("touches") the
 //!    repository links of every blob, child and subject it references before
 //!    checking them, so their modification time says "referenced just now".
-//!    A manifest whose bytes are there but do not parse stops the run before
-//!    anything is deleted: what it references is unknown.
 //! 3. **Mark** (pass 1), list the blobs, then wait until [`watch::NOTICE`] has
-//!    passed since the announcement, so every server has seen the marker.
+//!    passed since the announcement, so every server has seen the marker. A
+//!    manifest whose bytes are there but do not parse, or a revision whose
+//!    digest cannot be parsed, stops the run before anything is deleted: what
+//!    it references is unknown.
 //! 4. **Re-mark** (pass 2): the same walk again. Manifests written since pass 1
 //!    are marked; only manifests deletable in both passes are deletable.
 //! 5. **Delete untagged manifests**, each re-checked just before, together

@@ -197,26 +197,23 @@ async fn garbage_collect(
             registry = registry.with_cache(cache);
         }
     }
-    // Interrupted (Ctrl-C, a CronJob's SIGTERM): stop between two storage
-    // operations and take the marker down, so servers use their cache again.
-    let interrupted = async {
+    // Interrupted (Ctrl-C, a CronJob's SIGTERM): ask the run to stop between
+    // two deletes (never inside one, which would leave a cache entry behind);
+    // it takes its sweep marker down itself, so servers use their cache again.
+    let stop = opts.stop.clone();
+    tokio::spawn(async move {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::select! { r = tokio::signal::ctrl_c() => r, _ = term.recv() => Ok(()) }
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
-        tokio::signal::ctrl_c().await
-    };
-    tokio::select! {
-        report = registry.garbage_collect(opts) => Ok(report?),
-        signal = interrupted => {
-            signal?;
-            if !opts.dry_run {
-                registry.end_sweep().await?;
-            }
-            anyhow::bail!("interrupted; what was deleted so far stays deleted")
-        }
-    }
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::warn!("garbage collection: stopping after the current delete");
+        stop.cancel();
+    });
+    Ok(registry.garbage_collect(opts).await?)
 }

@@ -358,3 +358,38 @@ async fn overlapping_collectors_keep_the_sweep_announced_until_the_last_ends() {
     assert_eq!(*seen.borrow(), [true], "the first run was still announced");
     assert!(!server.refresh_sweep_state().await, "both ended");
 }
+
+/// Ctrl-C / SIGTERM cancels `opts.stop`: the run stops before its next
+/// delete, deletes nothing more, and takes its sweep marker down.
+#[tokio::test]
+async fn a_stopped_run_deletes_nothing_more_and_ends_its_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver: Driver = Arc::new(FilesystemDriver::new(dir.path()).unwrap());
+    let registry = Registry::new(driver.clone(), b"s", true);
+    let garbage = [
+        upload(&registry, "app", &noise(21, 500)).await,
+        upload(&registry, "app", &noise(22, 500)).await,
+    ];
+    age_everything(dir.path());
+    let opts = one_hour_grace();
+    let result = registry
+        .garbage_collect_with(&opts, |phase| {
+            // Stop as the first delete is about to happen.
+            if matches!(phase, GcPhase::Deleting(_)) {
+                opts.stop.cancel();
+            }
+            async {}
+        })
+        .await;
+    let err = result.expect_err("a stopped run is an error");
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    let left = {
+        let mut n = 0;
+        for d in &garbage {
+            n += usize::from(exists(&driver, d).await);
+        }
+        n
+    };
+    assert_eq!(left, 1, "only the delete already under way happened");
+    assert!(!registry.refresh_sweep_state().await, "marker removed");
+}

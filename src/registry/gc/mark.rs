@@ -93,7 +93,8 @@ struct Revision {
 
 impl Registry {
     /// One pass over every repository.
-    pub(super) async fn mark(&self, delete_untagged: bool, cutoff: SystemTime) -> Result<Marked> {
+    pub(super) async fn mark(&self, opts: &super::GcOptions, cutoff: SystemTime) -> Result<Marked> {
+        let delete_untagged = opts.delete_untagged;
         let repositories = self.repository_dirs().await?;
         let mut marked = Marked {
             repositories: Vec::new(),
@@ -102,6 +103,7 @@ impl Registry {
             deletable: Vec::new(),
         };
         for repo in &repositories {
+            super::interrupted(opts)?;
             self.mark_repository(repo, delete_untagged, cutoff, &mut marked)
                 .await?;
         }

@@ -84,6 +84,10 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Wait this long after announcing the sweep before re-marking and deleting.
     pub notice: Duration,
+    /// Cancelled (Ctrl-C, a CronJob's SIGTERM): the run stops between two
+    /// deletes — never between a blob's delete and its cache clears — ends
+    /// its sweep and returns an error.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Default for GcOptions {
@@ -93,6 +97,7 @@ impl Default for GcOptions {
             delete_untagged: false,
             grace: Duration::from_secs(3600),
             notice: watch::NOTICE,
+            stop: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -226,13 +231,17 @@ impl Registry {
             dry_run: opts.dry_run,
             ..GcReport::default()
         };
-        let first = self.mark(opts.delete_untagged, cutoff).await?;
+        let first = self.mark(opts, cutoff).await?;
         let blobs = self.list_blobs().await?;
         hook(GcPhase::Marked).await;
         if let Some(t) = notice_until {
-            tokio::time::sleep_until(t).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(t) => {}
+                _ = opts.stop.cancelled() => {}
+            }
         }
-        let second = self.mark(opts.delete_untagged, cutoff).await?;
+        interrupted(opts)?;
+        let second = self.mark(opts, cutoff).await?;
         let mut marked: HashSet<Digest> = first.digests;
         marked.extend(second.digests);
         let deletable_before: HashSet<(&str, &Digest)> = first
@@ -246,7 +255,7 @@ impl Registry {
             .filter(|m| deletable_before.contains(&(m.repo.as_str(), &m.digest)))
             .collect();
         let (deleted, spared) = self
-            .delete_manifests(deletable, cutoff, opts.dry_run, &mut marked, &mut hook)
+            .delete_manifests(deletable, cutoff, opts, &mut marked, &mut hook)
             .await?;
         report.repositories = second.repositories.len();
         report.manifests_marked = second.manifests + spared;
@@ -255,6 +264,7 @@ impl Registry {
 
         let mut repos = sweep::RepoList::default();
         for blob in blobs {
+            interrupted(opts)?;
             if marked.contains(&blob.digest) {
                 report.blobs_marked += 1;
             } else if blob.modified >= cutoff {
@@ -271,5 +281,16 @@ impl Registry {
             }
         }
         Ok(report)
+    }
+}
+
+/// Err once the run was asked to stop; checked between two deletes.
+fn interrupted(opts: &GcOptions) -> Result<()> {
+    if opts.stop.is_cancelled() {
+        Err(Error::internal(
+            "garbage collection interrupted; what was deleted so far stays deleted",
+        ))
+    } else {
+        Ok(())
     }
 }

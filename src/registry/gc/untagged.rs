@@ -7,7 +7,7 @@ use std::{
     time::SystemTime,
 };
 
-use super::{mark::Untagged, GcPhase};
+use super::{mark::Untagged, GcOptions, GcPhase};
 use crate::registry::{digest::Digest, error::Result, Registry};
 use crate::storage::layout;
 
@@ -23,7 +23,7 @@ impl Registry {
         &self,
         deletable: Vec<Untagged>,
         cutoff: SystemTime,
-        dry_run: bool,
+        opts: &GcOptions,
         marked: &mut HashSet<Digest>,
         hook: &mut F,
     ) -> Result<(usize, usize)>
@@ -33,7 +33,9 @@ impl Registry {
     {
         let keepers = Keepers::of(&deletable);
         let (mut deleted, mut spared) = (0, 0);
+        let dry_run = opts.dry_run;
         for m in &deletable {
+            super::interrupted(opts)?;
             if !self.deletable_now(m, &keepers, cutoff).await? {
                 spared += 1;
                 marked.insert(m.digest.clone());

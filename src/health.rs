@@ -254,10 +254,19 @@ struct Runner {
     consecutive: u32,
 }
 
+/// The longest any one check may take before it counts as failed.
+const HANG_LIMIT: Duration = Duration::from_secs(30);
+
 impl Runner {
     async fn once(&mut self, health: &Health) {
-        // A check that hangs counts as failed once its interval is up.
-        let bound = self.schedule.interval.max(Duration::from_secs(1));
+        // A check that hangs counts as failed once its interval is up, or
+        // after HANG_LIMIT with a long interval (a storage stat stuck for an
+        // hour must not keep the replica "healthy" that long).
+        let bound = self
+            .schedule
+            .interval
+            .min(HANG_LIMIT)
+            .max(Duration::from_secs(1));
         let result = match tokio::time::timeout(bound, (self.probe)()).await {
             Ok(r) => r,
             Err(_) => Err(format!(

@@ -11,6 +11,9 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
+/// Keys the JSON formatter writes itself (the event's own fields vary).
+const RESERVED: [&str; 5] = ["timestamp", "level", "target", "message", "span"];
+
 pub struct WithFields<F> {
     inner: F,
     /// What to append before the line's end; empty: write through.
@@ -39,7 +42,14 @@ impl<F> WithFields<F> {
     pub fn json(inner: F, fields: &BTreeMap<String, String>) -> Self {
         let mut suffix = String::new();
         for (k, v) in fields {
-            let k = serde_json::Value::String(k.clone());
+            // A static field named like one the formatter writes would make a
+            // duplicate key; logrus (distribution) renames it `fields.<key>`.
+            let k = if RESERVED.contains(&k.as_str()) {
+                format!("fields.{k}")
+            } else {
+                k.clone()
+            };
+            let k = serde_json::Value::String(k);
             let v = serde_json::Value::String(v.clone());
             let _ = write!(suffix, ",{k}:{v}");
         }

@@ -9,7 +9,7 @@ fn start(formatter: &str) -> Berth {
     let formatter = formatter.to_string();
     Berth::start_with(move |root, addr| {
         format!(
-            "log:\n  formatter: {formatter}\n  fields:\n    service: registry\n    environment: \"staging eu\"\n\
+            "log:\n  formatter: {formatter}\n  fields:\n    service: registry\n    environment: \"staging eu\"\n    level: L9\n\
              storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n"
         )
     })
@@ -30,7 +30,7 @@ async fn text_lines_end_with_the_static_fields() {
     for l in &lines {
         // Sorted by key; a value with a space is quoted.
         assert!(
-            l.ends_with(r#" environment="staging eu" service=registry"#),
+            l.ends_with(r#" environment="staging eu" level=L9 service=registry"#),
             "{l}"
         );
     }
@@ -47,6 +47,9 @@ async fn json_lines_carry_the_static_fields_as_members() {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
         assert_eq!(v["service"], "registry", "{l}");
         assert_eq!(v["environment"], "staging eu", "{l}");
+        // A static field named like a built-in one is renamed, as logrus does.
+        assert_eq!(v["fields.level"], "L9", "{l}");
+        assert_ne!(v["level"], "L9", "{l}");
         assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
         if v["target"] == "berth::access" {
             access += 1;

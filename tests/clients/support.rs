@@ -6,10 +6,14 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use sha2::Digest as _;
+use crate::common::{http::exchange, process::wait_with_deadline};
+pub use crate::common::{
+    http::{sha256, Resp},
+    process::require_tool,
+};
 
 /// What a finished command printed.
 pub struct Out {
@@ -37,21 +41,12 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Out {
         .stderr(fs::File::create(&e).unwrap())
         .spawn()
         .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} did not finish within {limit:?}; output so far:\n{}{}",
-                fs::read_to_string(&o).unwrap_or_default(),
-                fs::read_to_string(&e).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = wait_with_deadline(&mut child, limit) else {
+        panic!(
+            "{cmd:?} did not finish within {limit:?}; output so far:\n{}{}",
+            fs::read_to_string(&o).unwrap_or_default(),
+            fs::read_to_string(&e).unwrap_or_default()
+        );
     };
     Out {
         status,
@@ -72,40 +67,6 @@ pub fn run_ok(cmd: &mut Command, limit: Duration) -> Out {
     out
 }
 
-/// Fail with an actionable message when a client is not installed, rather
-/// than with a confusing spawn error deep inside a scenario.
-pub fn require_tool(bin: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{bin}` is not on PATH: these end-to-end tests need it (apt-get install {package})"
-    );
-}
-
-/// An HTTP answer, read whole.
-pub struct Resp {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body[..self.body.len().min(500)])
-            )
-        })
-    }
-}
-
 /// One request (status is returned, not checked; connection errors give 0).
 pub fn http(method: &str, url: &str, accept: &[&str]) -> Resp {
     let accept = accept.join(", ");
@@ -117,34 +78,21 @@ pub fn http(method: &str, url: &str, accept: &[&str]) -> Resp {
     send(method, url, headers, Vec::new())
 }
 
-/// A request with headers and a body. A private current-thread runtime keeps
-/// the tests synchronous, like the CLIs around them.
+/// A request with headers and a body; a failed exchange gives status 0 so
+/// tests can probe a registry that is not (yet) answering.
 pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let mut req = client.request(method.parse().unwrap(), url).body(body);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    exchange(client, |c| {
+        let mut req = c.request(method.parse().unwrap(), url).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        match req.send().await {
-            Ok(r) => Resp {
-                status: r.status().as_u16(),
-                headers: r.headers().clone(),
-                body: r.bytes().await.unwrap_or_default().to_vec(),
-            },
-            Err(_) => Resp {
-                status: 0,
-                headers: Default::default(),
-                body: vec![],
-            },
-        }
+        req
+    })
+    .unwrap_or_else(|_| Resp {
+        status: 0,
+        headers: Default::default(),
+        body: vec![],
     })
 }
 
@@ -202,10 +150,6 @@ pub fn listing(addr: &str) -> Listing {
         tags,
         digests,
     }
-}
-
-pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
 /// The blobs in a distribution-layout storage root, checking on the way that

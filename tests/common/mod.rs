@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod http;
 pub mod pki;
+pub mod process;
 pub mod redis;
 pub mod s3;
 

@@ -6,14 +6,13 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use sha2::{Digest as _, Sha256};
 
-use crate::common::Berth;
+pub use crate::common::http::{sha256, Resp};
+use crate::common::{http::exchange, process::openssl, Berth};
 
 /// The service and issuer every fixture uses.
 pub const SERVICE: &str = "registry.example.com";
@@ -30,18 +29,6 @@ pub enum KeyKind {
 /// as the fixtures expect them (`token.key`, `token.crt`, `htpasswd`).
 pub struct Secrets {
     pub dir: tempfile::TempDir,
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl CLI is needed (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Secrets {
@@ -148,54 +135,17 @@ pub fn token_url(b: &Berth) -> String {
     b.url("/auth/token")
 }
 
-/// An HTTP answer, read whole.
-pub struct Resp {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The first error code of a registry error body.
-    pub fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
 pub enum Auth<'a> {
     None,
     Basic(&'a str, &'a str),
     Bearer(&'a str),
 }
 
-/// One request; the tests stay synchronous like the harness around them.
+/// One request; a connection error fails the test.
 pub fn send(method: &str, url: &str, auth: Auth, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let mut req = client.request(method.parse().unwrap(), url).body(body);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60));
+    exchange(client, |c| {
+        let mut req = c.request(method.parse().unwrap(), url).body(body);
         req = match auth {
             Auth::None => req,
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
@@ -204,44 +154,21 @@ pub fn send(method: &str, url: &str, auth: Auth, headers: &[(&str, &str)], body:
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let r = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        Resp {
-            status: r.status().as_u16(),
-            headers: r.headers().clone(),
-            body: r.bytes().await.unwrap().to_vec(),
-        }
+        req
     })
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
 
 /// A GET from another loopback address (the throttle counts per client).
 pub fn send_from(local: &str, url: &str, auth: Auth) -> Resp {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .local_address(local.parse::<std::net::IpAddr>().unwrap())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let req = match auth {
-            Auth::Basic(u, p) => client.get(url).basic_auth(u, Some(p)),
-            _ => client.get(url),
-        };
-        let r = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url} from {local}: {e}"));
-        Resp {
-            status: r.status().as_u16(),
-            headers: r.headers().clone(),
-            body: r.bytes().await.unwrap().to_vec(),
-        }
+    let client = reqwest::Client::builder()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(60));
+    exchange(client, |c| match auth {
+        Auth::Basic(u, p) => c.get(url).basic_auth(u, Some(p)),
+        _ => c.get(url),
     })
+    .unwrap_or_else(|e| panic!("GET {url} from {local}: {e}"))
 }
 
 pub fn get(url: &str, auth: Auth) -> Resp {
@@ -342,10 +269,6 @@ pub fn with_token(
     }
     let token = t.json()["token"].as_str().unwrap().to_string();
     send(method, url, Auth::Bearer(&token), headers, body)
-}
-
-pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 /// Push a one-layer image `repo:tag` to the registry at `base` (e.g.

@@ -1,0 +1,52 @@
+//! Child processes under a deadline: a hung tool must fail its test, not
+//! hang it.
+
+use std::{
+    process::{Child, Command, ExitStatus},
+    time::{Duration, Instant},
+};
+
+/// Fail with an actionable message when a tool is not installed, rather
+/// than with a confusing spawn error deep inside a scenario.
+pub fn require_tool(bin: &str, package: &str) {
+    assert!(
+        on_path(bin),
+        "`{bin}` is not on PATH: these end-to-end tests need it (apt-get install {package})"
+    );
+}
+
+/// Whether an executable named `bin` is in a directory on PATH.
+pub fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+/// Wait for `child` to exit, at most `limit`; past it, kill and reap it and
+/// give `None` so the caller can fail with what the child wrote.
+pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run the `openssl` CLI with `args`, requiring success.
+pub fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl CLI is needed (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

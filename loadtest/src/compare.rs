@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use http::Method;
 
 use crate::{
+    blobload::BlobLoad,
     cpu,
     data::{random_bytes, BlobData, PATTERN_LEN},
     docker, progress,
@@ -29,13 +30,7 @@ use crate::{
 /// Sizes and durations after `--quick` and explicit options are applied.
 struct Settings {
     blob_size: u64,
-    chunk_size: u64,
-    small_blobs: usize,
-    small_size: u64,
-    small_concurrency: usize,
-    connections: usize,
-    duration: Duration,
-    warmup: Duration,
+    load: BlobLoad,
     pulls: usize,
     layer_size: u64,
     only: Vec<Workload>,
@@ -44,22 +39,10 @@ struct Settings {
 impl Settings {
     fn from(a: &CompareArgs) -> Result<Settings> {
         let q = a.quick;
-        let duration = Duration::from_secs_f64(a.duration.unwrap_or(if q { 2.0 } else { 10.0 }));
-        if duration.is_zero() || duration > Duration::from_secs(600) {
-            bail!("--duration must be in (0, 600] seconds");
-        }
-        if a.connections == 0 || a.connections > 4096 || a.small_concurrency == 0 {
-            bail!("--connections must be in 1..=4096 and --small-concurrency at least 1");
-        }
+        let load = BlobLoad::from(&a.blob_load, q)?;
         Ok(Settings {
+            load,
             blob_size: a.blob_size.unwrap_or(if q { 128 << 20 } else { 1 << 30 }),
-            chunk_size: a.chunk_size,
-            small_blobs: a.small_blobs.unwrap_or(if q { 200 } else { 1000 }),
-            small_size: a.small_size,
-            small_concurrency: a.small_concurrency,
-            connections: a.connections,
-            duration,
-            warmup: (duration / 5).min(Duration::from_secs(1)),
             pulls: a.pulls.unwrap_or(if q { 2 } else { 3 }).max(1),
             layer_size: a.layer_size.unwrap_or(if q { 2 << 20 } else { 12 << 20 }),
             only: a.only.clone(),
@@ -175,7 +158,7 @@ async fn large_blobs(
             "loadtest/chunked",
             &chunked.0,
             &chunked.1,
-            s.chunk_size,
+            s.load.chunk_size,
             &pb,
         )
         .await;
@@ -313,21 +296,21 @@ async fn small_phase(
 ) {
     phase(&format!(
         "small blobs: {} x {} B, {} clients",
-        s.small_blobs, s.small_size, s.small_concurrency
+        s.load.small_blobs, s.load.small_size, s.load.small_concurrency
     ));
     let blobs = Rc::new(workloads::small_blobs(
-        s.small_blobs,
-        s.small_size as usize,
+        s.load.small_blobs,
+        s.load.small_size as usize,
         7,
     ));
     for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
         let label = reg.label();
-        let pb = count_bar(s.small_blobs as u64, format!("{label}: small blobs"));
+        let pb = count_bar(s.load.small_blobs as u64, format!("{label}: small blobs"));
         let r = workloads::push_small_blobs(
             reg.addr,
             "loadtest/small",
             blobs.clone(),
-            s.small_concurrency,
+            s.load.small_concurrency,
             &pb,
         )
         .await;
@@ -358,11 +341,17 @@ async fn rate_phase(
 ) {
     phase(&format!(
         "request rate: {} connections, {:.0} s each",
-        s.connections,
-        s.duration.as_secs_f64()
+        s.load.connections,
+        s.load.duration.as_secs_f64()
     ));
     let spec = |method: Method, path: String| {
-        LoadSpec::new(method, path, s.connections, s.warmup, s.duration)
+        LoadSpec::new(
+            method,
+            path,
+            s.load.connections,
+            s.load.warmup,
+            s.load.duration,
+        )
     };
     for (reg, fig) in regs.iter().zip(figs.iter_mut()) {
         let label = reg.label();
@@ -583,12 +572,12 @@ pub async fn run(args: CompareArgs) -> Result<Report> {
     let mut figs = figs.into_iter();
     Ok(Report {
         blob_size: s.blob_size,
-        chunk_size: s.chunk_size,
-        small_count: s.small_blobs,
-        small_size: s.small_size,
-        small_concurrency: s.small_concurrency,
-        connections: s.connections,
-        duration_s: s.duration.as_secs_f64(),
+        chunk_size: s.load.chunk_size,
+        small_count: s.load.small_blobs,
+        small_size: s.load.small_size,
+        small_concurrency: s.load.small_concurrency,
+        connections: s.load.connections,
+        duration_s: s.load.duration.as_secs_f64(),
         image_bytes,
         berth: figs.next().expect("berth figures"),
         dist: figs.next(),

@@ -9,6 +9,7 @@
 //! See README.md.
 
 mod authbench;
+mod blobload;
 mod chart;
 mod compare;
 mod cpu;
@@ -155,24 +156,8 @@ pub struct S3Args {
     /// [default: 64MiB, quick 16MiB].
     #[arg(long, value_parser = parse_size)]
     pub moto_blob_size: Option<u64>,
-    /// PATCH chunk size for the chunked push.
-    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
-    pub chunk_size: u64,
-    /// How many small blobs to push [default: 1000, quick 200].
-    #[arg(long)]
-    pub small_blobs: Option<usize>,
-    /// Size of each small blob.
-    #[arg(long, value_parser = parse_size, default_value = "4KiB")]
-    pub small_size: u64,
-    /// Concurrent clients for the small-blob pushes.
-    #[arg(long, default_value_t = 16)]
-    pub small_concurrency: usize,
-    /// Concurrent connections for the HEAD/GET request loops.
-    #[arg(long, default_value_t = 64)]
-    pub connections: usize,
-    /// Seconds per request-loop phase [default: 10, quick 2].
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub blob_load: blobload::BlobLoadArgs,
     /// GETs of the large blob per configuration; the median counts [default: 3, quick 1].
     #[arg(long)]
     pub pulls: Option<usize>,
@@ -244,24 +229,8 @@ pub struct CompareArgs {
     /// Size of the large blob (e.g. 1GiB, 256MiB, or bytes) [default: 1GiB, quick 128MiB].
     #[arg(long, value_parser = parse_size)]
     pub blob_size: Option<u64>,
-    /// PATCH chunk size for the chunked push.
-    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
-    pub chunk_size: u64,
-    /// How many small blobs to push [default: 1000, quick 200].
-    #[arg(long)]
-    pub small_blobs: Option<usize>,
-    /// Size of each small blob.
-    #[arg(long, value_parser = parse_size, default_value = "4KiB")]
-    pub small_size: u64,
-    /// Concurrent clients for the small-blob pushes.
-    #[arg(long, default_value_t = 16)]
-    pub small_concurrency: usize,
-    /// Concurrent connections for the HEAD/GET request loops.
-    #[arg(long, default_value_t = 64)]
-    pub connections: usize,
-    /// Seconds per request-loop phase [default: 10, quick 2].
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub blob_load: blobload::BlobLoadArgs,
     /// GETs of the large blob per server; the median counts [default: 3, quick 2].
     #[arg(long)]
     pub pulls: Option<usize>,

@@ -20,6 +20,7 @@ use anyhow::{bail, Result};
 use http::Method;
 
 use crate::{
+    blobload::BlobLoad,
     compare::{build_berth, keep, median, run_load},
     cpu,
     data::{random_bytes, BlobData, PATTERN_LEN},
@@ -37,13 +38,7 @@ use crate::{
 pub struct Settings {
     pub blob_size: u64,
     pub moto_blob_size: u64,
-    pub chunk_size: u64,
-    pub small_blobs: usize,
-    pub small_size: u64,
-    pub small_concurrency: usize,
-    pub connections: usize,
-    pub duration: Duration,
-    pub warmup: Duration,
+    pub load: BlobLoad,
     pub pulls: usize,
     pub replicas: usize,
     pub layer_size: u64,
@@ -53,28 +48,16 @@ pub struct Settings {
 impl Settings {
     fn from(a: &S3Args) -> Result<Settings> {
         let q = a.common.quick;
-        let duration = Duration::from_secs_f64(a.duration.unwrap_or(if q { 2.0 } else { 10.0 }));
-        if duration.is_zero() || duration > Duration::from_secs(600) {
-            bail!("--duration must be in (0, 600] seconds");
-        }
-        if a.connections == 0 || a.connections > 4096 || a.small_concurrency == 0 {
-            bail!("--connections must be in 1..=4096 and --small-concurrency at least 1");
-        }
+        let load = BlobLoad::from(&a.blob_load, q)?;
         if a.replicas < 2 || a.replicas > 16 {
             bail!("--replicas must be in 2..=16");
         }
         Ok(Settings {
+            load,
             blob_size: a.blob_size.unwrap_or(if q { 64 << 20 } else { 256 << 20 }),
             moto_blob_size: a
                 .moto_blob_size
                 .unwrap_or(if q { 16 << 20 } else { 64 << 20 }),
-            chunk_size: a.chunk_size,
-            small_blobs: a.small_blobs.unwrap_or(if q { 200 } else { 1000 }),
-            small_size: a.small_size,
-            small_concurrency: a.small_concurrency,
-            connections: a.connections,
-            duration,
-            warmup: (duration / 5).min(Duration::from_secs(1)),
             pulls: a.pulls.unwrap_or(if q { 1 } else { 3 }).max(1),
             replicas: a.replicas,
             layer_size: a.layer_size.unwrap_or(if q { 2 << 20 } else { 12 << 20 }),
@@ -201,7 +184,7 @@ async fn measure(
         "loadtest/chunked",
         &blobs.chunked.0,
         &blobs.chunked.1,
-        s.chunk_size,
+        s.load.chunk_size,
         &pb,
     )
     .await;
@@ -248,7 +231,7 @@ async fn measure(
         addr,
         "loadtest/small",
         small.clone(),
-        s.small_concurrency,
+        s.load.small_concurrency,
         &pb,
     )
     .await;
@@ -273,9 +256,9 @@ async fn measure(
         let head = LoadSpec::new(
             Method::HEAD,
             t.blob_path,
-            s.connections,
-            s.warmup,
-            s.duration,
+            s.load.connections,
+            s.load.warmup,
+            s.load.duration,
         );
         let w = watch();
         fig.head = run_load(addr, &head, &label, "blob HEAD", notes).await;
@@ -283,9 +266,9 @@ async fn measure(
         let get = LoadSpec::new(
             Method::GET,
             t.manifest_path,
-            s.connections,
-            s.warmup,
-            s.duration,
+            s.load.connections,
+            s.load.warmup,
+            s.load.duration,
         )
         .header(http::header::ACCEPT, workloads::MANIFEST_ACCEPT);
         let w = watch();
@@ -349,7 +332,7 @@ async fn store_alone(
     let pb = count_bar(small.len() as u64, format!("{label}: small PutObject"));
     let w = watch();
     let r = st
-        .put_small("alone/small", small.clone(), s.small_concurrency, &pb)
+        .put_small("alone/small", small.clone(), s.load.small_concurrency, &pb)
         .await;
     fig.cpu[1] = Some(w.cores());
     pb.finish_and_clear();
@@ -368,16 +351,16 @@ async fn store_alone(
             (Method::HEAD, "HeadObject"),
             (Method::GET, "GetObject 4 KiB"),
         ] {
-            let total = (s.warmup + s.duration).as_millis() as u64;
+            let total = (s.load.warmup + s.load.duration).as_millis() as u64;
             let pb = count_bar(total, format!("{label}: {what} (ms)"));
             let w = watch();
             let r = st
                 .load(
                     method.clone(),
                     "alone/object",
-                    s.connections,
-                    s.warmup,
-                    s.duration,
+                    s.load.connections,
+                    s.load.warmup,
+                    s.load.duration,
                     &pb,
                 )
                 .await;
@@ -499,7 +482,7 @@ fn render_figures(s: &Settings, size: u64, figs: &[Figures]) -> String {
         format!(
             "push {:.0} MiB chunked {:.0} MiB (MB/s)",
             mib(size),
-            mib(s.chunk_size)
+            mib(s.load.chunk_size)
         ),
         &|f| num(mb(size, f.push_chunked)),
     );
@@ -510,16 +493,18 @@ fn render_figures(s: &Settings, size: u64, figs: &[Figures]) -> String {
     row(
         format!(
             "small blobs {}x{} B, c={} (blobs/s)",
-            s.small_blobs, s.small_size, s.small_concurrency
+            s.load.small_blobs, s.load.small_size, s.load.small_concurrency
         ),
         &|f| num(f.small.as_ref().map(|r| r.per_sec())),
     );
-    row(format!("blob HEAD c={} (req/s)", s.connections), &|f| {
-        num(f.head.map(|l| l.rps))
-    });
-    row(format!("manifest GET c={} (req/s)", s.connections), &|f| {
-        num(f.get.map(|l| l.rps))
-    });
+    row(
+        format!("blob HEAD c={} (req/s)", s.load.connections),
+        &|f| num(f.head.map(|l| l.rps)),
+    );
+    row(
+        format!("manifest GET c={} (req/s)", s.load.connections),
+        &|f| num(f.get.map(|l| l.rps)),
+    );
     row("  monolithic: 201 after last byte (s)".into(), &|f| {
         num(f.push_mono.map(|t| t.tail.as_secs_f64()))
     });
@@ -589,8 +574,8 @@ pub async fn run(args: S3Args) -> Result<String> {
 
     let pattern = random_bytes(1, PATTERN_LEN);
     let small: SmallBlobs = Rc::new(workloads::small_blobs(
-        s.small_blobs,
-        s.small_size as usize,
+        s.load.small_blobs,
+        s.load.small_size as usize,
         7,
     ));
     let mut out = String::new();
@@ -649,7 +634,7 @@ pub async fn run(args: S3Args) -> Result<String> {
                      xN = N processes behind nginx round-robin; \"s3s-fs alone\" = the same requests straight \
                      to the store: PutObject, GetObject, PutObject 4 KiB, HeadObject, GetObject 4 KiB; \
                      MB = 10^6 bytes; load phases {:.0} s)",
-                    s.duration.as_secs_f64()
+                    s.load.duration.as_secs_f64()
                 ),
             );
             out.push_str(&render_figures(&s, s.blob_size, &figs));
@@ -712,8 +697,8 @@ pub async fn run(args: S3Args) -> Result<String> {
         let counts = s3count::run(
             &s3count::CountSettings {
                 blob_size: s.moto_blob_size,
-                chunk_size: s.chunk_size,
-                small_size: s.small_size,
+                chunk_size: s.load.chunk_size,
+                small_size: s.load.small_size,
                 samples: 20,
                 replicas: s.replicas,
                 layer_size: s.layer_size,

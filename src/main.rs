@@ -137,7 +137,7 @@ fn main() -> ExitCode {
                 ..Default::default()
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(garbage_collect(&cfg, &opts)) {
+            match rt.block_on(berth::server::garbage_collect(&cfg, &opts)) {
                 Ok(report) => {
                     println!("garbage-collect: {report}");
                     ExitCode::SUCCESS
@@ -181,39 +181,4 @@ fn main() -> ExitCode {
             }
         },
     }
-}
-
-/// One collection on the configured storage; with a Redis blob-descriptor
-/// cache, its entries for deleted blobs are cleared (an in-memory cache lives
-/// in the servers: they bypass it while the sweep marker exists).
-async fn garbage_collect(
-    cfg: &Config,
-    opts: &berth::registry::gc::GcOptions,
-) -> anyhow::Result<berth::registry::gc::GcReport> {
-    let driver = berth::server::build_driver(cfg)?;
-    let mut registry = berth::registry::Registry::new(driver, b"garbage-collect", true);
-    if cfg.storage.cache.blobdescriptor == "redis" {
-        if let Some(cache) = berth::server::blob_descriptor_cache(cfg)? {
-            registry = registry.with_cache(cache);
-        }
-    }
-    // Interrupted (Ctrl-C, a CronJob's SIGTERM): ask the run to stop between
-    // two deletes (never inside one, which would leave a cache entry behind);
-    // it takes its sweep marker down itself, so servers use their cache again.
-    let stop = opts.stop.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut term) = signal(SignalKind::terminate()) else {
-                return;
-            };
-            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::warn!("garbage collection: stopping after the current delete");
-        stop.cancel();
-    });
-    Ok(registry.garbage_collect(opts).await?)
 }

@@ -1,8 +1,11 @@
 //! Wiring: configuration → storage driver → registry → HTTP server.
 
 mod acme;
+mod gc;
 mod purger;
 mod tls;
+
+pub use gc::garbage_collect;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -277,8 +280,14 @@ async fn serve_metrics(
         .await
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM, saying the server drains.
 pub async fn shutdown_signal() {
+    stop_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn stop_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -292,5 +301,4 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down: draining in-flight requests");
 }

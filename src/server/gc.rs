@@ -1,0 +1,35 @@
+//! Wiring for `berth garbage-collect`: the configured driver and (Redis)
+//! cache around one collection, stopped cleanly by a signal.
+
+use crate::{
+    config::Config,
+    registry::{
+        gc::{GcOptions, GcReport},
+        Registry,
+    },
+};
+
+/// One collection on the configured storage; with a Redis blob-descriptor
+/// cache, its entries for deleted blobs are cleared (an in-memory cache lives
+/// in the servers: they bypass it while the sweep marker exists).
+pub async fn garbage_collect(cfg: &Config, opts: &GcOptions) -> anyhow::Result<GcReport> {
+    let driver = super::build_driver(cfg)?;
+    let mut registry = Registry::new(driver, b"garbage-collect", true);
+    if cfg.storage.cache.blobdescriptor == "redis" {
+        if let Some(cache) = super::blob_descriptor_cache(cfg)? {
+            registry = registry.with_cache(cache);
+        }
+    }
+    // Interrupted (Ctrl-C, a CronJob's SIGTERM): ask the run to stop between
+    // two deletes (never inside one, which would leave a cache entry behind);
+    // it takes its sweep marker down itself, so servers use their cache again.
+    let stop = opts.stop.clone();
+    let watcher = tokio::spawn(async move {
+        super::stop_signal().await;
+        tracing::warn!("garbage collection: stopping after the current delete");
+        stop.cancel();
+    });
+    let result = registry.garbage_collect(opts).await;
+    watcher.abort();
+    Ok(result?)
+}

@@ -5,6 +5,11 @@
 //! no parameters yet — replacing what the file had there; the
 //! `REGISTRY_<SECTION>_<NAME>_*` variables then fill it in.
 //!
+//! Also here: how a variable name becomes a key path. `_` separates the
+//! levels, except inside the few keys whose own names hold one, so
+//! `REGISTRY_TOKEN_SERVER_REALM` is `token_server.realm` and
+//! `REGISTRY_STORAGE_AZURE_MAX_RETRIES` is `storage.azure.max_retries`.
+//!
 //! Here: the selected section is kept (with the file's parameters, if the file
 //! chose the same one) and the file's other choices are dropped; for storage,
 //! the shared keys (`delete`, `redirect`, `cache`, `maintenance`, …) stay.
@@ -74,4 +79,46 @@ pub(super) fn apply(fig: Figment) -> Result<Figment, ConfigError> {
         }
     }
     Ok(Figment::from(Serialized::defaults(merged)))
+}
+
+/// Keys whose names contain `_` (Berth's `token_server`; distribution's Azure
+/// tuning keys), longest first so a longer name wins over a part of it.
+const MULTI_WORD_KEYS: [&str; 5] = [
+    "copy_status_poll_max_retry",
+    "copy_status_poll_delay",
+    "token_server",
+    "max_retries",
+    "retry_delay",
+];
+
+/// `token_server_realm` → `token_server.realm` (figment's `Env` hands the name
+/// lower-cased, without the prefix).
+pub(super) fn key_path(name: &str) -> String {
+    const HELD: char = '\u{1}';
+    let mut s = format!("_{}_", name.to_ascii_lowercase());
+    for key in MULTI_WORD_KEYS {
+        let held = key.replace('_', &HELD.to_string());
+        s = s.replace(&format!("_{key}_"), &format!("_{held}_"));
+    }
+    s.trim_matches('_').replace('_', ".").replace(HELD, "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_path;
+
+    #[test]
+    fn variable_names_become_key_paths() {
+        assert_eq!(key_path("storage_delete_enabled"), "storage.delete.enabled");
+        assert_eq!(key_path("token_server_realm"), "token_server.realm");
+        assert_eq!(
+            key_path("storage_azure_max_retries"),
+            "storage.azure.max_retries"
+        );
+        assert_eq!(
+            key_path("storage_azure_copy_status_poll_max_retry"),
+            "storage.azure.copy_status_poll_max_retry"
+        );
+        assert_eq!(key_path("http_secret"), "http.secret");
+    }
 }

@@ -229,7 +229,7 @@ impl Config {
         let fig = env_selectors::apply(fig)?;
         let env = Env::prefixed("REGISTRY_")
             .ignore(&env_selectors::SELECTOR_KEYS)
-            .split("_");
+            .map(|key| env_selectors::key_path(key.as_str()).into());
         Self::extract(fig.merge(env))
     }
 

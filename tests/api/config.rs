@@ -151,6 +151,14 @@ async fn env_selects_auth_and_storage_by_name_as_distribution_does() {
         ],
     );
     assert_eq!(code, 0, "the file's s3 gave way to the env's choice: {err}");
+
+    // Keys whose own names hold `_` are reachable from the environment too.
+    let (code, err) = check(
+        "storage:\n  azure:\n    accountname: a\n    accountkey: a2V5\n    container: reg\n",
+        &[("REGISTRY_STORAGE_AZURE_MAX_RETRIES", "many")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("REGISTRY_STORAGE_AZURE_MAX_RETRIES"), "{err}");
 }
 
 /// HTTP/2 without TLS (h2c) carries the host in `:authority`, not Host:

@@ -22,13 +22,14 @@ use anyhow::{bail, Result};
 use http::{header, Method, StatusCode};
 
 use crate::{
-    compare::{build_berth, keep, median},
+    compare::{keep, median},
     cpu,
     data::{hex, random_bytes},
     http::{basic_auth, drain, Client, ReqBody},
     progress::{count_bar, note, phase, spinner},
     report::{num, table},
     servers::{free_port, spawn_registry, RegistryKind, RegistryServer},
+    setup,
     workloads::{self, LoadResult, LoadSpec},
     AuthArgs,
 };
@@ -397,27 +398,12 @@ pub async fn run(args: AuthArgs) -> Result<String> {
         warmup: (duration / 5).min(Duration::from_secs(1)),
         duration,
     };
-    let berth = match &c.berth_bin {
-        Some(p) => p.clone(),
-        None => build_berth().await?,
-    };
-    if !c.berth_only && !c.registry_bin.exists() {
-        bail!(
-            "{} not found (apt-get install docker-registry), or use --berth-only",
-            c.registry_bin.display()
-        );
-    }
+    let berth = setup::binaries(c.berth_bin.as_deref(), c.berth_only, &c.registry_bin).await?;
     let cpu_start = cpu::snapshot();
     let started = Instant::now();
     let mut notes = Vec::new();
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("loadtest-auth-");
-    let tmp = match &c.workdir {
-        Some(w) => builder.tempdir_in(w)?,
-        None => builder.tempdir()?,
-    };
+    let tmp = setup::work_dir("loadtest-auth-", c.workdir.as_deref())?;
     let dir = tmp.path().to_path_buf();
-    phase(&format!("work directory {}", dir.display()));
 
     phase(&format!(
         "htpasswd: {} users, bcrypt cost {}",

@@ -3,14 +3,9 @@
 //! (then nginx where it gives the reference), and collect a [`Report`].
 //! A workload that fails for one server is noted and the run goes on.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    rc::Rc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, rc::Rc, time::Duration};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use http::Method;
 
 use crate::{
@@ -23,6 +18,7 @@ use crate::{
     report::{References, RegistryFigures, Report, Small},
     rss::RssMonitor,
     servers::{self, Nginx, RegistryKind, RegistryServer},
+    setup,
     workloads::{self, mb_per_s, LoadResult, LoadSpec},
     CompareArgs, Workload,
 };
@@ -76,50 +72,6 @@ pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     Some(v[v.len() / 2])
-}
-
-/// The target directory this binary was built into (berth goes beside it).
-fn target_dir(workspace: &Path) -> PathBuf {
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent() {
-            let name = profile_dir.file_name().and_then(|n| n.to_str());
-            if matches!(name, Some("release" | "debug")) {
-                if let Some(t) = profile_dir.parent() {
-                    return t.to_path_buf();
-                }
-            }
-        }
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-}
-
-/// `cargo build --release --bin berth` in this workspace; the binary's path.
-pub(crate) async fn build_berth() -> Result<PathBuf> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?
-        .to_path_buf();
-    let target = target_dir(&workspace);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    phase("building berth (cargo build --release --bin berth)");
-    let mut cmd = tokio::process::Command::new(cargo);
-    cmd.current_dir(&workspace)
-        .args(["build", "--release", "--bin", "berth"])
-        .env("CARGO_TARGET_DIR", &target)
-        .kill_on_drop(true);
-    let status = tokio::time::timeout(Duration::from_secs(1800), cmd.status())
-        .await
-        .context("cargo build timed out")??;
-    if !status.success() {
-        bail!("cargo build --release --bin berth failed ({status})");
-    }
-    let bin = target.join("release").join("berth");
-    if !bin.exists() {
-        bail!("built berth not found at {}", bin.display());
-    }
-    Ok(bin)
 }
 
 /// The large-blob workloads against one registry.
@@ -422,27 +374,17 @@ pub async fn run(args: CompareArgs) -> Result<Report> {
     let s = Settings::from(&args)?;
     let mut notes = Vec::new();
 
-    let berth_bin = match &args.berth_bin {
-        Some(p) => p.clone(),
-        None => build_berth().await?,
-    };
+    let berth_bin = setup::binaries(
+        args.berth_bin.as_deref(),
+        args.berth_only,
+        &args.registry_bin,
+    )
+    .await?;
     // After the build: cargo's CPU is not the run's.
     let cpu_start = cpu::snapshot();
     let started = std::time::Instant::now();
-    if !args.berth_only && !args.registry_bin.exists() {
-        bail!(
-            "{} not found (apt-get install docker-registry), or use --berth-only",
-            args.registry_bin.display()
-        );
-    }
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("loadtest-");
-    let tmp = match &args.workdir {
-        Some(w) => builder.tempdir_in(w)?,
-        None => builder.tempdir()?,
-    };
+    let tmp = setup::work_dir("loadtest-", args.workdir.as_deref())?;
     let dir = tmp.path().to_path_buf();
-    phase(&format!("work directory {}", dir.display()));
 
     // Reference figures first, while nothing else runs.
     phase("reference figures");
@@ -555,14 +497,7 @@ pub async fn run(args: CompareArgs) -> Result<Report> {
     drop(dist);
     drop(berth);
     drop(rss);
-    if args.keep {
-        let kept = tmp.keep();
-        notes.push(format!("work directory kept: {}", kept.display()));
-    } else {
-        let sp = spinner("removing the work directory");
-        drop(tmp);
-        sp.finish_and_clear();
-    }
+    setup::finish_work_dir(tmp, args.keep, &mut notes);
 
     notes.push(cpu::summary(
         &cpu_start,

@@ -31,6 +31,7 @@ mod s3ref;
 mod scenario_plan;
 mod scenarios;
 mod servers;
+mod setup;
 mod stores;
 mod versus;
 mod workloads;

@@ -21,7 +21,7 @@ use http::Method;
 
 use crate::{
     blobload::BlobLoad,
-    compare::{build_berth, keep, median, run_load},
+    compare::{keep, median, run_load},
     cpu,
     data::{random_bytes, BlobData, PATTERN_LEN},
     deploy::{deploy, DeploySpec, Deployment},
@@ -29,6 +29,7 @@ use crate::{
     report::{num, table},
     s3count, s3ref,
     servers::RegistryKind,
+    setup,
     stores::{find_moto, S3Store, StoreKind},
     workloads::{self, mb_per_s, LoadResult, LoadSpec},
     S3Args, S3Part,
@@ -550,25 +551,10 @@ pub async fn run(args: S3Args) -> Result<String> {
     let s = Settings::from(&args)?;
     let c = &args.common;
     let mut notes = Vec::new();
-    let berth = match &c.berth_bin {
-        Some(p) => p.clone(),
-        None => build_berth().await?,
-    };
+    let berth = setup::binaries(c.berth_bin.as_deref(), c.berth_only, &c.registry_bin).await?;
     let with_dist = !c.berth_only;
-    if with_dist && !c.registry_bin.exists() {
-        bail!(
-            "{} not found (apt-get install docker-registry), or use --berth-only",
-            c.registry_bin.display()
-        );
-    }
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("loadtest-s3-");
-    let tmp = match &c.workdir {
-        Some(w) => builder.tempdir_in(w)?,
-        None => builder.tempdir()?,
-    };
+    let tmp = setup::work_dir("loadtest-s3-", c.workdir.as_deref())?;
     let dir = tmp.path().to_path_buf();
-    phase(&format!("work directory {}", dir.display()));
     let run_start = cpu::snapshot();
     let run_started = std::time::Instant::now();
 
@@ -721,14 +707,7 @@ pub async fn run(args: S3Args) -> Result<String> {
         notes.push(cpu_note("count", &start, started));
     }
 
-    if c.keep {
-        let kept = tmp.keep();
-        notes.push(format!("work directory kept: {}", kept.display()));
-    } else {
-        let sp = spinner("removing the work directory");
-        drop(tmp);
-        sp.finish_and_clear();
-    }
+    setup::finish_work_dir(tmp, c.keep, &mut notes);
     notes.push(cpu_note("whole run", &run_start, run_started));
     if !notes.is_empty() {
         let _ = writeln!(out, "\nNotes");

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::{
     authbench, chart,
-    compare::{build_berth, keep},
+    compare::keep,
     cpu,
     data::{hex, random_bytes, PATTERN_LEN},
     opstats::{mb, OpSummary, ScenarioResult},
@@ -19,7 +19,7 @@ use crate::{
     report::{num, table},
     scenarios::{self, Ctx, Plan, Scenario},
     servers::{RegistryKind, RegistryServer},
-    VersusArgs,
+    setup, VersusArgs,
 };
 
 const USER: &str = "loadtest";
@@ -220,26 +220,11 @@ pub async fn run(args: VersusArgs) -> Result<(String, bool)> {
         bail!("--cost must be in 4..=16");
     }
     let list = Scenario::expand(&args.scenario);
-    let berth = match &c.berth_bin {
-        Some(p) => p.clone(),
-        None => build_berth().await?,
-    };
-    if !c.berth_only && !c.registry_bin.exists() {
-        bail!(
-            "{} not found (apt-get install docker-registry), or use --berth-only",
-            c.registry_bin.display()
-        );
-    }
+    let berth = setup::binaries(c.berth_bin.as_deref(), c.berth_only, &c.registry_bin).await?;
     let cpu_start = cpu::snapshot();
     let started = std::time::Instant::now();
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("loadtest-versus-");
-    let tmp = match &c.workdir {
-        Some(w) => builder.tempdir_in(w)?,
-        None => builder.tempdir()?,
-    };
+    let tmp = setup::work_dir("loadtest-versus-", c.workdir.as_deref())?;
     let dir = tmp.path().to_path_buf();
-    phase(&format!("work directory {}", dir.display()));
     let password = hex(&random_bytes(99, 12));
     let hash =
         bcrypt::hash_with_result(&password, args.cost)?.format_for_version(bcrypt::Version::TwoY);

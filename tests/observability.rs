@@ -26,7 +26,7 @@ use base64::Engine;
 use reqwest::{Method, StatusCode};
 
 use client::{location, sha256, Client};
-use common::{free_port, wait_for_port, Berth};
+use common::{free_port, process::openssl, wait_for_port, Berth};
 
 /// Berth with a filesystem root, the in-memory blob-descriptor cache, and
 /// metrics on a second port; `extra` is appended at top level (YAML).
@@ -356,18 +356,6 @@ async fn htpasswd_logins_are_counted() {
     assert_eq!(value(&m, &attempts("basic", "success")), 1.0);
     assert_eq!(value(&m, &requests(401, "base", "get")), 3.0);
     assert_eq!(value(&m, &requests(200, "base", "get")), 1.0);
-}
-
-fn openssl(args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl CLI is needed (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod distribution;
 pub mod http;
 pub mod pki;
 pub mod process;

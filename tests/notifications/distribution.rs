@@ -3,19 +3,13 @@
 //! have the same envelope type, the same fields and the same values, except
 //! the one deliberate difference (distribution reports HEADs as pulls).
 
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
-
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::{
     chunked_push,
     client::{image_manifest, sha256, Client, OCI_MANIFEST},
-    common::{free_port, Berth},
+    common::{distribution::Distribution, Berth},
     receiver::Receiver,
     send, ENVELOPE,
 };
@@ -25,54 +19,6 @@ fn config(root: &str, addr: &str, hook: &str) -> String {
     format!(
         "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: side-by-side\nnotifications:\n  endpoints:\n    - name: hook\n      url: {hook}\n      timeout: 1s\n      threshold: 5\n      backoff: 100ms\n"
     )
-}
-
-/// `docker-registry serve` on a config written into `dir`, killed on drop.
-struct Distribution(Child);
-
-impl Distribution {
-    fn start(dir: &Path, hook: &str) -> (Distribution, String) {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join("docker-registry").is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "`docker-registry` is not on PATH: apt-get install docker-registry (tests/run.sh does)"
-        );
-        let addr = format!("127.0.0.1:{}", free_port());
-        let root = dir.join("root");
-        let cfg = dir.join("config.yml");
-        std::fs::write(&cfg, config(root.to_str().unwrap(), &addr, hook)).unwrap();
-        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn docker-registry");
-        let mut d = Distribution(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            if let Ok(Some(s)) = d.0.try_wait() {
-                panic!(
-                    "docker-registry exited ({s}): {}",
-                    std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "docker-registry not listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (d, addr)
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One scenario, the same requests for either registry; ends with a push to
@@ -209,9 +155,14 @@ fn comparable(e: &Value) -> Value {
 
 #[tokio::test]
 async fn berth_sends_what_distribution_2_8_sends_for_the_same_requests() {
-    let dir = tempfile::tempdir().unwrap();
     let mut from_distribution = Receiver::start().await;
-    let (_d, d_addr) = Distribution::start(dir.path(), &from_distribution.url);
+    let d = Distribution::start(|dir, addr| {
+        config(
+            dir.join("root").to_str().unwrap(),
+            addr,
+            &from_distribution.url,
+        )
+    });
     let mut from_berth = Receiver::start().await;
     let berth_hook = from_berth.url.clone();
     let b = Berth::start_with(move |root, addr| config(root, addr, &berth_hook));
@@ -223,7 +174,7 @@ async fn berth_sends_what_distribution_2_8_sends_for_the_same_requests() {
             .build()
             .unwrap(),
     };
-    scenario(&client(&d_addr)).await;
+    scenario(&client(&d.addr)).await;
     scenario(&client(&b.addr)).await;
     let theirs = collect(&mut from_distribution).await;
     let ours = collect(&mut from_berth).await;

@@ -4,10 +4,13 @@
 use std::{
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crate::common::pki::{write, Ca};
+use crate::common::{
+    pki::{write, Ca},
+    process::wait_with_deadline,
+};
 
 /// `berth serve` with `tls` under `http.tls:`; its exit code and stderr. A
 /// server that starts anyway is killed and fails the test.
@@ -26,20 +29,11 @@ fn serve(dir: &Path, tls: &str, env: &[(&str, &str)]) -> (i32, String) {
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "berth started with a bad tls config:\n{tls}\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = wait_with_deadline(&mut child, Duration::from_secs(20)) else {
+        panic!(
+            "berth started with a bad tls config:\n{tls}\n{}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
     };
     (
         status.code().unwrap_or(-1),

@@ -4,90 +4,24 @@
 //! so this proves the header, claims and signature formats, for RSA and
 //! ECDSA keys alike.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use crate::{common::distribution::Distribution, support::*};
 
-use crate::{common::free_port, support::*};
-
-struct Distribution {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Distribution {
-    fn start(realm: &str, cert: &str) -> Distribution {
-        let found = std::env::var_os("PATH").is_some_and(|p| {
-            std::env::split_paths(&p).any(|d| d.join("docker-registry").is_file())
-        });
-        assert!(
-            found,
-            "docker-registry is not on PATH (apt-get install docker-registry)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
-                 http:\n  addr: {addr}\n  secret: interop\n\
-                 auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
-                root = dir.path().join("data").display(),
-            ),
+/// distribution trusting `cert` for tokens from `realm`.
+fn start_distribution(realm: &str, cert: &str) -> Distribution {
+    Distribution::start(|dir, addr| {
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             http:\n  addr: {addr}\n  secret: interop\n\
+             auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
+            root = dir.join("data").display(),
         )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn docker-registry");
-        let mut d = Distribution { child, addr, dir };
-        // Ready when /v2/ answers with its token challenge.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("docker-registry exited ({status}):\n{}", d.logs());
-            }
-            if std::net::TcpStream::connect(&d.addr).is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry not up:\n{}",
-                d.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    })
 }
 
 fn interop(kind: KeyKind, alg: &str) {
     let secrets = Secrets::new(kind, &[("ci", "ci-pass"), ("alice", "alice-pass")]);
     let berth = start_fixture("ci-push.yml", &secrets, "");
-    let dist = Distribution::start(&token_url(&berth), &secrets.path("token.crt"));
+    let dist = start_distribution(&token_url(&berth), &secrets.path("token.crt"));
     let base = dist.url("");
 
     // distribution's challenge sends clients to Berth.

@@ -5,7 +5,6 @@
 //! registry in front of that store can do.
 
 use std::{
-    cell::Cell,
     net::SocketAddr,
     rc::Rc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -185,44 +184,17 @@ impl Store {
         concurrency: usize,
         pb: &ProgressBar,
     ) -> Result<SmallResult> {
-        let next = Rc::new(Cell::new(0usize));
-        let t0 = Instant::now();
-        let local = tokio::task::LocalSet::new();
-        let mut handles = Vec::new();
-        for _ in 0..concurrency {
-            let (blobs, next, pb, store) = (blobs.clone(), next.clone(), pb.clone(), self.clone());
-            let prefix = prefix.to_string();
-            handles.push(local.spawn_local(async move {
-                let mut c = Client::new(store.addr);
-                let mut lat = Vec::new();
-                loop {
-                    let i = next.get();
-                    next.set(i + 1);
-                    let Some((data, digest)) = blobs.get(i) else {
-                        break;
-                    };
-                    let t = Instant::now();
-                    let key = format!("{prefix}/{}", digest.trim_start_matches("sha256:"));
-                    let resp = store
-                        .send(&mut c, Method::PUT, &key, ReqBody::full(data.clone()))
-                        .await?;
-                    drain(expect(resp, StatusCode::OK, "PutObject").await?, None).await?;
-                    lat.push(t.elapsed().as_micros() as u32);
-                    pb.inc(1);
-                }
-                anyhow::Ok(lat)
-            }));
-        }
-        let mut lat = Vec::with_capacity(blobs.len());
-        local
-            .run_until(async {
-                for h in handles {
-                    lat.extend(h.await??);
-                }
-                anyhow::Ok(())
-            })
-            .await?;
-        Ok(SmallResult::from_latencies(blobs.len(), t0.elapsed(), lat))
+        let store = self.clone();
+        let prefix = prefix.to_string();
+        let put = async move |c: &mut Client, data: &Bytes, digest: &str| {
+            let key = format!("{prefix}/{}", digest.trim_start_matches("sha256:"));
+            let resp = store
+                .send(c, Method::PUT, &key, ReqBody::full(data.clone()))
+                .await?;
+            drain(expect(resp, StatusCode::OK, "PutObject").await?, None).await?;
+            Ok(())
+        };
+        workloads::send_small_blobs(self.addr, blobs, concurrency, pb, put).await
     }
 
     /// PutObject of a small object (for the request loops).

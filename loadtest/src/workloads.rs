@@ -249,12 +249,38 @@ pub async fn push_small_blobs(
     concurrency: usize,
     pb: &ProgressBar,
 ) -> Result<SmallResult> {
+    let repo = repo.to_string();
+    send_small_blobs(
+        addr,
+        blobs,
+        concurrency,
+        pb,
+        async move |c, data, digest| push_small(c, &repo, data, digest).await,
+    )
+    .await
+}
+
+/// Send every `(data, digest)` in `blobs` with `send`: `concurrency` clients,
+/// each on its own keep-alive connection to `addr`, take the next blob from a
+/// shared counter; each send's latency counts. The registry push and the
+/// store's PutObject differ only in `send`.
+pub async fn send_small_blobs<F>(
+    addr: SocketAddr,
+    blobs: Rc<Vec<(Bytes, String)>>,
+    concurrency: usize,
+    pb: &ProgressBar,
+    send: F,
+) -> Result<SmallResult>
+where
+    F: AsyncFn(&mut Client, &Bytes, &str) -> Result<()> + 'static,
+{
+    let send = Rc::new(send);
     let next = Rc::new(Cell::new(0usize));
     let t0 = Instant::now();
     let local = tokio::task::LocalSet::new();
     let mut handles = Vec::new();
     for _ in 0..concurrency {
-        let (blobs, next, pb, repo) = (blobs.clone(), next.clone(), pb.clone(), repo.to_string());
+        let (blobs, next, pb, send) = (blobs.clone(), next.clone(), pb.clone(), send.clone());
         handles.push(local.spawn_local(async move {
             let mut c = Client::new(addr);
             let mut lat = Vec::new();
@@ -265,7 +291,7 @@ pub async fn push_small_blobs(
                     break;
                 };
                 let t = Instant::now();
-                push_small(&mut c, &repo, data, digest).await?;
+                send(&mut c, data, digest).await?;
                 lat.push(t.elapsed().as_micros() as u32);
                 pb.inc(1);
             }

@@ -398,7 +398,7 @@ pub async fn run(args: AuthArgs) -> Result<String> {
         warmup: (duration / 5).min(Duration::from_secs(1)),
         duration,
     };
-    let berth = setup::binaries(c.berth_bin.as_deref(), c.berth_only, &c.registry_bin).await?;
+    let berth = setup::binaries(&c.bins, c.berth_only).await?;
     let cpu_start = cpu::snapshot();
     let started = Instant::now();
     let mut notes = Vec::new();
@@ -444,7 +444,7 @@ pub async fn run(args: AuthArgs) -> Result<String> {
 
     let mut kinds = vec![(RegistryKind::Berth, berth.as_path())];
     if !c.berth_only {
-        kinds.push((RegistryKind::Distribution, c.registry_bin.as_path()));
+        kinds.push((RegistryKind::Distribution, c.bins.registry_bin.as_path()));
     }
     let mut figs = Vec::new();
     for (kind, bin) in kinds {

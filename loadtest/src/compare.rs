@@ -374,12 +374,7 @@ pub async fn run(args: CompareArgs) -> Result<Report> {
     let s = Settings::from(&args)?;
     let mut notes = Vec::new();
 
-    let berth_bin = setup::binaries(
-        args.berth_bin.as_deref(),
-        args.berth_only,
-        &args.registry_bin,
-    )
-    .await?;
+    let berth_bin = setup::binaries(&args.bins, args.berth_only).await?;
     // After the build: cargo's CPU is not the run's.
     let cpu_start = cpu::snapshot();
     let started = std::time::Instant::now();
@@ -428,8 +423,8 @@ pub async fn run(args: CompareArgs) -> Result<Report> {
     let dist = if args.berth_only {
         None
     } else {
-        let d =
-            servers::start_registry(RegistryKind::Distribution, &args.registry_bin, &dir).await?;
+        let d = servers::start_registry(RegistryKind::Distribution, &args.bins.registry_bin, &dir)
+            .await?;
         rss.watch(d.label(), d.proc.pid());
         note(format!("distribution on {} (pid {})", d.addr, d.proc.pid()));
         Some(d)

@@ -132,12 +132,8 @@ pub struct CommonArgs {
     /// Shorter run with smaller sizes (see README.md).
     #[arg(long)]
     pub quick: bool,
-    /// Use this berth binary instead of `cargo build --release --bin berth`.
-    #[arg(long)]
-    pub berth_bin: Option<PathBuf>,
-    /// distribution's binary.
-    #[arg(long, default_value = "/usr/bin/docker-registry")]
-    pub registry_bin: PathBuf,
+    #[command(flatten)]
+    pub bins: setup::BinaryArgs,
     /// Directory for the run's temporary directory.
     #[arg(long)]
     pub workdir: Option<PathBuf>,
@@ -248,12 +244,8 @@ pub struct CompareArgs {
     /// Seconds to wait for dockerd to answer.
     #[arg(long, default_value_t = 60)]
     pub dockerd_timeout: u64,
-    /// Use this berth binary instead of `cargo build --release --bin berth`.
-    #[arg(long)]
-    pub berth_bin: Option<PathBuf>,
-    /// distribution's binary.
-    #[arg(long, default_value = "/usr/bin/docker-registry")]
-    pub registry_bin: PathBuf,
+    #[command(flatten)]
+    pub bins: setup::BinaryArgs,
     /// Directory for the run's temporary directory (its disk is the one measured).
     #[arg(long)]
     pub workdir: Option<PathBuf>,

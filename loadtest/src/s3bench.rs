@@ -551,7 +551,7 @@ pub async fn run(args: S3Args) -> Result<String> {
     let s = Settings::from(&args)?;
     let c = &args.common;
     let mut notes = Vec::new();
-    let berth = setup::binaries(c.berth_bin.as_deref(), c.berth_only, &c.registry_bin).await?;
+    let berth = setup::binaries(&c.bins, c.berth_only).await?;
     let with_dist = !c.berth_only;
     let tmp = setup::work_dir("loadtest-s3-", c.workdir.as_deref())?;
     let dir = tmp.path().to_path_buf();
@@ -597,7 +597,7 @@ pub async fn run(args: S3Args) -> Result<String> {
                 &specs,
                 &store,
                 &berth,
-                &c.registry_bin,
+                &c.bins.registry_bin,
                 &dir,
                 "m",
                 &blobs,
@@ -649,7 +649,7 @@ pub async fn run(args: S3Args) -> Result<String> {
                 &specs,
                 &store,
                 &berth,
-                &c.registry_bin,
+                &c.bins.registry_bin,
                 &dir,
                 "o",
                 &blobs,
@@ -695,7 +695,7 @@ pub async fn run(args: S3Args) -> Result<String> {
             kind,
             store_bin,
             &berth,
-            &c.registry_bin,
+            &c.bins.registry_bin,
             &dir,
             &pattern,
             &mut notes,

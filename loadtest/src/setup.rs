@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use tempfile::TempDir;
 
 use crate::progress::{phase, spinner};
@@ -56,21 +57,28 @@ async fn build_berth() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// The berth binary: `berth_bin`, else a release build of this workspace.
+/// The binaries a run measures.
+#[derive(Args, Clone, Debug)]
+pub struct BinaryArgs {
+    /// Use this berth binary instead of `cargo build --release --bin berth`.
+    #[arg(long)]
+    pub berth_bin: Option<PathBuf>,
+    /// distribution's binary.
+    #[arg(long, default_value = "/usr/bin/docker-registry")]
+    pub registry_bin: PathBuf,
+}
+
+/// The berth binary: `--berth-bin`, else a release build of this workspace.
 /// Unless `berth_only`, distribution's binary must exist too.
-pub async fn binaries(
-    berth_bin: Option<&Path>,
-    berth_only: bool,
-    registry_bin: &Path,
-) -> Result<PathBuf> {
-    let berth = match berth_bin {
-        Some(p) => p.to_path_buf(),
+pub async fn binaries(bins: &BinaryArgs, berth_only: bool) -> Result<PathBuf> {
+    let berth = match &bins.berth_bin {
+        Some(p) => p.clone(),
         None => build_berth().await?,
     };
-    if !berth_only && !registry_bin.exists() {
+    if !berth_only && !bins.registry_bin.exists() {
         bail!(
             "{} not found (apt-get install docker-registry), or use --berth-only",
-            registry_bin.display()
+            bins.registry_bin.display()
         );
     }
     Ok(berth)

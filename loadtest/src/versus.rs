@@ -220,7 +220,7 @@ pub async fn run(args: VersusArgs) -> Result<(String, bool)> {
         bail!("--cost must be in 4..=16");
     }
     let list = Scenario::expand(&args.scenario);
-    let berth = setup::binaries(c.berth_bin.as_deref(), c.berth_only, &c.registry_bin).await?;
+    let berth = setup::binaries(&c.bins, c.berth_only).await?;
     let cpu_start = cpu::snapshot();
     let started = std::time::Instant::now();
     let tmp = setup::work_dir("loadtest-versus-", c.workdir.as_deref())?;
@@ -233,7 +233,7 @@ pub async fn run(args: VersusArgs) -> Result<(String, bool)> {
 
     let mut kinds = vec![(RegistryKind::Berth, berth.as_path())];
     if !c.berth_only {
-        kinds.push((RegistryKind::Distribution, c.registry_bin.as_path()));
+        kinds.push((RegistryKind::Distribution, c.bins.registry_bin.as_path()));
     }
     let mut pairs = Vec::new();
     for (kind, bin) in kinds {

@@ -1,21 +1,12 @@
 //! Signing keys and certificates for the tests, made with the openssl CLI.
 #![allow(dead_code)]
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use base64::Engine;
 
 fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::process::openssl_in(dir, args);
 }
 
 pub struct Key {

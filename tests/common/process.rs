@@ -2,6 +2,7 @@
 //! hang it.
 
 use std::{
+    path::Path,
     process::{Child, Command, ExitStatus},
     time::{Duration, Instant},
 };
@@ -40,8 +41,16 @@ pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStat
 
 /// Run the `openssl` CLI with `args`, requiring success.
 pub fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
+    checked_openssl(Command::new("openssl").args(args), args);
+}
+
+/// [`openssl`] with `dir` as the working directory (relative file names).
+pub fn openssl_in(dir: &Path, args: &[&str]) {
+    checked_openssl(Command::new("openssl").args(args).current_dir(dir), args);
+}
+
+fn checked_openssl(cmd: &mut Command, args: &[&str]) {
+    let out = cmd
         .output()
         .expect("the openssl CLI is needed (apt-get install openssl)");
     assert!(

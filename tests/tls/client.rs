@@ -1,7 +1,7 @@
 //! TLS clients for the tests: a raw rustls connection that reports what the
 //! handshake negotiated (or why it failed), and reqwest for HTTP semantics.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
@@ -12,15 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::pki::Leaf;
 
-/// Run `f` on a private current-thread runtime: the tests stay synchronous
-/// like the harness around them.
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+pub use crate::common::http::block_on;
 
 pub const ANY_VERSION: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
 pub const TLS12_ONLY: &[&SupportedProtocolVersion] = &[&TLS12];

@@ -442,10 +442,7 @@ pub async fn run(args: AuthArgs) -> Result<String> {
         args.cost
     ));
 
-    let mut kinds = vec![(RegistryKind::Berth, berth.as_path())];
-    if !c.berth_only {
-        kinds.push((RegistryKind::Distribution, c.bins.registry_bin.as_path()));
-    }
+    let kinds = setup::registries(&berth, &c.bins, c.berth_only);
     let mut figs = Vec::new();
     for (kind, bin) in kinds {
         let label = kind.label();

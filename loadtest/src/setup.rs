@@ -11,7 +11,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use tempfile::TempDir;
 
-use crate::progress::{phase, spinner};
+use crate::{
+    progress::{phase, spinner},
+    servers::RegistryKind,
+};
 
 /// The target directory this binary was built into (berth goes beside it).
 fn target_dir(workspace: &Path) -> PathBuf {
@@ -82,6 +85,20 @@ pub async fn binaries(bins: &BinaryArgs, berth_only: bool) -> Result<PathBuf> {
         );
     }
     Ok(berth)
+}
+
+/// The registries a run measures, each with its binary: Berth, then
+/// distribution unless `berth_only`.
+pub fn registries<'a>(
+    berth: &'a Path,
+    bins: &'a BinaryArgs,
+    berth_only: bool,
+) -> Vec<(RegistryKind, &'a Path)> {
+    let mut kinds = vec![(RegistryKind::Berth, berth)];
+    if !berth_only {
+        kinds.push((RegistryKind::Distribution, bins.registry_bin.as_path()));
+    }
+    kinds
 }
 
 /// A fresh `<prefix>…` directory in `workdir` (else the system's temporary

@@ -231,10 +231,7 @@ pub async fn run(args: VersusArgs) -> Result<(String, bool)> {
     let htpasswd = dir.join("htpasswd");
     fs::write(&htpasswd, format!("{USER}:{hash}\n"))?;
 
-    let mut kinds = vec![(RegistryKind::Berth, berth.as_path())];
-    if !c.berth_only {
-        kinds.push((RegistryKind::Distribution, c.bins.registry_bin.as_path()));
-    }
+    let kinds = setup::registries(&berth, &c.bins, c.berth_only);
     let mut pairs = Vec::new();
     for (kind, bin) in kinds {
         let label = kind.label();

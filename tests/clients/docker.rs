@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 pub use super::images::{build, import_base, push, Image};
 use super::{
     daemons::Dockerd,
-    images::{layer_status, noise},
+    images::{layer_status, noise, push_new_then_sharing},
     support::{http, stored_blobs, upload_leftovers},
 };
 use crate::common::Berth;
@@ -24,16 +24,7 @@ fn manifest_blobs(berth: &Berth, repo: &str, digest: &str) -> BTreeSet<String> {
         m.header("content-type"),
         Some("application/vnd.docker.distribution.manifest.v2+json")
     );
-    let v = m.json();
-    let mut set: BTreeSet<String> = v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
-    set.insert(v["config"]["digest"].as_str().unwrap().to_string());
-    set.insert(digest.to_string());
-    set
+    crate::common::docker::manifest_blobs(&m.json(), digest)
 }
 
 #[test]
@@ -65,13 +56,10 @@ fn docker_push_pull_by_tag_and_digest_with_shared_layers() {
     assert_eq!(two.diff_ids[..2], one.diff_ids[..2]);
     assert_ne!(two.diff_ids[2], one.diff_ids[2]);
 
-    // First push: every layer is new.
+    // First push: every layer is new. Second image, same repository: the
+    // shared layers are found in place.
     let img = format!("{reg}/team/img");
-    d.ok(&["tag", &one.tag, &format!("{img}:one")]);
-    let (one_digest, out) = push(&d, &format!("{img}:one"));
-    for l in &one.diff_ids {
-        assert_eq!(layer_status(&out, l), "Pushed", "{out}");
-    }
+    let (one_digest, two_digest) = push_new_then_sharing(&d, &img, &one, &two);
     let head = http(
         "HEAD",
         &berth.url("/v2/team/img/manifests/one"),
@@ -82,13 +70,6 @@ fn docker_push_pull_by_tag_and_digest_with_shared_layers() {
         head.header("docker-content-digest"),
         Some(one_digest.as_str())
     );
-
-    // Second image, same repository: the shared layers are found in place.
-    d.ok(&["tag", &two.tag, &format!("{img}:two")]);
-    let (two_digest, out) = push(&d, &format!("{img}:two"));
-    assert_eq!(layer_status(&out, &two.diff_ids[0]), "Layer already exists");
-    assert_eq!(layer_status(&out, &two.diff_ids[1]), "Layer already exists");
-    assert_eq!(layer_status(&out, &two.diff_ids[2]), "Pushed");
 
     // Another repository: docker mounts the layers it knows from team/img.
     d.ok(&["tag", &two.tag, &format!("{reg}/other/img:two")]);

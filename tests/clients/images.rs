@@ -102,3 +102,25 @@ pub fn layer_status(out: &str, diff_id: &str) -> String {
         .unwrap_or_else(|| panic!("no status for layer {short} in:\n{out}"))
         .to_string()
 }
+
+/// Tag and push `one`, whose layers are all new, then `two`, which shares
+/// its first two layers with `one`, both into `repo` (`one` and `two` tags);
+/// checks docker's per-layer status and returns the two manifest digests.
+pub fn push_new_then_sharing(
+    d: &Dockerd,
+    repo: &str,
+    one: &Image,
+    two: &Image,
+) -> (String, String) {
+    d.ok(&["tag", &one.tag, &format!("{repo}:one")]);
+    let (one_digest, out) = push(d, &format!("{repo}:one"));
+    for l in &one.diff_ids {
+        assert_eq!(layer_status(&out, l), "Pushed", "{out}");
+    }
+    d.ok(&["tag", &two.tag, &format!("{repo}:two")]);
+    let (two_digest, out) = push(d, &format!("{repo}:two"));
+    assert_eq!(layer_status(&out, &two.diff_ids[0]), "Layer already exists");
+    assert_eq!(layer_status(&out, &two.diff_ids[1]), "Layer already exists");
+    assert_eq!(layer_status(&out, &two.diff_ids[2]), "Pushed");
+    (one_digest, two_digest)
+}

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     daemons::Dockerd,
-    images::{build, import_base, layer_status, noise, push},
+    images::{build, import_base, noise, push_new_then_sharing},
     support::http,
 };
 
@@ -23,16 +23,7 @@ fn manifest_blobs(base: &str, repo: &str, digest: &str) -> BTreeSet<String> {
         &[SCHEMA2],
     );
     assert_eq!(m.status, 200);
-    let v = m.json();
-    let mut set: BTreeSet<String> = v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
-    set.insert(v["config"]["digest"].as_str().unwrap().to_string());
-    set.insert(digest.to_string());
-    set
+    crate::common::docker::manifest_blobs(&m.json(), digest)
 }
 
 /// The upstreams nginx logged for requests matching `method`.
@@ -72,16 +63,7 @@ pub fn docker_push_pull(backend: Backend) {
     assert_eq!(one.diff_ids.len(), 3);
     assert_eq!(two.diff_ids[..2], one.diff_ids[..2]);
 
-    d.ok(&["tag", &one.tag, &format!("{img}:one")]);
-    let (one_digest, out) = push(&d, &format!("{img}:one"));
-    for l in &one.diff_ids {
-        assert_eq!(layer_status(&out, l), "Pushed", "{out}");
-    }
-    d.ok(&["tag", &two.tag, &format!("{img}:two")]);
-    let (two_digest, out) = push(&d, &format!("{img}:two"));
-    assert_eq!(layer_status(&out, &two.diff_ids[0]), "Layer already exists");
-    assert_eq!(layer_status(&out, &two.diff_ids[1]), "Layer already exists");
-    assert_eq!(layer_status(&out, &two.diff_ids[2]), "Pushed");
+    let (one_digest, two_digest) = push_new_then_sharing(&d, &img, &one, &two);
 
     // The pushes really were spread: every replica took uploads.
     let log = c.nginx.access_log();

@@ -4,6 +4,8 @@
 
 pub mod azurite;
 pub mod distribution;
+pub mod docker;
+pub mod htpasswd;
 pub mod http;
 pub mod pki;
 pub mod process;

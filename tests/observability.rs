@@ -307,12 +307,7 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 fn htpasswd_entry(user: &str, password: &str) -> String {
-    format!(
-        "{user}:{}\n",
-        bcrypt::hash(password, 4)
-            .unwrap()
-            .replacen("$2b$", "$2y$", 1)
-    )
+    common::htpasswd::entry(user, password, 4)
 }
 
 fn attempts(scheme: &str, result: &str) -> String {

@@ -22,13 +22,7 @@ fn start(htpasswd: &std::path::Path) -> Berth {
 }
 
 fn entry(user: &str, password: &str) -> String {
-    // As `htpasswd -B` writes it.
-    format!(
-        "{user}:{}\n",
-        bcrypt::hash(password, 5)
-            .unwrap()
-            .replacen("$2b$", "$2y$", 1)
-    )
+    crate::common::htpasswd::entry(user, password, 5)
 }
 
 #[tokio::test]

@@ -10,12 +10,7 @@ use super::{
 use crate::common::Berth;
 
 fn entry(user: &str, password: &str) -> String {
-    format!(
-        "{user}:{}\n",
-        bcrypt::hash(password, 5)
-            .unwrap()
-            .replacen("$2b$", "$2y$", 1)
-    )
+    crate::common::htpasswd::entry(user, password, 5)
 }
 
 #[test]

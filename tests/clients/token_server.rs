@@ -49,12 +49,7 @@ fn docker_login_push_pull_through_the_token_server() {
     let p = |n: &str| work.path().join(n).display().to_string();
     std::fs::write(p("token.key"), key.serialize_pem()).unwrap();
     std::fs::write(p("token.crt"), cert.pem()).unwrap();
-    let entry = |u: &str, pw: &str| {
-        format!(
-            "{u}:{}\n",
-            bcrypt::hash(pw, 5).unwrap().replacen("$2b$", "$2y$", 1)
-        )
-    };
+    let entry = |u: &str, pw: &str| crate::common::htpasswd::entry(u, pw, 5);
     std::fs::write(
         p("htpasswd"),
         entry("ci", "ci-password") + &entry("viewer", "viewer-password"),

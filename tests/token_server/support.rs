@@ -95,9 +95,7 @@ impl Secrets {
 }
 
 pub fn bcrypt_hash(password: &str) -> String {
-    bcrypt::hash(password, 4)
-        .unwrap()
-        .replacen("$2b$", "$2y$", 1)
+    crate::common::htpasswd::bcrypt_hash(password, 4)
 }
 
 fn fixture_path(name: &str) -> PathBuf {

@@ -7,6 +7,7 @@ pub mod distribution;
 pub mod docker;
 pub mod htpasswd;
 pub mod http;
+pub mod noise;
 pub mod pki;
 pub mod process;
 pub mod redis;

@@ -158,6 +158,21 @@ impl S3Server {
         server
     }
 
+    /// Parts of unfinished multipart uploads on s3s-fs, which keeps them as
+    /// `.upload_id-*` files in its root (s3s-fs only: moto keeps memory).
+    pub fn pending_parts(&self) -> usize {
+        std::fs::read_dir(&self.root)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".upload_id-")
+            })
+            .count()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -5,23 +5,14 @@
 use berth::storage::{layout, testsuite, StorageDriver, StorageError};
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::{Digest as _, Sha256};
 
-use crate::common::{azurite::Azurite, Berth};
+use crate::common::{azurite::Azurite, http::sha256, noise::xorshift_bytes, Berth};
 
 const MIB: usize = 1024 * 1024;
 
 /// Deterministic bytes that differ at every offset (a misplaced block shows).
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    xorshift_bytes(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, len)
 }
 
 async fn read_all(d: &dyn StorageDriver, path: &str) -> Vec<u8> {
@@ -147,10 +138,6 @@ async fn azure_writer_resumes_across_instances() {
         read_all(&b, dest).await == moved,
         "renaming onto itself lost it"
     );
-}
-
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 #[tokio::test]

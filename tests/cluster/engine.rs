@@ -121,6 +121,6 @@ pub fn docker_push_pull(backend: Backend) {
         rt.block_on(c.objects("/docker/registry/v2/blobs")),
         expected
     );
-    let uploads = rt.block_on(c.objects("/docker/registry/v2/repositories/team/img/_uploads"));
+    let uploads = rt.block_on(c.upload_leftovers("team/img"));
     assert_eq!(uploads, Vec::<String>::new());
 }

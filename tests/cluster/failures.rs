@@ -91,13 +91,11 @@ pub async fn concurrent_pushes_of_the_same_layers(backend: Backend) {
             "{path} holds other bytes"
         );
     }
-    let repo_dir = layout::repository(repo);
+    assert_eq!(c.upload_leftovers(repo).await, Vec::<String>::new());
     assert_eq!(
-        c.objects(&format!("{repo_dir}/_uploads")).await,
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        c.objects(&format!("{repo_dir}/_layers")).await.len(),
+        c.objects(&format!("{}/_layers", layout::repository(repo)))
+            .await
+            .len(),
         3,
         "one link per blob"
     );
@@ -239,11 +237,7 @@ pub async fn replica_killed_mid_push(backend: Backend) {
         assert_eq!(s, StatusCode::OK);
         assert!(got == *blob);
     }
-    let repo_dir = layout::repository(repo);
-    assert_eq!(
-        c.objects(&format!("{repo_dir}/_uploads")).await,
-        Vec::<String>::new()
-    );
+    assert_eq!(c.upload_leftovers(repo).await, Vec::<String>::new());
     assert_eq!(
         c.objects("/docker/registry/v2/blobs").await,
         vec![blob_object(&digest)]

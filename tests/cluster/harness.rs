@@ -2,7 +2,7 @@
 //! Redis for the blob-descriptor cache, three replicas sharing `http.secret`,
 //! and nginx in front. Every process stops when the `Cluster` is dropped.
 
-use berth::storage::{Driver, StorageDriver};
+use berth::storage::{layout, Driver, StorageDriver};
 
 use super::nginx::Nginx;
 use crate::common::{azurite::Azurite, redis::RedisServer, s3::S3Server, Berth};
@@ -158,21 +158,17 @@ impl Cluster {
         }
     }
 
+    /// Objects left under `repo`'s `_uploads`: a finished upload must leave
+    /// none.
+    pub async fn upload_leftovers(&self, repo: &str) -> Vec<String> {
+        self.objects(&format!("{}/_uploads", layout::repository(repo)))
+            .await
+    }
+
     /// Multipart upload parts s3s-fs holds (files at its root); None on Azure.
     pub fn s3_parts(&self) -> Option<usize> {
         match &self.store {
-            Store::S3(s) => Some(
-                std::fs::read_dir(&s.root)
-                    .unwrap()
-                    .filter(|e| {
-                        e.as_ref()
-                            .unwrap()
-                            .file_name()
-                            .to_string_lossy()
-                            .starts_with(".upload_id-")
-                    })
-                    .count(),
-            ),
+            Store::S3(s) => Some(s.pending_parts()),
             Store::Azure(_) => None,
         }
     }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::free_port;
+use crate::common::{free_port, process::wait_ready};
 
 pub struct Nginx {
     child: Child,
@@ -104,6 +104,12 @@ fn probe(addr: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
+/// What nginx wrote to stderr, then its error log.
+fn error_log(dir: &Path) -> String {
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+    read("stderr.log") + &read("error.log")
+}
+
 impl Nginx {
     /// Start in front of `upstreams` (`host:port` each) and wait, bounded,
     /// until a request through it reaches a replica.
@@ -112,7 +118,7 @@ impl Nginx {
         let addr = format!("127.0.0.1:{}", free_port());
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, config(dir.path(), &addr, upstreams)).unwrap();
-        let child = Command::new(executable())
+        let mut child = Command::new(executable())
             .arg("-p")
             .arg(dir.path())
             // Startup errors too go to the temp dir, not /var/log/nginx.
@@ -126,22 +132,15 @@ impl Nginx {
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
             .spawn()
             .expect("spawn nginx");
-        let mut n = Nginx { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = n.child.try_wait() {
-                panic!("nginx exited ({status}) at start:\n{}", n.error_log());
-            }
-            if probe(&n.addr) == Some(200) {
-                return n;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx not ready in 20s:\n{}",
-                n.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_ready(
+            &mut child,
+            "nginx",
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || probe(&addr) == Some(200),
+            || error_log(dir.path()),
+        );
+        Nginx { child, addr, dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -149,8 +148,7 @@ impl Nginx {
     }
 
     pub fn error_log(&self) -> String {
-        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
-        read("stderr.log") + &read("error.log")
+        error_log(self.dir.path())
     }
 
     /// One line per request: method, path, status, the upstream(s) tried.

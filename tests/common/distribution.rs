@@ -4,10 +4,13 @@
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use super::{free_port, process::require_tool};
+use super::{
+    free_port,
+    process::{require_tool, wait_ready},
+};
 
 pub struct Distribution {
     child: Child,
@@ -27,7 +30,7 @@ impl Distribution {
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config(dir.path(), &addr)).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
+        let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
             .stdin(Stdio::null())
@@ -35,20 +38,15 @@ impl Distribution {
             .stderr(log)
             .spawn()
             .expect("spawn docker-registry");
-        let mut d = Distribution { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&d.addr).is_err() {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("docker-registry exited ({status}):\n{}", d.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry not listening:\n{}",
-                d.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
+        wait_ready(
+            &mut child,
+            "docker-registry",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || std::net::TcpStream::connect(&addr).is_ok(),
+            || read_log(dir.path()),
+        );
+        Distribution { child, addr, dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -56,8 +54,12 @@ impl Distribution {
     }
 
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+        read_log(self.dir.path())
     }
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
 }
 
 impl Drop for Distribution {

@@ -39,6 +39,34 @@ pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStat
     }
 }
 
+/// Poll `ready` every `every` until it holds, at most `limit`. A child that
+/// exits first, or is not ready in time, fails the test with `logs()`; it
+/// is killed first so no daemon outlives its test.
+pub fn wait_ready(
+    child: &mut Child,
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut ready: impl FnMut() -> bool,
+    logs: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) at start:\n{}", logs());
+        }
+        if ready() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} not ready in {limit:?}:\n{}", logs());
+        }
+        std::thread::sleep(every);
+    }
+}
+
 /// Run the `openssl` CLI with `args`, requiring success.
 pub fn openssl(args: &[&str]) {
     checked_openssl(Command::new("openssl").args(args), args);

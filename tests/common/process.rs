@@ -3,7 +3,7 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, ExitStatus},
+    process::{Child, Command, ExitStatus, Output},
     time::{Duration, Instant},
 };
 
@@ -69,21 +69,26 @@ pub fn wait_ready(
 
 /// Run the `openssl` CLI with `args`, requiring success.
 pub fn openssl(args: &[&str]) {
-    checked_openssl(Command::new("openssl").args(args), args);
+    output_ok(Command::new("openssl").args(args));
 }
 
 /// [`openssl`] with `dir` as the working directory (relative file names).
 pub fn openssl_in(dir: &Path, args: &[&str]) {
-    checked_openssl(Command::new("openssl").args(args).current_dir(dir), args);
+    output_ok(Command::new("openssl").args(args).current_dir(dir));
 }
 
-fn checked_openssl(cmd: &mut Command, args: &[&str]) {
+/// Run `cmd` to completion, requiring exit status 0; a failure shows what
+/// it printed on both streams.
+pub fn output_ok(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
-        .expect("the openssl CLI is needed (apt-get install openssl)");
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{free_port, wait_for_port};
+use super::{free_port, process::output_ok, wait_for_port};
 
 pub struct RedisServer {
     pub port: u16,
@@ -93,16 +93,11 @@ impl RedisCluster {
             .map(|_| RedisServer::start_on(free_port(), true))
             .collect();
         let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
+        output_ok(
+            Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&addrs)
+                .args(["--cluster-replicas", "0", "--cluster-yes"]),
         );
         // Bounded wait until every slot is served.
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -71,6 +71,12 @@ pub async fn get(
     let reg = &state.registry;
     let info = reg.stat_blob(name, &d).await?;
     let head = req.method() == Method::HEAD;
+    if !head {
+        if let Some(url) = reg.blob_redirect(&d, "GET").await? {
+            state.notifier.blob_pulled(ctx, name, &d, info.size);
+            return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
+        }
+    }
     let common = [
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
         (
@@ -81,12 +87,6 @@ pub async fn get(
         (header::ACCEPT_RANGES, "bytes".to_string()),
         (header::CACHE_CONTROL, "max-age=31536000".to_string()),
     ];
-    if !head {
-        if let Some(url) = reg.blob_redirect(&d, "GET").await? {
-            state.notifier.blob_pulled(ctx, name, &d, info.size);
-            return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
-        }
-    }
     let range = match header_str(&req, "range").map(|r| parse_range(r, info.size)) {
         None | Some(Ok(None)) => None,
         Some(Ok(Some(r))) => Some(r),

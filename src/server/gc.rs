@@ -31,5 +31,6 @@ pub async fn garbage_collect(cfg: &Config, opts: &GcOptions) -> anyhow::Result<G
     });
     let result = registry.garbage_collect(opts).await;
     watcher.abort();
-    Ok(result?)
+    // The message alone: the spec's error code means nothing on a terminal.
+    result.map_err(|e| anyhow::anyhow!(e.message))
 }

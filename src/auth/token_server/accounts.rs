@@ -41,6 +41,9 @@ pub struct Accounts {
     /// file (which has its own), so that "no such user" takes as long as
     /// "wrong password".
     dummy: Option<String>,
+    /// bcrypt checks of static users allowed at once (the htpasswd file's
+    /// checks have their own cap): a flood of logins queues as futures.
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 /// bcrypt ignores what follows a NUL or the 72nd byte: refuse both.
@@ -77,6 +80,9 @@ impl Accounts {
             users,
             htpasswd,
             dummy,
+            bcrypt_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 
@@ -93,6 +99,10 @@ impl Accounts {
             },
         };
         let password = password.to_string();
+        // Never closed, so acquiring only waits.
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return false;
+        };
         tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
             .await
             .unwrap_or(false)

@@ -135,9 +135,8 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
         ));
     }
     if !cfg.http.is_empty() {
-        // The http checks' client is rustls without a built-in provider:
-        // install one before building it, or reqwest panics at start.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Before the http checks' client is built, or reqwest panics at start.
+        crate::config::tls::install_default_provider();
     }
     for (i, c) in cfg.http.iter().enumerate() {
         let schedule = c.schedule(i)?;
@@ -318,7 +317,7 @@ pub async fn probe(cfg: &crate::config::Config, addr: Option<&str>) -> Result<()
     let scheme = if tls { "https" } else { "http" };
     let prefix = cfg.http.prefix.trim_end_matches('/');
     let url = format!("{scheme}://{host}{prefix}/health/storage");
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::config::tls::install_default_provider();
     let client = reqwest_tls::Client::builder()
         .timeout(Duration::from_secs(10))
         .danger_accept_invalid_certs(true)

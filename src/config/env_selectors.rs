@@ -36,13 +36,13 @@ pub(super) const SELECTOR_KEYS: [&str; 2] = ["auth", "storage"];
 /// Apply `REGISTRY_AUTH` / `REGISTRY_STORAGE` to the defaults-and-file
 /// figment; unchanged when neither is set.
 pub(super) fn apply(fig: Figment) -> Result<Figment, ConfigError> {
-    let chosen: Vec<(&str, String)> = SELECTORS
+    let chosen: Vec<(&str, &[&str], String)> = SELECTORS
         .iter()
         .filter_map(|(section, var, names)| {
             let value = std::env::var(var).ok()?;
             let value = value.trim().to_string();
             Some(if names.contains(&value.as_str()) {
-                Ok((*section, value))
+                Ok((*section, *names, value))
             } else {
                 Err(ConfigError(format!(
                     "{var}: {value:?} is not one of {}",
@@ -57,12 +57,7 @@ pub(super) fn apply(fig: Figment) -> Result<Figment, ConfigError> {
     let mut merged: Value = fig
         .extract()
         .map_err(|e| ConfigError(e.to_string().replace('\n', " ")))?;
-    for (section, name) in chosen {
-        let names = SELECTORS
-            .iter()
-            .find(|(s, _, _)| *s == section)
-            .map(|(_, _, n)| *n)
-            .unwrap_or_default();
+    for (section, names, name) in chosen {
         let root = merged.as_object_mut().expect("a config is a map");
         let entry = root
             .entry(section)

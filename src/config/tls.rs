@@ -92,6 +92,15 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Make ring the process-wide default provider. Berth's reqwest clients
+/// (Azure, webhooks, health checks, OTLP export) are built without a provider
+/// of their own and panic without a default; the tree also carries aws-lc
+/// through the S3 SDK, so rustls cannot pick one by itself. Idempotent: an
+/// already installed default stays.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl TlsConfig {
     /// Whether the listener speaks TLS at all.
     pub fn enabled(&self) -> bool {

@@ -209,9 +209,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The client every endpoint shares (connections pooled per host).
 pub fn client() -> Result<reqwest::Client, String> {
-    // reqwest is built without a default TLS provider; use ring, as the rest
-    // of Berth does. An already installed default stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::config::tls::install_default_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()

@@ -33,8 +33,7 @@ impl Drop for Telemetry {
 
 /// Logs only (for commands that do not serve).
 pub fn init_logging(cfg: &LogConfig) {
-    // No provider: nothing to keep.
-    let _ = install(cfg, None);
+    install(cfg, None);
 }
 
 /// Logs, and traces when configured (`tracing:` or OTEL_* env).
@@ -48,10 +47,7 @@ pub fn init(cfg: &Config) -> Result<Telemetry, String> {
     Ok(Telemetry { provider })
 }
 
-fn install(
-    cfg: &LogConfig,
-    provider: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
-) -> Option<()> {
+fn install(cfg: &LogConfig, provider: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
     // Colour codes only for a person at a terminal, never into log files.
     let ansi = std::io::stderr().is_terminal() && cfg.fields.is_empty();
@@ -81,12 +77,8 @@ fn install(
         }))
         .with_filter(filter);
     let registry = tracing_subscriber::registry().with(log_layer);
-    // A second init (tests) keeps the first subscriber.
-    match provider {
-        Some(p) => registry
-            .with(otel::layer(p).with_filter(filter_fn(|meta| meta.target() == otel::TARGET)))
-            .try_init()
-            .ok(),
-        None => registry.try_init().ok(),
-    }
+    // A second init (tests) keeps the first subscriber, hence no unwrap.
+    let traces = provider
+        .map(|p| otel::layer(p).with_filter(filter_fn(|meta| meta.target() == otel::TARGET)));
+    let _ = registry.with(traces).try_init();
 }

@@ -50,10 +50,8 @@ pub fn wanted(cfg: &TracingConfig) -> bool {
 
 /// The provider exporting to the configured collector.
 pub fn provider(cfg: &TracingConfig) -> Result<SdkTracerProvider, String> {
-    // The exporter's HTTP client is rustls without a built-in provider (the
-    // tree also carries aws-lc through the S3 SDK): name ring, as Berth's
-    // other TLS clients do. An earlier install is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The exporter's HTTP client needs a process-default TLS provider.
+    crate::config::tls::install_default_provider();
 
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
     if !cfg.endpoint.is_empty() {

@@ -193,21 +193,8 @@ async fn sigterm_with_undelivered_events_stops_within_the_drain_bound() {
     let c = Client::new(&b);
     c.push_blob("stop/app", b"a").await;
     c.push_blob("stop/app", b"b").await;
-    // SAFETY: a plain kill(2) on the child we spawned.
-    assert_eq!(unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) }, 0);
     // Berth gives webhooks 5 s after the listener drained; allow generously more.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = b.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "berth did not stop: {}",
-            b.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = b.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status:?}: {}", b.logs());
     let logs = b.logs();
     let lost = logs

@@ -272,21 +272,8 @@ async fn a_collector_that_never_answers_delays_no_request_and_no_shutdown() {
         let r = c.get(&format!("/v2/blackhole/app/blobs/{d}")).await;
         assert_eq!(r.status(), 200);
     }
-    // SAFETY: a plain kill(2) on the child we spawned.
-    assert_eq!(unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) }, 0);
     // The final flush is bounded by `timeout`; allow generously more.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = b.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "berth did not stop: {}",
-            b.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = b.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status:?}: {}", b.logs());
 }
 

@@ -98,9 +98,7 @@ fn map_err(path: &str, e: object_store::Error) -> StorageError {
 
 impl AzureDriver {
     pub fn new(s: &AzureSettings) -> Result<AzureDriver> {
-        // reqwest is built without a default TLS provider; use ring, as the
-        // rest of Berth does. An already installed default stays.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::config::tls::install_default_provider();
         let url = url::Url::parse(&s.service_url).map_err(|e| backend("serviceurl", e))?;
         let options = ClientOptions::new()
             .with_allow_http(url.scheme() == "http")

@@ -88,6 +88,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(CONFIG_ERROR);
                 }
             };
+            if let Err(e) = berth::auth::check(&cfg) {
+                eprintln!("berth: configuration error: {e}");
+                return ExitCode::from(CONFIG_ERROR);
+            }
             let _telemetry = match berth::telemetry::init(&cfg) {
                 Ok(t) => t,
                 Err(e) => {
@@ -170,8 +174,12 @@ fn main() -> ExitCode {
         }
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match Config::load(Some(&file)) {
-            Ok(_) => {
+        } => match Config::load(Some(&file)).map(|cfg| berth::auth::check(&cfg)) {
+            Ok(Err(e)) => {
+                eprintln!("berth: configuration error: {e}");
+                ExitCode::from(CONFIG_ERROR)
+            }
+            Ok(Ok(())) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }

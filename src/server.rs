@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api,
-    auth::Authenticator,
     cache::{inmemory::InMemoryCache, redis::RedisCache, BlobDescriptorCache, CacheBackend},
     config::{Config, StorageDriverConfig},
     notify::Notifier,
@@ -123,12 +122,8 @@ fn router_for(
     metrics: Option<Arc<Metrics>>,
     notifier: Arc<Notifier>,
 ) -> anyhow::Result<axum::Router> {
-    let auth = match &cfg.auth {
-        Some(a) => Authenticator::from_config(a).map_err(anyhow::Error::msg)?,
-        None => None,
-    };
-    let token_server =
-        crate::auth::token_server::router(cfg, metrics.clone()).map_err(anyhow::Error::msg)?;
+    let (auth, token_server) =
+        crate::auth::build(cfg, metrics.clone()).map_err(anyhow::Error::msg)?;
     Ok(api::router_with_notifier(
         cfg,
         registry,
@@ -227,6 +222,7 @@ async fn serve_app(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let storage = cfg.storage.driver().map_or_else(|e| e, |d| d.describe());
+    crate::auth::warn_if_plaintext(cfg, listener.local_addr()?);
     tracing::info!(addr = %listener.local_addr()?, storage = %storage, "berth listening");
     let app = app.layer(axum::middleware::map_request(host_from_authority));
     if let Some(tls_cfg) = cfg.http.tls.as_ref().filter(|t| t.enabled()) {

@@ -42,7 +42,8 @@ pub fn method_not_allowed() -> Response {
 }
 
 /// 401 with the challenge, or 403 DENIED; the body lists what was needed, as
-/// distribution's does.
+/// distribution's does. 429 TOOMANYREQUESTS with Retry-After when the
+/// credentials could not be checked yet.
 pub fn denial_response(
     denial: crate::auth::Denial,
     need: &[crate::auth::access::Access],
@@ -64,5 +65,14 @@ pub fn denial_response(
         crate::auth::Denial::Forbidden(message) => Error::new(Code::Denied, message)
             .with_detail(json!(detail))
             .into_response(),
+        crate::auth::Denial::TooManyRequests {
+            retry_after,
+            message,
+        } => {
+            let mut resp = Error::new(Code::TooManyRequests, message).into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.as_secs().max(1).into());
+            resp
+        }
     }
 }

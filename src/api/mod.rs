@@ -169,6 +169,7 @@ async fn check_access(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
+    peer: Option<std::net::SocketAddr>,
     mount_from: Option<String>,
     route: &Route,
 ) -> Result<Option<String>, Response> {
@@ -178,15 +179,19 @@ async fn check_access(
     let need = access::required(method, route, mount_from.as_deref());
     // Where this registry is reachable, prefix included (for autoredirect realms).
     let origin = format!("{}{}", state.urls.origin(headers), state.urls.prefix);
-    let result = auth.authorize(headers, &need, &origin).await;
+    let result = auth.authorize(headers, &need, &origin, peer).await;
     if let Some(m) = &state.metrics {
         if auth.credentials_presented(headers) {
             let outcome = match &result {
-                Ok(_) => "success",
-                Err(Denial::Challenge { .. }) => "failure",
-                Err(Denial::Forbidden(_)) => "denied",
+                Ok(_) => Some("success"),
+                Err(Denial::Challenge { .. }) => Some("failure"),
+                Err(Denial::Forbidden(_)) => Some("denied"),
+                // Throttled or queue full: the credentials were not checked.
+                Err(Denial::TooManyRequests { .. }) => None,
             };
-            m.auth_attempt(auth.scheme(), outcome);
+            if let Some(outcome) = outcome {
+                m.auth_attempt(auth.scheme(), outcome);
+            }
         }
     }
     result
@@ -204,7 +209,12 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
     };
     let method = req.method().clone();
     let mount_from = query_param(&req, "mount").and(query_param(&req, "from"));
-    let actor = match check_access(&state, &method, req.headers(), mount_from, &route).await {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let actor = match check_access(&state, &method, req.headers(), peer, mount_from, &route).await
+    {
         Ok(actor) => actor,
         Err(denied) => return denied,
     };

@@ -1,21 +1,26 @@
 //! htpasswd users (bcrypt only, as `htpasswd -B` writes them).
 //!
-//! bcrypt is deliberately slow (~70 ms here) and docker sends Basic credentials
-//! on every request, so: checks run on the blocking pool, never on an async
-//! worker, at most one per core at a time (a flood of wrong passwords
-//! queues as cheap futures instead of growing the blocking pool to hundreds
-//! of threads that starve every other blocking task); and a successful check is remembered for a short while, keyed by a
-//! salted SHA-256 of user and password (never the password itself), so a push
-//! of many layers pays for bcrypt once. The file is re-read when it changes.
+//! bcrypt is deliberately slow (~70 ms at cost 10) and docker sends Basic
+//! credentials on every request, so checks wait in the shared, bounded
+//! [`BcryptQueue`], and a successful check is remembered for a short while,
+//! keyed by a salted SHA-256 of user and password (never the password
+//! itself), so a push of many layers pays for bcrypt once. The file is
+//! re-read when it changes.
+//!
+//! A user that is not in the file is checked against a stand-in hash at the
+//! cost most entries use, so "no such user" takes as long as "wrong
+//! password" and the timing tells nobody which names exist.
 
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
 use sha2::{Digest as _, Sha256};
+
+use super::bcrypt_queue::{self, BcryptQueue, Busy};
 
 /// How long a verified user:password stays trusted without a bcrypt check.
 const REMEMBER: Duration = Duration::from_secs(60);
@@ -38,8 +43,22 @@ pub enum HtpasswdError {
 
 struct Loaded {
     users: HashMap<String, String>,
+    /// Checked for unknown users: a hash at the entries' typical cost.
+    stand_in: String,
     stamp: Option<(SystemTime, u64)>,
     checked: Instant,
+}
+
+impl Loaded {
+    fn new(users: HashMap<String, String>, stamp: Option<(SystemTime, u64)>) -> Loaded {
+        let cost = bcrypt_queue::typical_cost(users.values().map(String::as_str));
+        Loaded {
+            users,
+            stand_in: bcrypt_queue::stand_in(cost),
+            stamp,
+            checked: Instant::now(),
+        }
+    }
 }
 
 pub struct Htpasswd {
@@ -47,11 +66,7 @@ pub struct Htpasswd {
     loaded: Mutex<Loaded>,
     remembered: Mutex<HashMap<[u8; 32], Instant>>,
     salt: [u8; 32],
-    /// A valid hash to check unknown users against, so that "no such user"
-    /// takes as long as "wrong password".
-    dummy: String,
-    /// bcrypt checks allowed to run at once.
-    bcrypt_slots: tokio::sync::Semaphore,
+    queue: Arc<BcryptQueue>,
 }
 
 fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
@@ -75,18 +90,7 @@ pub fn parse(path: &str, text: &str) -> Result<HashMap<String, String>, Htpasswd
         let (user, hash) = line
             .split_once(':')
             .ok_or_else(|| invalid("expected user:hash"))?;
-        if !(hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$")) {
-            return Err(invalid(&format!(
-                "user {user:?}: only bcrypt hashes are supported (htpasswd -B)"
-            )));
-        }
-        if hash
-            .replacen("$2y$", "$2b$", 1)
-            .parse::<bcrypt::HashParts>()
-            .is_err()
-        {
-            return Err(invalid(&format!("user {user:?}: malformed bcrypt hash")));
-        }
+        bcrypt_queue::check_bcrypt(hash).map_err(|e| invalid(&format!("user {user:?}: {e}")))?;
         users.insert(user.to_string(), hash.to_string());
     }
     Ok(users)
@@ -94,7 +98,8 @@ pub fn parse(path: &str, text: &str) -> Result<HashMap<String, String>, Htpasswd
 
 impl Htpasswd {
     /// Load the file; an unreadable file or a non-bcrypt entry is an error.
-    pub fn load(path: &str) -> Result<Htpasswd, HtpasswdError> {
+    /// Checks wait in `queue`.
+    pub fn load(path: &str, queue: Arc<BcryptQueue>) -> Result<Htpasswd, HtpasswdError> {
         let pb = PathBuf::from(path);
         let text = std::fs::read_to_string(&pb).map_err(|err| HtpasswdError::Read {
             path: path.into(),
@@ -104,18 +109,11 @@ impl Htpasswd {
         let mut salt = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
         Ok(Htpasswd {
-            loaded: Mutex::new(Loaded {
-                users,
-                stamp: stamp(&pb),
-                checked: Instant::now(),
-            }),
+            loaded: Mutex::new(Loaded::new(users, stamp(&pb))),
             path: pb,
             remembered: Mutex::new(HashMap::new()),
             salt,
-            dummy: bcrypt::hash("dummy", 10).expect("bcrypt hash"),
-            bcrypt_slots: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
+            queue,
         })
     }
 
@@ -140,8 +138,7 @@ impl Htpasswd {
         {
             Ok(users) => {
                 tracing::info!(path = %path, users = users.len(), "htpasswd file reloaded");
-                loaded.users = users;
-                loaded.stamp = now;
+                *loaded = Loaded::new(users, now);
                 self.remembered.lock().unwrap().clear();
             }
             Err(e) => {
@@ -159,40 +156,52 @@ impl Htpasswd {
         h.finalize().into()
     }
 
-    /// Does `password` match `user`'s entry?
-    pub async fn verify(&self, user: &str, password: &str) -> bool {
-        // bcrypt stops at a NUL byte in some implementations: never let one through.
-        if password.contains('\0') || user.contains('\0') || password.len() > 72 {
-            return false;
-        }
+    /// Whether this user and password passed a check a moment ago: no
+    /// bcrypt needed (and none spent on a guess, which never passed).
+    /// (Re-reads the file first if it changed: a reload forgets.)
+    pub fn remembered(&self, user: &str, password: &str) -> bool {
         self.refresh();
         let key = self.key(user, password);
-        if let Some(at) = self.remembered.lock().unwrap().get(&key) {
-            if at.elapsed() < REMEMBER {
-                return true;
-            }
+        self.remembered
+            .lock()
+            .unwrap()
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < REMEMBER)
+    }
+
+    /// Does `password` match `user`'s entry? Err when the bcrypt queue is
+    /// full and nothing was checked.
+    pub async fn verify(&self, user: &str, password: &str) -> Result<bool, Busy> {
+        // bcrypt stops at a NUL byte in some implementations: never let one through.
+        if password.contains('\0') || user.contains('\0') || password.len() > 72 {
+            return Ok(false);
         }
-        let hash = self.loaded.lock().unwrap().users.get(user).cloned();
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.dummy.clone());
-        let password = password.to_string();
-        // Never closed, so acquiring only waits.
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
-            return false;
+        if self.remembered(user, password) {
+            return Ok(true);
+        }
+        let (hash, known) = {
+            let loaded = self.loaded.lock().unwrap();
+            match loaded.users.get(user) {
+                Some(h) => (h.clone(), true),
+                None => (loaded.stand_in.clone(), false),
+            }
         };
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false)
-                && known;
+        let ok = self.queue.verify(password, &bcrypt_queue::normalise(&hash)).await? && known;
         if ok {
             let mut remembered = self.remembered.lock().unwrap();
             if remembered.len() >= MAX_REMEMBERED {
                 remembered.clear();
             }
-            remembered.insert(key, Instant::now());
+            remembered.insert(self.key(user, password), Instant::now());
         }
-        ok
+        Ok(ok)
+    }
+
+    /// The cost an unknown user's check takes.
+    #[cfg(test)]
+    fn stand_in_cost(&self) -> u32 {
+        let loaded = self.loaded.lock().unwrap();
+        loaded.stand_in.parse::<bcrypt::HashParts>().unwrap().get_cost()
     }
 }
 
@@ -208,5 +217,35 @@ mod tests {
         let h = bcrypt::hash("pw", 4).unwrap().replacen("$2b$", "$2y$", 1);
         let users = parse("f", &format!("# comment\n\nalice:{h}\n")).unwrap();
         assert_eq!(users.len(), 1);
+    }
+
+    fn entry(user: &str, password: &str, cost: u32) -> String {
+        let h = bcrypt::hash(password, cost).unwrap();
+        format!("{user}:{}\n", h.replacen("$2b$", "$2y$", 1))
+    }
+
+    /// An unknown user is checked at the cost the file's entries use — not a
+    /// fixed one that would tell it apart from `htpasswd -B`'s cost 5 — and
+    /// the cost follows the file when it is rewritten.
+    #[tokio::test]
+    async fn unknown_users_cost_what_known_ones_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("htpasswd");
+        let text = [entry("a", "x", 5), entry("b", "y", 5), entry("c", "z", 4)].concat();
+        std::fs::write(&file, text).unwrap();
+        let path = file.to_str().unwrap();
+        let h = Htpasswd::load(path, Arc::new(BcryptQueue::new(8))).unwrap();
+        assert_eq!(h.stand_in_cost(), 5);
+        assert_eq!(h.verify("a", "x").await, Ok(true));
+        assert_eq!(h.verify("nobody", "x").await, Ok(false));
+        assert_eq!(h.verify("a", "wrong").await, Ok(false));
+        assert!(h.remembered("a", "x") && !h.remembered("a", "wrong"));
+
+        // Rewritten with cost-6 entries (size changes, so the stamp does).
+        std::fs::write(&file, [entry("a", "x", 6), entry("bb", "y", 6)].concat()).unwrap();
+        h.loaded.lock().unwrap().checked = Instant::now() - RECHECK * 2;
+        h.refresh();
+        assert_eq!(h.stand_in_cost(), 6);
+        assert!(!h.remembered("a", "x"), "a reload forgets");
     }
 }

@@ -2,9 +2,11 @@
 //! server — an external one such as docker_auth, or Berth's own.
 //!
 //! Keys come from `rootcertbundle` (by libtrust `kid`, as distribution and
-//! docker_auth compute it, or as roots of an `x5c` chain in the token header)
-//! and from a `jwks` file (by `kid`). Only asymmetric algorithms are accepted,
-//! so `alg: none` and HS256-with-the-public-key-as-secret are impossible.
+//! docker_auth compute it, or as roots of an `x5c` chain in the token header,
+//! verified as a PKI path: [`super::x5c`]) and from a `jwks` file (by `kid`).
+//! Only asymmetric algorithms are accepted, so `alg: none` and
+//! HS256-with-the-public-key-as-secret are impossible. The bundle and the
+//! JWKS are read once, when the verifier is built.
 
 use std::collections::HashMap;
 
@@ -14,7 +16,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use x509_parser::prelude::*;
 
-use super::access::Access;
+use super::{access::Access, x5c::Roots};
 use crate::config::auth::TokenConfig;
 
 /// Tokens larger than this are refused before parsing.
@@ -95,8 +97,8 @@ pub struct TokenVerifier {
     algorithms: Vec<Algorithm>,
     /// Keys by `kid`.
     keys: HashMap<String, KeyEntry>,
-    /// DER of the bundle's certificates, roots for `x5c` chains.
-    roots: Vec<Vec<u8>>,
+    /// The bundle's certificates as roots for `x5c` chains.
+    roots: Roots,
 }
 
 /// docker/libtrust's key id: the SHA-256 of the DER SubjectPublicKeyInfo,
@@ -152,6 +154,7 @@ impl TokenVerifier {
                 return Err("auth.token.rootcertbundle: no certificates found".into());
             }
         }
+        let roots = Roots::new(&roots).map_err(|e| format!("auth.token.rootcertbundle: {e}"))?;
         if !cfg.jwks.is_empty() {
             let text = std::fs::read_to_string(&cfg.jwks)
                 .map_err(|e| format!("auth.token.jwks: cannot read {}: {e}", cfg.jwks))?;
@@ -227,35 +230,10 @@ impl TokenVerifier {
                     .map_err(|_| "x5c: bad base64".to_string())
             })
             .collect::<Result<_, _>>()?;
-        let certs: Vec<X509Certificate> = ders
-            .iter()
-            .map(|d| {
-                parse_x509_certificate(d)
-                    .map(|(_, c)| c)
-                    .map_err(|_| "x5c: bad certificate".to_string())
-            })
-            .collect::<Result<_, _>>()?;
-        let leaf = certs.first().ok_or("x5c: empty chain")?;
-        for c in &certs {
-            if !c.validity().is_valid() {
-                return Err("x5c: certificate outside its validity period".into());
-            }
-        }
-        for pair in certs.windows(2) {
-            pair[0]
-                .verify_signature(Some(pair[1].public_key()))
-                .map_err(|_| "x5c: chain signature does not verify")?;
-        }
-        let last = certs.last().unwrap();
-        let anchored = self.roots.iter().any(|root_der| {
-            let Ok((_, root)) = parse_x509_certificate(root_der) else {
-                return false;
-            };
-            root.as_ref() == last.as_ref() || last.verify_signature(Some(root.public_key())).is_ok()
-        });
-        if !anchored {
-            return Err("x5c: chain does not end in rootcertbundle".into());
-        }
+        self.roots
+            .verify(&ders, rustls::pki_types::UnixTime::now())
+            .map_err(|e| format!("x5c: {e}"))?;
+        let (_, leaf) = parse_x509_certificate(&ders[0]).map_err(|_| "x5c: bad certificate")?;
         key_from_spki(leaf.public_key()).ok_or_else(|| "x5c: unsupported key type".into())
     }
 

@@ -1,6 +1,10 @@
-//! `auth:` — distribution's `htpasswd` and `token` sections.
+//! `auth:` — distribution's `htpasswd` and `token` sections, and the
+//! failed-login throttle both Basic logins on `/v2/` and the token server use.
 
 use serde::{Deserialize, Serialize};
+
+/// `http.loginqueue` when unset: password checks that may wait for a CPU.
+pub const DEFAULT_LOGIN_QUEUE: usize = 256;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +20,31 @@ pub struct HtpasswdConfig {
     #[serde(default = "default_realm")]
     pub realm: String,
     pub path: String,
+    /// Failed Basic logins on `/v2/`, per client address (Berth's own key).
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
+}
+
+/// Failed logins from one client address are throttled: after `maxfailures`
+/// failures (each less than `window` seconds after the previous one) further
+/// attempts get 429 for 1 s, then 2 s, 4 s... at most `maxdelay` seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// 0 turns throttling off.
+    pub maxfailures: u32,
+    pub window: u64,
+    pub maxdelay: u64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            maxfailures: 5,
+            window: 300,
+            maxdelay: 60,
+        }
+    }
 }
 
 fn default_realm() -> String {

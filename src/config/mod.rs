@@ -115,6 +115,14 @@ pub struct HttpConfig {
     /// `http.debug`: a second, plain-HTTP listener for operators (metrics).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug: Option<DebugConfig>,
+    /// Peers (IPs or CIDRs) whose X-Forwarded-For names the client that
+    /// failed logins are counted against (`/v2/` Basic auth and the token
+    /// server). Empty: the TCP peer is the client.
+    #[serde(deserialize_with = "tls::one_or_many")]
+    pub trustedproxies: Vec<String>,
+    /// Password checks (bcrypt) that may wait for a CPU, beyond the one per
+    /// core running; more get 429 with Retry-After.
+    pub loginqueue: usize,
 }
 
 /// distribution's `http.debug`: `addr` (empty: no debug listener) and
@@ -162,6 +170,8 @@ impl Default for HttpConfig {
             headers: BTreeMap::new(),
             tls: None,
             debug: None,
+            trustedproxies: Vec::new(),
+            loginqueue: auth::DEFAULT_LOGIN_QUEUE,
         }
     }
 }

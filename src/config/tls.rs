@@ -58,7 +58,7 @@ pub enum MinimumTls {
 
 /// A list, or one string for a one-element list: a single
 /// `REGISTRY_HTTP_TLS_CLIENTCAS=/ca.pem` arrives as a string.
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {

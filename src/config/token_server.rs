@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::auth::ThrottleConfig;
+
 /// Where the endpoint is served by default, under `http.prefix`. The same
 /// default as `auth.token.autoredirectpath`, so the two meet without config.
 pub const DEFAULT_PATH: &str = "/auth/token";
@@ -55,8 +57,8 @@ pub struct TokenServerConfig {
     /// Rules, first match wins; no match denies.
     #[serde(default)]
     pub acl: Vec<AclRule>,
-    /// Peers (IPs or CIDRs) whose X-Forwarded-For is believed for the client
-    /// address. Empty: the TCP peer is the client, X-Forwarded-For is ignored.
+    /// Superseded by `http.trustedproxies` (shared with Basic logins on
+    /// `/v2/`); still read when that is empty.
     #[serde(default)]
     pub trustedproxies: Vec<String>,
     #[serde(default)]
@@ -95,28 +97,6 @@ pub struct AclMatch {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Failed logins from one client address are throttled: after `maxfailures`
-/// failures (each less than `window` seconds after the previous one) further
-/// attempts get 429 for 1 s, then 2 s, 4 s... at most `maxdelay` seconds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ThrottleConfig {
-    /// 0 turns throttling off.
-    pub maxfailures: u32,
-    pub window: u64,
-    pub maxdelay: u64,
-}
-
-impl Default for ThrottleConfig {
-    fn default() -> Self {
-        ThrottleConfig {
-            maxfailures: 5,
-            window: 300,
-            maxdelay: 60,
-        }
-    }
-}
-
 fn default_path() -> String {
     DEFAULT_PATH.into()
 }
@@ -134,8 +114,10 @@ fn default_refresh_expiration() -> u64 {
 const RESERVED: [&str; 2] = ["/", "/health/storage"];
 
 impl TokenServerConfig {
-    /// Every check that can fail, files included, so that `berth config
-    /// check` and start-up report one line naming the key (exit 2).
+    /// The checks that need nothing but the values. Files, keys, hashes and
+    /// ACL patterns are read and checked where they are used, when
+    /// [`crate::auth::check`] builds the token server (`berth config check`
+    /// and start-up do, and report one line naming the key, exit 2).
     pub fn validate(&self) -> Result<(), String> {
         let p = &self.path;
         if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') {
@@ -180,28 +162,13 @@ impl TokenServerConfig {
                 "token_server: no accounts (set htpasswd, users or anonymous: true)".into(),
             );
         }
-        for (user, hash) in &self.users {
+        for user in self.users.keys() {
             if user.is_empty() || user.contains(':') {
                 return Err(format!(
                     "token_server.users: {user:?} is not a valid user name"
                 ));
             }
-            crate::auth::token_server::accounts::check_bcrypt(hash)
-                .map_err(|e| format!("token_server.users.{user}: {e}"))?;
         }
-        if !self.htpasswd.is_empty() {
-            let text = std::fs::read_to_string(&self.htpasswd).map_err(|e| {
-                format!("token_server.htpasswd: cannot read {}: {e}", self.htpasswd)
-            })?;
-            crate::auth::htpasswd::parse(&self.htpasswd, &text)
-                .map_err(|e| format!("token_server.htpasswd: {e}"))?;
-        }
-        for proxy in &self.trustedproxies {
-            crate::auth::token_server::acl::IpNet::parse(proxy)
-                .map_err(|e| format!("token_server.trustedproxies: {e}"))?;
-        }
-        crate::auth::token_server::acl::Acl::compile(&self.acl)?;
-        crate::auth::token_server::keys::SigningKey::load(self)?;
         Ok(())
     }
 }

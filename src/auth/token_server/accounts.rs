@@ -6,44 +6,27 @@
 //! password changes, without any shared state: it carries a fingerprint of
 //! the account's current hash, recomputed when the token is used.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    auth::htpasswd::{self, Htpasswd},
+    auth::{
+        bcrypt_queue::{self, normalise, BcryptQueue, Busy},
+        htpasswd::{self, Htpasswd},
+    },
     config::token_server::TokenServerConfig,
 };
-
-/// Default bcrypt cost for the stand-in hash when no static user says otherwise.
-const DEFAULT_COST: u32 = 10;
-
-/// A bcrypt hash as `htpasswd -B` or the `bcrypt` crate write it.
-pub fn check_bcrypt(hash: &str) -> Result<(), String> {
-    if !(hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$")) {
-        return Err("only bcrypt hashes are supported (htpasswd -B)".into());
-    }
-    normalise(hash)
-        .parse::<bcrypt::HashParts>()
-        .map(|_| ())
-        .map_err(|_| "malformed bcrypt hash".into())
-}
-
-/// The bcrypt crate reads `$2b$`; `$2y$` and `$2a$` are the same algorithm.
-fn normalise(hash: &str) -> String {
-    format!("$2b${}", hash.get(4..).unwrap_or(""))
-}
 
 pub struct Accounts {
     users: BTreeMap<String, String>,
     htpasswd: Option<(String, Htpasswd)>,
-    /// A valid hash to check unknown users against when there is no htpasswd
-    /// file (which has its own), so that "no such user" takes as long as
-    /// "wrong password".
-    dummy: Option<String>,
-    /// bcrypt checks of static users allowed at once (the htpasswd file's
-    /// checks have their own cap): a flood of logins queues as futures.
-    bcrypt_slots: tokio::sync::Semaphore,
+    /// A hash at the static users' typical cost, checked for unknown users
+    /// when there is no htpasswd file (which has its own), so that "no such
+    /// user" takes as long as "wrong password".
+    stand_in: String,
+    /// Shared with every other password check of this process.
+    queue: Arc<BcryptQueue>,
 }
 
 /// bcrypt ignores what follows a NUL or the 72nd byte: refuse both.
@@ -52,7 +35,13 @@ fn acceptable(user: &str, password: &str) -> bool {
 }
 
 impl Accounts {
-    pub fn new(cfg: &TokenServerConfig) -> Result<Accounts, String> {
+    /// Checks the static users' hashes and loads the htpasswd file; errors
+    /// name the key.
+    pub fn new(cfg: &TokenServerConfig, queue: Arc<BcryptQueue>) -> Result<Accounts, String> {
+        for (user, hash) in &cfg.users {
+            bcrypt_queue::check_bcrypt(hash)
+                .map_err(|e| format!("token_server.users.{user}: {e}"))?;
+        }
         let users = cfg
             .users
             .iter()
@@ -61,52 +50,32 @@ impl Accounts {
         let htpasswd = if cfg.htpasswd.is_empty() {
             None
         } else {
-            let h =
-                Htpasswd::load(&cfg.htpasswd).map_err(|e| format!("token_server.htpasswd: {e}"))?;
+            let h = Htpasswd::load(&cfg.htpasswd, queue.clone())
+                .map_err(|e| format!("token_server.htpasswd: {e}"))?;
             Some((cfg.htpasswd.clone(), h))
         };
-        let dummy = if htpasswd.is_none() {
-            let cost = users
-                .values()
-                .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
-                .map(|p| p.get_cost())
-                .max()
-                .unwrap_or(DEFAULT_COST);
-            Some(bcrypt::hash("dummy", cost).map_err(|e| format!("bcrypt: {e}"))?)
-        } else {
-            None
-        };
+        let cost = bcrypt_queue::typical_cost(users.values().map(String::as_str));
         Ok(Accounts {
             users,
             htpasswd,
-            dummy,
-            bcrypt_slots: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
+            stand_in: bcrypt_queue::stand_in(cost),
+            queue,
         })
     }
 
-    /// Does `password` match `user`? bcrypt runs on the blocking pool.
-    pub async fn verify(&self, user: &str, password: &str) -> bool {
+    /// Does `password` match `user`? Err when the bcrypt queue is full.
+    pub async fn verify(&self, user: &str, password: &str) -> Result<bool, Busy> {
         if !acceptable(user, password) || user.is_empty() {
-            return false;
+            return Ok(false);
         }
         let (hash, known) = match self.users.get(user) {
-            Some(h) => (h.clone(), true),
+            Some(h) => (h, true),
             None => match &self.htpasswd {
                 Some((_, h)) => return h.verify(user, password).await,
-                None => (self.dummy.clone().unwrap_or_default(), false),
+                None => (&self.stand_in, false),
             },
         };
-        let password = password.to_string();
-        // Never closed, so acquiring only waits.
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
-            return false;
-        };
-        tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false)
-            && known
+        Ok(self.queue.verify(password, hash).await? && known)
     }
 
     /// A fingerprint of `user`'s current hash; None if there is no such user
@@ -139,6 +108,10 @@ impl Accounts {
 mod tests {
     use super::*;
 
+    fn queue() -> Arc<BcryptQueue> {
+        Arc::new(BcryptQueue::new(8))
+    }
+
     #[tokio::test]
     async fn static_users() {
         let hash = bcrypt::hash("s3cret", 4)
@@ -148,11 +121,11 @@ mod tests {
             users: [("alice".to_string(), hash.clone())].into(),
             ..Default::default()
         };
-        let a = Accounts::new(&cfg).unwrap();
-        assert!(a.verify("alice", "s3cret").await);
-        assert!(!a.verify("alice", "wrong").await);
-        assert!(!a.verify("bob", "s3cret").await);
-        assert!(!a.verify("alice", "s3cret\0tail").await);
+        let a = Accounts::new(&cfg, queue()).unwrap();
+        assert_eq!(a.verify("alice", "s3cret").await, Ok(true));
+        assert_eq!(a.verify("alice", "wrong").await, Ok(false));
+        assert_eq!(a.verify("bob", "s3cret").await, Ok(false));
+        assert_eq!(a.verify("alice", "s3cret\0tail").await, Ok(false));
         let f = a.fingerprint("alice").unwrap();
         assert_eq!(f.len(), 32);
         assert_eq!(a.fingerprint("bob"), None);
@@ -164,15 +137,32 @@ mod tests {
             ..Default::default()
         };
         assert_ne!(
-            Accounts::new(&cfg2).unwrap().fingerprint("alice").unwrap(),
+            Accounts::new(&cfg2, queue())
+                .unwrap()
+                .fingerprint("alice")
+                .unwrap(),
             f
         );
     }
 
     #[test]
-    fn bcrypt_only() {
-        assert!(check_bcrypt(&bcrypt::hash("x", 4).unwrap()).is_ok());
-        assert!(check_bcrypt("$apr1$abc$def").is_err());
-        assert!(check_bcrypt("$2y$04$short").is_err());
+    fn static_hashes_are_checked_at_load() {
+        let cfg = TokenServerConfig {
+            users: [("bob".to_string(), "plain".to_string())].into(),
+            ..Default::default()
+        };
+        let e = Accounts::new(&cfg, queue()).err().unwrap();
+        assert!(e.starts_with("token_server.users.bob: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_users_cost_what_static_ones_do() {
+        let cfg = TokenServerConfig {
+            users: [("alice".to_string(), bcrypt::hash("pw", 5).unwrap())].into(),
+            ..Default::default()
+        };
+        let a = Accounts::new(&cfg, queue()).unwrap();
+        let cost = a.stand_in.parse::<bcrypt::HashParts>().unwrap().get_cost();
+        assert_eq!(cost, 5);
     }
 }

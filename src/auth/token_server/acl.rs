@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-pub use super::matchers::IpNet;
+pub use crate::auth::client::IpNet;
 use super::matchers::{Pattern, Vars};
 use crate::config::token_server::{AclMatch, AclRule};
 

@@ -24,11 +24,10 @@ use axum::{
 use serde_json::{json, Value};
 
 use super::{scope, Issued, TokenServer};
+use crate::auth::bcrypt_queue;
 
 /// POST bodies larger than this are refused: a form holds a few fields.
 const MAX_FORM: usize = 16 * 1024;
-/// Account names are client-chosen: log at most this much of one.
-const MAX_LOGGED: usize = 128;
 
 /// Refusals are whole responses, boxed: a Response is large to move around.
 type Result<T> = std::result::Result<T, Box<Response>>;
@@ -74,13 +73,14 @@ fn unauthorized(ts: &TokenServer, message: &str) -> Box<Response> {
     Box::new(resp)
 }
 
-fn too_many(wait: Duration) -> Box<Response> {
+/// 429 with Retry-After (whole seconds, rounded up); `why` may say `{secs}`.
+fn too_many(wait: Duration, why: &str) -> Box<Response> {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut resp = error(
         StatusCode::TOO_MANY_REQUESTS,
         "TOOMANYREQUESTS",
         "temporarily_unavailable",
-        &format!("too many failed logins from this address; retry in {secs} s"),
+        &why.replace("{secs}", &secs.to_string()),
     );
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -111,11 +111,10 @@ fn token_response(body: Value) -> Response {
         .into_response()
 }
 
+/// Client-chosen text for a log field or a message: bounded (and, recorded
+/// as a `&str`, quoted and escaped by the log formatters).
 fn truncated(s: &str) -> &str {
-    match s.char_indices().nth(MAX_LOGGED) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
+    crate::auth::loggable(s)
 }
 
 /// Decoded `k=v` pairs of a query string or form body.
@@ -177,23 +176,30 @@ impl TokenServer {
         let Some(ip) = client else { return Ok(()) };
         self.throttle.check(ip, Instant::now()).map_err(|wait| {
             tracing::warn!(account = truncated(account), client = %ip, "token server: throttled");
-            too_many(wait)
+            too_many(
+                wait,
+                "too many failed logins from this address; retry in {secs} s",
+            )
         })
     }
 
     async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> Result<String> {
         self.throttled(user, client)?;
-        if self.accounts.verify(user, password).await {
-            self.attempt(true);
-            return Ok(user.to_string());
+        match self.accounts.verify(user, password).await {
+            Ok(true) => {
+                self.attempt(true);
+                return Ok(user.to_string());
+            }
+            Ok(false) => {}
+            Err(busy) => return Err(too_many(bcrypt_queue::RETRY_AFTER, &busy.to_string())),
         }
         self.failed(user, client, "invalid username or password");
         Err(unauthorized(self, "invalid username or password"))
     }
 }
 
-fn peer(ext: &Extensions) -> Option<&ConnectInfo<SocketAddr>> {
-    ext.get::<ConnectInfo<SocketAddr>>()
+fn peer(ext: &Extensions) -> Option<SocketAddr> {
+    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
 /// Basic credentials; None without an Authorization header.
@@ -213,7 +219,7 @@ pub(super) async fn get(State(ts): State<Arc<TokenServer>>, req: Request<Body>) 
 }
 
 async fn get_token(ts: &TokenServer, req: &Parts) -> Result<Response> {
-    let client = ts.client_ip(&req.headers, peer(&req.extensions));
+    let client = ts.clients.resolve(&req.headers, peer(&req.extensions));
     let p = Params::parse(req.uri.query().unwrap_or("").as_bytes());
     ts.check_service(&p)?;
     let scopes = p.scopes()?;
@@ -252,7 +258,7 @@ pub(super) async fn post(State(ts): State<Arc<TokenServer>>, req: Request<Body>)
 }
 
 async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
-    let client = ts.client_ip(req.headers(), peer(req.extensions()));
+    let client = ts.clients.resolve(req.headers(), peer(req.extensions()));
     let form = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -1,12 +1,13 @@
-//! The matchers ACL rules are made of: patterns (globs or `/regex/`, with
-//! `${account}` and `${labels:NAME}` placeholders) and IP networks.
+//! The patterns ACL rules are made of: globs or `/regex/`, with
+//! `${account}` and `${labels:NAME}` placeholders (their IP networks are
+//! [`crate::auth::client::IpNet`]).
 //!
 //! Globs: `*` is any run within a path segment, `**` any run across `/`, `?`
 //! one character but `/`, `\` escapes. A regex must match the whole value.
 //! Placeholder values are literal text (escaped in a regex, literal tokens in
 //! a glob): an account named `*` cannot widen `${account}/*`.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use regex::Regex;
 
@@ -224,46 +225,6 @@ fn glob_match(toks: &[Tok], s: &str) -> bool {
     dp[n]
 }
 
-/// An IP network (`10.0.0.0/8`, `::1`, a bare address is a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    pub fn parse(s: &str) -> Result<IpNet, String> {
-        let bad = || format!("{s:?} is not an IP address or CIDR");
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(IpNet { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        // A v4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
-        let (net, ip) = (self.addr.to_canonical(), ip.to_canonical());
-        let (a, b, bits) = match (net, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
-            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
-            _ => return false,
-        };
-        let prefix = u32::from(self.prefix).min(bits);
-        if prefix == 0 {
-            return true;
-        }
-        let shift = bits - prefix;
-        (a >> shift) == (b >> shift)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,26 +251,5 @@ mod tests {
         assert!(c("*-dev/**", "team-dev/x/y"));
         // Pathological pattern stays linear.
         assert!(!c(&"*a".repeat(50), &"a".repeat(40)));
-    }
-
-    #[test]
-    fn ip_nets() {
-        let n = IpNet::parse("10.0.0.0/8").unwrap();
-        assert!(n.contains("10.200.0.1".parse().unwrap()));
-        assert!(
-            n.contains("::ffff:10.0.0.1".parse().unwrap()),
-            "v4-mapped v6"
-        );
-        assert!(!n.contains("11.0.0.1".parse().unwrap()));
-        assert!(IpNet::parse("0.0.0.0/0")
-            .unwrap()
-            .contains("8.8.8.8".parse().unwrap()));
-        assert!(IpNet::parse("fd00::/8")
-            .unwrap()
-            .contains("fd12::1".parse().unwrap()));
-        assert!(!IpNet::parse("::1")
-            .unwrap()
-            .contains("::2".parse().unwrap()));
-        assert!(IpNet::parse("nope").is_err());
     }
 }

@@ -22,21 +22,21 @@ pub mod scope;
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::{atomic::AtomicU64, Arc},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::{extract::ConnectInfo, http::HeaderMap, routing::get, Router};
+use axum::{routing::get, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::throttle::Throttle,
+    auth::{client::ClientAddress, throttle::Throttle, Logins},
     config::{token_server::TokenServerConfig, Config},
     telemetry::metrics::Metrics,
 };
 use accounts::Accounts;
-use acl::{Acl, IpNet, Subject};
+use acl::{Acl, Subject};
 use keys::SigningKey;
 use scope::Scope;
 
@@ -54,7 +54,8 @@ pub struct TokenServer {
     accounts: Accounts,
     acl: Acl,
     throttle: Throttle,
-    trusted_proxies: Vec<IpNet>,
+    /// Who a request comes from (`http.trustedproxies`), shared with `/v2/`.
+    clients: Arc<ClientAddress>,
     /// Failed logins since start, for the log lines.
     failed_logins: AtomicU64,
     /// `berth_auth_attempts_total{scheme="token_server"}`, with `http.debug`.
@@ -111,11 +112,15 @@ pub struct Issued {
 /// The token endpoint for `cfg.token_server`, if configured. Its path is
 /// relative: the caller mounts it under `http.prefix` with the API. Logins
 /// are counted into `metrics`, if given.
-pub fn router(cfg: &Config, metrics: Option<Arc<Metrics>>) -> Result<Option<Router>, String> {
+pub fn router(
+    cfg: &Config,
+    logins: &Logins,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Option<Router>, String> {
     let Some(ts_cfg) = &cfg.token_server else {
         return Ok(None);
     };
-    let mut ts = TokenServer::new(ts_cfg)?;
+    let mut ts = TokenServer::new(ts_cfg, logins)?;
     ts.metrics = metrics;
     let ts = Arc::new(ts);
     tracing::info!(
@@ -140,7 +145,9 @@ fn unix_now() -> u64 {
 }
 
 impl TokenServer {
-    pub fn new(cfg: &TokenServerConfig) -> Result<TokenServer, String> {
+    /// Reads the key, certificate and htpasswd file and compiles the ACL;
+    /// errors name the key.
+    pub fn new(cfg: &TokenServerConfig, logins: &Logins) -> Result<TokenServer, String> {
         cfg.validate()?;
         Ok(TokenServer {
             issuer: cfg.issuer.clone(),
@@ -150,14 +157,10 @@ impl TokenServer {
             anonymous: cfg.anonymous,
             labels: cfg.labels.clone(),
             key: Arc::new(SigningKey::load(cfg)?),
-            accounts: Accounts::new(cfg)?,
+            accounts: Accounts::new(cfg, logins.queue.clone())?,
             acl: Acl::compile(&cfg.acl)?,
             throttle: Throttle::new(&cfg.throttle),
-            trusted_proxies: cfg
-                .trustedproxies
-                .iter()
-                .map(|p| IpNet::parse(p))
-                .collect::<Result<_, _>>()?,
+            clients: logins.clients.clone(),
             failed_logins: AtomicU64::new(0),
             metrics: None,
         })
@@ -174,37 +177,6 @@ impl TokenServer {
     /// token is no access token and the other way round.
     fn refresh_audience(&self) -> String {
         format!("berth-refresh-token:{}", self.service)
-    }
-
-    /// The client's address: the TCP peer, or with `trustedproxies`, the
-    /// nearest X-Forwarded-For hop that is not a trusted proxy.
-    fn client_ip(
-        &self,
-        headers: &HeaderMap,
-        peer: Option<&ConnectInfo<SocketAddr>>,
-    ) -> Option<IpAddr> {
-        let mut client = peer?.0.ip().to_canonical();
-        let trusted = |ip: IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
-        if !trusted(client) {
-            return Some(client);
-        }
-        let hops: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        for hop in hops.iter().rev() {
-            let Ok(ip) = hop.parse::<IpAddr>() else {
-                break; // garbage: keep the last hop we could believe
-            };
-            client = ip.to_canonical();
-            if !trusted(client) {
-                break;
-            }
-        }
-        Some(client)
     }
 
     /// The access entries `account` gets for `scopes`.
@@ -340,7 +312,7 @@ impl TokenServer {
 mod tests {
     use super::*;
 
-    fn server(trusted: &[&str]) -> TokenServer {
+    fn server() -> TokenServer {
         let dir = tempfile::tempdir().unwrap();
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let key = dir.path().join("k.pem");
@@ -353,51 +325,18 @@ mod tests {
             expiration: 300,
             refreshexpiration: 3600,
             anonymous: true,
-            trustedproxies: trusted.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        TokenServer::new(&cfg).unwrap()
-    }
-
-    fn peer(ip: &str) -> ConnectInfo<SocketAddr> {
-        ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 1234))
-    }
-
-    fn xff(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", v.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn forwarded_for_only_from_trusted_proxies() {
-        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        let untrusting = server(&[]);
-        let h = xff("203.0.113.9");
-        assert_eq!(
-            untrusting.client_ip(&h, Some(&peer("10.0.0.1"))),
-            ip("10.0.0.1")
-        );
-
-        let ts = server(&["10.0.0.0/8"]);
-        assert_eq!(ts.client_ip(&h, Some(&peer("10.0.0.1"))), ip("203.0.113.9"));
-        // A client forging the header gets only its own hop believed.
-        let forged = xff("1.2.3.4, 203.0.113.9, 10.0.0.2");
-        assert_eq!(
-            ts.client_ip(&forged, Some(&peer("10.0.0.1"))),
-            ip("203.0.113.9")
-        );
-        // Not from a proxy: the header is ignored.
-        assert_eq!(
-            ts.client_ip(&h, Some(&peer("198.51.100.1"))),
-            ip("198.51.100.1")
-        );
-        assert_eq!(ts.client_ip(&HeaderMap::new(), None), None);
+        let logins = Logins {
+            queue: Arc::new(crate::auth::bcrypt_queue::BcryptQueue::new(8)),
+            clients: Arc::default(),
+        };
+        TokenServer::new(&cfg, &logins).unwrap()
     }
 
     #[tokio::test]
     async fn refresh_tokens_are_not_access_tokens() {
-        let ts = server(&[]);
+        let ts = server();
         // No static users: an anonymous-only server issues no refresh tokens.
         assert!(ts.issue("", &[], None, true, "anonymous").await.is_err());
         let issued = ts.issue("", &[], None, false, "anonymous").await.unwrap();

@@ -8,6 +8,8 @@ mod common;
 
 #[path = "token_server/acl_examples.rs"]
 mod acl_examples;
+#[path = "token_server/clients.rs"]
+mod clients;
 #[path = "token_server/config.rs"]
 mod config;
 #[path = "token_server/distribution.rs"]

@@ -117,3 +117,42 @@ mod tests {
         assert_eq!(scope_string(&del), "repository:x:delete");
     }
 }
+
+/// Property test: the scope of a challenge is what the token server reads
+/// back — the same resources with the same actions.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::auth::token_server::scope;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn challenge_scopes_read_back(
+            need in prop::collection::vec(
+                (
+                    prop_oneof![Just("repository"), Just("registry")],
+                    // Repository names as routes accept them (and host:port ones).
+                    "[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*){0,3}(:[0-9]{1,5}/[a-z]{1,5})?",
+                    prop_oneof![Just("pull"), Just("push"), Just("delete"), Just("*")],
+                ),
+                1..6,
+            ),
+        ) {
+            let need: Vec<Access> = need
+                .into_iter()
+                .map(|(k, n, a)| Access { kind: k.into(), name: n, action: a.into() })
+                .collect();
+            let text = scope_string(&need);
+            let parsed = scope::parse_all([text.as_str()]).unwrap();
+            for a in &need {
+                let s = parsed.iter().find(|s| s.kind == a.kind && s.name == a.name).unwrap();
+                prop_assert!(s.actions.contains(&a.action), "{text}");
+            }
+            prop_assert!(parsed.iter().all(|s| need.iter().any(|a| a.kind == s.kind && a.name == s.name)));
+        }
+    }
+}

@@ -82,6 +82,13 @@ impl BcryptQueue {
         Busy
     }
 
+    /// Takes every place, as checks in progress would, until dropped.
+    #[cfg(test)]
+    pub(crate) fn hold_for_test(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let n = self.admitted.available_permits() as u32;
+        self.admitted.clone().try_acquire_many_owned(n).unwrap()
+    }
+
     /// Does `password` match `hash`? Err when the queue is full.
     pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, Busy> {
         // Both permits are owned and travel into the blocking task: a client

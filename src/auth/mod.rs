@@ -258,3 +258,144 @@ impl Authenticator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml(&format!("storage:\n  inmemory: {{}}\n{yaml}")).unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn plaintext_is_flagged_only_where_credentials_cross_a_network() {
+        let htpasswd = "auth:\n  htpasswd:\n    path: /x\n";
+        let token = "auth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n    jwks: /j\n";
+        let public = addr("0.0.0.0:5000");
+        assert_eq!(
+            plaintext_exposure(&config(htpasswd), public),
+            Some("Basic credentials (passwords)")
+        );
+        assert_eq!(
+            plaintext_exposure(&config(token), addr("10.1.2.3:5000")),
+            Some("bearer tokens")
+        );
+        assert_eq!(plaintext_exposure(&config(""), public), None, "no auth");
+        assert_eq!(
+            plaintext_exposure(&config(htpasswd), addr("127.0.0.1:5000")),
+            None
+        );
+        assert_eq!(plaintext_exposure(&config(htpasswd), addr("[::1]:5000")), None);
+        let behind_tls = format!("http:\n  host: https://registry.example.com\n{htpasswd}");
+        assert_eq!(plaintext_exposure(&config(&behind_tls), public), None);
+    }
+
+    #[test]
+    fn trusted_proxies_are_one_setting() {
+        let yaml = |http: &str, ts: &str| {
+            format!(
+                "http:\n  addr: 127.0.0.1:5000\n{http}token_server:\n  issuer: i\n  service: s\n  \
+                 signingkey: /k\n  anonymous: true\n{ts}"
+            )
+        };
+        let peer = Some(addr("10.0.0.1:1"));
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        let client = |y: String| {
+            Logins::from_config(&config(&y))
+                .map(|l| l.clients.resolve(&h, peer).unwrap().to_string())
+        };
+        let shared = client(yaml("  trustedproxies: [10.0.0.0/8]\n", ""));
+        assert_eq!(shared.unwrap(), "198.51.100.1");
+        // The token server's old key still works alone...
+        let legacy = client(yaml("", "  trustedproxies: [10.0.0.0/8]\n"));
+        assert_eq!(legacy.unwrap(), "198.51.100.1");
+        // ...but not beside the new one, and bad entries name their key.
+        let both = client(yaml(
+            "  trustedproxies: [10.0.0.0/8]\n",
+            "  trustedproxies: [10.0.0.0/8]\n",
+        ));
+        assert!(both.unwrap_err().starts_with("token_server.trustedproxies"));
+        let bad = client(yaml("  trustedproxies: proxy\n", ""));
+        assert!(bad.unwrap_err().starts_with("http.trustedproxies: "));
+        assert_eq!(client(yaml("", "")).unwrap(), "10.0.0.1", "none trusted");
+    }
+
+    /// `/v2/` Basic logins and the token server's wait in one queue: with
+    /// it full, both refuse without checking.
+    #[tokio::test]
+    async fn one_bcrypt_queue_for_every_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let file = dir.path().join("htpasswd");
+        std::fs::write(&file, format!("alice:{hash}\n")).unwrap();
+        let queue = Arc::new(BcryptQueue::with_slots(1, 0));
+        let logins = Logins {
+            queue: queue.clone(),
+            clients: Arc::default(),
+        };
+        let cfg = config(&format!(
+            "auth:\n  htpasswd:\n    path: {}\n    throttle:\n      maxfailures: 0\n",
+            file.display()
+        ));
+        let basic = BasicAuth::new(cfg.auth.as_ref().unwrap().htpasswd.as_ref().unwrap(), &logins)
+            .unwrap();
+        let ts_cfg = crate::config::token_server::TokenServerConfig {
+            users: [("bob".to_string(), hash)].into(),
+            ..Default::default()
+        };
+        let accounts = token_server::accounts::Accounts::new(&ts_cfg, queue.clone()).unwrap();
+        let mut headers = HeaderMap::new();
+        let creds = STANDARD.encode("alice:pw");
+        headers.insert("authorization", format!("Basic {creds}").parse().unwrap());
+
+        let held = queue.hold_for_test();
+        let denied = basic.authorize(&headers, None).await;
+        assert!(matches!(denied, Err(Denial::TooManyRequests { .. })), "{denied:?}");
+        assert_eq!(accounts.verify("bob", "pw").await, Err(bcrypt_queue::Busy));
+        drop(held);
+        assert_eq!(basic.authorize(&headers, None).await.unwrap(), "alice");
+        assert_eq!(accounts.verify("bob", "pw").await, Ok(true));
+    }
+
+    #[test]
+    fn loggable_names_are_bounded() {
+        assert_eq!(loggable("alice"), "alice");
+        assert_eq!(loggable(&"é".repeat(500)).chars().count(), 128);
+    }
+}
+
+/// Property test: any Authorization header is read without a panic, and
+/// Basic credentials round-trip.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn any_authorization_header_is_read_safely(value in "[ -~]{0,200}") {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = value.parse() {
+                h.insert("authorization", v);
+            }
+            let _ = basic_credentials(&h);
+            let _ = bearer_token(&h);
+        }
+
+        #[test]
+        fn basic_credentials_round_trip(user in "[^:]{0,40}", password in "\\PC{0,40}") {
+            let mut h = HeaderMap::new();
+            let v = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+            h.insert("authorization", v.parse().unwrap());
+            prop_assert_eq!(basic_credentials(&h), Some((user, password)));
+        }
+    }
+}

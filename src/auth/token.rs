@@ -286,3 +286,272 @@ impl TokenVerifier {
         Ok(claims.sub)
     }
 }
+
+/// Property tests: whatever a client sends as a bearer token, `verify`
+/// neither panics nor lets it through, and says why with the right kind.
+#[cfg(test)]
+mod props {
+    use std::sync::LazyLock;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    const ISSUER: &str = "iss";
+    const SERVICE: &str = "svc";
+
+    struct Fixture {
+        verifier: TokenVerifier,
+        key: EncodingKey,
+        kid: String,
+        /// DER of the bundle's certificate, for x5c headers.
+        cert: Vec<u8>,
+        _dir: tempfile::TempDir,
+    }
+
+    static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["signer".to_string()])
+            .unwrap()
+            .self_signed(&kp)
+            .unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, cert.pem()).unwrap();
+        let verifier = TokenVerifier::new(&TokenConfig {
+            realm: "https://auth".into(),
+            service: SERVICE.into(),
+            issuer: ISSUER.into(),
+            rootcertbundle: bundle.display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        Fixture {
+            verifier,
+            key: EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+            kid: libtrust_key_id(&kp.public_key_der()),
+            cert: cert.der().to_vec(),
+            _dir: dir,
+        }
+    });
+
+    fn need() -> Vec<Access> {
+        vec![Access {
+            kind: "repository".into(),
+            name: "a".into(),
+            action: "pull".into(),
+        }]
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn unix_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// Arbitrary JSON, a few levels deep.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A header a client might send: real and made-up algorithms, kids, and
+    /// x5c chains of garbage or of the bundle's own certificate.
+    fn header() -> impl Strategy<Value = Value> {
+        let alg = prop_oneof![
+            Just("ES256".to_string()),
+            Just("RS256".to_string()),
+            Just("EdDSA".to_string()),
+            Just("HS256".to_string()),
+            Just("none".to_string()),
+            ".{0,8}",
+        ];
+        let x5c = prop::collection::vec(
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..300)
+                    .prop_map(|d| base64::engine::general_purpose::STANDARD.encode(d)),
+                Just(base64::engine::general_purpose::STANDARD.encode(&FIXTURE.cert)),
+                ".{0,40}",
+            ],
+            0..4,
+        );
+        (
+            alg,
+            prop::option::of(prop_oneof![Just(FIXTURE.kid.clone()), ".{0,20}"]),
+            prop::option::of(x5c),
+            prop::option::of(json_value()),
+        )
+            .prop_map(|(alg, kid, x5c, extra)| {
+                let mut h = json!({"alg": alg, "typ": "JWT"});
+                if let Some(k) = kid {
+                    h["kid"] = k.into();
+                }
+                if let Some(c) = x5c {
+                    h["x5c"] = c.into();
+                }
+                if let Some(e) = extra {
+                    h["extra"] = e;
+                }
+                h
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn arbitrary_text_is_refused_as_invalid(token in ".{0,300}") {
+            let r = FIXTURE.verifier.verify(&token, &need());
+            prop_assert!(matches!(r, Err(TokenRejection::Invalid(_))), "{r:?}");
+        }
+
+        #[test]
+        fn arbitrary_segments_are_refused_as_invalid(
+            segments in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..5),
+            encode_them in any::<bool>(),
+        ) {
+            let token = segments
+                .iter()
+                .map(|s| if encode_them { b64(s) } else { String::from_utf8_lossy(s).into_owned() })
+                .collect::<Vec<_>>()
+                .join(".");
+            let r = FIXTURE.verifier.verify(&token, &need());
+            prop_assert!(matches!(r, Err(TokenRejection::Invalid(_))), "{r:?}");
+        }
+
+        /// Well-formed JSON in every segment, but never our signature.
+        #[test]
+        fn unsigned_headers_and_claims_are_refused_as_invalid(
+            header in header(),
+            claims in json_value(),
+            signature in prop::collection::vec(any::<u8>(), 0..96),
+        ) {
+            let token = format!(
+                "{}.{}.{}",
+                b64(header.to_string().as_bytes()),
+                b64(claims.to_string().as_bytes()),
+                b64(&signature)
+            );
+            let r = FIXTURE.verifier.verify(&token, &need());
+            prop_assert!(matches!(r, Err(TokenRejection::Invalid(_))), "{r:?}");
+        }
+    }
+
+    /// One access entry as a token server might write it.
+    fn entry() -> impl Strategy<Value = (String, String, Vec<String>)> {
+        (
+            prop_oneof![Just("repository"), Just("registry"), Just("x")],
+            prop_oneof![Just("a"), Just("b"), Just("catalog")],
+            prop::collection::vec(
+                prop_oneof![Just("pull"), Just("push"), Just("delete"), Just("*"), Just("")],
+                0..3,
+            ),
+        )
+            .prop_map(|(k, n, a)| {
+                (
+                    k.to_string(),
+                    n.to_string(),
+                    a.into_iter().map(str::to_string).collect(),
+                )
+            })
+    }
+
+    /// What the token spec says a set of entries grants `need`.
+    fn expected(
+        access: &[(String, String, Vec<String>)],
+        need: &[Access],
+    ) -> Result<String, &'static str> {
+        for a in need {
+            let entries: Vec<_> = access
+                .iter()
+                .filter(|(k, n, _)| *k == a.kind && *n == a.name)
+                .collect();
+            if entries.is_empty() {
+                return Err("insufficient_scope");
+            }
+            if !entries
+                .iter()
+                .any(|(_, _, acts)| acts.iter().any(|x| *x == a.action || x == "*"))
+            {
+                return Err("denied");
+            }
+        }
+        Ok("alice".into())
+    }
+
+    proptest! {
+        // Each case signs a token (P-256, unoptimised in tests): fewer cases.
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Signed tokens with any access entries: exactly what they grant.
+        #[test]
+        fn signed_access_claims_grant_exactly_what_they_list(
+            access in prop::collection::vec(entry(), 0..4),
+            need in prop::collection::vec(
+                (prop_oneof![Just("repository"), Just("registry")],
+                 prop_oneof![Just("a"), Just("catalog")],
+                 prop_oneof![Just("pull"), Just("push"), Just("*")]),
+                0..3,
+            ),
+        ) {
+            let need: Vec<Access> = need
+                .into_iter()
+                .map(|(k, n, a)| Access { kind: k.into(), name: n.into(), action: a.into() })
+                .collect();
+            let now = unix_now();
+            let claims = json!({
+                "iss": ISSUER, "aud": SERVICE, "sub": "alice", "exp": now + 300, "nbf": now - 5,
+                "access": access.iter().map(|(k, n, a)| json!({"type": k, "name": n, "actions": a}))
+                    .collect::<Vec<_>>(),
+            });
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = Some(FIXTURE.kid.clone());
+            let token = encode(&h, &claims, &FIXTURE.key).unwrap();
+            let got = match FIXTURE.verifier.verify(&token, &need) {
+                Ok(sub) => Ok(sub),
+                Err(TokenRejection::InsufficientScope) => Err("insufficient_scope"),
+                Err(TokenRejection::Denied(_)) => Err("denied"),
+                Err(TokenRejection::Invalid(why)) => panic!("a valid token refused: {why}"),
+            };
+            prop_assert_eq!(got, expected(&access, &need));
+        }
+
+        /// Signed, but with any JSON where the claims go: never a panic, and
+        /// a malformed `access` or a missing exp/iss/aud is invalid.
+        #[test]
+        fn signed_malformed_claims_are_invalid(access in json_value(), drop in 0usize..4) {
+            let now = unix_now();
+            let mut claims = json!({"iss": ISSUER, "aud": SERVICE, "exp": now + 300, "access": access});
+            let dropped = ["iss", "aud", "exp", ""][drop];
+            claims.as_object_mut().unwrap().remove(dropped);
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = Some(FIXTURE.kid.clone());
+            let token = encode(&h, &claims, &FIXTURE.key).unwrap();
+            let r = FIXTURE.verifier.verify(&token, &need());
+            let well_formed = claims["access"].is_array();
+            if !dropped.is_empty() || !well_formed {
+                prop_assert!(matches!(r, Err(TokenRejection::Invalid(_))), "{r:?}");
+            }
+        }
+    }
+}

@@ -101,9 +101,9 @@ fn filesystem_profile_serves_its_probes() {
     assert_eq!(status(&format!("http://{metrics_addr}{path}")), 200);
 }
 
-/// The token profile: the chart's generated signing key and certificate, the
-/// htpasswd file and the ACL make a token server whose tokens Berth accepts;
-/// the realm follows the request's host.
+/// The token profile: the chart's generated signing key (ECDSA P-256 by
+/// default) and certificate, the htpasswd file and the ACL make a token
+/// server whose tokens Berth accepts; the realm follows the request's host.
 #[test]
 fn token_profile_issues_tokens_berth_accepts() {
     let yaml = helm_template(
@@ -132,6 +132,13 @@ fn token_profile_issues_tokens_berth_accepts() {
     assert_eq!(code, 200, "{body}");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     let token = body["token"].as_str().unwrap();
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "ES256", "the generated key is ECDSA P-256");
     let (code, _, _) = get(&berth.url("/v2/"), Auth::Bearer(token));
     assert_eq!(code, 200, "Berth accepts the token its token server signed");
     let (code, _, _) = get(&berth.url("/v2/team/app/tags/list"), Auth::Bearer(token));

@@ -169,6 +169,11 @@ Refuse combinations that would deploy but not work; each message says what to ch
 {{- $_ := set $storage "cache" (dict "blobdescriptor" $cache) }}
 {{- end }}
 {{- $http := dict "addr" (printf ":%d" (int $v.service.port)) "relativeurls" false }}
+{{- if ne $v.auth.type "none" }}
+{{- $proxies := concat ($v.auth.trustedproxies | default list) ($v.auth.token.trustedproxies | default list) | uniq }}
+{{- if $proxies }}{{ $_ := set $http "trustedproxies" $proxies }}{{ end }}
+{{- $_ := set $http "loginqueue" (int $v.auth.loginqueue) }}
+{{- end }}
 {{- if $v.externalURL }}{{ $_ := set $http "host" $v.externalURL }}{{ end }}
 {{- if $v.metrics.enabled }}
 {{- $_ := set $http "debug" (dict "addr" (printf ":%d" (int $v.metrics.port)) "prometheus" (dict "enabled" true "path" $v.metrics.path)) }}
@@ -179,7 +184,8 @@ Refuse combinations that would deploy but not work; each message says what to ch
 {{- $_ := set $cfg "redis" (dict "addr" $v.redis.addr "db" $v.redis.db "dialtimeout" $v.redis.dialtimeout "readtimeout" $v.redis.readtimeout "writetimeout" $v.redis.writetimeout) }}
 {{- end }}
 {{- if eq $v.auth.type "htpasswd" }}
-{{- $_ := set $cfg "auth" (dict "htpasswd" (dict "realm" $v.auth.htpasswd.realm "path" "/etc/berth/auth/htpasswd")) }}
+{{- $th := $v.auth.htpasswd.throttle }}
+{{- $_ := set $cfg "auth" (dict "htpasswd" (dict "realm" $v.auth.htpasswd.realm "path" "/etc/berth/auth/htpasswd" "throttle" (dict "maxfailures" $th.maxfailures "window" $th.window "maxdelay" $th.maxdelay))) }}
 {{- else if eq $v.auth.type "token" }}
 {{- $t := $v.auth.token }}
 {{- $service := include "berth.tokenService" . }}
@@ -194,7 +200,6 @@ Refuse combinations that would deploy but not work; each message says what to ch
 {{- $ts := dict "path" $t.path "issuer" $t.issuer "service" $service "signingkey" "/etc/berth/token/tls.key" "certificate" "/etc/berth/token/tls.crt" "expiration" $t.expiration "refreshexpiration" $t.refreshexpiration "anonymous" $t.anonymous "acl" $t.acl }}
 {{- if include "berth.hasUsers" . }}{{ $_ := set $ts "htpasswd" "/etc/berth/auth/htpasswd" }}{{ end }}
 {{- if $t.labels }}{{ $_ := set $ts "labels" $t.labels }}{{ end }}
-{{- if $t.trustedproxies }}{{ $_ := set $ts "trustedproxies" $t.trustedproxies }}{{ end }}
 {{- $_ := set $ts "throttle" (dict "maxfailures" $t.throttle.maxfailures "window" $t.throttle.window "maxdelay" $t.throttle.maxdelay) }}
 {{- $_ := set $cfg "token_server" $ts }}
 {{- end }}

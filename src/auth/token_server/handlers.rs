@@ -332,3 +332,37 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
     }
     Ok(token_response(body))
 }
+
+/// Property tests: any query string or form body (the `scope=` values with
+/// it) is read without a panic, and a refusal is a 400.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn any_query_or_form_reads_or_is_a_400(
+            raw in prop::collection::vec(any::<u8>(), 0..300),
+            scopes in prop::collection::vec("[a-z()]{0,12}:[ -~]{0,20}:[a-z*,]{0,12}", 0..4),
+        ) {
+            // Arbitrary bytes, then well-shaped scopes appended percent-encoded.
+            let mut body = raw.clone();
+            for s in &scopes {
+                body.extend_from_slice(b"&");
+                body.extend(url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("scope", s)
+                    .finish()
+                    .into_bytes());
+            }
+            let p = Params::parse(&body);
+            match p.scopes() {
+                Ok(all) => prop_assert!(all.len() <= scope::MAX_SCOPES),
+                Err(resp) => prop_assert_eq!(resp.status(), StatusCode::BAD_REQUEST),
+            }
+        }
+    }
+}

@@ -172,3 +172,86 @@ mod tests {
         assert!(parse_all(many.iter().map(String::as_str)).is_err());
     }
 }
+
+/// Property tests: any `scope` text a client sends parses or is refused
+/// with a message, never a panic; what parses is well-formed and renders
+/// back to itself; well-formed scopes always parse.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn is_word(s: &str) -> bool {
+        word(s)
+    }
+
+    /// A scope as docker writes them, and its parts.
+    fn valid() -> impl Strategy<Value = (String, Option<String>, String, Vec<String>)> {
+        (
+            "[a-z0-9_-]{1,12}",
+            prop::option::of("[a-z0-9_-]{1,8}"),
+            // Names may hold ':' (host:port) and any visible character.
+            "[a-z0-9]([a-z0-9._/:-]{0,40}[a-z0-9])?",
+            prop::collection::vec(prop_oneof!["[a-z]{1,8}", Just("*".to_string())], 1..4),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn arbitrary_text_never_panics_and_what_parses_is_well_formed(s in "\\PC{0,80}|[a-z():,*/ ]{0,40}") {
+            match parse(&s) {
+                Ok(p) => {
+                    prop_assert!(is_word(&p.kind));
+                    prop_assert!(p.class.as_deref().is_none_or(is_word));
+                    prop_assert!(!p.name.is_empty() && p.name.len() <= 255);
+                    prop_assert!(!p.name.chars().any(|c| c.is_whitespace() || c.is_control()));
+                    prop_assert!(!p.actions.is_empty());
+                    prop_assert!(p.actions.iter().all(|a| a == "*" || is_word(a)));
+                    let mut dedup = p.actions.clone();
+                    dedup.dedup();
+                    prop_assert_eq!(dedup.len(), p.actions.len());
+                    prop_assert_eq!(parse(&p.render(&p.actions)), Ok(p));
+                }
+                Err(e) => prop_assert!(e.starts_with("invalid scope"), "{e}"),
+            }
+        }
+
+        #[test]
+        fn well_formed_scopes_parse_to_their_parts((kind, class, name, actions) in valid()) {
+            let head = match &class {
+                Some(c) => format!("{kind}({c})"),
+                None => kind.clone(),
+            };
+            let text = format!("{head}:{name}:{}", actions.join(","));
+            let p = parse(&text).unwrap();
+            prop_assert_eq!(&p.kind, &kind);
+            prop_assert_eq!(&p.class, &class);
+            prop_assert_eq!(&p.name, &name);
+            let mut unique: Vec<String> = Vec::new();
+            for a in actions {
+                if !unique.contains(&a) {
+                    unique.push(a);
+                }
+            }
+            prop_assert_eq!(&p.actions, &unique);
+            prop_assert_eq!(p.render(&p.actions), format!("{head}:{name}:{}", unique.join(",")));
+        }
+
+        #[test]
+        fn lists_never_panic_and_stay_bounded(values in prop::collection::vec("\\PC{0,60}", 0..8)) {
+            match parse_all(values.iter().map(String::as_str)) {
+                Ok(all) => {
+                    prop_assert!(all.len() <= MAX_SCOPES);
+                    // One entry per resource.
+                    for (i, a) in all.iter().enumerate() {
+                        prop_assert!(!all[i + 1..].iter().any(|b| b.kind == a.kind && b.class == a.class && b.name == a.name));
+                    }
+                }
+                Err(e) => prop_assert!(e.starts_with("invalid scope") || e.starts_with("more than"), "{e}"),
+            }
+        }
+    }
+}

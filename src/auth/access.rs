@@ -128,7 +128,7 @@ mod props {
     use crate::auth::token_server::scope;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #![proptest_config(ProptestConfig::with_cases(2000))]
 
         #[test]
         fn challenge_scopes_read_back(
@@ -136,7 +136,7 @@ mod props {
                 (
                     prop_oneof![Just("repository"), Just("registry")],
                     // Repository names as routes accept them (and host:port ones).
-                    "[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*){0,3}(:[0-9]{1,5}/[a-z]{1,5})?",
+                    "[a-z0-9]{1,10}([._-][a-z0-9]{1,10}){0,2}(/[a-z0-9]{1,10}([._-][a-z0-9]{1,10}){0,2}){0,3}(:[0-9]{1,5}/[a-z]{1,5})?",
                     prop_oneof![Just("pull"), Just("push"), Just("delete"), Just("*")],
                 ),
                 1..6,

@@ -14,6 +14,8 @@
 //!
 //! A signer that is itself a bundle certificate is trusted as it is, as its
 //! key would be by `kid` (a token server's self-signed certificate).
+//! Unlike Go, webpki takes X.509 v3 certificates only (a v1 one cannot say
+//! whether it is a CA): a chain's certificates must be v3.
 
 use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, Error, ExtendedKeyUsageValidator, KeyPurposeIdIter, VerifiedPath};
@@ -144,7 +146,10 @@ impl Roots {
             }
         }
         let signer_der = CertificateDer::from(signer.as_slice());
-        let leaf = EndEntityCert::try_from(&signer_der).map_err(|e| format!("{e:?}"))?;
+        let leaf = EndEntityCert::try_from(&signer_der).map_err(|e| match e {
+            Error::UnsupportedCertVersion => "the signing certificate is not X.509 v3".to_string(),
+            e => format!("signing certificate: {e:?}"),
+        })?;
         let intermediates: Vec<CertificateDer<'_>> = rest
             .iter()
             .map(|d| CertificateDer::from(d.as_slice()))
@@ -171,7 +176,8 @@ impl Roots {
         let mut issuers = 0u32;
         for cert in path.intermediate_certificates() {
             issuers += 1;
-            let parsed = parse(cert.der().as_ref()).map_err(|_| Error::BadDer)?;
+            let der = cert.der();
+            let parsed = parse(der.as_ref()).map_err(|_| Error::BadDer)?;
             let ku = parsed.key_usage().map_err(|_| Error::BadDer)?;
             if ku.is_some_and(|k| !k.value.key_cert_sign()) {
                 return Err(Error::EndEntityUsedAsCa);

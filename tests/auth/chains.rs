@@ -28,7 +28,8 @@ struct Cert {
 }
 
 enum Kind {
-    /// CA:TRUE, keyCertSign; `Some(n)`: pathLenConstraint n.
+    /// CA:TRUE, keyCertSign (and digitalSignature, so a CA certificate used
+    /// as the signer is refused for being a CA); `Some(n)`: pathLenConstraint n.
     Ca(Option<u8>),
     /// An end entity that says so (CA:FALSE), digitalSignature.
     Leaf,
@@ -47,7 +48,11 @@ fn params(cn: &str, kind: Kind) -> CertificateParams {
                 Some(n) => BasicConstraints::Constrained(n),
                 None => BasicConstraints::Unconstrained,
             });
-            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
         }
         Kind::Leaf | Kind::NotCa => {
             p.is_ca = IsCa::ExplicitNoCa;

@@ -119,9 +119,16 @@ pub fn self_signed(dir: &Path, name: &str, kind: &str) -> Key {
     read_key(dir, name)
 }
 
-/// A key whose certificate is signed by `ca` (which must exist in `dir`).
+/// A key whose certificate is signed by `ca` (which must exist in `dir`): an
+/// X.509 v3 end-entity certificate for signing (`x5c` chains must be v3).
 pub fn leaf_signed_by(dir: &Path, name: &str, ca: &str, kind: &str) -> Key {
     new_key(dir, name, kind);
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n",
+    )
+    .unwrap();
     openssl(
         &[
             "req",
@@ -146,6 +153,8 @@ pub fn leaf_signed_by(dir: &Path, name: &str, ca: &str, kind: &str) -> Key {
             "-CAkey",
             &format!("{ca}.key"),
             "-CAcreateserial",
+            "-extfile",
+            &ext,
             "-days",
             "2",
             "-out",

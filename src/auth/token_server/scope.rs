@@ -198,7 +198,7 @@ mod props {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(5000))]
+        #![proptest_config(ProptestConfig::with_cases(3000))]
 
         #[test]
         fn arbitrary_text_never_panics_and_what_parses_is_well_formed(s in "\\PC{0,80}|[a-z():,*/ ]{0,40}") {
@@ -239,6 +239,11 @@ mod props {
             prop_assert_eq!(&p.actions, &unique);
             prop_assert_eq!(p.render(&p.actions), format!("{head}:{name}:{}", unique.join(",")));
         }
+
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
 
         #[test]
         fn lists_never_panic_and_stay_bounded(values in prop::collection::vec("\\PC{0,60}", 0..8)) {

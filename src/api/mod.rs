@@ -213,8 +213,7 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let actor = match check_access(&state, &method, req.headers(), peer, mount_from, &route).await
-    {
+    let actor = match check_access(&state, &method, req.headers(), peer, mount_from, &route).await {
         Ok(actor) => actor,
         Err(denied) => return denied,
     };

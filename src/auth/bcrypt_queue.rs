@@ -100,7 +100,12 @@ impl BcryptQueue {
             .try_acquire_owned()
             .map_err(|_| self.refuse())?;
         // Never closed, so acquiring only waits.
-        let running = self.running.clone().acquire_owned().await.map_err(|_| Busy)?;
+        let running = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Busy)?;
         let (password, hash) = (password.to_string(), hash.to_string());
         Ok(tokio::task::spawn_blocking(move || {
             let _held = (admitted, running);

@@ -186,7 +186,11 @@ impl Htpasswd {
                 None => (loaded.stand_in.clone(), false),
             }
         };
-        let ok = self.queue.verify(password, &bcrypt_queue::normalise(&hash)).await? && known;
+        let ok = self
+            .queue
+            .verify(password, &bcrypt_queue::normalise(&hash))
+            .await?
+            && known;
         if ok {
             let mut remembered = self.remembered.lock().unwrap();
             if remembered.len() >= MAX_REMEMBERED {
@@ -201,7 +205,11 @@ impl Htpasswd {
     #[cfg(test)]
     fn stand_in_cost(&self) -> u32 {
         let loaded = self.loaded.lock().unwrap();
-        loaded.stand_in.parse::<bcrypt::HashParts>().unwrap().get_cost()
+        loaded
+            .stand_in
+            .parse::<bcrypt::HashParts>()
+            .unwrap()
+            .get_cost()
     }
 }
 

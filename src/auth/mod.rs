@@ -17,11 +17,7 @@ pub mod token;
 pub mod token_server;
 mod x5c;
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{http::HeaderMap, Router};
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -76,9 +72,11 @@ impl Logins {
             (_, true) => ClientAddress::new("http.trustedproxies", &cfg.http.trustedproxies)?,
             (true, false) => ClientAddress::new("token_server.trustedproxies", legacy)?,
             (false, false) => {
-                return Err("token_server.trustedproxies: replaced by http.trustedproxies \
+                return Err(
+                    "token_server.trustedproxies: replaced by http.trustedproxies \
                             (shared with Basic logins); set only that one"
-                    .into())
+                        .into(),
+                )
             }
         };
         Ok(Logins {
@@ -126,8 +124,8 @@ pub(crate) fn loggable(name: &str) -> &str {
 /// authentication is on, the listener is plain HTTP on a non-loopback
 /// address, and `http.host` does not say TLS ends in front of it.
 pub fn plaintext_exposure(cfg: &Config, addr: SocketAddr) -> Option<&'static str> {
-    let basic = cfg.auth.as_ref().is_some_and(|a| a.htpasswd.is_some())
-        || cfg.token_server.is_some();
+    let basic =
+        cfg.auth.as_ref().is_some_and(|a| a.htpasswd.is_some()) || cfg.token_server.is_some();
     let bearer = cfg.auth.as_ref().is_some_and(|a| a.token.is_some());
     let tls = cfg.http.tls.as_ref().is_some_and(|t| t.enabled());
     let terminated_in_front = cfg.http.host.starts_with("https://");
@@ -289,7 +287,10 @@ mod tests {
             plaintext_exposure(&config(htpasswd), addr("127.0.0.1:5000")),
             None
         );
-        assert_eq!(plaintext_exposure(&config(htpasswd), addr("[::1]:5000")), None);
+        assert_eq!(
+            plaintext_exposure(&config(htpasswd), addr("[::1]:5000")),
+            None
+        );
         let behind_tls = format!("http:\n  host: https://registry.example.com\n{htpasswd}");
         assert_eq!(plaintext_exposure(&config(&behind_tls), public), None);
     }
@@ -342,8 +343,11 @@ mod tests {
             "auth:\n  htpasswd:\n    path: {}\n    throttle:\n      maxfailures: 0\n",
             file.display()
         ));
-        let basic = BasicAuth::new(cfg.auth.as_ref().unwrap().htpasswd.as_ref().unwrap(), &logins)
-            .unwrap();
+        let basic = BasicAuth::new(
+            cfg.auth.as_ref().unwrap().htpasswd.as_ref().unwrap(),
+            &logins,
+        )
+        .unwrap();
         let ts_cfg = crate::config::token_server::TokenServerConfig {
             users: [("bob".to_string(), hash)].into(),
             ..Default::default()
@@ -355,7 +359,10 @@ mod tests {
 
         let held = queue.hold_for_test();
         let denied = basic.authorize(&headers, None).await;
-        assert!(matches!(denied, Err(Denial::TooManyRequests { .. })), "{denied:?}");
+        assert!(
+            matches!(denied, Err(Denial::TooManyRequests { .. })),
+            "{denied:?}"
+        );
         assert_eq!(accounts.verify("bob", "pw").await, Err(bcrypt_queue::Busy));
         drop(held);
         assert_eq!(basic.authorize(&headers, None).await.unwrap(), "alice");

@@ -463,7 +463,13 @@ mod props {
             prop_oneof![Just("repository"), Just("registry"), Just("x")],
             prop_oneof![Just("a"), Just("b"), Just("catalog")],
             prop::collection::vec(
-                prop_oneof![Just("pull"), Just("push"), Just("delete"), Just("*"), Just("")],
+                prop_oneof![
+                    Just("pull"),
+                    Just("push"),
+                    Just("delete"),
+                    Just("*"),
+                    Just("")
+                ],
                 0..3,
             ),
         )

@@ -74,7 +74,7 @@ impl ExtendedKeyUsageValidator for AnyPurpose {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match parse_x509_certificate(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok((&[], cert)) => Ok(cert),
         _ => Err("bad certificate".into()),
     }
 }
@@ -131,7 +131,11 @@ impl Roots {
     /// may sign tokens.
     pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), String> {
         let (signer, rest) = chain.split_first().ok_or("empty chain")?;
-        if let Some(root) = self.roots.iter().find(|r| r.der.as_ref() == signer.as_slice()) {
+        if let Some(root) = self
+            .roots
+            .iter()
+            .find(|r| r.der.as_ref() == signer.as_slice())
+        {
             let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
             let (not_before, not_after) = root.validity;
             return match (not_before..=not_after).contains(&now) {

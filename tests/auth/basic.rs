@@ -238,7 +238,11 @@ async fn login_from(
 
 async fn assert_throttled(r: reqwest::Response, what: &str) {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{what}");
-    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&wait), "{what}: retry-after {wait}");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS", "{what}");
@@ -256,7 +260,10 @@ async fn failed_logins_are_throttled_per_client() {
     );
     let local = "127.0.0.1";
     // alice signs in first: her check is remembered.
-    assert_eq!(login_from(&b, local, None, "alice", "pw").await.status(), 200);
+    assert_eq!(
+        login_from(&b, local, None, "alice", "pw").await.status(),
+        200
+    );
     for _ in 0..3 {
         let r = login_from(&b, local, None, "alice", "guess").await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -269,10 +276,15 @@ async fn failed_logins_are_throttled_per_client() {
     )
     .await;
     // ...but a remembered success costs nothing and goes through.
-    assert_eq!(login_from(&b, local, None, "alice", "pw").await.status(), 200);
+    assert_eq!(
+        login_from(&b, local, None, "alice", "pw").await.status(),
+        200
+    );
     // Another client is unaffected.
     assert_eq!(
-        login_from(&b, "127.0.0.2", None, "bob", "pw2").await.status(),
+        login_from(&b, "127.0.0.2", None, "bob", "pw2")
+            .await
+            .status(),
         200
     );
     // No credentials: no guess, a plain challenge.
@@ -398,7 +410,9 @@ async fn password_checks_beyond_the_queue_get_429() {
     assert!(refused >= 1, "none of {burst} refused");
     assert!(b.logs().contains("password checks queue full"));
     assert_eq!(
-        login_from(&b, "127.0.0.1", None, "alice", "pw").await.status(),
+        login_from(&b, "127.0.0.1", None, "alice", "pw")
+            .await
+            .status(),
         200
     );
 }

@@ -191,7 +191,10 @@ async fn forged_and_broken_chains_are_refused_and_a_real_one_accepted() {
             token(&[&under_lookalike, &lookalike]),
         ),
         ("expired intermediate", token(&[&under_expired, &expired])),
-        ("intermediate with CA:FALSE", token(&[&under_not_ca, &not_ca])),
+        (
+            "intermediate with CA:FALSE",
+            token(&[&under_not_ca, &not_ca]),
+        ),
         (
             "path length of an intermediate",
             token(&[&under_deeper, &deeper, &zero]),
@@ -211,7 +214,10 @@ async fn forged_and_broken_chains_are_refused_and_a_real_one_accepted() {
     for (what, t) in &cases {
         let r = push(&b, t).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
-        let www = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+        let www = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(www.contains("error=\"invalid_token\""), "{what}: {www}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{what}");
@@ -226,7 +232,10 @@ async fn forged_and_broken_chains_are_refused_and_a_real_one_accepted() {
     let direct = issue(params("token-signer-2", Kind::Leaf), &strict_root);
     for (what, t) in [
         ("leaf, intermediate", token(&[&signer, &issuing])),
-        ("leaf, intermediate, root", token(&[&signer, &issuing, &root])),
+        (
+            "leaf, intermediate, root",
+            token(&[&signer, &issuing, &root]),
+        ),
         ("leaf under a pathlen-0 root", token(&[&direct])),
     ] {
         let r = push(&b, &t).await;

@@ -134,8 +134,7 @@ fn token_profile_issues_tokens_berth_accepts() {
     let token = body["token"].as_str().unwrap();
     let header = token.split('.').next().unwrap();
     let header: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
-            .unwrap(),
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
     )
     .unwrap();
     assert_eq!(header["alg"], "ES256", "the generated key is ECDSA P-256");

@@ -10,8 +10,8 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-pub use crate::auth::client::IpNet;
 use super::matchers::{Pattern, Vars};
+pub use crate::auth::client::IpNet;
 use crate::config::token_server::{AclMatch, AclRule};
 
 /// The actions a rule may grant.

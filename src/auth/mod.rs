@@ -94,11 +94,13 @@ pub fn build(
     metrics: Option<Arc<Metrics>>,
 ) -> Result<(Option<Authenticator>, Option<Router>), String> {
     let logins = Logins::from_config(cfg)?;
+    // The token server first: its key also signs what `auth.token` checks,
+    // so a missing key is reported as the key's problem.
+    let token_server = token_server::router(cfg, &logins, metrics)?;
     let auth = match &cfg.auth {
         Some(a) => Authenticator::from_config(a, &logins)?,
         None => None,
     };
-    let token_server = token_server::router(cfg, &logins, metrics)?;
     Ok((auth, token_server))
 }
 

@@ -66,7 +66,9 @@ pub(crate) fn config(root: &Path, addr: SocketAddr, htpasswd: Option<&Path>) -> 
     if let Some(p) = htpasswd {
         let _ = write!(
             c,
-            "auth:\n  htpasswd:\n    realm: loadtest\n    path: {}\n",
+            // Berth throttles a client's failed logins: off, so the wrong-password
+            // load measures bcrypt (distribution ignores the key).
+            "auth:\n  htpasswd:\n    realm: loadtest\n    path: {}\n    throttle:\n      maxfailures: 0\n",
             p.display()
         );
     }

@@ -304,31 +304,36 @@ fn env_name(path: &str) -> String {
     format!("REGISTRY_{}", path.replace('.', "_").to_uppercase())
 }
 
+/// A key path as YAML shows it: dotted, list elements as `[i]`.
+fn yaml_path(segments: &[String]) -> String {
+    let mut key = String::new();
+    for segment in segments {
+        if !key.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            key.push_str(&format!("[{segment}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(segment);
+        }
+    }
+    key
+}
+
 /// `key: problem (in where)`, with the key as the user wrote it: a dotted
-/// YAML path (list elements as `[i]`), or the `REGISTRY_*` variable name.
+/// YAML path, or the `REGISTRY_*` variable name.
 fn describe(e: &figment::Error) -> String {
     let env = from_env(e.metadata.as_ref());
     let key = if env {
         format!("REGISTRY_{}", e.path.join("_").to_uppercase())
     } else {
-        let mut key = String::new();
-        for segment in &e.path {
-            if !key.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
-                key.push_str(&format!("[{segment}]"));
-            } else {
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(segment);
-            }
-        }
-        key
+        yaml_path(&e.path)
     };
     let problem = match &e.kind {
         figment::error::Kind::UnknownField(_, known) => {
             let section = match e.path.len() {
                 0 | 1 => "the top level".to_string(),
-                _ => e.path[..e.path.len() - 1].join("."),
+                n => yaml_path(&e.path[..n - 1]),
             };
             if known.is_empty() {
                 format!("unknown key ({section} takes none)")
@@ -338,13 +343,12 @@ fn describe(e: &figment::Error) -> String {
         }
         kind => kind.to_string(),
     };
-    let source = match &e.metadata {
+    // The file when there is one; a value merged in code (defaults, or the
+    // file and a REGISTRY_AUTH / REGISTRY_STORAGE choice) has no place to show.
+    let source = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
         _ if env => "the environment".to_string(),
-        Some(m) => m
-            .source
-            .as_ref()
-            .map_or(m.name.to_string(), |s| s.to_string()),
-        None => "configuration".into(),
+        Some(figment::Source::File(path)) => path.display().to_string(),
+        _ => "configuration".into(),
     };
     format!("{key}: {problem} (in {source})")
 }
@@ -387,10 +391,7 @@ impl Config {
             ConfigError(msg.replace('\n', " "))
         })?;
         let findings = compat::findings(&fig);
-        if let Some(f) = findings
-            .iter()
-            .find(|f| f.action == compat::Action::Refuse)
-        {
+        if let Some(f) = findings.iter().find(|f| f.action == compat::Action::Refuse) {
             return Err(ConfigError(format!("{}: {}", f.key, f.why)));
         }
         cfg.storage.cache.resolve_aliases();

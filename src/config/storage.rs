@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::compat::{TagSection, Tolerated};
 pub use super::azure::{AzureConfig, AzureSettings};
+use super::compat::{TagSection, Tolerated};
 pub use super::s3::S3Config;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -150,7 +150,11 @@ fn an_unknown_key_in_any_section_exits_2_naming_it() {
     }
     // The error lists what the section does take.
     let r = run("check", "http:\n  secrte: s\n", &[]);
-    assert!(r.stderr.contains("secret") && r.stderr.contains("prefix"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("secret") && r.stderr.contains("prefix"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// A variable in a section Berth reads is parsed, so a typo in its name is
@@ -158,7 +162,11 @@ fn an_unknown_key_in_any_section_exits_2_naming_it() {
 #[test]
 fn an_unknown_variable_in_a_known_section_exits_2_naming_it() {
     let base = "version: 0.1\n";
-    refused_by_both(base, &[("REGISTRY_HTTP_SECRTE", "s")], "REGISTRY_HTTP_SECRTE");
+    refused_by_both(
+        base,
+        &[("REGISTRY_HTTP_SECRTE", "s")],
+        "REGISTRY_HTTP_SECRTE",
+    );
     refused_by_both(
         base,
         &[("REGISTRY_STORAGE_DELETE_ENABLE", "true")],
@@ -220,8 +228,17 @@ fn stray_variables_are_skipped_with_a_warning() {
         &env,
     );
     let logs = b.logs();
-    assert_eq!(logs.matches("REGISTRY_HOST: names no configuration key").count(), 1, "{logs}");
-    assert_eq!(logs.matches("REGISTRY_PORT_5000_TCP_ADDR").count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("REGISTRY_HOST: names no configuration key")
+            .count(),
+        1,
+        "{logs}"
+    );
+    assert_eq!(
+        logs.matches("REGISTRY_PORT_5000_TCP_ADDR").count(),
+        1,
+        "{logs}"
+    );
 }
 
 /// distribution keys whose absence would change what the registry does are
@@ -242,7 +259,10 @@ fn behaviour_changing_keys_are_refused() {
             "validation.manifests",
         ),
         ("policy:\n  repository:\n    classes: [image]\n", "policy"),
-        ("http:\n  net: unix\n  addr: /run/registry.sock\n", "http.net"),
+        (
+            "http:\n  net: unix\n  addr: /run/registry.sock\n",
+            "http.net",
+        ),
         (
             "http:\n  tls:\n    ciphersuites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n",
             "http.tls.ciphersuites",
@@ -255,7 +275,10 @@ fn behaviour_changing_keys_are_refused() {
             "redis:\n  addrs: [r:6379]\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n",
             "redis.tls.certificate",
         ),
-        ("redis:\n  addrs: [r:26379]\n  mastername: m\n", "redis.mastername"),
+        (
+            "redis:\n  addrs: [r:26379]\n  mastername: m\n",
+            "redis.mastername",
+        ),
     ] {
         refused_by_both(yaml, &[], key);
     }

@@ -39,6 +39,14 @@ macro_rules! tolerated_section {
 }
 
 tolerated_section!(
+    /// `proxy:` — pull-through cache.
+    ProxySection { remoteurl, username, password, ttl, exec }
+);
+tolerated_section!(
+    /// `middleware:` — lists of `{name, options, disabled}` per injection point.
+    MiddlewareSection { registry, repository, storage }
+);
+tolerated_section!(
     /// `validation:` — manifest URL and index platform checks.
     ValidationSection { enabled, disabled, manifests }
 );
@@ -80,7 +88,7 @@ pub(super) enum Action {
 /// When a present key counts.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum When {
-    /// Set to anything but null or an empty map or list.
+    /// Set to anything but null or an empty string, map or list.
     Present,
     /// A flag set to true (`true` or `"true"`).
     True,
@@ -128,23 +136,22 @@ const REDIS_TLS: &str =
     "TLS to Redis is not supported yet; Berth would talk to Redis in plain text";
 const REDIS_SENTINEL: &str =
     "Redis Sentinel is not supported; Berth would take the sentinels for Redis servers";
+const MIDDLEWARE: &str = "middleware (cloudfront, redirect, ...) is not supported; requests \
+     would skip what it does";
 const S3_SDK: &str = "Berth's S3 client (the AWS SDK for Rust) uses its own default here";
 
 /// Every distribution key Berth accepts without acting on it, or refuses.
 pub(super) const RULES: &[Rule] = &[
     // Top level.
     refuse(
-        "proxy",
+        "proxy.remoteurl",
         Present,
         "a pull-through cache is not supported yet; Berth would serve an ordinary, \
          writable registry instead of a read-only mirror of proxy.remoteurl",
     ),
-    refuse(
-        "middleware",
-        Present,
-        "registry, repository and storage middleware (cloudfront, redirect, ...) is not \
-         supported; requests would skip what it does",
-    ),
+    refuse("middleware.registry", AnyEnabled, MIDDLEWARE),
+    refuse("middleware.repository", AnyEnabled, MIDDLEWARE),
+    refuse("middleware.storage", AnyEnabled, MIDDLEWARE),
     refuse(
         "validation.manifests",
         Present,
@@ -386,6 +393,7 @@ fn matches(when: When, v: &Value) -> bool {
     match when {
         Present => match v {
             Value::Null => false,
+            Value::String(s) => !s.trim().is_empty(),
             Value::Object(m) => !m.is_empty(),
             Value::Array(a) => !a.is_empty(),
             _ => true,
@@ -491,7 +499,7 @@ mod tests {
             "http:\n  http2:\n    disabled: false\n",
             "http:\n  h2c:\n    enabled: true\n",
             "log:\n  reportcaller: false\n  hooks:\n    - type: mail\n      disabled: true\n",
-            "proxy: {}\nmiddleware:\n",
+            "proxy: {remoteurl: ''}\nmiddleware:\n  storage:\n    - name: redirect\n      disabled: true\n",
             "redis:\n  addr: r:6379\n  tls:\n    enabled: false\n",
         ] {
             let cfg = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));

@@ -12,8 +12,7 @@ use std::{
 
 use crate::common::{process::wait_with_deadline, Berth};
 
-/// Every section Berth reads (`[]`: a list's element); the same list as the
-/// unit test in src/config/mod.rs, here through the binary.
+/// Every section Berth reads (`[]`: a list's element).
 const SECTIONS: &[&str] = &[
     "",
     "log",
@@ -248,11 +247,11 @@ fn behaviour_changing_keys_are_refused() {
     for (yaml, key) in [
         (
             "proxy:\n  remoteurl: https://registry-1.docker.io\n  username: u\n",
-            "proxy",
+            "proxy.remoteurl",
         ),
         (
             "middleware:\n  storage:\n    - name: cloudfront\n      options: {baseurl: x}\n",
-            "middleware",
+            "middleware.storage",
         ),
         (
             "validation:\n  manifests:\n    urls:\n      allow: ['^https://example\\.com/']\n",

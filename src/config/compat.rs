@@ -311,11 +311,11 @@ pub(super) fn findings(fig: &Figment) -> Vec<Finding> {
     };
     let mut out = Vec::new();
     for rule in RULES {
-        for (shown, lookup, value) in lookup(&root, rule.path) {
+        for (shown, source_path, value) in lookup(&root, rule.path) {
             if matches(rule.when, value) {
                 // A section set from the environment is named by (one of)
                 // the variables that set it: REGISTRY_PROXY_REMOTEURL.
-                let key = if super::set_from_env(fig, &lookup) {
+                let key = if super::set_from_env(fig, &source_path) {
                     super::env_name(&format!("{shown}{}", first_leaf(value)))
                 } else {
                     shown

@@ -77,6 +77,14 @@ enum ConfigCommand {
 /// Exit code for configuration errors.
 const CONFIG_ERROR: u8 = 2;
 
+/// One warning line per distribution key accepted but not acted on, and per
+/// `REGISTRY_*` variable skipped.
+fn log_config_warnings(cfg: &Config) {
+    for w in &cfg.warnings {
+        tracing::warn!("configuration: {w}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -99,6 +107,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(CONFIG_ERROR);
                 }
             };
+            log_config_warnings(&cfg);
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let result = rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(cfg.http.bind_addr()).await?;
@@ -127,6 +136,7 @@ fn main() -> ExitCode {
                 }
             };
             berth::telemetry::init_logging(&cfg.log);
+            log_config_warnings(&cfg);
             if grace_period < std::time::Duration::from_secs(60) && !dry_run {
                 tracing::warn!(
                     ?grace_period,
@@ -174,12 +184,15 @@ fn main() -> ExitCode {
         }
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match Config::load(Some(&file)).map(|cfg| berth::auth::check(&cfg)) {
-            Ok(Err(e)) => {
-                eprintln!("berth: configuration error: {e}");
-                ExitCode::from(CONFIG_ERROR)
-            }
-            Ok(Ok(())) => {
+        } => match Config::load(Some(&file)) {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("berth: warning: {w}");
+                }
+                if let Err(e) = berth::auth::check(&cfg) {
+                    eprintln!("berth: configuration error: {e}");
+                    return ExitCode::from(CONFIG_ERROR);
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }

@@ -9,6 +9,8 @@ mod blobs;
 mod client;
 #[path = "api/config.rs"]
 mod config;
+#[path = "api/config_strict.rs"]
+mod config_strict;
 #[path = "api/maintenance.rs"]
 mod maintenance;
 #[path = "api/manifests.rs"]

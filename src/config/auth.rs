@@ -16,6 +16,7 @@ pub struct AuthConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HtpasswdConfig {
     #[serde(default = "default_realm")]
     pub realm: String,
@@ -52,7 +53,7 @@ fn default_realm() -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TokenConfig {
     /// Where clients get tokens (the token server's URL).
     pub realm: String,

@@ -13,11 +13,22 @@
 //! Here: the selected section is kept (with the file's parameters, if the file
 //! chose the same one) and the file's other choices are dropped; for storage,
 //! the shared keys (`delete`, `redirect`, `cache`, `maintenance`, …) stay.
+//!
+//! And which `REGISTRY_*` variables are read at all. distribution skips (with
+//! a warning) any variable that names no key, and environments are full of
+//! such names: Kubernetes gives every pod `REGISTRY_PORT`,
+//! `REGISTRY_SERVICE_HOST`, `REGISTRY_PORT_5000_TCP_ADDR`, … for a Service
+//! named `registry` in its namespace (`registry-redis` gives
+//! `REGISTRY_REDIS_SERVICE_HOST`), and shells carry `REGISTRY_HOST` or
+//! `REGISTRY_USER` for other tools. So a variable outside the sections Berth
+//! reads is skipped with a warning naming it, service links with one warning
+//! for all of them; inside a section (`REGISTRY_HTTP_SECRTE`) it is read, and
+//! the strict parse refuses it as it would the same typo in the file.
 
 use figment::{providers::Serialized, Figment};
 use serde_json::{Map, Value};
 
-use super::ConfigError;
+use super::{ConfigError, TOP_LEVEL_KEYS};
 
 /// (section, its env var, the names it can select)
 const SELECTORS: [(&str, &str, &[&str]); 2] = [
@@ -98,9 +109,132 @@ pub(super) fn key_path(name: &str) -> String {
     s.trim_matches('_').replace('_', ".").replace(HELD, "_")
 }
 
+/// Shaped like a variable Kubernetes sets for a Service (`<SVC>_SERVICE_HOST`,
+/// `<SVC>_SERVICE_PORT[_<NAME>]`, `<SVC>_PORT`, `<SVC>_PORT_<N>_<PROTO>[_ADDR|_PORT|_PROTO]`),
+/// given lower-cased without `REGISTRY_`. No Berth key ends like these.
+fn is_service_link(name: &str) -> bool {
+    let tokens: Vec<&str> = name.split('_').collect();
+    let protocol = |t: &str| matches!(t, "tcp" | "udp" | "sctp");
+    (0..tokens.len()).any(|start| match &tokens[start..] {
+        ["service", "host"] | ["port"] => true,
+        ["service", "port", ..] => true,
+        ["port", n, p] => n.parse::<u16>().is_ok() && protocol(p),
+        ["port", n, p, "addr" | "port" | "proto"] => n.parse::<u16>().is_ok() && protocol(p),
+        _ => false,
+    })
+}
+
+/// What to do with one `REGISTRY_*` variable (name given lower-cased,
+/// without the prefix).
+#[derive(Debug, PartialEq, Eq)]
+enum Variable {
+    /// A selector (`REGISTRY_AUTH`, `REGISTRY_STORAGE`), see [`apply`].
+    Selector,
+    /// In a section Berth reads: parsed (strictly).
+    Read,
+    /// Names no section: skipped with a warning.
+    Unknown,
+    /// A Kubernetes service link: skipped, with one warning for all.
+    ServiceLink,
+}
+
+fn classify(name: &str) -> Variable {
+    if SELECTOR_KEYS.contains(&name) {
+        return Variable::Selector;
+    }
+    if is_service_link(name) {
+        return Variable::ServiceLink;
+    }
+    let path = key_path(name);
+    let section = path.split('.').next().unwrap_or_default();
+    if TOP_LEVEL_KEYS.contains(&section) {
+        Variable::Read
+    } else {
+        Variable::Unknown
+    }
+}
+
+/// The variables the `Env` provider must skip (lower-cased, without the
+/// prefix, as it sees them) and the warnings that say so.
+pub(super) fn unread_variables() -> (Vec<String>, Vec<String>) {
+    let mut skipped = Vec::new();
+    let mut unknown = Vec::new();
+    let mut links = Vec::new();
+    for (var, _) in std::env::vars_os() {
+        let var = var.to_string_lossy().trim().to_string();
+        let Some(name) = var
+            .get(..9)
+            .filter(|p| p.eq_ignore_ascii_case("REGISTRY_"))
+            .map(|_| var[9..].to_ascii_lowercase())
+        else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        match classify(&name) {
+            Variable::Selector | Variable::Read => continue,
+            Variable::Unknown => unknown.push(var.clone()),
+            Variable::ServiceLink => links.push(var.clone()),
+        }
+        skipped.push(name);
+    }
+    unknown.sort();
+    links.sort();
+    let mut warnings: Vec<String> = unknown
+        .iter()
+        .map(|v| format!("{v}: names no configuration key; ignored"))
+        .collect();
+    if !links.is_empty() {
+        warnings.push(format!(
+            "{}: Kubernetes service links (a Service named registry or registry-*), not \
+             configuration; ignored. `enableServiceLinks: false` on the pod leaves them out",
+            links.join(", ")
+        ));
+    }
+    (skipped, warnings)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::key_path;
+    use super::{classify, key_path, Variable};
+
+    #[test]
+    fn service_links_and_strangers_are_told_apart() {
+        for link in [
+            "port",
+            "service_host",
+            "service_port",
+            "service_port_http",
+            "port_5000_tcp",
+            "port_5000_tcp_addr",
+            "port_5000_tcp_port",
+            "port_5000_tcp_proto",
+            "redis_service_host",
+            "redis_master_port_6379_tcp_addr",
+            "berth_port",
+            "http_service_port_debug",
+        ] {
+            assert_eq!(classify(link), Variable::ServiceLink, "{link}");
+        }
+        for name in ["host", "user", "password", "image", "token_realm"] {
+            assert_eq!(classify(name), Variable::Unknown, "{name}");
+        }
+        for key in [
+            "http_secret",
+            "http_secrte",
+            "auth_token_service",
+            "token_server_service",
+            "storage_s3_bucket",
+            "redis_addr",
+            "log_level",
+            "proxy_remoteurl",
+            "health_storagedriver_enabled",
+        ] {
+            assert_eq!(classify(key), Variable::Read, "{key}");
+        }
+        assert_eq!(classify("auth"), Variable::Selector);
+    }
 
     #[test]
     fn variable_names_become_key_paths() {

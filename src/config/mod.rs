@@ -2,9 +2,17 @@
 //! distribution's `config.yml` schema, then `REGISTRY_*` environment overrides
 //! (`REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY` → `storage.filesystem.rootdirectory`),
 //! merged by figment.
+//!
+//! Every section is strict: an unknown key is an error naming it (exit code
+//! 2). distribution's keys that Berth does not act on are in [`compat`]:
+//! accepted with a warning, or refused while their absence would change what
+//! the registry does. A `REGISTRY_*` variable that names no key is skipped
+//! with a warning unless it is in a section Berth reads (then it is an
+//! error, as a typo in the file would be); see [`env_selectors`].
 
 pub mod auth;
 pub mod azure;
+pub mod compat;
 mod env_selectors;
 pub mod notifications;
 pub mod observability;
@@ -18,13 +26,16 @@ use std::{collections::BTreeMap, path::Path};
 
 use figment::{
     providers::{Env, Format, Serialized, Yaml},
-    Figment,
+    Figment, Metadata,
 };
 use serde::{Deserialize, Serialize};
+
+use compat::Tolerated;
 
 pub use storage::{FilesystemConfig, S3Config, StorageConfig, StorageDriverConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// distribution's schema version ("0.1"); accepted and otherwise ignored.
     /// YAML reads distribution's unquoted `version: 0.1` as a number, so any
@@ -54,7 +65,51 @@ pub struct Config {
     /// distribution's periodic health checks.
     #[serde(default)]
     pub health: observability::HealthConfig,
+    // distribution's sections Berth does not act on (see `compat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<compat::ProxySection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub middleware: Option<compat::MiddlewareSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<compat::ValidationSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Tolerated,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loglevel: Tolerated,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting: Option<compat::ReportingSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility: Option<compat::CompatibilitySection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<compat::CatalogSection>,
+    /// One line each, for the log at start: distribution keys accepted but not
+    /// acted on, and `REGISTRY_*` variables that name no key. Filled by [`Config::load`].
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
+
+/// The top-level keys, as `REGISTRY_<KEY>_...` variables start (`token_server`
+/// holds its own `_`). A unit test keeps it equal to [`Config`]'s fields.
+pub(crate) const TOP_LEVEL_KEYS: [&str; 18] = [
+    "version",
+    "log",
+    "storage",
+    "http",
+    "auth",
+    "token_server",
+    "notifications",
+    "redis",
+    "tracing",
+    "health",
+    "proxy",
+    "middleware",
+    "validation",
+    "policy",
+    "loglevel",
+    "reporting",
+    "compatibility",
+    "catalog",
+];
 
 /// A string, number or bool, as its string form.
 fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -66,15 +121,42 @@ fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// error, warn, info, debug, trace
+    /// error, warn, info, debug (distribution's), or trace; any case.
+    #[serde(deserialize_with = "log_level")]
     pub level: String,
     /// "text" or "json" ("logstash" is taken as json)
     pub formatter: String,
     /// Static fields added to every log line.
     pub fields: BTreeMap<String, String>,
     pub accesslog: AccessLogConfig,
+    // distribution's, not acted on (see `compat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reportcaller: Tolerated,
+}
+
+/// The levels `log.level` takes: distribution's four, and trace.
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// `log.level`, lower-cased as distribution takes it; empty means info. A
+/// typo is an error: tracing would read it as a module name and log nothing.
+fn log_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let given = Option::<String>::deserialize(d)?.unwrap_or_default();
+    let level = given.trim().to_ascii_lowercase();
+    if level.is_empty() {
+        return Ok("info".into());
+    }
+    if LOG_LEVELS.contains(&level.as_str()) {
+        Ok(level)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{given:?} is not one of {}",
+            LOG_LEVELS.join(", ")
+        )))
+    }
 }
 
 impl Default for LogConfig {
@@ -84,21 +166,30 @@ impl Default for LogConfig {
             formatter: "text".into(),
             fields: BTreeMap::new(),
             accesslog: AccessLogConfig::default(),
+            hooks: None,
+            reportcaller: None,
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AccessLogConfig {
     pub disabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// `host:port`; Go-style `:5000` means every interface.
     pub addr: String,
+    // distribution's, not acted on or refused (see `compat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2: Option<compat::Http2Section>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h2c: Option<compat::H2cSection>,
     /// Path prefix the registry is served under (e.g. `/registry`).
     pub prefix: String,
     /// External base URL (`https://registry.example.com`) for Location headers.
@@ -129,7 +220,7 @@ pub struct HttpConfig {
 /// `prometheus.{enabled,path}`. Keep it on a loopback or internal address:
 /// nothing on it is authenticated.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DebugConfig {
     pub addr: String,
     pub prometheus: PrometheusConfig,
@@ -143,7 +234,7 @@ impl DebugConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PrometheusConfig {
     /// On unless turned off, once `http.debug.addr` is set.
     pub enabled: bool,
@@ -163,6 +254,9 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             addr: "127.0.0.1:5000".into(),
+            net: None,
+            http2: None,
+            h2c: None,
             prefix: String::new(),
             host: String::new(),
             secret: String::new(),
@@ -204,26 +298,69 @@ fn go_addr(addr: &str) -> String {
 #[error("configuration error: {0}")]
 pub struct ConfigError(String);
 
-/// `key: problem (where)`, with the key as the user wrote it: a dotted YAML
-/// path, or the `REGISTRY_*` variable name.
+/// Whether a value came from a `REGISTRY_*` variable.
+fn from_env(metadata: Option<&Metadata>) -> bool {
+    metadata.is_some_and(|m| m.name.contains("environment"))
+}
+
+/// Whether the value at `path` (a dotted path of maps) was set by a
+/// `REGISTRY_*` variable.
+fn set_from_env(fig: &Figment, path: &str) -> bool {
+    from_env(fig.find_metadata(path))
+}
+
+/// The `REGISTRY_*` variable for a dotted key path.
+fn env_name(path: &str) -> String {
+    format!("REGISTRY_{}", path.replace('.', "_").to_uppercase())
+}
+
+/// A key path as YAML shows it: dotted, list elements as `[i]`.
+fn yaml_path(segments: &[String]) -> String {
+    let mut key = String::new();
+    for segment in segments {
+        if !key.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            key.push_str(&format!("[{segment}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(segment);
+        }
+    }
+    key
+}
+
+/// `key: problem (in where)`, with the key as the user wrote it: a dotted
+/// YAML path, or the `REGISTRY_*` variable name.
 fn describe(e: &figment::Error) -> String {
-    let from_env = e
-        .metadata
-        .as_ref()
-        .is_some_and(|m| m.name.contains("environment"));
-    let key = if from_env {
+    let env = from_env(e.metadata.as_ref());
+    let key = if env {
         format!("REGISTRY_{}", e.path.join("_").to_uppercase())
     } else {
-        e.path.join(".")
+        yaml_path(&e.path)
     };
-    let source = match &e.metadata {
-        Some(m) => m
-            .source
-            .as_ref()
-            .map_or(m.name.to_string(), |s| s.to_string()),
-        None => "configuration".into(),
+    let problem = match &e.kind {
+        figment::error::Kind::UnknownField(_, known) => {
+            let section = match e.path.len() {
+                0 | 1 => "the top level".to_string(),
+                n => yaml_path(&e.path[..n - 1]),
+            };
+            if known.is_empty() {
+                format!("unknown key ({section} takes none)")
+            } else {
+                format!("unknown key ({section} takes: {})", known.join(", "))
+            }
+        }
+        kind => kind.to_string(),
     };
-    format!("{key}: {} (in {source})", e.kind)
+    // The file when there is one; a value merged in code (defaults, or the
+    // file and a REGISTRY_AUTH / REGISTRY_STORAGE choice) has no place to show.
+    let source = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        _ if env => "the environment".to_string(),
+        Some(figment::Source::File(path)) => path.display().to_string(),
+        _ => "configuration".into(),
+    };
+    format!("{key}: {problem} (in {source})")
 }
 
 impl Config {
@@ -237,10 +374,14 @@ impl Config {
             fig = fig.merge(Yaml::file_exact(path));
         }
         let fig = env_selectors::apply(fig)?;
+        let (skipped, env_warnings) = env_selectors::unread_variables();
         let env = Env::prefixed("REGISTRY_")
             .ignore(&env_selectors::SELECTOR_KEYS)
+            .filter(move |key| !skipped.iter().any(|s| s.as_str() == key))
             .map(|key| env_selectors::key_path(key.as_str()).into());
-        Self::extract(fig.merge(env))
+        let mut cfg = Self::extract(fig.merge(env))?;
+        cfg.warnings.splice(0..0, env_warnings);
+        Ok(cfg)
     }
 
     /// Load from YAML text alone (no environment), for tests and tools.
@@ -251,7 +392,7 @@ impl Config {
     }
 
     fn extract(fig: Figment) -> Result<Config, ConfigError> {
-        let cfg: Config = fig.extract().map_err(|e| {
+        let mut cfg: Config = fig.extract().map_err(|e| {
             let msg = e
                 .into_iter()
                 .map(|e| describe(&e))
@@ -259,7 +400,16 @@ impl Config {
                 .join("; ");
             ConfigError(msg.replace('\n', " "))
         })?;
+        let findings = compat::findings(&fig);
+        if let Some(f) = findings.iter().find(|f| f.action == compat::Action::Refuse) {
+            return Err(ConfigError(format!("{}: {}", f.key, f.why)));
+        }
+        cfg.storage.cache.resolve_aliases();
         cfg.validate()?;
+        cfg.warnings = findings
+            .iter()
+            .map(|f| format!("{}: accepted, not acted on: {}", f.key, f.why))
+            .collect();
         Ok(cfg)
     }
 
@@ -326,6 +476,91 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::Config;
+
+    /// The environment filter's list of sections is the struct's.
+    #[test]
+    fn top_level_keys_are_configs_fields() {
+        use figment::{
+            providers::{Format, Yaml},
+            Figment,
+        };
+        let e = Figment::from(Yaml::string("typo: 1"))
+            .extract::<Config>()
+            .unwrap_err();
+        let figment::error::Kind::UnknownField(_, known) = e.kind else {
+            panic!("{e}");
+        };
+        let mut known = known.to_vec();
+        let mut listed = super::TOP_LEVEL_KEYS.to_vec();
+        known.sort();
+        listed.sort();
+        assert_eq!(known, listed);
+    }
+
+    #[test]
+    fn log_levels_as_distribution_takes_them() {
+        for (given, level) in [
+            ("debug", "debug"),
+            ("WARN", "warn"),
+            ("Info", "info"),
+            ("error", "error"),
+            ("trace", "trace"),
+            ("''", "info"),
+        ] {
+            let cfg = Config::from_yaml(&format!("log:\n  level: {given}\n")).unwrap();
+            assert_eq!(cfg.log.level, level);
+        }
+        for typo in ["inf", "warning", "verbose", "debug,foo=trace"] {
+            let e = Config::from_yaml(&format!("log:\n  level: {typo}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("configuration error: log.level: "), "{e}");
+            assert!(e.contains("error, warn, info, debug, trace"), "{e}");
+        }
+    }
+
+    /// The configs the repository ships parse strictly, with nothing refused
+    /// or warned. (Full `config check` of the Helm and kustomize renderings is
+    /// in tests/deploy.rs; these also name files that exist only in a pod.)
+    #[test]
+    fn shipped_configs_are_strictly_valid() {
+        use figment::{
+            providers::{Format, Yaml},
+            Figment,
+        };
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![
+            root.join("deploy/docker/config.yml"),
+            root.join("deploy/compose/token/config.yml"),
+        ];
+        for dir in ["k8s/base", "k8s/overlays/s3", "k8s/overlays/azure"] {
+            files.push(root.join(dir).join("config.yml"));
+        }
+        for f in std::fs::read_dir(root.join("tests/fixtures/token-server")).unwrap() {
+            files.push(f.unwrap().path());
+        }
+        for file in files {
+            let fig = Figment::from(Yaml::file_exact(&file));
+            if let Err(e) = fig.extract::<Config>() {
+                panic!("{}: {}", file.display(), super::describe(&e));
+            }
+            let findings: Vec<_> = super::compat::findings(&fig)
+                .into_iter()
+                .map(|f| f.key)
+                .collect();
+            assert!(findings.is_empty(), "{}: {findings:?}", file.display());
+        }
+    }
+
+    #[test]
+    fn layerinfo_stands_for_blobdescriptor() {
+        let cfg = Config::from_yaml("storage:\n  cache:\n    layerinfo: inmemory\n").unwrap();
+        assert_eq!(cfg.storage.cache.blobdescriptor, "inmemory");
+        let e = Config::from_yaml("storage:\n  cache:\n    layerinfo: redis\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a redis: section"), "{e}");
+    }
 
     #[test]
     fn http_debug_as_distribution_writes_it() {

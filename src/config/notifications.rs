@@ -31,21 +31,21 @@ pub const ACTIONS: [&str; 4] = ["push", "pull", "mount", "delete"];
 pub const DEFAULT_QUEUE_SIZE: usize = 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NotificationsConfig {
     pub events: EventsConfig,
     pub endpoints: Vec<EndpointConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EventsConfig {
     /// Manifest events carry `target.references` (config, layers, child manifests).
     pub includereferences: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EndpointConfig {
     pub name: String,
     pub disabled: bool,
@@ -65,7 +65,7 @@ pub struct EndpointConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct IgnoreConfig {
     pub mediatypes: Vec<String>,
     pub actions: Vec<String>,

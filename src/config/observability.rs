@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`). What this section leaves empty is
 /// taken from the OTEL_* variables by the OpenTelemetry SDK itself.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TracingConfig {
     pub enabled: bool,
     /// OTLP/HTTP base URL (`http://collector:4318`); `/v1/traces` is appended
@@ -54,7 +54,7 @@ impl TracingConfig {
 /// distribution's `health:` section. Each check runs every `interval` and is
 /// failing after `threshold` consecutive failures; the first success clears it.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
     pub storagedriver: StorageDriverCheck,
     /// Unhealthy while the file exists (an operator's drain switch).
@@ -66,7 +66,7 @@ pub struct HealthConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct StorageDriverCheck {
     pub enabled: bool,
     pub interval: String,
@@ -85,14 +85,17 @@ impl Default for StorageDriverCheck {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FileCheck {
     pub file: String,
     pub interval: String,
+    /// In distribution's schema but not used there either; warned (see `compat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: super::compat::Tolerated,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpCheck {
     pub uri: String,
     pub headers: BTreeMap<String, Vec<String>>,
@@ -103,7 +106,7 @@ pub struct HttpCheck {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TcpCheck {
     pub addr: String,
     pub timeout: String,

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::compat::{RedisPoolSection, Tolerated};
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     pub addr: String,
     pub addrs: Vec<String>,
@@ -17,16 +19,67 @@ pub struct RedisConfig {
     pub dialtimeout: String,
     pub readtimeout: String,
     pub writetimeout: String,
-    /// Accepted for compatibility; connections are multiplexed, not pooled.
-    pub poolsize: Option<u64>,
-    pub pool: Option<serde_json::Value>,
     pub tls: RedisTlsConfig,
+    // distribution's (2.x `pool`, 3.x go-redis options), not acted on or
+    // refused (see `compat`): connections are multiplexed, not pooled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<RedisPoolSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poolsize: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxidleconns: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minidleconns: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxactiveconns: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connmaxidletime: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connmaxlifetime: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooltimeout: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poolfifo: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clientname: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxretries: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minretrybackoff: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxretrybackoff: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contexttimeoutenabled: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxredirects: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readonly: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routebylatency: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routerandomly: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mastername: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinelusername: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinelpassword: Tolerated,
 }
 
+/// `redis.tls`: 2.x `enabled`, 3.x `certificate`, `key`, `clientcas`; all
+/// refused while set (see `compat`): TLS to Redis is not supported yet.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisTlsConfig {
     pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Tolerated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clientcas: Tolerated,
 }
 
 fn duration(key: &str, value: &str, default: Duration) -> Result<Duration, String> {

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::compat::Tolerated;
+
 /// S3's smallest multipart part (all parts but the last).
 pub const MIN_PART: u64 = 5 * 1024 * 1024;
 /// S3's largest single-request object (PutObject, CopyObject) and part.
@@ -58,9 +60,21 @@ pub struct S3Config {
     pub storageclass: String,
     #[serde(default = "default_acl")]
     pub objectacl: String,
-    /// Accepted for distribution configs; use `log.level` instead.
+    // distribution's, not acted on (see `compat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loglevel: Option<String>,
+    pub loglevel: Tolerated,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub useragent: Tolerated,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usedualstack: Tolerated,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accelerate: Tolerated,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksumdisabled: Tolerated,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksumalgorithm: Tolerated,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectownership: Tolerated,
 }
 
 fn yes() -> bool {
@@ -140,6 +154,12 @@ impl Default for S3Config {
             storageclass: default_storage_class(),
             objectacl: default_acl(),
             loglevel: None,
+            useragent: None,
+            usedualstack: None,
+            accelerate: None,
+            checksumdisabled: None,
+            checksumalgorithm: None,
+            objectownership: None,
         }
     }
 }

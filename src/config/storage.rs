@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::azure::{AzureConfig, AzureSettings};
+use super::compat::{TagSection, Tolerated};
 pub use super::s3::S3Config;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -20,7 +21,7 @@ pub struct StorageConfig {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub inmemory: Option<serde_json::Value>,
+    pub inmemory: Option<InMemoryConfig>,
     #[serde(
         default,
         deserialize_with = "present",
@@ -41,17 +42,25 @@ pub struct StorageConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    /// distribution's; not acted on (see `compat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<serde_json::Value>,
+    pub tag: Option<TagSection>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FilesystemConfig {
     #[serde(default = "default_root")]
     pub rootdirectory: String,
+    /// distribution's; not acted on (see `compat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maxthreads: Option<u64>,
+    pub maxthreads: Tolerated,
 }
+
+/// `storage.inmemory` takes no parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InMemoryConfig {}
 
 /// A driver key given with no parameters (`inmemory:`) still selects the driver.
 fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -78,16 +87,30 @@ fn default_root() -> String {
 
 /// `storage.cache`: `blobdescriptor: inmemory | redis` (empty: no cache).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     pub blobdescriptor: String,
-    /// distribution's inmemory size bound; accepted, Berth bounds it itself.
-    pub blobdescriptorsize: Option<u64>,
+    /// distribution's old name for `blobdescriptor`, still read by it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub layerinfo: String,
+    /// distribution's inmemory size bound; not acted on (see `compat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blobdescriptorsize: Tolerated,
+}
+
+impl CacheConfig {
+    /// `layerinfo` stands for `blobdescriptor` when that is not given, as in
+    /// distribution.
+    pub(super) fn resolve_aliases(&mut self) {
+        if self.blobdescriptor.is_empty() {
+            self.blobdescriptor = std::mem::take(&mut self.layerinfo);
+        }
+    }
 }
 
 /// `storage.maintenance`: `readonly` and `uploadpurging`, distribution's keys.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MaintenanceConfig {
     pub readonly: ReadOnlyConfig,
     pub uploadpurging: UploadPurgingConfig,
@@ -96,7 +119,7 @@ pub struct MaintenanceConfig {
 /// Remove uploads abandoned for longer than `age`, every `interval`. On by
 /// default with distribution's defaults (a week, daily).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct UploadPurgingConfig {
     pub enabled: bool,
     pub age: String,
@@ -133,19 +156,19 @@ impl UploadPurgingConfig {
 /// Every write refused, reads unaffected (distribution's key; settable from
 /// `REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED` too).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReadOnlyConfig {
     pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeleteConfig {
     pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedirectConfig {
     pub disable: bool,
 }

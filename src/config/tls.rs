@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM: the leaf certificate first, then any intermediates.
     pub certificate: String,
@@ -33,10 +33,13 @@ pub struct TlsConfig {
     /// "tls1.2" (default) or "tls1.3".
     pub minimumtls: String,
     pub letsencrypt: LetsEncryptConfig,
+    /// distribution's; refused while set (see `compat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ciphersuites: super::compat::Tolerated,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LetsEncryptConfig {
     /// Where the ACME account key and the certificates are kept (one file).
     pub cachefile: String,

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod azure;
+pub mod connections;
 mod env_selectors;
 pub mod notifications;
 pub mod observability;
@@ -115,6 +116,16 @@ pub struct HttpConfig {
     /// `http.debug`: a second, plain-HTTP listener for operators (metrics).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug: Option<DebugConfig>,
+    /// distribution's `http.draintimeout`: after SIGTERM, how long in-flight
+    /// requests may take before their connections are closed.
+    #[serde(with = "connections::duration")]
+    pub draintimeout: std::time::Duration,
+    /// Open connections per listener before new ones are refused; unset:
+    /// derived from the file-descriptor limit (see [`connections`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxconnections: Option<usize>,
+    /// `http.timeouts`: header read, idle keep-alive and stall timeouts.
+    pub timeouts: connections::TimeoutsConfig,
 }
 
 /// distribution's `http.debug`: `addr` (empty: no debug listener) and
@@ -162,6 +173,9 @@ impl Default for HttpConfig {
             headers: BTreeMap::new(),
             tls: None,
             debug: None,
+            draintimeout: connections::DEFAULT_DRAIN,
+            maxconnections: None,
+            timeouts: connections::TimeoutsConfig::default(),
         }
     }
 }
@@ -294,6 +308,7 @@ impl Config {
         if !self.http.prefix.is_empty() && !self.http.prefix.starts_with('/') {
             return Err(ConfigError("http.prefix: must start with '/'".into()));
         }
+        connections::validate_max_connections(self.http.maxconnections).map_err(ConfigError)?;
         if let Some(tls) = &self.http.tls {
             tls.validate().map_err(ConfigError)?;
         }

@@ -64,7 +64,7 @@ const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Connection: close\r\n\
 Retry-After: 1\r\n\
 Content-Type: application/json\r\n\
-Content-Length: 87\r\n\
+Content-Length: 89\r\n\
 \r\n\
 {\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections: retry\",\"detail\":null}]}";
 

@@ -28,7 +28,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
     time::Instant,
@@ -56,17 +56,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// an excess connection is simply closed.
 const MAX_REFUSALS: usize = 64;
 
-/// How long a refusal waits for the client to take its answer and hang up.
+/// How long a refusal may take: the client's request read, the 503 sent.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-
-/// The answer to a connection over the cap.
-const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-Connection: close\r\n\
-Retry-After: 1\r\n\
-Content-Type: application/json\r\n\
-Content-Length: 89\r\n\
-\r\n\
-{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections: retry\",\"detail\":null}]}";
 
 /// After an accept error (e.g. EMFILE), wait this long before the next try.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -200,7 +191,7 @@ pub(super) async fn serve(
                         "connection limit reached: refusing new connections (http.maxconnections)"
                     );
                 }
-                refuse(stream, shared.tls.is_none(), &refusals);
+                refuse(&shared, stream, &refusals);
             }
         }
     }
@@ -318,39 +309,54 @@ async fn drive<I>(
     }
 }
 
-/// Turn away a connection over the cap: on plain HTTP a 503 the client can
-/// retry on, read out so closing does not reset it; on TLS (or when many
-/// refusals are already being written) just close it.
-fn refuse(stream: TcpStream, plain: bool, refusals: &Arc<Semaphore>) {
-    let Some(permit) = plain
-        .then(|| refusals.clone().try_acquire_owned().ok())
-        .flatten()
-    else {
+/// Turn away a connection over the cap. On plain HTTP hyper reads its
+/// request and answers [`unavailable`] (answering before the request would
+/// be an unsolicited response, which clients reject); on TLS (an answer
+/// would cost a handshake), or when many refusals are already in progress,
+/// it is just closed.
+fn refuse(shared: &Arc<Shared>, stream: TcpStream, refusals: &Arc<Semaphore>) {
+    if shared.tls.is_some() {
+        return;
+    }
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
         return;
     };
+    let shared = shared.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let mut stream = stream;
-        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-            stream.write_all(REFUSAL).await?;
-            stream.shutdown().await?;
-            let mut sink = [0u8; 1024];
-            while stream.read(&mut sink).await? > 0 {}
-            Ok::<_, std::io::Error>(())
-        })
-        .await;
+        let service = hyper::service::service_fn(|_request| async {
+            Ok::<_, std::convert::Infallible>(unavailable())
+        });
+        let conn = shared
+            .builder
+            .serve_connection(TokioIo::new(stream), service);
+        let _ = tokio::time::timeout(REFUSAL_LINGER, conn).await;
     });
+}
+
+/// The answer over the cap: 503 `UNAVAILABLE`, retry in a second, and the
+/// connection closed after it.
+fn unavailable() -> http::Response<axum::body::Body> {
+    let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"too many connections: retry","detail":null}]}"#;
+    http::Response::builder()
+        .status(http::StatusCode::SERVICE_UNAVAILABLE)
+        .header(http::header::CONNECTION, "close")
+        .header(http::header::RETRY_AFTER, "1")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("a static response")
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_refusal_is_a_well_formed_response() {
-        let text = std::str::from_utf8(super::REFUSAL).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 503 "));
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
-        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    #[tokio::test]
+    async fn the_refusal_is_a_registry_error_to_retry() {
+        let r = super::unavailable();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(r.headers()["connection"], "close");
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["errors"][0]["code"], "UNAVAILABLE");
     }
 }

@@ -168,7 +168,8 @@ async fn a_client_is_served_through_a_flood_of_slowloris_and_idle_connections() 
     );
 
     // The server let go of every flood connection, and its memory stayed
-    // within a few KiB per connection (hyper's buffers, the task).
+    // within 64 KiB per connection (hyper's buffers and the task: about 23
+    // KiB measured with a debug build).
     let fds_after = support::wait_for_fds_at_most(pid, fds_before + 8, LIMIT).await;
     assert!(
         fds_after <= fds_before + 8,

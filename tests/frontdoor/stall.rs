@@ -17,7 +17,11 @@ const STALL: &str = "2s";
 
 fn start(storage: &str) -> Berth {
     Berth::start_with(|root, addr| {
-        let storage = storage.replace("{root}", root);
+        // Blob GETs served by Berth, not redirected to the store.
+        let storage = format!(
+            "{}  redirect:\n    disable: true\n",
+            storage.replace("{root}", root)
+        );
         format!(
             "version: 0.1\nstorage:\n{storage}http:\n  addr: {addr}\n  secret: test-secret\n  timeouts:\n    stall: {STALL}\n"
         )

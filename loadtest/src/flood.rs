@@ -77,9 +77,7 @@ impl Settings {
             duration,
             // The flood must outlive the measurement: opening it, then the
             // measurement, then some.
-            timeout: Duration::from_secs_f64(
-                a.timeout.unwrap_or(duration.as_secs_f64() + 15.0),
-            ),
+            timeout: Duration::from_secs_f64(a.timeout.unwrap_or(duration.as_secs_f64() + 15.0)),
             blob_size: a.blob_size.unwrap_or(64 << 10) as usize,
         }
     }
@@ -123,9 +121,7 @@ async fn normal_client(
                 n += clients;
                 let t = Instant::now();
                 match round_trip(&mut c, data, digest).await {
-                    Ok(()) => latencies
-                        .borrow_mut()
-                        .push(t.elapsed().as_micros() as u32),
+                    Ok(()) => latencies.borrow_mut().push(t.elapsed().as_micros() as u32),
                     Err(e) => errors.borrow_mut().push(format!("{e:#}")),
                 }
             }
@@ -136,7 +132,10 @@ async fn normal_client(
     lat.sort_unstable();
     let errors = errors.take();
     if let Some(first) = errors.first() {
-        note(format!("normal client: {} errors, first: {first}", errors.len()));
+        note(format!(
+            "normal client: {} errors, first: {first}",
+            errors.len()
+        ));
     }
     Served {
         round_trips: lat.len(),
@@ -192,8 +191,7 @@ async fn dribbler(addr: SocketAddr, open: Arc<AtomicUsize>, limit: Duration) -> 
         return Ended::Failed;
     };
     let (mut r, mut w) = stream.into_split();
-    if w
-        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: flood\r\nX-Slow: ")
+    if w.write_all(b"GET /v2/ HTTP/1.1\r\nHost: flood\r\nX-Slow: ")
         .await
         .is_err()
     {
@@ -223,8 +221,7 @@ async fn idler(addr: SocketAddr, open: Arc<AtomicUsize>, limit: Duration) -> End
     let Ok(mut s) = TcpStream::connect(addr).await else {
         return Ended::Failed;
     };
-    if s
-        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: flood\r\n\r\n")
+    if s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: flood\r\n\r\n")
         .await
         .is_err()
     {

@@ -220,7 +220,10 @@ pub(super) async fn serve(
 /// Accept errors that concern only the connection being accepted.
 fn is_per_connection(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused)
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused
+    )
 }
 
 /// One accepted connection, holding its `permit` until it closes.

@@ -37,7 +37,8 @@ fn start_tls(dir: &Path, http: &str) -> (Berth, Ca) {
         cert.display(),
         key.display()
     );
-    let berth = Berth::start_with(|root, addr| support::config(root, addr, &format!("{http}{tls}")));
+    let berth =
+        Berth::start_with(|root, addr| support::config(root, addr, &format!("{http}{tls}")));
     (berth, ca)
 }
 
@@ -51,7 +52,9 @@ async fn connect_tls(
     config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("127.0.0.1").unwrap();
-    TlsConnector::from(Arc::new(config)).connect(name, tcp).await
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +74,11 @@ async fn tls_slowloris_and_idle_connections_are_closed() {
     let answer = support::get(&mut tls, "/v2/").await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let ended = support::read_until_closed(&mut tls, LIMIT).await;
-    assert_eq!(ended, Ended::Closed(String::new()), "idle HTTP/1.1 over TLS");
+    assert_eq!(
+        ended,
+        Ended::Closed(String::new()),
+        "idle HTTP/1.1 over TLS"
+    );
 
     // h2 by ALPN: answered, then told to go away, then closed.
     let tls = connect_tls(&berth.addr, &ca, b"h2").await.unwrap();
@@ -85,7 +92,10 @@ async fn tls_slowloris_and_idle_connections_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_connections_past_the_cap_are_closed_before_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    let (berth, ca) = start_tls(dir.path(), "  maxconnections: 2\n  timeouts:\n    idle: 0\n");
+    let (berth, ca) = start_tls(
+        dir.path(),
+        "  maxconnections: 2\n  timeouts:\n    idle: 0\n",
+    );
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut tls = connect_tls(&berth.addr, &ca, b"http/1.1").await.unwrap();
@@ -140,12 +150,24 @@ async fn the_debug_listener_closes_slowloris_and_idle_connections() {
     let open = Arc::new(AtomicUsize::new(0));
     let tcp = TcpStream::connect(&debug).await.unwrap();
     let ended = support::dribble(tcp, Duration::from_millis(500), LIMIT, open).await;
-    assert_eq!(ended, Ended::Closed(String::new()), "slowloris on the debug listener");
+    assert_eq!(
+        ended,
+        Ended::Closed(String::new()),
+        "slowloris on the debug listener"
+    );
 
     let mut tcp = TcpStream::connect(&debug).await.unwrap();
     let answer = support::get(&mut tcp, "/metrics").await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let ended = support::read_until_closed(&mut tcp, LIMIT).await;
-    assert_eq!(ended, Ended::Closed(String::new()), "idle on the debug listener");
-    assert!(berth.logs().contains("metrics listening"), "{}", berth.logs());
+    assert_eq!(
+        ended,
+        Ended::Closed(String::new()),
+        "idle on the debug listener"
+    );
+    assert!(
+        berth.logs().contains("metrics listening"),
+        "{}",
+        berth.logs()
+    );
 }

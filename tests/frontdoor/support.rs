@@ -35,10 +35,7 @@ pub fn raise_nofile(want: u64) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit on a local rlimit.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) },
-        0
-    );
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
     assert!(
         lim.rlim_max >= want,
         "this test opens thousands of connections: it needs a hard RLIMIT_NOFILE of at least \
@@ -63,7 +60,9 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
 
 /// The descriptors `pid` has open.
 pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// How a connection the test held ended.

@@ -115,7 +115,8 @@ impl Activity {
     fn write_blocked(&self, blocked: bool) {
         let was = self.write_blocked_since.load(Ordering::Relaxed);
         if blocked && was == NONE {
-            self.write_blocked_since.store(self.now(), Ordering::Relaxed);
+            self.write_blocked_since
+                .store(self.now(), Ordering::Relaxed);
         } else if !blocked && was != NONE {
             self.write_blocked_since.store(NONE, Ordering::Relaxed);
         }

@@ -210,22 +210,26 @@ pub async fn serve(
         None => None,
     };
     let result = serve_app(cfg, listener, app, limits, shutdown).await;
-    notifier.shutdown(NOTIFY_DRAIN).await;
+    // The webhook queue and the debug listener drain side by side: the whole
+    // shutdown takes at most http.draintimeout + DEBUG_DRAIN + DEBUG_STOP.
+    stop_debug.cancel();
+    let debug_stopped = async {
+        if let Some(mut task) = debug_task {
+            if tokio::time::timeout(DEBUG_DRAIN + DEBUG_STOP, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    };
+    tokio::join!(notifier.shutdown(NOTIFY_DRAIN), debug_stopped);
     if let Some(p) = purger {
         p.abort();
     }
     sweep_watch.abort();
     if let Some(h) = &health {
         h.stop();
-    }
-    stop_debug.cancel();
-    if let Some(mut task) = debug_task {
-        if tokio::time::timeout(DEBUG_DRAIN + DEBUG_STOP, &mut task)
-            .await
-            .is_err()
-        {
-            task.abort();
-        }
     }
     result
 }

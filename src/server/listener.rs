@@ -4,8 +4,9 @@
 //! can hold:
 //!
 //! - a cap on open connections (`http.maxconnections`); beyond it a new
-//!   connection is answered `503` with `Connection: close` (plain HTTP) or
-//!   closed (TLS: an answer would cost a handshake) — never queued;
+//!   connection has its request answered `503` with `Connection: close`
+//!   (plain HTTP) or is closed (TLS: an answer would cost a handshake) —
+//!   never queued;
 //! - `http.timeouts.readheader`, `idle` and `stall`, kept per connection by
 //!   a watchdog ([`activity`]) and on request bodies ([`service`]);
 //! - a TLS handshake timeout;

@@ -2,6 +2,7 @@
 
 mod acme;
 mod gc;
+mod listener;
 mod purger;
 mod tls;
 
@@ -138,13 +139,19 @@ fn router_for(
 /// main listener has drained.
 const DEBUG_DRAIN: Duration = Duration::from_secs(5);
 
+/// How long, past [`DEBUG_DRAIN`], the debug listener's task may take to
+/// end before it is aborted.
+const DEBUG_STOP: Duration = Duration::from_secs(1);
+
 /// How long queued webhook events may take to go out once the main listener
 /// has drained; what is left is dropped and counted.
 const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
 
 /// Serve on `listener` until `shutdown` resolves, then drain in-flight
-/// requests. With `http.debug.addr` (and `prometheus.enabled`), metrics are
-/// served on that second listener too, until the main one has stopped.
+/// requests for at most `http.draintimeout`. With `http.debug.addr` (and
+/// `prometheus.enabled`), metrics are served on that second listener too,
+/// until the main one has stopped. Both have the limits of
+/// [`listener::Limits`].
 pub async fn serve(
     cfg: &Config,
     listener: TcpListener,
@@ -177,6 +184,7 @@ pub async fn serve(
         Some(h) => app.layer(axum::Extension(h.clone())),
         None => app,
     };
+    let limits = listener::Limits::from_config(&cfg.http);
     let stop_debug = CancellationToken::new();
     let debug_task = match debug {
         Some((debug_listener, metrics)) => {
@@ -190,27 +198,33 @@ pub async fn serve(
                 path,
                 metrics,
                 health.clone(),
+                limits.for_debug(DEBUG_DRAIN),
                 stop_debug.clone().cancelled_owned(),
             )))
         }
         None => None,
     };
-    let result = serve_app(cfg, listener, app, shutdown).await;
-    notifier.shutdown(NOTIFY_DRAIN).await;
+    let result = serve_app(cfg, listener, app, limits, shutdown).await;
+    // The webhook queue and the debug listener drain side by side: the whole
+    // shutdown takes at most http.draintimeout + DEBUG_DRAIN + DEBUG_STOP.
+    stop_debug.cancel();
+    let debug_stopped = async {
+        if let Some(mut task) = debug_task {
+            if tokio::time::timeout(DEBUG_DRAIN + DEBUG_STOP, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    };
+    tokio::join!(notifier.shutdown(NOTIFY_DRAIN), debug_stopped);
     if let Some(p) = purger {
         p.abort();
     }
     sweep_watch.abort();
     if let Some(h) = &health {
         h.stop();
-    }
-    stop_debug.cancel();
-    if let Some(mut task) = debug_task {
-        match tokio::time::timeout(DEBUG_DRAIN, &mut task).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics listener failed"),
-            Ok(_) => {}
-            Err(_) => task.abort(),
-        }
     }
     result
 }
@@ -219,20 +233,27 @@ async fn serve_app(
     cfg: &Config,
     listener: TcpListener,
     app: axum::Router,
+    limits: listener::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let storage = cfg.storage.driver().map_or_else(|e| e, |d| d.describe());
     crate::auth::warn_if_plaintext(cfg, listener.local_addr()?);
-    tracing::info!(addr = %listener.local_addr()?, storage = %storage, "berth listening");
     let app = app.layer(axum::middleware::map_request(host_from_authority));
-    if let Some(tls_cfg) = cfg.http.tls.as_ref().filter(|t| t.enabled()) {
-        return tls::serve(tls_cfg, listener, app, shutdown).await;
-    }
-    // The peer address: the token server throttles failed logins by client.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let tls = match cfg.http.tls.as_ref().filter(|t| t.enabled()) {
+        Some(tls_cfg) => Some(tls::start(tls_cfg)?),
+        None => None,
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        read_header_timeout = ?limits.read_header,
+        idle_timeout = ?limits.idle,
+        stall_timeout = ?limits.stall,
+        drain_timeout = ?limits.drain,
+        "connection limits"
+    );
+    tracing::info!(addr = %listener.local_addr()?, storage = %storage, "berth listening");
+    let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+    listener::serve("main", listener, acceptor, app, limits, shutdown).await;
     Ok(())
 }
 
@@ -257,8 +278,9 @@ async fn serve_metrics(
     path: String,
     metrics: Arc<Metrics>,
     health: Option<Arc<crate::health::Health>>,
+    limits: listener::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     async fn scrape(State(m): State<Arc<Metrics>>) -> axum::response::Response {
         ([(header::CONTENT_TYPE, m.content_type())], m.render()).into_response()
     }
@@ -271,9 +293,7 @@ async fn serve_metrics(
             get(move || async move { api::health::debug_report(&h) }),
         );
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    listener::serve("debug", listener, None, app, limits, shutdown).await
 }
 
 /// Resolves on SIGINT or SIGTERM, saying the server drains.

@@ -6,7 +6,8 @@
 //! htpasswd (bcrypt) authentication costs. `loadtest run`: CI-fleet
 //! scenarios against any registry by URL; `loadtest versus`: the same
 //! scenarios against Berth and distribution side by side, with a PNG chart.
-//! See README.md.
+//! `loadtest flood`: a client's throughput and latency while slowloris and
+//! idle connections flood Berth's listener. See README.md.
 
 mod authbench;
 mod blobload;
@@ -16,6 +17,7 @@ mod cpu;
 mod data;
 mod deploy;
 mod docker;
+mod flood;
 mod http;
 mod opstats;
 mod progress;
@@ -67,6 +69,45 @@ enum Command {
     /// The `run` scenarios against Berth and distribution side by side: a
     /// table with both and the ratio, and a PNG bar chart.
     Versus(VersusArgs),
+    /// A normal client's throughput and latency alone and during a flood of
+    /// slowloris and idle keep-alive connections; Berth's memory; PASS/FAIL.
+    Flood(FloodArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct FloodArgs {
+    /// Connections sending a request head one byte a second [default: 2000, quick 500].
+    #[arg(long)]
+    pub dribblers: Option<usize>,
+    /// Keep-alive connections idle after one request [default: 2000, quick 500].
+    #[arg(long)]
+    pub idlers: Option<usize>,
+    /// The normal client's concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Each measurement phase [default: 10s, quick 3s].
+    #[arg(long, value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// Berth's `http.timeouts.readheader` and `idle` [default: duration + 15s].
+    #[arg(long, value_parser = parse_secs)]
+    pub timeout: Option<f64>,
+    /// Size of the normal client's blobs [default: 64KiB].
+    #[arg(long, value_parser = parse_size)]
+    pub blob_size: Option<u64>,
+    /// Fewer connections and shorter phases.
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub bins: setup::BinaryArgs,
+    /// Directory for the run's temporary directory.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Keep the temporary directory (config, log, data) afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Exit with status 1 unless every target passes.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -344,6 +385,10 @@ fn main() -> ExitCode {
             },
             Command::Versus(args) => tokio::select! {
                 r = versus::run(args) => r,
+                e = interrupted() => e,
+            },
+            Command::Flood(args) => tokio::select! {
+                r = flood::run(args) => r,
                 e = interrupted() => e,
             },
         }

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod azure;
 pub mod compat;
+pub mod connections;
 mod env_selectors;
 pub mod notifications;
 pub mod observability;
@@ -214,6 +215,16 @@ pub struct HttpConfig {
     /// Password checks (bcrypt) that may wait for a CPU, beyond the one per
     /// core running; more get 429 with Retry-After.
     pub loginqueue: usize,
+    /// distribution's `http.draintimeout`: after SIGTERM, how long in-flight
+    /// requests may take before their connections are closed.
+    #[serde(with = "connections::duration")]
+    pub draintimeout: std::time::Duration,
+    /// Open connections per listener before new ones are refused; unset:
+    /// derived from the file-descriptor limit (see [`connections`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxconnections: Option<usize>,
+    /// `http.timeouts`: header read, idle keep-alive and stall timeouts.
+    pub timeouts: connections::TimeoutsConfig,
 }
 
 /// distribution's `http.debug`: `addr` (empty: no debug listener) and
@@ -266,6 +277,9 @@ impl Default for HttpConfig {
             debug: None,
             trustedproxies: Vec::new(),
             loginqueue: auth::DEFAULT_LOGIN_QUEUE,
+            draintimeout: connections::DEFAULT_DRAIN,
+            maxconnections: None,
+            timeouts: connections::TimeoutsConfig::default(),
         }
     }
 }
@@ -454,6 +468,7 @@ impl Config {
         if !self.http.prefix.is_empty() && !self.http.prefix.starts_with('/') {
             return Err(ConfigError("http.prefix: must start with '/'".into()));
         }
+        connections::validate_max_connections(self.http.maxconnections).map_err(ConfigError)?;
         if let Some(tls) = &self.http.tls {
             tls.validate().map_err(ConfigError)?;
         }

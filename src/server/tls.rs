@@ -1,25 +1,22 @@
-//! HTTPS for [`serve`](super::serve): rustls with the ring provider behind
-//! axum-server.
-//!
-//! axum-server rather than a hand-written accept loop: it is the maintained
-//! rustls integration for axum, with a handshake timeout (a client that never
-//! finishes its handshake cannot hold a task), HTTP/1.1 and HTTP/2 through
-//! hyper-util's auto builder, graceful shutdown through a `Handle`, and the
-//! client's certificates in each request's extensions (`TlsInfo`).
+//! HTTPS for [`serve`](super::serve): the rustls configuration (ring
+//! provider, minimum version, client certificates, ALPN for HTTP/2 and
+//! ACME's tls-alpn-01) and the certificate it serves, reloaded when its
+//! files change. The handshakes themselves happen in the shared accept loop
+//! ([`listener`](super::listener)), through tokio-rustls.
 
 use std::{
     sync::{Arc, RwLock},
     time::{Duration, SystemTime},
 };
 
-use axum_server::tls_rustls::RustlsConfig;
 use rustls::{
     server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
     version::{TLS12, TLS13},
     RootCertStore, ServerConfig, SupportedProtocolVersion,
 };
-use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use super::acme;
 use crate::config::tls::{crypto_provider, MinimumTls, TlsConfig};
@@ -28,50 +25,41 @@ use crate::config::tls::{crypto_provider, MinimumTls, TlsConfig};
 /// of two files: cheap, and a renewed certificate is served within seconds.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
 
-pub(super) async fn serve(
-    tls: &TlsConfig,
-    listener: TcpListener,
-    app: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let mut background = Vec::new();
+/// The acceptor for `http.tls`, and the certificate reload that keeps it
+/// current for as long as this lives.
+pub(super) struct Tls {
+    pub acceptor: TlsAcceptor,
+    reload: Option<JoinHandle<()>>,
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        if let Some(task) = &self.reload {
+            task.abort();
+        }
+    }
+}
+
+pub(super) fn start(tls: &TlsConfig) -> anyhow::Result<Tls> {
+    let mut reload = None;
     let resolver: Arc<dyn ResolvesServerCert> = if tls.letsencrypt.enabled() {
         acme::start(&tls.letsencrypt)?
     } else {
         let files = Arc::new(FileCertResolver::new(tls)?);
-        background.push(tokio::spawn(watch_files(tls.clone(), files.clone())));
+        reload = Some(tokio::spawn(watch_files(tls.clone(), files.clone())));
         files
     };
     let config = server_config(tls, resolver)?;
-
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    background.push(tokio::spawn(async move {
-        shutdown.await;
-        // None: wait for in-flight requests as long as they take, like the
-        // plain listener's graceful shutdown.
-        stopper.graceful_shutdown(None);
-    }));
     tracing::info!(
         minimum = ?tls.minimum().map_err(anyhow::Error::msg)?,
         client_certificates = !tls.clientcas.is_empty(),
         letsencrypt = tls.letsencrypt.enabled(),
         "TLS on"
     );
-    let result = axum_server::from_tcp_rustls(
-        listener.into_std()?,
-        RustlsConfig::from_config(Arc::new(config)),
-    )?
-    .handle(handle)
-    .serve(
-        // The peer address, for the token server's login throttle.
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .await;
-    for task in background {
-        task.abort();
-    }
-    Ok(result?)
+    Ok(Tls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        reload,
+    })
 }
 
 /// The rustls configuration for `tls`, serving what `resolver` picks.

@@ -78,6 +78,8 @@ enum ConfigCommand {
 const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before any TLS client or listener is built (see the function's doc).
+    berth::config::tls::install_default_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, file } => {

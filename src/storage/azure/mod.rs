@@ -98,7 +98,6 @@ fn map_err(path: &str, e: object_store::Error) -> StorageError {
 
 impl AzureDriver {
     pub fn new(s: &AzureSettings) -> Result<AzureDriver> {
-        crate::config::tls::install_default_provider();
         let url = url::Url::parse(&s.service_url).map_err(|e| backend("serviceurl", e))?;
         let options = ClientOptions::new()
             .with_allow_http(url.scheme() == "http")

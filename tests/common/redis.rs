@@ -25,9 +25,9 @@ impl RedisServer {
 
     /// Start on a given port (to restart a stopped one in place).
     pub fn start_on(port: u16, cluster: bool) -> RedisServer {
-        // A cluster node's bus listens on port + 10000 unless told otherwise,
-        // which is past 65535 for a quarter of the ephemeral range (the node
-        // then exits) and is nobody's free port: give it one of its own.
+        // A cluster node's bus listens on port + 10000 unless told otherwise:
+        // a port nobody checked was free (another socket may hold it, and
+        // the node then exits). Give it a free one of its own.
         Self::spawn(port, cluster.then(free_port))
     }
 

@@ -495,6 +495,8 @@ async fn debug_addr_from_the_environment() {
     let m = scrape(&debug).await;
     assert_eq!(value(&m, &requests(200, "base", "get")), 1.0);
     // Only the configured path is served there.
-    let r = crate::common::http::get(format!("http://{debug}/")).await.unwrap();
+    let r = crate::common::http::get(format!("http://{debug}/"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }

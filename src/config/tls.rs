@@ -88,8 +88,8 @@ impl LetsEncryptConfig {
 }
 
 /// The crypto every TLS connection of the process uses: ring, the only
-/// rustls provider compiled in (aws-lc-rs would need cmake and a C build;
-/// deny.toml bans it, so a dependency cannot bring it back unnoticed).
+/// rustls provider compiled in (deny.toml bans aws-lc-rs, so a dependency's
+/// default TLS feature cannot bring a second one back unnoticed).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

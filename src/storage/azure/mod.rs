@@ -497,6 +497,9 @@ mod tests {
     use crate::config::azure::AzureConfig;
 
     fn settings(yaml_auth: &str) -> AzureSettings {
+        // The driver's reqwest takes the process-default provider, which
+        // `main` installs in the server.
+        crate::config::tls::install_default_provider();
         let cfg: AzureConfig = serde_json::from_str(yaml_auth).unwrap();
         cfg.settings().unwrap()
     }

@@ -78,7 +78,9 @@ impl ProvideCredentials for DefaultChain {
                 .chain
                 .get_or_init(|| {
                     DefaultCredentialsChain::builder()
-                        .configure(ProviderConfig::without_region().with_http_client(self.http.clone()))
+                        .configure(
+                            ProviderConfig::without_region().with_http_client(self.http.clone()),
+                        )
                         .region(self.region.clone())
                         .build()
                 })

@@ -134,13 +134,9 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
             }),
         ));
     }
-    if !cfg.http.is_empty() {
-        // Before the http checks' client is built, or reqwest panics at start.
-        crate::config::tls::install_default_provider();
-    }
     for (i, c) in cfg.http.iter().enumerate() {
         let schedule = c.schedule(i)?;
-        let client = reqwest_tls::Client::builder()
+        let client = reqwest::Client::builder()
             .timeout(schedule.timeout)
             .build()
             .map_err(|e| format!("health.http[{i}]: {e}"))?;
@@ -317,8 +313,7 @@ pub async fn probe(cfg: &crate::config::Config, addr: Option<&str>) -> Result<()
     let scheme = if tls { "https" } else { "http" };
     let prefix = cfg.http.prefix.trim_end_matches('/');
     let url = format!("{scheme}://{host}{prefix}/health/storage");
-    crate::config::tls::install_default_provider();
-    let client = reqwest_tls::Client::builder()
+    let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .danger_accept_invalid_certs(true)
         .build()

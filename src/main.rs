@@ -86,6 +86,8 @@ fn log_config_warnings(cfg: &Config) {
 }
 
 fn main() -> ExitCode {
+    // Before any TLS client or listener is built (see the function's doc).
+    berth::config::tls::install_default_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, file } => {

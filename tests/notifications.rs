@@ -73,7 +73,7 @@ fn client_as(b: &Berth, user: &str, password: &str) -> Client {
     );
     Client {
         base: format!("http://{}", b.addr),
-        http: reqwest::Client::builder()
+        http: crate::common::http::builder()
             .redirect(reqwest::redirect::Policy::none())
             .default_headers(headers)
             .build()

@@ -52,7 +52,7 @@ fn start(extra: &str) -> (Berth, String) {
 
 /// `/metrics` as `series → value`, the series as exposed (`name{labels}`).
 async fn scrape(debug: &str) -> BTreeMap<String, f64> {
-    let r = reqwest::get(format!("http://{debug}/metrics"))
+    let r = crate::common::http::get(format!("http://{debug}/metrics"))
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -323,7 +323,7 @@ async fn htpasswd_logins_are_counted() {
         "auth:\n  htpasswd:\n    realm: r\n    path: {}\n",
         file.display()
     ));
-    let http = reqwest::Client::new();
+    let http = crate::common::http::client();
     let v2 = b.url("/v2/");
 
     // No credentials: the usual first request, a challenge, not an attempt.
@@ -386,7 +386,7 @@ async fn token_server_and_bearer_attempts_are_counted() {
         key = p("token.key"),
         htpasswd = p("htpasswd"),
     ));
-    let http = reqwest::Client::new();
+    let http = crate::common::http::client();
     let token_url = |scope: &str| format!("{}?service=obs&scope={scope}", b.url("/auth/token"));
 
     // The token server: one bad password, then a good one.
@@ -466,7 +466,7 @@ async fn prometheus_off_means_no_debug_listener_metrics() {
     };
     // The main listener answers, so startup is over; the debug port was
     // never bound (binding it would have come first).
-    let r = reqwest::get(b.url("/")).await.unwrap();
+    let r = crate::common::http::get(b.url("/")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
         std::net::TcpListener::bind(&debug).is_ok(),
@@ -490,11 +490,13 @@ async fn debug_addr_from_the_environment() {
         "{}",
         b.logs()
     );
-    let r = reqwest::get(b.url("/v2/")).await.unwrap();
+    let r = crate::common::http::get(b.url("/v2/")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let m = scrape(&debug).await;
     assert_eq!(value(&m, &requests(200, "base", "get")), 1.0);
     // Only the configured path is served there.
-    let r = reqwest::get(format!("http://{debug}/")).await.unwrap();
+    let r = crate::common::http::get(format!("http://{debug}/"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }

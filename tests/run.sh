@@ -50,6 +50,12 @@ if ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
   echo "installing: s3s-fs 0.14.1"
   cargo install --quiet --locked s3s-fs@0.14.1 --features binary
 fi
+# cargo-deny for the supply-chain checks (deny.toml), from crates.io.
+cargo_deny_version=0.20.2
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $cargo_deny_version" ]; then
+  echo "installing: cargo-deny $cargo_deny_version"
+  cargo install --quiet --locked "cargo-deny@$cargo_deny_version"
+fi
 moto_dir="$HOME/.cache/berth/moto"
 if [ ! -x "$moto_dir/bin/moto_server" ]; then
   echo "installing: moto[server] 5.1.22 into $moto_dir"
@@ -101,16 +107,42 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Supply chain (deny.toml). Licenses, bans (among them a second TLS crypto
+# provider) and sources need only crates.io, and always run.
+cargo deny --workspace --locked check licenses bans sources
+# Advisories need the RustSec advisory database, a git repository that is
+# fetched from GitHub: checked whenever it can be fetched (any advisory not
+# ignored in deny.toml fails the run) or a copy is already on this machine;
+# otherwise said plainly, not passed over in silence.
+advisory_dbs="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs"
+fetch_log="$(mktemp)"
+if timeout 300 cargo deny --workspace --locked fetch db >"$fetch_log" 2>&1; then
+  echo "cargo deny: advisories, against the RustSec database fetched now"
+  cargo deny --workspace --locked check --disable-fetch advisories
+elif compgen -G "$advisory_dbs/*/crates" >/dev/null; then
+  echo "cargo deny: advisories, against the copy in $advisory_dbs (no newer one could be fetched)"
+  cargo deny --workspace --locked check --disable-fetch advisories
+else
+  echo "cargo deny: advisories NOT CHECKED: the RustSec advisory database cannot be fetched from here ($(grep -v '^[[:space:]]*$' "$fetch_log" | tail -n1 | cut -c1-160))"
+fi
+rm -f "$fetch_log"
+
 # Keep cargo's output, then close on one total over every test binary (cargo's
 # own last line is the last binary's, which may have no tests of its own).
+# --no-fail-fast: one failing binary does not hide the results of the rest.
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+ignored=$(grep -Eo '; [0-9]+ ignored' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
 echo
-echo "total: $passed passed, $failed failed"
+if [ "$ignored" -gt 0 ]; then
+  echo "ignored (#[ignore], skipped below):"
+  grep -E '^test .* \.\.\. ignored' "$log" | sed 's/^/  /'
+fi
+echo "total: $passed passed, $failed failed, $ignored skipped"
 exit "$status"

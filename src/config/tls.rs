@@ -90,16 +90,18 @@ impl LetsEncryptConfig {
     }
 }
 
-/// The crypto the whole server uses: ring (aws-lc-rs would need cmake).
+/// The crypto every TLS connection of the process uses: ring, the only
+/// rustls provider compiled in (deny.toml bans aws-lc-rs, so a dependency's
+/// default TLS feature cannot bring a second one back unnoticed).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Make ring the process-wide default provider. Berth's reqwest clients
-/// (Azure, webhooks, health checks, OTLP export) are built without a provider
-/// of their own and panic without a default; the tree also carries aws-lc
-/// through the S3 SDK, so rustls cannot pick one by itself. Idempotent: an
-/// already installed default stays.
+/// Make ring the process-wide default provider; `main` does this before
+/// anything else. reqwest 0.13 without aws-lc is built with
+/// `rustls-no-provider` and takes the process default, so every reqwest
+/// client (webhooks, health checks, the Azure driver, OTLP export) needs it;
+/// a program using the library (a test) calls this once too. Idempotent.
 pub fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

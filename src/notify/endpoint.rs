@@ -15,7 +15,6 @@
 use std::{collections::VecDeque, sync::Mutex, time::Duration};
 
 use bytes::Bytes;
-use reqwest_tls as reqwest;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -209,7 +208,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The client every endpoint shares (connections pooled per host).
 pub fn client() -> Result<reqwest::Client, String> {
-    crate::config::tls::install_default_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()

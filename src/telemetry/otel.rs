@@ -50,9 +50,6 @@ pub fn wanted(cfg: &TracingConfig) -> bool {
 
 /// The provider exporting to the configured collector.
 pub fn provider(cfg: &TracingConfig) -> Result<SdkTracerProvider, String> {
-    // The exporter's HTTP client needs a process-default TLS provider.
-    crate::config::tls::install_default_provider();
-
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
     if !cfg.endpoint.is_empty() {
         exporter = exporter.with_endpoint(traces_url(&cfg.endpoint));

@@ -30,7 +30,7 @@ impl Client {
     pub fn new(b: &Berth) -> Client {
         Client {
             base: format!("http://{}", b.addr),
-            http: reqwest::Client::builder()
+            http: crate::common::http::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),

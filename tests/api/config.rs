@@ -118,13 +118,13 @@ async fn env_selects_auth_and_storage_by_name_as_distribution_does() {
             ("REGISTRY_STORAGE", "inmemory"),
         ],
     );
-    let r = reqwest::get(b.url("/v2/")).await.unwrap();
+    let r = crate::common::http::get(b.url("/v2/")).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         header(&r, "www-authenticate"),
         Some("Basic realm=\"Registry Realm\"")
     );
-    let http = reqwest::Client::new();
+    let http = crate::common::http::client();
     let r = http
         .post(b.url("/v2/sel/app/blobs/uploads/"))
         .basic_auth("alice", Some("secret"))
@@ -166,7 +166,7 @@ async fn env_selects_auth_and_storage_by_name_as_distribution_does() {
 #[tokio::test]
 async fn h2c_location_urls_name_the_authority() {
     let b = Berth::start();
-    let h2 = reqwest::Client::builder()
+    let h2 = crate::common::http::builder()
         .http2_prior_knowledge()
         .build()
         .unwrap();

@@ -31,7 +31,7 @@ async fn challenges_accepts_and_refuses() {
     let file = dir.path().join("htpasswd");
     std::fs::write(&file, entry("alice", "s3cret")).unwrap();
     let b = start(&file);
-    let http = reqwest::Client::new();
+    let http = crate::common::http::client();
     let v2 = b.url("/v2/");
 
     let r = http.get(&v2).send().await.unwrap();
@@ -111,7 +111,7 @@ async fn refused_request_writes_nothing() {
     let file = dir.path().join("htpasswd");
     std::fs::write(&file, entry("alice", "pw")).unwrap();
     let b = start(&file);
-    let http = reqwest::Client::new();
+    let http = crate::common::http::client();
     let r = http
         .post(b.url("/v2/x/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"))
         .body("hello")
@@ -136,7 +136,7 @@ async fn file_is_reread_when_it_changes() {
     let file = dir.path().join("htpasswd");
     std::fs::write(&file, entry("alice", "old")).unwrap();
     let b = start(&file);
-    let http = reqwest::Client::new();
+    let http = crate::common::http::client();
     let v2 = b.url("/v2/");
     let status = |user: &'static str, pw: &'static str| {
         let http = http.clone();
@@ -223,7 +223,7 @@ async fn login_from(
     user: &str,
     password: &str,
 ) -> reqwest::Response {
-    let http = reqwest::Client::builder()
+    let http = crate::common::http::builder()
         .local_address(from.parse::<std::net::IpAddr>().unwrap())
         .build()
         .unwrap();
@@ -288,7 +288,7 @@ async fn failed_logins_are_throttled_per_client() {
         200
     );
     // No credentials: no guess, a plain challenge.
-    let r = reqwest::get(b.url("/v2/")).await.unwrap();
+    let r = crate::common::http::get(b.url("/v2/")).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let logs = b.logs();
     assert!(logs.contains("basic auth: throttled"), "{logs}");

@@ -124,7 +124,7 @@ fn tree(dir: &std::path::Path) -> Vec<String> {
 
 /// A monolithic blob push with `token`.
 async fn push(b: &Berth, token: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    crate::common::http::client()
         .post(b.url(&format!("/v2/team/app/blobs/uploads/?digest={HELLO}")))
         .bearer_auth(token)
         .body("hello")

@@ -92,7 +92,7 @@ fn setup() -> Setup {
 }
 
 async fn status_with(b: &Berth, method: Method, path: &str, token: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    crate::common::http::client()
         .request(method, b.url(path))
         .header("authorization", format!("Bearer {token}"))
         .send()
@@ -103,7 +103,7 @@ async fn status_with(b: &Berth, method: Method, path: &str, token: &str) -> reqw
 #[tokio::test]
 async fn challenge_names_realm_service_and_scope() {
     let s = setup();
-    let http = reqwest::Client::new();
+    let http = crate::common::http::client();
     let r = http.get(s.berth.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -169,7 +169,7 @@ async fn valid_tokens_from_every_key_kind_are_accepted() {
         StatusCode::NOT_FOUND
     );
     // A push with the token goes through.
-    let r = reqwest::Client::new()
+    let r = crate::common::http::client()
         .post(b.url("/v2/team/app/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"))
         .header("authorization", format!("Bearer {}", tokens[0]))
         .body("hello")

@@ -278,9 +278,8 @@ fn https_status(url: &str, ca_pem: &str, basic: Option<(&str, &str)>) -> u16 {
         .build()
         .unwrap();
     rt.block_on(async {
-        let c = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        let c = crate::common::http::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();

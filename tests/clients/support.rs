@@ -81,7 +81,7 @@ pub fn http(method: &str, url: &str, accept: &[&str]) -> Resp {
 /// A request with headers and a body; a failed exchange gives status 0 so
 /// tests can probe a registry that is not (yet) answering.
 pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    let client = crate::common::http::builder().timeout(Duration::from_secs(30));
     exchange(client, |c| {
         let mut req = c.request(method.parse().unwrap(), url).body(body);
         for (k, v) in headers {

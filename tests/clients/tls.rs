@@ -79,9 +79,8 @@ fn docker_push_and_pull_over_tls() {
         .build()
         .unwrap();
     let served = rt.block_on(async {
-        let c = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(root.pem().as_bytes()).unwrap())
+        let c = crate::common::http::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(root.pem().as_bytes()).unwrap()])
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();

@@ -64,7 +64,7 @@ impl Client {
     /// streams them or sends the client to the store.
     pub fn new() -> Client {
         Client {
-            http: reqwest::Client::builder()
+            http: crate::common::http::builder()
                 .timeout(std::time::Duration::from_secs(120))
                 .build()
                 .unwrap(),

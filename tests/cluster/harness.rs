@@ -121,6 +121,8 @@ impl Cluster {
     /// A driver on the shared store, to look behind the replicas.
     pub fn driver(&self) -> Driver {
         let cfg = berth::config::Config::from_yaml(&format!("storage:\n{}", self.storage)).unwrap();
+        // An Azure driver's reqwest takes the process-default TLS provider.
+        berth::config::tls::install_default_provider();
         berth::server::build_driver(&cfg).unwrap()
     }
 

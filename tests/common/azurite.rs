@@ -106,6 +106,9 @@ impl Azurite {
 
     /// Driver settings for this emulator, through Berth's own config loader.
     pub fn settings(&self, container: &str, root: &str) -> berth::config::azure::AzureSettings {
+        // The driver's reqwest takes the process-default provider (ring),
+        // which `main` installs in the server and a test installs itself.
+        berth::config::tls::install_default_provider();
         let cfg =
             berth::config::Config::from_yaml(&format!("storage:\n{}", self.yaml(container, root)))
                 .unwrap();

@@ -49,6 +49,24 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// A reqwest client builder. The tests use the server's reqwest (0.13), built
+/// without a bundled crypto provider: it takes rustls' process default, which
+/// a test binary installs (ring) as berth's `main` does.
+pub fn builder() -> reqwest::ClientBuilder {
+    berth::config::tls::install_default_provider();
+    reqwest::Client::builder()
+}
+
+/// `reqwest::Client::new()`, with the provider installed.
+pub fn client() -> reqwest::Client {
+    builder().build().unwrap()
+}
+
+/// `reqwest::get`, with the provider installed.
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    client().get(url).send().await
+}
+
 /// Send the request `build` makes on a client from `client`; a connection or
 /// body error is the caller's to judge (some tests expect one).
 pub fn exchange(

@@ -203,6 +203,7 @@ impl S3Server {
     pub fn client(&self) -> aws_sdk_s3::Client {
         let cfg = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .http_client(berth::storage::s3::http_client())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
                 ACCESS_KEY, SECRET_KEY, None, None, "test",

@@ -37,7 +37,7 @@ fn get(url: &str, auth: Auth) -> (u16, String, String) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = crate::common::http::client();
         let req = match auth {
             Auth::None => client.get(url),
             Auth::Basic(user, password) => client.get(url).basic_auth(user, Some(password)),

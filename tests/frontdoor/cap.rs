@@ -50,7 +50,7 @@ async fn past_the_cap_connections_get_503_and_a_freed_slot_is_used_again() {
     assert!(answer.contains("\"code\":\"UNAVAILABLE\""), "{answer}");
 
     // A real client sees the same.
-    let r = reqwest::get(format!("http://{}/v2/", berth.addr))
+    let r = crate::common::http::get(format!("http://{}/v2/", berth.addr))
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
@@ -101,7 +101,7 @@ async fn past_the_cap_connections_get_503_and_a_freed_slot_is_used_again() {
     drop(held.pop());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let r = reqwest::get(format!("http://{}/v2/", berth.addr))
+        let r = crate::common::http::get(format!("http://{}/v2/", berth.addr))
             .await
             .unwrap();
         if r.status() == reqwest::StatusCode::OK {

@@ -126,7 +126,7 @@ async fn tls_connections_past_the_cap_are_closed_before_the_handshake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_is_served_and_an_idle_h2c_connection_is_closed() {
     let berth = support::start("  timeouts:\n    readheader: 2s\n    idle: 2s\n");
-    let client = reqwest::Client::builder()
+    let client = crate::common::http::builder()
         .http2_prior_knowledge()
         .build()
         .unwrap();

@@ -82,7 +82,7 @@ impl Client {
     pub fn new(base: String) -> Client {
         Client {
             base,
-            http: reqwest::Client::builder()
+            http: crate::common::http::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),

@@ -21,7 +21,7 @@ use super::{
 
 /// `/metrics` as `series → value`.
 async fn scrape(debug: &str) -> BTreeMap<String, f64> {
-    let text = reqwest::get(format!("http://{debug}/metrics"))
+    let text = crate::common::http::get(format!("http://{debug}/metrics"))
         .await
         .unwrap()
         .text()

@@ -169,7 +169,7 @@ async fn berth_sends_what_distribution_2_8_sends_for_the_same_requests() {
 
     let client = |addr: &str| Client {
         base: format!("http://{addr}"),
-        http: reqwest::Client::builder()
+        http: crate::common::http::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),

@@ -15,7 +15,7 @@ use super::common::{free_port, wait_for_port, Berth};
 async fn wait_status(url: &str, want: StatusCode) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = reqwest::get(url).await.unwrap();
+        let r = crate::common::http::get(url).await.unwrap();
         let got = r.status();
         let body = r.text().await.unwrap();
         if got == want {
@@ -30,7 +30,7 @@ async fn wait_status(url: &str, want: StatusCode) -> String {
 }
 
 async fn status(url: &str) -> StatusCode {
-    reqwest::get(url).await.unwrap().status()
+    crate::common::http::get(url).await.unwrap().status()
 }
 
 fn start(health: &str) -> (Berth, String) {
@@ -87,7 +87,7 @@ async fn storage_check_fails_when_storage_breaks_and_recovers_by_itself() {
     );
     // ...but liveness stays up, so the replica is not restarted for it.
     assert_eq!(status(&b.url("/")).await, StatusCode::OK);
-    let r = reqwest::get(format!("http://{debug}/debug/health"))
+    let r = crate::common::http::get(format!("http://{debug}/debug/health"))
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -141,7 +141,7 @@ async fn tcp_check_to_a_closed_port_fails_from_the_start() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(status(&b.url("/")).await, StatusCode::OK);
-    let v: Value = reqwest::get(format!("http://{debug}/debug/health"))
+    let v: Value = crate::common::http::get(format!("http://{debug}/debug/health"))
         .await
         .unwrap()
         .json()
@@ -193,7 +193,7 @@ async fn an_http_check_never_shows_the_password_in_its_uri() {
     ));
     let body = wait_status(&b.url("/v2/"), StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(body.contains("probe:***@127.0.0.1"), "{body}");
-    let report = reqwest::get(format!("http://{debug}/debug/health"))
+    let report = crate::common::http::get(format!("http://{debug}/debug/health"))
         .await
         .unwrap()
         .text()

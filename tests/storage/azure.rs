@@ -150,7 +150,7 @@ async fn berth_pushes_and_pulls_through_azure() {
             "version: 0.1\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n"
         )
     });
-    let http = reqwest::Client::builder()
+    let http = crate::common::http::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

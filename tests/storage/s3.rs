@@ -162,7 +162,7 @@ async fn presigned_redirects_serve_the_bytes() {
     assert_eq!(d.requests(), before, "presigning sends nothing");
     assert!(url.starts_with(&s.endpoint), "{url}");
     assert!(url.contains("X-Amz-Signature="), "{url}");
-    let got = reqwest::get(&url).await.unwrap();
+    let got = crate::common::http::get(&url).await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap(), body);
     // A tampered signature is refused: the server really checks it.
@@ -180,7 +180,7 @@ async fn presigned_redirects_serve_the_bytes() {
         })
         .collect();
     bad.query_pairs_mut().clear().extend_pairs(pairs);
-    assert_eq!(reqwest::get(bad).await.unwrap().status(), 403);
+    assert_eq!(crate::common::http::get(bad).await.unwrap().status(), 403);
 
     // redirectendpoint: the public name in URLs, the private one for the API.
     let mut cfg = s.config("");
@@ -188,7 +188,7 @@ async fn presigned_redirects_serve_the_bytes() {
     let public = S3Driver::new(&cfg, false).unwrap();
     let url = public.redirect_url(path, "GET").await.unwrap().unwrap();
     assert!(url.starts_with(&cfg.redirectendpoint), "{url}");
-    let got = reqwest::get(&url).await.unwrap();
+    let got = crate::common::http::get(&url).await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap(), body);
 
@@ -356,7 +356,7 @@ struct Client {
 impl Client {
     fn new(base: String) -> Client {
         Client {
-            http: reqwest::Client::builder()
+            http: crate::common::http::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
@@ -447,7 +447,7 @@ impl Client {
         let status = r.status().as_u16();
         if status == 307 {
             let to = r.headers()["location"].to_str().unwrap().to_string();
-            let body = reqwest::get(&to).await.unwrap();
+            let body = crate::common::http::get(&to).await.unwrap();
             assert_eq!(body.status(), 200);
             return (status, body.bytes().await.unwrap().to_vec());
         }

@@ -121,8 +121,7 @@ pub fn get(
 
 /// A reqwest client trusting only `root_pem` (none of the built-in roots).
 pub fn reqwest_client(root_pem: &str) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+    crate::common::http::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap()])
         .timeout(Duration::from_secs(30))
 }

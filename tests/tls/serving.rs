@@ -85,7 +85,7 @@ fn http2_is_negotiated_by_alpn_and_http1_still_served() {
         assert_eq!(r.version(), Version::HTTP_11);
 
         // Plain HTTP on the TLS port gets no HTTP answer.
-        let plain = reqwest::Client::new();
+        let plain = crate::common::http::client();
         assert!(plain.get(berth.url("/v2/")).send().await.is_err());
     });
 }

@@ -141,7 +141,7 @@ pub enum Auth<'a> {
 
 /// One request; a connection error fails the test.
 pub fn send(method: &str, url: &str, auth: Auth, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60));
+    let client = crate::common::http::builder().timeout(Duration::from_secs(60));
     exchange(client, |c| {
         let mut req = c.request(method.parse().unwrap(), url).body(body);
         req = match auth {
@@ -159,7 +159,7 @@ pub fn send(method: &str, url: &str, auth: Auth, headers: &[(&str, &str)], body:
 
 /// A GET from another loopback address (the throttle counts per client).
 pub fn send_from(local: &str, url: &str, auth: Auth) -> Resp {
-    let client = reqwest::Client::builder()
+    let client = crate::common::http::builder()
         .local_address(local.parse::<std::net::IpAddr>().unwrap())
         .timeout(Duration::from_secs(60));
     exchange(client, |c| match auth {

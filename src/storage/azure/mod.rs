@@ -98,7 +98,6 @@ fn map_err(path: &str, e: object_store::Error) -> StorageError {
 
 impl AzureDriver {
     pub fn new(s: &AzureSettings) -> Result<AzureDriver> {
-        crate::config::tls::install_default_provider();
         let url = url::Url::parse(&s.service_url).map_err(|e| backend("serviceurl", e))?;
         let options = ClientOptions::new()
             .with_allow_http(url.scheme() == "http")
@@ -498,6 +497,9 @@ mod tests {
     use crate::config::azure::AzureConfig;
 
     fn settings(yaml_auth: &str) -> AzureSettings {
+        // The driver's reqwest takes the process-default provider, which
+        // `main` installs in the server.
+        crate::config::tls::install_default_provider();
         let cfg: AzureConfig = serde_json::from_str(yaml_auth).unwrap();
         cfg.settings().unwrap()
     }

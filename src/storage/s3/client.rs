@@ -1,22 +1,31 @@
 //! Building the S3 client from Berth's configuration alone (no shared AWS
 //! config files consulted for region or endpoint), counting every HTTP request
 //! it sends, and mapping SDK errors to [`StorageError`].
+//!
+//! The HTTP client is built here rather than taken from the SDK's
+//! `default-https-client` feature, which would compile a second TLS crypto
+//! library (aws-lc) next to ring: the same hyper 1 + rustls client, with
+//! ring as its provider and the system's trust store.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
     Arc,
 };
 
+use aws_config::{
+    default_provider::credentials::DefaultCredentialsChain, provider_config::ProviderConfig,
+};
 use aws_credential_types::provider::{future, ProvideCredentials};
 use aws_sdk_s3::{
     config::{
         interceptors::BeforeDeserializationInterceptorContextRef, BehaviorVersion, ConfigBag,
         Credentials, Intercept, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-        RuntimeComponents, SharedCredentialsProvider,
+        RuntimeComponents, SharedCredentialsProvider, SharedHttpClient,
     },
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
     Client,
 };
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use crate::{config::S3Config, storage::StorageError};
 
@@ -41,14 +50,22 @@ impl Intercept for Counter {
     }
 }
 
+/// The HTTPS client of the S3 clients and of the credential chain's STS,
+/// ECS and instance-metadata calls: rustls on ring.
+pub fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 /// The default AWS chain (environment, profile, web identity / IRSA, ECS,
 /// instance metadata), built on first use: its construction is async and
 /// `build_driver` is not, and a registry given static keys never builds it.
 #[derive(Debug)]
 struct DefaultChain {
     region: Region,
-    chain:
-        tokio::sync::OnceCell<aws_config::default_provider::credentials::DefaultCredentialsChain>,
+    http: SharedHttpClient,
+    chain: tokio::sync::OnceCell<DefaultCredentialsChain>,
 }
 
 impl ProvideCredentials for DefaultChain {
@@ -60,7 +77,10 @@ impl ProvideCredentials for DefaultChain {
             let chain = self
                 .chain
                 .get_or_init(|| {
-                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    DefaultCredentialsChain::builder()
+                        .configure(
+                            ProviderConfig::without_region().with_http_client(self.http.clone()),
+                        )
                         .region(self.region.clone())
                         .build()
                 })
@@ -74,9 +94,11 @@ impl ProvideCredentials for DefaultChain {
 /// `redirectendpoint` used only to presign.
 pub(super) fn build(cfg: &S3Config, endpoint: Option<&str>, counter: &Arc<AtomicU64>) -> Client {
     let region = Region::new(cfg.region.clone());
+    let http = http_client();
     let credentials = if cfg.accesskey.is_empty() {
         SharedCredentialsProvider::new(DefaultChain {
             region: region.clone(),
+            http: http.clone(),
             chain: tokio::sync::OnceCell::new(),
         })
     } else {
@@ -90,6 +112,7 @@ pub(super) fn build(cfg: &S3Config, endpoint: Option<&str>, counter: &Arc<Atomic
     };
     let mut b = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(http)
         .region(region)
         .credentials_provider(credentials)
         .force_path_style(cfg.forcepathstyle)

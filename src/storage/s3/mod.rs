@@ -51,6 +51,8 @@ mod client;
 mod inner;
 mod writer;
 
+pub use client::http_client;
+
 use std::{
     io,
     sync::{

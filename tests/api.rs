@@ -9,6 +9,8 @@ mod blobs;
 mod client;
 #[path = "api/config.rs"]
 mod config;
+#[path = "api/errors.rs"]
+mod errors;
 #[path = "api/maintenance.rs"]
 mod maintenance;
 #[path = "api/manifests.rs"]

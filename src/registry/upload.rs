@@ -205,18 +205,26 @@ impl Registry {
             Err(e) => return Err(e.into()),
         };
         let mut written: u64 = 0;
+        let mut refused = None;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                Error::new(
-                    Code::BlobUploadInvalid,
-                    format!("reading request body: {e}"),
-                )
-                .with_status(400)
-            })?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    refused = Some(
+                        Error::new(
+                            Code::BlobUploadInvalid,
+                            format!("reading request body: {e}"),
+                        )
+                        .with_status(400),
+                    );
+                    break;
+                }
+            };
             let total = written + chunk.len() as u64;
             // More than the Content-Range said: refused before it is written.
             if range.is_some_and(|r| total > r.len()) {
-                return Err(range_mismatch(range, total));
+                refused = Some(range_mismatch(range, total));
+                break;
             }
             if let Some(h) = hasher.as_mut() {
                 h.update(&chunk);
@@ -224,8 +232,23 @@ impl Registry {
             writer.write(chunk).await?;
             written = total;
         }
-        if range.is_some_and(|r| written != r.len()) {
-            return Err(range_mismatch(range, written));
+        if refused.is_none() && range.is_some_and(|r| written != r.len()) {
+            refused = Some(range_mismatch(range, written));
+        }
+        if let Some(e) = refused {
+            if written == 0 {
+                return Err(e);
+            }
+            // Keep what arrived, on every driver alike, before answering: the
+            // upload stands there now, and the client resumes from a status
+            // (its Location is stale).
+            return Err(match writer.close().await {
+                Ok(size) => e.with_upload_offset(size),
+                Err(kept) => {
+                    tracing::warn!(error = %kept, "keeping a broken chunk's bytes failed");
+                    e
+                }
+            });
         }
         let size = if last {
             writer.commit().await?

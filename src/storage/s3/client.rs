@@ -139,7 +139,8 @@ where
     }
     let transient = match &e {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::DispatchFailure(d) => d.is_timeout() || d.is_io(),
+        // No answer at all; a "user" failure is our own request, not the store.
+        SdkError::DispatchFailure(d) => !d.is_user(),
         _ => {
             matches!(status(&e), Some(408 | 429 | 500 | 502 | 503 | 504))
                 || matches!(

@@ -142,15 +142,12 @@ fn token(req: &Request) -> Result<String, Error> {
     })
 }
 
-/// The upload to write to: its Location must be current (see
-/// `Registry::resume_upload`).
-async fn resume(state: &AppState, name: &str, id: &str, req: &Request) -> Result<UploadState, Error> {
-    state.registry.resume_upload(name, id, &token(req)?).await
-}
 
 pub async fn patch(state: &AppState, name: &str, id: &str, req: Request) -> ApiResult {
     let range = chunk_range(&req)?;
-    let session = resume(state, name, id, &req).await?;
+    let token = token(&req)?;
+    // Its Location must be current (see `Registry::resume_upload`).
+    let session = state.registry.resume_upload(name, id, &token).await?;
     let headers = req.headers().clone();
     let session = state
         .registry
@@ -170,7 +167,9 @@ pub async fn put(
         .ok_or_else(|| Error::new(Code::DigestInvalid, "digest query parameter is required"))?
         .parse()?;
     let range = chunk_range(&req)?;
-    let session = resume(state, name, id, &req).await?;
+    let token = token(&req)?;
+    // Its Location must be current (see `Registry::resume_upload`).
+    let session = state.registry.resume_upload(name, id, &token).await?;
     let headers = req.headers().clone();
     let blob = state
         .registry
@@ -185,10 +184,8 @@ pub async fn put(
 /// Where the upload stands in storage, with a fresh Location to resume at
 /// (the way back for a client whose Location went stale).
 pub async fn status(state: &AppState, name: &str, id: &str, req: Request) -> ApiResult {
-    let session = state
-        .registry
-        .upload_status(name, id, &token(&req)?)
-        .await?;
+    let token = token(&req)?;
+    let session = state.registry.upload_status(name, id, &token).await?;
     Ok(in_progress(
         state,
         req.headers(),
@@ -199,10 +196,8 @@ pub async fn status(state: &AppState, name: &str, id: &str, req: Request) -> Api
 
 pub async fn cancel(state: &AppState, name: &str, id: &str, req: Request<Body>) -> ApiResult {
     // Whatever its offset: a stale Location may still cancel.
-    let session = state
-        .registry
-        .upload_status(name, id, &token(&req)?)
-        .await?;
+    let token = token(&req)?;
+    let session = state.registry.upload_status(name, id, &token).await?;
     state.registry.cancel_upload(&session).await?;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

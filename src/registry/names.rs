@@ -50,7 +50,9 @@ fn component_ok(c: &str) -> bool {
             b'-' => true,
             _ => false,
         };
-        if !ok {
+        // A separator run stands between two alphanumerics: `a_-b` is not
+        // one run but two, which the grammar does not allow.
+        if !ok || i == b.len() || !alnum(b[i]) {
             return false;
         }
     }
@@ -91,6 +93,9 @@ mod tests {
             "a/",
             "a..b",
             "a___b",
+            "0_-0",
+            "a.-b",
+            "a-_b",
             "-a",
             "a.",
             &"a".repeat(256),

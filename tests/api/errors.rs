@@ -44,7 +44,7 @@ async fn patch(c: &Client, url: &str, start: usize, chunk: &[u8]) -> reqwest::Re
         .header("content-type", "application/octet-stream")
         .header(
             "content-range",
-            format!("{}-{}", start, start + chunk.len() - 1),
+            format!("{}-{}", start, start + (chunk.len() - 1)),
         )
         .body(chunk.to_vec())
         .send()
@@ -192,13 +192,12 @@ async fn broken_and_oversized_manifest_bodies() {
     let c = Client::new(&b);
     c.push_image("body/repo", "v1", "a").await;
     let before = tree(&b.root);
-    let put = |extra: &str| {
+    let addr = b.addr.clone();
+    let put = move |extra: &str| {
         format!(
-            "PUT /v2/body/repo/manifests/v2 HTTP/1.1\r\nHost: {}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n{extra}\r\n",
-            b.addr
+            "PUT /v2/body/repo/manifests/v2 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n{extra}\r\n"
         )
     };
-    let addr = b.addr.clone();
     let (cut, chunked, huge) = tokio::task::spawn_blocking(move || {
         (
             // Announces 1000 bytes, sends 20 and stops.
@@ -243,7 +242,6 @@ async fn content_range_mistakes_are_refused_before_writing() {
         // Longer than any u64 can say.
         ("0-18446744073709551615", 416, "RANGE_INVALID"),
         ("10-18446744073709551616", 416, "RANGE_INVALID"),
-        ("18446744073709551615-18446744073709551615", 416, "RANGE_INVALID"),
         ("12-9", 416, "RANGE_INVALID"),
         ("+10-12", 400, "BLOB_UPLOAD_INVALID"),
         ("ten-twelve", 400, "BLOB_UPLOAD_INVALID"),
@@ -258,9 +256,10 @@ async fn content_range_mistakes_are_refused_before_writing() {
         expect_error(r, status, code).await;
         assert_eq!(tree(&b.root), before, "{range}");
     }
-    // A gap, and a chunk already written: 416 with where the upload stands.
-    for start in [11, 0] {
-        let r = patch(&c, &url, start, b"abc").await;
+    // A gap (the last byte a u64 can name, too), and a chunk already
+    // written: 416 with where the upload stands.
+    for start in [usize::MAX, 11, 0] {
+        let r = patch(&c, &url, start, b"a").await;
         assert_eq!(header(&r, "range"), Some("0-9"));
         expect_error(r, 416, "RANGE_INVALID").await;
     }
@@ -475,7 +474,7 @@ async fn a_stale_location_resumes_on_s3() {
     let s3 = S3Server::s3s_fs();
     let b = Berth::start_with(|_root, addr| {
         format!(
-            "storage:\n{}http:\n  addr: {addr}\n  secret: s\n",
+            "storage:\n{}  redirect:\n    disable: true\nhttp:\n  addr: {addr}\n  secret: s\n",
             s3.yaml("/stale")
         )
     });

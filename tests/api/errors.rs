@@ -130,6 +130,46 @@ async fn a_storage_failure_is_a_generic_500_with_the_request_id() {
     );
 }
 
+/// With the periodic storage check, the 503 every client reads names the
+/// check but not the backend's text; the debug listener's report, for the
+/// operator, keeps it.
+#[tokio::test]
+async fn the_storage_health_check_says_nothing_of_the_backend() {
+    let debug = format!("127.0.0.1:{}", crate::common::free_port());
+    let b = Berth::start_with(|root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n  debug:\n    addr: {debug}\nhealth:\n  storagedriver:\n    enabled: true\n    interval: 100ms\n    threshold: 1\n"
+        )
+    });
+    assert!(crate::common::wait_for_port(&debug, Duration::from_secs(20)));
+    std::fs::create_dir_all(&b.root).unwrap();
+    std::fs::rename(&b.root, b.root.with_extension("aside")).unwrap();
+    std::fs::write(&b.root, b"not a directory").unwrap();
+
+    // Bounded: the check runs every 100ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let r = reqwest::get(b.url("/health/storage")).await.unwrap();
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break r.text().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "storage never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["errors"][0]["detail"]["storagedriver_filesystem"], "storage unavailable",
+        "{body}"
+    );
+    assert!(!body.contains("Not a directory"), "{body}");
+    let r = text_of(&format!("http://{debug}/debug/health")).await;
+    assert!(r.contains("Not a directory"), "{r}");
+}
+
+async fn text_of(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// S3 goes away: no connection is a failure a retry may cure — 503
 /// UNAVAILABLE with Retry-After, saying nothing of the bucket, the endpoint
 /// or the key; the log has them.

@@ -107,19 +107,24 @@ async fn ranged_reads(d: &dyn StorageDriver) {
 
 async fn resumable_writer(d: &dyn StorageDriver) {
     let p = "/suite/writer/data";
+    assert_eq!(d.stored_size(p).await.unwrap(), None);
     let mut w = d.writer(p, 0).await.unwrap();
     w.write(Bytes::from_static(b"hello ")).await.unwrap();
     assert_eq!(w.size(), 6);
     assert_eq!(w.close().await.unwrap(), 6);
+    // What a resuming writer would start from: what `close` kept.
+    assert_eq!(d.stored_size(p).await.unwrap(), Some(6));
     // Resume at the end, as the next PATCH on another replica would.
     let mut w = d.writer(p, 6).await.unwrap();
     w.write(Bytes::from_static(b"wor")).await.unwrap();
     assert_eq!(w.close().await.unwrap(), 9);
+    assert_eq!(d.stored_size(p).await.unwrap(), Some(9));
     let mut w = d.writer(p, 9).await.unwrap();
     w.write(Bytes::from_static(b"ld")).await.unwrap();
     assert_eq!(w.commit().await.unwrap(), 11);
     assert_eq!(d.get_content(p).await.unwrap(), "hello world");
     assert_eq!(d.stat(p).await.unwrap().size, 11);
+    assert_eq!(d.stored_size(p).await.unwrap(), Some(11));
     // Resuming at an earlier offset discards what came after it (a retried chunk).
     let p = "/suite/writer/retried";
     let mut w = d.writer(p, 0).await.unwrap();
@@ -223,6 +228,7 @@ async fn resumed_large_writes(d: &dyn StorageDriver) {
         } else {
             w.commit().await.unwrap()
         };
+        assert_eq!(d.stored_size(p).await.unwrap(), Some(offset), "after writer {i}");
     }
     assert_eq!(offset, 3 * (6 * 1024 * 1024 + 4));
     assert_eq!(d.stat(p).await.unwrap().size, offset);

@@ -66,17 +66,17 @@ async fn read_state(inner: &Inner, state_key: &str, path: &str) -> Result<Option
 }
 
 /// The size a writer at `path` would resume from: the recorded parts plus
-/// the tail, else a finished object's size; `None` when there is neither.
-/// One GetObject while an upload is in progress (the state holds its size).
+/// the tail; `None` without an upload state (nothing closed yet, or
+/// committed). One GetObject: an upload's first chunk pays one request more,
+/// not two (no HeadObject for a committed object, which an upload's data
+/// only is between its commit and its rename).
 pub(super) async fn stored_size(inner: &Inner, path: &str) -> Result<Option<u64>> {
     let key = inner.key(path)?;
-    match read_state(inner, &format!("{key}{STATE_SUFFIX}"), path).await? {
-        Some((header, tail)) => {
-            let parts: u64 = header.parts.iter().map(|p| p.size).sum();
-            Ok(Some(parts + tail.len() as u64))
-        }
-        None => Ok(inner.head_opt(&key, path).await?.map(|(size, _)| size)),
-    }
+    let state = read_state(inner, &format!("{key}{STATE_SUFFIX}"), path).await?;
+    Ok(state.map(|(header, tail)| {
+        let parts: u64 = header.parts.iter().map(|p| p.size).sum();
+        parts + tail.len() as u64
+    }))
 }
 
 /// Abort the multipart upload a state object records. Whether the state existed.

@@ -130,10 +130,11 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn stat(&self, path: &str) -> Result<FileInfo>;
 
     /// The size a `writer(path, size)` would continue from: what the last
-    /// `close` (or `commit`) of a writer at `path` kept; `None` when nothing
-    /// is there. One request. By default the object's `stat`, right for
-    /// drivers whose unfinished objects live at their path; a driver that
-    /// keeps them elsewhere (S3's upload state) answers from there.
+    /// `close` of a writer at `path` kept; `None` when nothing is there. One
+    /// request. By default the object's `stat`, right for drivers whose
+    /// unfinished objects live at their path; a driver that keeps them
+    /// elsewhere (S3's upload state) answers from there, and may answer
+    /// `None` for an object already committed.
     async fn stored_size(&self, path: &str) -> Result<Option<u64>> {
         match self.stat(path).await {
             Ok(info) if !info.is_dir => Ok(Some(info.size)),

@@ -43,10 +43,13 @@ pub async fn storage_health(
     match state.registry.storage_health().await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
         Err(e) => {
-            let mut unavailable = Error::new(Code::Unavailable, "storage unavailable")
-                .with_cause(e.to_string());
+            let mut unavailable =
+                Error::new(Code::Unavailable, "storage unavailable").with_cause(e.to_string());
             unavailable.retry_after = e.retry_after;
-            render(unavailable, request_id.as_ref().map(|Extension(id)| id.0.as_str()))
+            render(
+                unavailable,
+                request_id.as_ref().map(|Extension(id)| id.0.as_str()),
+            )
         }
     }
 }

@@ -49,7 +49,8 @@ pub async fn get(
         (header::CACHE_CONTROL, "max-age=31536000".to_string()),
     ];
     // A malformed Range is ignored (RFC 9110 §14.2): the whole blob.
-    let range = header_str(&req, "range").map_or(RangeRequest::Whole, |r| parse_range(r, info.size));
+    let range =
+        header_str(&req, "range").map_or(RangeRequest::Whole, |r| parse_range(r, info.size));
     let (status, start, len) = match range {
         RangeRequest::Whole => (StatusCode::OK, 0, info.size),
         RangeRequest::Part { start, len } => (StatusCode::PARTIAL_CONTENT, start, len),

@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn scopes_per_route() {
-        let push = Route::UploadStart { name: "a/b".into() }.required_access(&Method::POST, Some("c"));
+        let push =
+            Route::UploadStart { name: "a/b".into() }.required_access(&Method::POST, Some("c"));
         assert_eq!(
             scope_string(&push),
             "repository:a/b:pull,push repository:c:pull"
@@ -222,7 +223,8 @@ mod tests {
                 (name(), digest()).prop_map(|(name, digest)| Route::Blob { name, digest }),
                 name().prop_map(|name| Route::UploadStart { name }),
                 (name(), "[0-9a-f-]{36}").prop_map(|(name, id)| Route::Upload { name, id }),
-                (name(), reference()).prop_map(|(name, reference)| Route::Manifest { name, reference }),
+                (name(), reference())
+                    .prop_map(|(name, reference)| Route::Manifest { name, reference }),
                 name().prop_map(|name| Route::Tags { name }),
                 (name(), digest()).prop_map(|(name, digest)| Route::Referrers { name, digest }),
             ]

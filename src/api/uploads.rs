@@ -51,7 +51,7 @@ fn chunk_range(req: &Request) -> Result<Option<ChunkRange>, Error> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(length) = length.filter(|&l| l != range.len()) {
+    if let Some(length) = length.filter(|&l| l != range.length()) {
         return Err(Error::new(
             Code::SizeInvalid,
             format!(
@@ -141,7 +141,6 @@ fn token(req: &Request) -> Result<String, Error> {
         )
     })
 }
-
 
 pub async fn patch(state: &AppState, name: &str, id: &str, req: Request) -> ApiResult {
     let range = chunk_range(&req)?;

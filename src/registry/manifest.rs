@@ -253,19 +253,25 @@ mod tests {
         }
 
         fn descriptor(media_type: &'static str) -> impl Strategy<Value = Value> {
-            (digest(), any::<u32>())
-                .prop_map(move |(d, size)| json!({"mediaType": media_type, "digest": d, "size": size}))
+            (digest(), any::<u32>()).prop_map(
+                move |(d, size)| json!({"mediaType": media_type, "digest": d, "size": size}),
+            )
         }
 
         /// A layer, sometimes foreign (with urls: not required in the registry).
         fn layer() -> impl Strategy<Value = (Value, bool)> {
-            (descriptor("application/vnd.oci.image.layer.v1.tar+gzip"), any::<bool>()).prop_map(|(mut l, foreign)| {
-                if foreign {
-                    l["mediaType"] = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into();
-                    l["urls"] = json!(["https://example.com/layer"]);
-                }
-                (l, foreign)
-            })
+            (
+                descriptor("application/vnd.oci.image.layer.v1.tar+gzip"),
+                any::<bool>(),
+            )
+                .prop_map(|(mut l, foreign)| {
+                    if foreign {
+                        l["mediaType"] =
+                            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into();
+                        l["urls"] = json!(["https://example.com/layer"]);
+                    }
+                    (l, foreign)
+                })
         }
 
         /// Any JSON value, nested a little.
@@ -274,7 +280,9 @@ mod tests {
                 Just(Value::Null),
                 any::<bool>().prop_map(Value::from),
                 any::<i64>().prop_map(Value::from),
-                any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
                 ".{0,12}".prop_map(Value::from),
             ];
             leaf.prop_recursive(3, 24, 6, |inner| {
@@ -282,10 +290,14 @@ mod tests {
                     proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
                     proptest::collection::btree_map(
                         prop_oneof![
-                            Just("schemaVersion".to_string()), Just("mediaType".to_string()),
-                            Just("config".to_string()), Just("layers".to_string()),
-                            Just("manifests".to_string()), Just("subject".to_string()),
-                            Just("digest".to_string()), Just("size".to_string()),
+                            Just("schemaVersion".to_string()),
+                            Just("mediaType".to_string()),
+                            Just("config".to_string()),
+                            Just("layers".to_string()),
+                            Just("manifests".to_string()),
+                            Just("subject".to_string()),
+                            Just("digest".to_string()),
+                            Just("size".to_string()),
                             ".{0,8}",
                         ],
                         inner,

@@ -121,7 +121,12 @@ mod tests {
 
         /// The spec's grammar, as a regular expression: the reference the
         /// hand-written matcher must agree with.
-        static NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$").unwrap());
+        static NAME: LazyLock<regex::Regex> = LazyLock::new(|| {
+            regex::Regex::new(
+                r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$",
+            )
+            .unwrap()
+        });
         static TAG: LazyLock<regex::Regex> =
             LazyLock::new(|| regex::Regex::new(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$").unwrap());
 

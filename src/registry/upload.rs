@@ -41,7 +41,8 @@ impl ChunkRange {
         self.start
     }
 
-    pub fn len(&self) -> u64 {
+    /// Bytes in the range (at least one).
+    pub fn length(&self) -> u64 {
         self.len
     }
 
@@ -68,8 +69,8 @@ fn range_mismatch(range: Option<ChunkRange>, sent: u64) -> Error {
             "Content-Range {}-{} announces {} bytes, the body has {}{sent}",
             r.start(),
             r.end(),
-            r.len(),
-            if sent > r.len() { "at least " } else { "" }
+            r.length(),
+            if sent > r.length() { "at least " } else { "" }
         ),
     )
 }
@@ -222,7 +223,7 @@ impl Registry {
             };
             let total = written + chunk.len() as u64;
             // More than the Content-Range said: refused before it is written.
-            if range.is_some_and(|r| total > r.len()) {
+            if range.is_some_and(|r| total > r.length()) {
                 refused = Some(range_mismatch(range, total));
                 break;
             }
@@ -232,7 +233,7 @@ impl Registry {
             writer.write(chunk).await?;
             written = total;
         }
-        if refused.is_none() && range.is_some_and(|r| written != r.len()) {
+        if refused.is_none() && range.is_some_and(|r| written != r.length()) {
             refused = Some(range_mismatch(range, written));
         }
         if let Some(e) = refused {

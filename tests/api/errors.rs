@@ -63,15 +63,14 @@ fn with_digest(url: &str, d: &str) -> String {
 /// one in `X-Request-Id`) and none of `secrets`.
 async fn expect_server_error(r: reqwest::Response, status: u16, code: &str, secrets: &[&str]) {
     assert_eq!(r.status().as_u16(), status, "status");
-    let id = header(&r, "x-request-id").expect("x-request-id").to_string();
+    let id = header(&r, "x-request-id")
+        .expect("x-request-id")
+        .to_string();
     let text = r.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).expect("JSON error body");
     assert_eq!(body["errors"][0]["code"], code, "{text}");
     let message = body["errors"][0]["message"].as_str().unwrap();
-    assert!(
-        message.contains(&format!("(request id {id})")),
-        "{message}"
-    );
+    assert!(message.contains(&format!("(request id {id})")), "{message}");
     for secret in secrets {
         assert!(!text.contains(secret), "{secret:?} leaked: {text}");
     }
@@ -93,7 +92,12 @@ async fn a_storage_failure_is_a_generic_500_with_the_request_id() {
     let aside = b.root.with_extension("aside");
     std::fs::rename(&b.root, &aside).unwrap();
     std::fs::write(&b.root, b"not a directory").unwrap();
-    let secrets = [root.as_str(), "Not a directory", "os error", "/docker/registry"];
+    let secrets = [
+        root.as_str(),
+        "Not a directory",
+        "os error",
+        "/docker/registry",
+    ];
 
     let r = c
         .req(Method::GET, "/v2/broken/repo/manifests/v1")
@@ -141,7 +145,10 @@ async fn the_storage_health_check_says_nothing_of_the_backend() {
             "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n  debug:\n    addr: {debug}\nhealth:\n  storagedriver:\n    enabled: true\n    interval: 100ms\n    threshold: 1\n"
         )
     });
-    assert!(crate::common::wait_for_port(&debug, Duration::from_secs(20)));
+    assert!(crate::common::wait_for_port(
+        &debug,
+        Duration::from_secs(20)
+    ));
     std::fs::create_dir_all(&b.root).unwrap();
     std::fs::rename(&b.root, b.root.with_extension("aside")).unwrap();
     std::fs::write(&b.root, b"not a directory").unwrap();
@@ -241,7 +248,11 @@ async fn broken_and_oversized_manifest_bodies() {
     let (cut, chunked, huge) = tokio::task::spawn_blocking(move || {
         (
             // Announces 1000 bytes, sends 20 and stops.
-            raw_exchange(&addr, &put("Content-Length: 1000\r\n"), b"{\"schemaVersion\": 2,"),
+            raw_exchange(
+                &addr,
+                &put("Content-Length: 1000\r\n"),
+                b"{\"schemaVersion\": 2,",
+            ),
             // A chunked body whose second chunk size is not a number.
             raw_exchange(
                 &addr,
@@ -260,7 +271,12 @@ async fn broken_and_oversized_manifest_bodies() {
     assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
     assert!(huge.contains("MANIFEST_INVALID"), "{huge}");
     assert_eq!(tree(&b.root), before);
-    expect_error(c.get("/v2/body/repo/manifests/v2").await, 404, "MANIFEST_UNKNOWN").await;
+    expect_error(
+        c.get("/v2/body/repo/manifests/v2").await,
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
 }
 
 /// Content-Range mistakes: a range near u64::MAX, one that does not start at
@@ -344,12 +360,22 @@ async fn a_malformed_range_is_ignored() {
         "bytes",
         "bytes=--1",
     ] {
-        let r = c.req(Method::GET, &path).header("range", ignored).send().await.unwrap();
+        let r = c
+            .req(Method::GET, &path)
+            .header("range", ignored)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{ignored}");
         assert_eq!(header(&r, "content-range"), None);
         assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..], "{ignored}");
     }
-    let r = c.req(Method::GET, &path).header("range", "bytes=98-").send().await.unwrap();
+    let r = c
+        .req(Method::GET, &path)
+        .header("range", "bytes=98-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(header(&r, "content-range"), Some("bytes 98-99/100"));
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[98..]);
@@ -478,7 +504,10 @@ async fn interrupted_chunk_resumes_where_storage_stands(b: &Berth) {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("BLOB_UPLOAD_INVALID"), "{answer}");
-    assert!(answer.to_ascii_lowercase().contains("range: 0-4095"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("range: 0-4095"),
+        "{answer}"
+    );
 
     let r = patch(&c, &url, 0, &data).await;
     assert_eq!(header(&r, "range"), Some("0-4095"));

@@ -1,7 +1,7 @@
 //! Manifests: GET/HEAD with content negotiation, PUT, DELETE — by tag or digest.
 
 use axum::{
-    body::{Body, Bytes, HttpBody},
+    body::{Body, Bytes},
     extract::Request,
     http::{header, HeaderName, Method, StatusCode},
     response::IntoResponse,
@@ -101,8 +101,9 @@ pub async fn get(
 }
 
 /// The whole manifest body, at most [`MAX_MANIFEST_SIZE`] bytes: a larger
-/// one is 413 (said by its Content-Length, or found while reading), one that
-/// breaks off is 400 MANIFEST_INVALID.
+/// one is 413 once the limit is passed (read that far, not refused on its
+/// Content-Length, so a client still sending sees the answer rather than a
+/// broken pipe), one that breaks off is 400 MANIFEST_INVALID.
 async fn read_manifest_body(body: Body) -> Result<Bytes, Error> {
     let too_large = || {
         Error::new(
@@ -111,9 +112,6 @@ async fn read_manifest_body(body: Body) -> Result<Bytes, Error> {
         )
         .with_status(413)
     };
-    if body.size_hint().lower() > MAX_MANIFEST_SIZE as u64 {
-        return Err(too_large());
-    }
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {

@@ -217,22 +217,26 @@ async fn an_unreachable_s3_is_a_503_with_retry_after() {
     );
 }
 
-/// One raw HTTP/1.1 exchange: `head` then `body` as bytes, the write side
-/// closed, and the answer read to its end (bounded by a read timeout).
-fn raw_exchange(addr: &str, head: &str, body: &[u8]) -> String {
+/// One raw HTTP/1.1 exchange: `head` then `body` as bytes, and the answer
+/// read to its end (bounded by a read timeout). `cut`: close the write side
+/// after the body, as a client that goes away mid-body does (else send
+/// `Connection: close` in `head`: hyper drops a pending answer when a
+/// client half-closes after a complete request).
+fn raw_exchange(addr: &str, head: &str, body: &[u8], cut: bool) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
+    if cut {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A manifest body that breaks off is the client's fault (400
-/// MANIFEST_INVALID), one too large is 413 without reading it; neither
-/// touches storage.
+/// MANIFEST_INVALID), one too large is 413; neither touches storage.
 #[tokio::test]
 async fn broken_and_oversized_manifest_bodies() {
     let b = Berth::start();
@@ -252,14 +256,21 @@ async fn broken_and_oversized_manifest_bodies() {
                 &addr,
                 &put("Content-Length: 1000\r\n"),
                 b"{\"schemaVersion\": 2,",
+                true,
             ),
             // A chunked body whose second chunk size is not a number.
             raw_exchange(
                 &addr,
                 &put("Transfer-Encoding: chunked\r\n"),
                 b"14\r\n{\"schemaVersion\": 2,\r\nzz\r\n",
+                true,
             ),
-            raw_exchange(&addr, &put("Content-Length: 4194305\r\n"), b""),
+            raw_exchange(
+                &addr,
+                &put("Content-Length: 4194305\r\nConnection: close\r\n"),
+                &vec![b' '; 4194305],
+                false,
+            ),
         )
     })
     .await
@@ -499,7 +510,7 @@ async fn interrupted_chunk_resumes_where_storage_stands(b: &Berth) {
         data.len()
     );
     let (addr, sent) = (b.addr.clone(), data[..4096].to_vec());
-    let answer = tokio::task::spawn_blocking(move || raw_exchange(&addr, &head, &sent))
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(&addr, &head, &sent, true))
         .await
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");

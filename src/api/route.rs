@@ -209,7 +209,10 @@ mod tests {
         }
 
         fn digest() -> impl Strategy<Value = String> {
-            prop_oneof!["sha256:[0-9a-f]{64}", "sha512:[0-9a-f]{128}"]
+            prop_oneof![
+                any::<[u8; 32]>().prop_map(|b| format!("sha256:{}", hex::encode(b))),
+                any::<[u8; 64]>().prop_map(|b| format!("sha512:{}", hex::encode(b))),
+            ]
         }
 
         fn reference() -> impl Strategy<Value = String> {

@@ -30,6 +30,10 @@ struct CheckState {
     name: String,
     /// `Some(reason)` while failing.
     failure: Mutex<Option<String>>,
+    /// What clients read instead of the reason, when the reason is not
+    /// theirs to read (the storage check's is a backend's text: bucket
+    /// names, paths, SDK dumps). The log and `/debug/health` keep it whole.
+    public_reason: Option<&'static str>,
 }
 
 /// The results every request consults.
@@ -55,13 +59,28 @@ impl Health {
         self.storage_checked
     }
 
-    /// Failing checks as (name, reason), in configuration order.
+    /// Failing checks as (name, reason), in configuration order: for the
+    /// operator (the debug listener).
     pub fn failures(&self) -> Vec<(String, String)> {
+        self.failures_shown(false)
+    }
+
+    /// [`Health::failures`] as any client may read them: a reason that may
+    /// carry a backend's text is replaced by a generic one.
+    pub fn public_failures(&self) -> Vec<(String, String)> {
+        self.failures_shown(true)
+    }
+
+    fn failures_shown(&self, public: bool) -> Vec<(String, String)> {
         self.checks
             .iter()
             .filter_map(|c| {
                 let f = c.failure.lock().unwrap_or_else(|e| e.into_inner());
-                f.clone().map(|reason| (c.name.clone(), reason))
+                let shown = |reason: &String| match c.public_reason {
+                    Some(generic) if public => generic.to_string(),
+                    _ => reason.clone(),
+                };
+                f.as_ref().map(|reason| (c.name.clone(), shown(reason)))
             })
             .collect()
     }
@@ -105,7 +124,8 @@ type Probe = Box<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), Stri
 /// more it starts ready, as distribution's (whose first check waits a whole
 /// interval) does, and turns unready `threshold - 1` intervals later.
 pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc<Health>>, String> {
-    let mut planned: Vec<(String, Schedule, Probe)> = Vec::new();
+    // (name, schedule, probe, what clients read instead of its failure)
+    let mut planned: Vec<(String, Schedule, Probe, Option<&'static str>)> = Vec::new();
     if cfg.storagedriver.enabled {
         let registry = registry.clone();
         planned.push((
@@ -115,6 +135,7 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
                 let registry = registry.clone();
                 Box::pin(async move { registry.storage_health().await.map_err(|e| e.to_string()) })
             }),
+            Some("storage unavailable"),
         ));
     }
     for (i, c) in cfg.file.iter().enumerate() {
@@ -132,6 +153,7 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
                     }
                 })
             }),
+            None,
         ));
     }
     for (i, c) in cfg.http.iter().enumerate() {
@@ -163,6 +185,7 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
                     }
                 })
             }),
+            None,
         ));
     }
     for (i, c) in cfg.tcp.iter().enumerate() {
@@ -186,6 +209,7 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
                     }
                 })
             }),
+            None,
         ));
     }
     if planned.is_empty() {
@@ -195,10 +219,11 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
     let health = Arc::new(Health {
         checks: planned
             .iter()
-            .map(|(name, _, _)| {
+            .map(|(name, _, _, public_reason)| {
                 Arc::new(CheckState {
                     name: name.clone(),
                     failure: Mutex::new(None),
+                    public_reason: *public_reason,
                 })
             })
             .collect(),
@@ -207,7 +232,7 @@ pub async fn start(cfg: &HealthConfig, registry: &Registry) -> Result<Option<Arc
         tasks: Mutex::new(Vec::new()),
     });
     let mut tasks = Vec::new();
-    for ((_, schedule, probe), state) in planned.into_iter().zip(health.checks.clone()) {
+    for ((_, schedule, probe, _), state) in planned.into_iter().zip(health.checks.clone()) {
         let mut runner = Runner {
             state,
             schedule,
@@ -343,6 +368,7 @@ mod tests {
                     Arc::new(CheckState {
                         name: format!("c{i}"),
                         failure: Mutex::new(None),
+                        public_reason: None,
                     })
                 })
                 .collect(),

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod digest;
 pub mod health;
 pub mod notify;
 pub mod registry;

@@ -11,6 +11,8 @@ mod client;
 mod config;
 #[path = "api/config_strict.rs"]
 mod config_strict;
+#[path = "api/errors.rs"]
+mod errors;
 #[path = "api/maintenance.rs"]
 mod maintenance;
 #[path = "api/manifests.rs"]

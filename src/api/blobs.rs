@@ -7,7 +7,12 @@ use axum::{
     response::IntoResponse,
 };
 
-use super::{error::ApiResult, header_str, AppState};
+use super::{
+    error::ApiResult,
+    header_str,
+    ranges::{parse_range, RangeRequest},
+    AppState,
+};
 use crate::{
     notify::event::RequestContext,
     registry::{
@@ -15,50 +20,6 @@ use crate::{
         error::{Code, Error},
     },
 };
-
-/// A satisfiable byte range: first byte and length.
-#[derive(Debug, PartialEq, Eq)]
-struct ByteRange {
-    start: u64,
-    len: u64,
-}
-
-/// Parse a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range against `size`.
-/// `Ok(None)`: no usable range (serve the whole blob); `Err`: unsatisfiable.
-fn parse_range(value: &str, size: u64) -> Result<Option<ByteRange>, ()> {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None); // multiple ranges: answer with the whole blob
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return Ok(None);
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
-        if n == 0 || size == 0 {
-            return Err(());
-        }
-        (size.saturating_sub(n), size - 1)
-    } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
-        let end = if b.is_empty() {
-            size.saturating_sub(1)
-        } else {
-            b.parse().map_err(|_| ())?
-        };
-        (start, end.min(size.saturating_sub(1)))
-    };
-    if start >= size || end < start {
-        return Err(());
-    }
-    Ok(Some(ByteRange {
-        start,
-        len: end - start + 1,
-    }))
-}
 
 pub async fn get(
     state: &AppState,
@@ -87,10 +48,13 @@ pub async fn get(
         (header::ACCEPT_RANGES, "bytes".to_string()),
         (header::CACHE_CONTROL, "max-age=31536000".to_string()),
     ];
-    let range = match header_str(&req, "range").map(|r| parse_range(r, info.size)) {
-        None | Some(Ok(None)) => None,
-        Some(Ok(Some(r))) => Some(r),
-        Some(Err(())) => {
+    // A malformed Range is ignored (RFC 9110 §14.2): the whole blob.
+    let range =
+        header_str(&req, "range").map_or(RangeRequest::Whole, |r| parse_range(r, info.size));
+    let (status, start, len) = match range {
+        RangeRequest::Whole => (StatusCode::OK, 0, info.size),
+        RangeRequest::Part { start, len } => (StatusCode::PARTIAL_CONTENT, start, len),
+        RangeRequest::Unsatisfiable => {
             let mut resp =
                 Error::new(Code::RangeInvalid, "requested range not satisfiable").into_response();
             resp.headers_mut().insert(
@@ -99,10 +63,6 @@ pub async fn get(
             );
             return Ok(resp);
         }
-    };
-    let (status, start, len) = match &range {
-        Some(r) => (StatusCode::PARTIAL_CONTENT, r.start, r.len),
-        None => (StatusCode::OK, 0, info.size),
     };
     let body = if head {
         Body::empty()
@@ -115,7 +75,7 @@ pub async fn get(
     let mut resp = (status, common, body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, len.into());
-    if range.is_some() {
+    if let RangeRequest::Part { .. } = range {
         let v = format!("bytes {}-{}/{}", start, start + len - 1, info.size);
         h.insert(header::CONTENT_RANGE, v.parse().unwrap());
     }
@@ -127,32 +87,4 @@ pub async fn delete(state: &AppState, ctx: &RequestContext, name: &str, digest: 
     state.registry.delete_blob(name, &d).await?;
     state.notifier.blob_deleted(ctx, name, &d);
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(
-            parse_range("bytes=0-9", 100),
-            Ok(Some(ByteRange { start: 0, len: 10 }))
-        );
-        assert_eq!(
-            parse_range("bytes=90-", 100),
-            Ok(Some(ByteRange { start: 90, len: 10 }))
-        );
-        assert_eq!(
-            parse_range("bytes=-5", 100),
-            Ok(Some(ByteRange { start: 95, len: 5 }))
-        );
-        assert_eq!(
-            parse_range("bytes=50-500", 100),
-            Ok(Some(ByteRange { start: 50, len: 50 }))
-        );
-        assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=5-2", 100), Err(()));
-        assert_eq!(parse_range("items=0-1", 100), Ok(None));
-    }
 }

@@ -13,18 +13,51 @@ pub type ApiResult = std::result::Result<Response, Error>;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::error!(code = self.code.as_str(), message = %self.message, "request failed");
-        }
-        let mut entry = json!({ "code": self.code.as_str(), "message": self.message });
-        if let Some(d) = self.detail {
-            entry["detail"] = d;
-        }
-        let body = json!({ "errors": [entry] }).to_string();
-        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        render(self, None)
     }
+}
+
+/// The spec's error body for `e`. A server error is logged whole (cause and
+/// request id included) and answered with its public message only, plus the
+/// request id (`x-request-id`, set on every response, says the same) so a
+/// user's report finds the log line.
+pub fn render(e: Error, request_id: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut message = e.message;
+    if status.is_server_error() {
+        tracing::error!(
+            code = e.code.as_str(),
+            status = status.as_u16(),
+            message = %message,
+            cause = e.cause.as_deref().unwrap_or(""),
+            request_id = request_id.unwrap_or(""),
+            "request failed"
+        );
+        if let Some(id) = request_id {
+            message = format!("{message} (request id {id})");
+        }
+    }
+    let mut entry = json!({ "code": e.code.as_str(), "message": message });
+    if let Some(d) = e.detail {
+        entry["detail"] = d;
+    }
+    let body = json!({ "errors": [entry] }).to_string();
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let h = resp.headers_mut();
+    if let Some(after) = e.retry_after {
+        h.insert(header::RETRY_AFTER, after.as_secs().max(1).into());
+    }
+    if let Some(offset) = e.upload_offset {
+        if let Ok(v) = header::HeaderValue::from_str(&upload_range(offset)) {
+            h.insert(header::RANGE, v);
+        }
+    }
+    resp
+}
+
+/// distribution's Range for an upload: the last byte stored, `0-0` when none.
+pub fn upload_range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
 }
 
 /// 404 for paths outside the API (distribution answers with a bare 404 too).

@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 mod manifests;
 mod middleware;
+mod ranges;
 mod referrers;
 pub mod route;
 mod tags;
@@ -25,9 +26,12 @@ use axum::{
 };
 
 use crate::{
-    auth::{access, Authenticator, Denial},
+    auth::{Authenticator, Denial},
     config::Config,
-    notify::{event::RequestContext, Notifier},
+    notify::{
+        event::{RequestContext, RequestId},
+        Notifier,
+    },
     registry::Registry,
     telemetry::metrics::Metrics,
 };
@@ -176,7 +180,7 @@ async fn check_access(
     let Some(auth) = &state.auth else {
         return Ok(None);
     };
-    let need = access::required(method, route, mount_from.as_deref());
+    let need = route.required_access(method, mount_from.as_deref());
     // Where this registry is reachable, prefix included (for autoredirect realms).
     let origin = format!("{}{}", state.urls.origin(headers), state.urls.prefix);
     let result = auth.authorize(headers, &need, &origin, peer).await;
@@ -208,6 +212,8 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         return not_found();
     };
     let method = req.method().clone();
+    // For a server error's body (and log line), after `req` is handed on.
+    let request_id = req.extensions().get::<RequestId>().map(|id| id.0.clone());
     let mount_from = query_param(&req, "mount").and(query_param(&req, "from"));
     let peer = req
         .extensions()
@@ -269,7 +275,7 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         }
         _ => return method_not_allowed(),
     };
-    result.unwrap_or_else(axum::response::IntoResponse::into_response)
+    result.unwrap_or_else(|e| error::render(e, request_id.as_deref()))
 }
 
 /// A query parameter, percent-decoded.

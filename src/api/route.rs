@@ -2,7 +2,9 @@
 //! path parameters alone. Like distribution's router, parse from the end: the
 //! last segments name the API area, everything before them is the repository.
 
-use crate::telemetry::metrics::Handler;
+use axum::http::Method;
+
+use crate::{auth::access::Access, telemetry::metrics::Handler};
 
 /// A parsed `/v2/...` path below the API root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,42 @@ impl Route {
             Route::Manifest { .. } => Handler::Manifest,
             Route::Tags { .. } => Handler::Tags,
             Route::Referrers { .. } => Handler::Referrers,
+        }
+    }
+
+    /// The accesses a request on this route needs, in the order a challenge
+    /// lists them. `mount_from` is the `from` of a cross-repository mount.
+    pub fn required_access(&self, method: &Method, mount_from: Option<&str>) -> Vec<Access> {
+        let read = matches!(*method, Method::GET | Method::HEAD);
+        match self {
+            Route::Base => vec![],
+            Route::Catalog => vec![Access::catalog()],
+            Route::Blob { name, .. } | Route::Manifest { name, .. }
+                if *method == Method::DELETE =>
+            {
+                vec![Access::repo(name, "delete")]
+            }
+            Route::Blob { name, .. }
+            | Route::Manifest { name, .. }
+            | Route::Tags { name }
+            | Route::Referrers { name, .. }
+                if read =>
+            {
+                vec![Access::repo(name, "pull")]
+            }
+            Route::Manifest { name, .. }
+            | Route::UploadStart { name }
+            | Route::Upload { name, .. } => {
+                let mut v = vec![Access::repo(name, "pull"), Access::repo(name, "push")];
+                if let (Route::UploadStart { .. }, Some(from)) = (self, mount_from) {
+                    v.push(Access::repo(from, "pull"));
+                }
+                v
+            }
+            // Anything else is refused by the router anyway; demand the most.
+            Route::Blob { name, .. } | Route::Tags { name } | Route::Referrers { name, .. } => {
+                vec![Access::repo(name, "pull"), Access::repo(name, "push")]
+            }
         }
     }
 
@@ -83,7 +121,34 @@ impl Route {
 
 #[cfg(test)]
 mod tests {
-    use super::Route;
+    use super::*;
+    use crate::auth::access::scope_string;
+
+    #[test]
+    fn scopes_per_route() {
+        let push =
+            Route::UploadStart { name: "a/b".into() }.required_access(&Method::POST, Some("c"));
+        assert_eq!(
+            scope_string(&push),
+            "repository:a/b:pull,push repository:c:pull"
+        );
+        let pull = Route::Blob {
+            name: "x".into(),
+            digest: "d".into(),
+        }
+        .required_access(&Method::HEAD, None);
+        assert_eq!(scope_string(&pull), "repository:x:pull");
+        assert_eq!(
+            scope_string(&Route::Catalog.required_access(&Method::GET, None)),
+            "registry:catalog:*"
+        );
+        let del = Route::Manifest {
+            name: "x".into(),
+            reference: "t".into(),
+        }
+        .required_access(&Method::DELETE, None);
+        assert_eq!(scope_string(&del), "repository:x:delete");
+    }
 
     #[test]
     fn parses_from_the_end() {
@@ -118,5 +183,107 @@ mod tests {
         );
         assert_eq!(Route::parse("_catalog"), Some(Route::Catalog));
         assert_eq!(Route::parse("a/unknown"), None);
+    }
+
+    mod properties {
+        use super::super::*;
+        use crate::registry::{
+            error::Code,
+            manifests::Reference,
+            names::{is_valid_tag, validate_name},
+        };
+        use proptest::prelude::*;
+
+        /// Valid repository names, API words included as components.
+        fn name() -> impl Strategy<Value = String> {
+            let component = prop_oneof![
+                "[a-z0-9]{1,6}(([._]|__|-{1,2})[a-z0-9]{1,6}){0,2}",
+                Just("blobs".to_string()),
+                Just("uploads".to_string()),
+                Just("manifests".to_string()),
+                Just("tags".to_string()),
+                Just("list".to_string()),
+                Just("referrers".to_string()),
+            ];
+            proptest::collection::vec(component, 1..5).prop_map(|c| c.join("/"))
+        }
+
+        fn digest() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<[u8; 32]>().prop_map(|b| format!("sha256:{}", hex::encode(b))),
+                any::<[u8; 64]>().prop_map(|b| format!("sha512:{}", hex::encode(b))),
+            ]
+        }
+
+        fn reference() -> impl Strategy<Value = String> {
+            prop_oneof!["[a-zA-Z0-9_][a-zA-Z0-9._-]{0,40}", digest()]
+        }
+
+        fn route() -> impl Strategy<Value = Route> {
+            prop_oneof![
+                Just(Route::Base),
+                Just(Route::Catalog),
+                (name(), digest()).prop_map(|(name, digest)| Route::Blob { name, digest }),
+                name().prop_map(|name| Route::UploadStart { name }),
+                (name(), "[0-9a-f-]{36}").prop_map(|(name, id)| Route::Upload { name, id }),
+                (name(), reference())
+                    .prop_map(|(name, reference)| Route::Manifest { name, reference }),
+                name().prop_map(|name| Route::Tags { name }),
+                (name(), digest()).prop_map(|(name, digest)| Route::Referrers { name, digest }),
+            ]
+        }
+
+        fn path_of(route: &Route) -> String {
+            match route {
+                Route::Base => String::new(),
+                Route::Catalog => "_catalog".into(),
+                Route::Blob { name, digest } => format!("{name}/blobs/{digest}"),
+                Route::UploadStart { name } => format!("{name}/blobs/uploads/"),
+                Route::Upload { name, id } => format!("{name}/blobs/uploads/{id}"),
+                Route::Manifest { name, reference } => format!("{name}/manifests/{reference}"),
+                Route::Tags { name } => format!("{name}/tags/list"),
+                Route::Referrers { name, digest } => format!("{name}/referrers/{digest}"),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            /// Every route's path parses back to it, whatever its name holds.
+            #[test]
+            fn paths_parse_back(route in route()) {
+                prop_assert_eq!(Route::parse(&path_of(&route)), Some(route));
+            }
+
+            /// Any path: a route or none, never a panic; a name it yields is
+            /// only ever used after `validate_name`, which gives NAME_INVALID.
+            #[test]
+            fn any_path_parses_or_not(path in prop_oneof!["[a-z0-9/._:-]{0,60}", "([a-z]{1,3}/){0,3}(blobs|manifests|tags|referrers|uploads|list|_catalog|)/?[a-z0-9:]{0,5}", any::<String>()]) {
+                let name = match Route::parse(&path) {
+                    Some(Route::Blob { name, .. } | Route::UploadStart { name } | Route::Upload { name, .. } | Route::Manifest { name, .. } | Route::Tags { name } | Route::Referrers { name, .. }) => name,
+                    Some(Route::Base | Route::Catalog) | None => return Ok(()),
+                };
+                if let Err(e) = validate_name(&name) {
+                    prop_assert_eq!(e.code, Code::NameInvalid);
+                }
+            }
+
+            /// A reference is a tag or a digest, each read back exactly, or
+            /// the spec's error for it.
+            #[test]
+            fn references_are_tags_or_digests(s in prop_oneof![reference(), "[a-zA-Z0-9_.:@+-]{0,80}", any::<String>()]) {
+                match Reference::parse(&s) {
+                    Ok(Reference::Tag(t)) => {
+                        prop_assert!(is_valid_tag(&t));
+                        prop_assert_eq!(t, s);
+                    }
+                    Ok(Reference::Digest(d)) => prop_assert_eq!(d.to_string(), s),
+                    Err(e) => prop_assert!(
+                        matches!(e.code, Code::ManifestInvalid | Code::DigestInvalid),
+                        "{e}"
+                    ),
+                }
+            }
+        }
     }
 }

@@ -9,7 +9,12 @@ use axum::{
 };
 use futures::TryStreamExt;
 
-use super::{error::ApiResult, header_str, query_param, AppState};
+use super::{
+    error::{upload_range, ApiResult},
+    header_str, query_param,
+    ranges::parse_content_range,
+    AppState,
+};
 use crate::{
     notify::event::RequestContext,
     registry::{
@@ -33,38 +38,36 @@ fn body_stream(req: Request) -> ByteStream {
     )
 }
 
-/// `Content-Range: <start>-<end>` (docker's form; `bytes ` and `/total` tolerated).
-fn content_range(req: &Request) -> Result<Option<ChunkRange>, Error> {
+/// The chunk a request says it carries: its `Content-Range`, which a
+/// `Content-Length`, when sent, must agree with (refused before any byte is
+/// written, as distribution does).
+fn chunk_range(req: &Request) -> Result<Option<ChunkRange>, Error> {
     let Some(v) = header_str(req, "content-range") else {
         return Ok(None);
     };
-    let bad = || {
-        Error::new(
-            Code::BlobUploadInvalid,
-            format!("malformed Content-Range {v:?}"),
-        )
-    };
-    let v = v
-        .trim()
-        .trim_start_matches("bytes")
-        .trim_start_matches(['=', ' ']);
-    let v = v.split('/').next().unwrap_or(v);
-    let (a, b) = v.split_once('-').ok_or_else(bad)?;
-    Ok(Some(ChunkRange {
-        start: a.trim().parse().map_err(|_| bad())?,
-        end: b.trim().parse().map_err(|_| bad())?,
-    }))
+    let range = parse_content_range(v)?;
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = length.filter(|&l| l != range.length()) {
+        return Err(Error::new(
+            Code::SizeInvalid,
+            format!(
+                "Content-Length {length} does not match Content-Range {}-{}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(Some(range))
 }
 
 fn upload_location(state: &AppState, headers: &HeaderMap, s: &UploadState) -> String {
     let token = s.sign(state.registry.secret());
     let path = format!("/v2/{}/blobs/uploads/{}?_state={}", s.name, s.id, token);
     state.urls.build(headers, &path)
-}
-
-/// distribution's Range for an upload: the last byte received, `0-0` when none.
-fn upload_range(s: &UploadState) -> String {
-    format!("0-{}", s.offset.saturating_sub(1))
 }
 
 fn in_progress(
@@ -77,7 +80,7 @@ fn in_progress(
         status,
         [
             (header::LOCATION, upload_location(state, headers, s)),
-            (header::RANGE, upload_range(s)),
+            (header::RANGE, upload_range(s.offset)),
             (UPLOAD_UUID, s.id.clone()),
             (header::CONTENT_LENGTH, "0".to_string()),
         ],
@@ -130,24 +133,20 @@ pub async fn start(state: &AppState, ctx: &RequestContext, name: &str, req: Requ
 }
 
 /// The upload's signed state from the `_state` query parameter.
-async fn resume(
-    state: &AppState,
-    name: &str,
-    id: &str,
-    token: Option<String>,
-) -> Result<UploadState, Error> {
-    let token = token.ok_or_else(|| {
+fn token(req: &Request) -> Result<String, Error> {
+    query_param(req, "_state").ok_or_else(|| {
         Error::new(
             Code::BlobUploadUnknown,
             "upload unknown: no upload state in URL",
         )
-    })?;
-    state.registry.resume_upload(name, id, &token).await
+    })
 }
 
 pub async fn patch(state: &AppState, name: &str, id: &str, req: Request) -> ApiResult {
-    let session = resume(state, name, id, query_param(&req, "_state")).await?;
-    let range = content_range(&req)?;
+    let range = chunk_range(&req)?;
+    let token = token(&req)?;
+    // Its Location must be current (see `Registry::resume_upload`).
+    let session = state.registry.resume_upload(name, id, &token).await?;
     let headers = req.headers().clone();
     let session = state
         .registry
@@ -163,11 +162,13 @@ pub async fn put(
     id: &str,
     req: Request,
 ) -> ApiResult {
-    let session = resume(state, name, id, query_param(&req, "_state")).await?;
     let d: Digest = query_param(&req, "digest")
         .ok_or_else(|| Error::new(Code::DigestInvalid, "digest query parameter is required"))?
         .parse()?;
-    let range = content_range(&req)?;
+    let range = chunk_range(&req)?;
+    let token = token(&req)?;
+    // Its Location must be current (see `Registry::resume_upload`).
+    let session = state.registry.resume_upload(name, id, &token).await?;
     let headers = req.headers().clone();
     let blob = state
         .registry
@@ -179,8 +180,11 @@ pub async fn put(
     Ok(created(state, &headers, name, &blob))
 }
 
+/// Where the upload stands in storage, with a fresh Location to resume at
+/// (the way back for a client whose Location went stale).
 pub async fn status(state: &AppState, name: &str, id: &str, req: Request) -> ApiResult {
-    let session = resume(state, name, id, query_param(&req, "_state")).await?;
+    let token = token(&req)?;
+    let session = state.registry.upload_status(name, id, &token).await?;
     Ok(in_progress(
         state,
         req.headers(),
@@ -190,7 +194,9 @@ pub async fn status(state: &AppState, name: &str, id: &str, req: Request) -> Api
 }
 
 pub async fn cancel(state: &AppState, name: &str, id: &str, req: Request<Body>) -> ApiResult {
-    let session = resume(state, name, id, query_param(&req, "_state")).await?;
+    // Whatever its offset: a stale Location may still cancel.
+    let token = token(&req)?;
+    let session = state.registry.upload_status(name, id, &token).await?;
     state.registry.cancel_upload(&session).await?;
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

@@ -1,9 +1,6 @@
 //! What a request needs: the scopes of docker's token spec
-//! (`repository:<name>:pull,push`, `registry:catalog:*`), derived from the route.
-
-use axum::http::Method;
-
-use crate::api::route::Route;
+//! (`repository:<name>:pull,push`, `registry:catalog:*`). The HTTP layer
+//! derives them from its routes (`api::route`); auth only checks them.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
@@ -14,47 +11,21 @@ pub struct Access {
 }
 
 impl Access {
-    fn repo(name: &str, action: &str) -> Access {
+    /// `repository:<name>:<action>`
+    pub fn repo(name: &str, action: &str) -> Access {
         Access {
             kind: "repository".into(),
             name: name.into(),
             action: action.into(),
         }
     }
-}
 
-/// The accesses a request needs, in the order a challenge lists them.
-/// `mount_from` is the `from` of a cross-repository mount.
-pub fn required(method: &Method, route: &Route, mount_from: Option<&str>) -> Vec<Access> {
-    let read = matches!(*method, Method::GET | Method::HEAD);
-    match route {
-        Route::Base => vec![],
-        Route::Catalog => vec![Access {
+    /// `registry:catalog:*`
+    pub fn catalog() -> Access {
+        Access {
             kind: "registry".into(),
             name: "catalog".into(),
             action: "*".into(),
-        }],
-        Route::Blob { name, .. } | Route::Manifest { name, .. } if *method == Method::DELETE => {
-            vec![Access::repo(name, "delete")]
-        }
-        Route::Blob { name, .. }
-        | Route::Manifest { name, .. }
-        | Route::Tags { name }
-        | Route::Referrers { name, .. }
-            if read =>
-        {
-            vec![Access::repo(name, "pull")]
-        }
-        Route::Manifest { name, .. } | Route::UploadStart { name } | Route::Upload { name, .. } => {
-            let mut v = vec![Access::repo(name, "pull"), Access::repo(name, "push")];
-            if let (Route::UploadStart { .. }, Some(from)) = (route, mount_from) {
-                v.push(Access::repo(from, "pull"));
-            }
-            v
-        }
-        // Anything else is refused by the router anyway; demand the most.
-        Route::Blob { name, .. } | Route::Tags { name } | Route::Referrers { name, .. } => {
-            vec![Access::repo(name, "pull"), Access::repo(name, "push")]
         }
     }
 }
@@ -83,38 +54,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scopes_per_route() {
-        let push = required(
-            &Method::POST,
-            &Route::UploadStart { name: "a/b".into() },
-            Some("c"),
-        );
+    fn one_scope_per_resource() {
+        let need = [
+            Access::repo("a/b", "pull"),
+            Access::repo("a/b", "push"),
+            Access::repo("c", "pull"),
+            Access::catalog(),
+        ];
         assert_eq!(
-            scope_string(&push),
-            "repository:a/b:pull,push repository:c:pull"
+            scope_string(&need),
+            "repository:a/b:pull,push repository:c:pull registry:catalog:*"
         );
-        let pull = required(
-            &Method::HEAD,
-            &Route::Blob {
-                name: "x".into(),
-                digest: "d".into(),
-            },
-            None,
-        );
-        assert_eq!(scope_string(&pull), "repository:x:pull");
-        assert_eq!(
-            scope_string(&required(&Method::GET, &Route::Catalog, None)),
-            "registry:catalog:*"
-        );
-        let del = required(
-            &Method::DELETE,
-            &Route::Manifest {
-                name: "x".into(),
-                reference: "t".into(),
-            },
-            None,
-        );
-        assert_eq!(scope_string(&del), "repository:x:delete");
     }
 }
 

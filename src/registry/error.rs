@@ -1,9 +1,19 @@
 //! The registry's one error type: the OCI distribution spec's error codes.
 //! `api::error` renders it as the spec's JSON body with the matching status.
+//!
+//! An error's `message` is for the client; its `cause` (a backend's text:
+//! bucket names, paths, SDK dumps) is for the server log only.
+
+use std::time::Duration;
 
 use crate::storage::StorageError;
 
 use super::digest::DigestError;
+
+/// How long a client is asked to wait (Retry-After) after a transient
+/// storage failure: long enough for a throttled or restarting backend to
+/// catch its breath, short enough that a retrying CI job barely notices.
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The spec's error codes (plus distribution's RANGE_INVALID and UNKNOWN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +34,8 @@ pub enum Code {
     TooManyRequests,
     RangeInvalid,
     PaginationNumberInvalid,
+    /// distribution's UNAVAILABLE: a transient failure, worth a retry.
+    Unavailable,
     Unknown,
 }
 
@@ -46,6 +58,7 @@ impl Code {
             Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::RangeInvalid => "RANGE_INVALID",
             Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Unavailable => "UNAVAILABLE",
             Code::Unknown => "UNKNOWN",
         }
     }
@@ -70,6 +83,7 @@ impl Code {
             Code::RangeInvalid => 416,
             Code::TooManyRequests => 429,
             Code::Unknown => 500,
+            Code::Unavailable => 503,
         }
     }
 }
@@ -77,10 +91,18 @@ impl Code {
 #[derive(Debug, Clone)]
 pub struct Error {
     pub code: Code,
+    /// What the client reads: never a backend's text.
     pub message: String,
     pub detail: Option<serde_json::Value>,
     /// Overrides the code's default status (e.g. 413 for an oversized manifest).
     pub status: Option<u16>,
+    /// What went wrong inside, for the server log only.
+    pub cause: Option<String>,
+    /// Ask the client to retry after this long (a 503's Retry-After).
+    pub retry_after: Option<Duration>,
+    /// Where an upload really stands (bytes stored), when a chunk was
+    /// refused for not starting there: a 416's `Range` header.
+    pub upload_offset: Option<u64>,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -92,6 +114,9 @@ impl Error {
             message: message.into(),
             detail: None,
             status: None,
+            cause: None,
+            retry_after: None,
+            upload_offset: None,
         }
     }
 
@@ -105,18 +130,49 @@ impl Error {
         self
     }
 
+    pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    pub fn with_upload_offset(mut self, offset: u64) -> Self {
+        self.upload_offset = Some(offset);
+        self
+    }
+
     pub fn status(&self) -> u16 {
         self.status.unwrap_or_else(|| self.code.status())
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Error::new(Code::Unknown, message)
+    /// A server-side failure: the client reads a generic message, `cause`
+    /// goes to the log.
+    pub fn internal(cause: impl Into<String>) -> Self {
+        Error::new(Code::Unknown, "internal server error").with_cause(cause)
+    }
+
+    /// A storage failure the client may retry (timeout, throttling, backend
+    /// down): 503 with Retry-After.
+    pub fn unavailable(cause: impl Into<String>) -> Self {
+        Error::new(Code::Unavailable, "storage is temporarily unavailable")
+            .with_cause(cause)
+            .with_retry_after(STORAGE_RETRY_AFTER)
     }
 }
 
+/// The whole story, cause included: for logs and the command line, never
+/// for a response body (which renders `message` alone).
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code.as_str(), self.message)
+        write!(f, "{}: {}", self.code.as_str(), self.message)?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
     }
 }
 
@@ -128,11 +184,16 @@ impl From<DigestError> for Error {
     }
 }
 
-/// Storage failures that reach a handler unclassified are server errors; the
-/// registry layer maps expected `NotFound`s to the right spec code itself.
+/// Storage failures that reach a handler unclassified are server errors (the
+/// registry layer maps expected `NotFound`s to the right spec code itself):
+/// 503 when the backend may well answer on a retry, else 500. The driver's
+/// text travels as the cause, for the log.
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
-        tracing::error!(error = %e, "storage error");
-        Error::internal(format!("storage error: {e}"))
+        if e.is_transient() {
+            Error::unavailable(e.to_string())
+        } else {
+            Error::new(Code::Unknown, "storage failed").with_cause(e.to_string())
+        }
     }
 }

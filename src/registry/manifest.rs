@@ -242,4 +242,142 @@ mod tests {
         assert!(Manifest::parse(b"not json", None).is_err());
         assert!(Manifest::parse(br#"{"schemaVersion":1}"#, None).is_err());
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        fn digest() -> impl Strategy<Value = String> {
+            // From bytes, not a regex: many times cheaper to generate.
+            any::<[u8; 32]>().prop_map(|b| format!("sha256:{}", hex::encode(b)))
+        }
+
+        fn descriptor(media_type: &'static str) -> impl Strategy<Value = Value> {
+            (digest(), any::<u32>()).prop_map(
+                move |(d, size)| json!({"mediaType": media_type, "digest": d, "size": size}),
+            )
+        }
+
+        /// A layer, sometimes foreign (with urls: not required in the registry).
+        fn layer() -> impl Strategy<Value = (Value, bool)> {
+            (
+                descriptor("application/vnd.oci.image.layer.v1.tar+gzip"),
+                any::<bool>(),
+            )
+                .prop_map(|(mut l, foreign)| {
+                    if foreign {
+                        l["mediaType"] =
+                            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into();
+                        l["urls"] = json!(["https://example.com/layer"]);
+                    }
+                    (l, foreign)
+                })
+        }
+
+        /// Any JSON value, nested a little.
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                ".{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    proptest::collection::btree_map(
+                        prop_oneof![
+                            Just("schemaVersion".to_string()),
+                            Just("mediaType".to_string()),
+                            Just("config".to_string()),
+                            Just("layers".to_string()),
+                            Just("manifests".to_string()),
+                            Just("subject".to_string()),
+                            Just("digest".to_string()),
+                            Just("size".to_string()),
+                            ".{0,8}",
+                        ],
+                        inner,
+                        0..6,
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn image() -> impl Strategy<Value = (Value, usize)> {
+            (
+                descriptor("application/vnd.oci.image.config.v1+json"),
+                proptest::collection::vec(layer(), 0..8),
+                proptest::option::of(descriptor(OCI_MANIFEST)),
+            )
+                .prop_map(|(config, layers, subject)| {
+                    let required = 1 + layers.iter().filter(|(_, foreign)| !foreign).count();
+                    let mut m = json!({
+                        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
+                        "layers": layers.into_iter().map(|(l, _)| l).collect::<Vec<_>>(),
+                    });
+                    if let Some(s) = subject {
+                        m["subject"] = s;
+                    }
+                    (m, required)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            /// Any bytes: a manifest or MANIFEST_INVALID, never a panic.
+            #[test]
+            fn any_bytes_parse_or_are_invalid(body in proptest::collection::vec(any::<u8>(), 0..256), ct in proptest::option::of(prop_oneof![Just(OCI_MANIFEST), Just(OCI_INDEX), Just(DOCKER_MANIFEST), Just("application/json"), Just("text/plain; x=y")])) {
+                if let Err(e) = Manifest::parse(&body, ct) {
+                    prop_assert_eq!(e.code, Code::ManifestInvalid);
+                }
+            }
+
+            /// Any JSON: the same.
+            #[test]
+            fn any_json_parses_or_is_invalid(v in json_value()) {
+                if let Err(e) = Manifest::parse(v.to_string().as_bytes(), None) {
+                    prop_assert_eq!(e.code, Code::ManifestInvalid);
+                }
+            }
+
+            /// A well-formed image manifest is taken, requiring exactly its
+            /// config and its non-foreign layers.
+            #[test]
+            fn images_require_their_blobs((m, required) in image()) {
+                let parsed = Manifest::parse(m.to_string().as_bytes(), Some(OCI_MANIFEST)).unwrap();
+                prop_assert_eq!(parsed.kind, Kind::Image);
+                prop_assert_eq!(parsed.blobs.len(), required);
+                prop_assert_eq!(parsed.blobs[0].to_string(), m["config"]["digest"].as_str().unwrap());
+                prop_assert_eq!(parsed.subject.map(|d| d.to_string()), m["subject"]["digest"].as_str().map(str::to_string));
+            }
+
+            /// One field of a good manifest replaced by anything: still an
+            /// answer, never a panic.
+            #[test]
+            fn damaged_images_parse_or_are_invalid((mut m, _) in image(), field in prop_oneof![Just("schemaVersion"), Just("mediaType"), Just("config"), Just("layers"), Just("subject"), Just("manifests")], v in json_value()) {
+                m[field] = v;
+                if let Err(e) = Manifest::parse(m.to_string().as_bytes(), Some(OCI_MANIFEST)) {
+                    prop_assert_eq!(e.code, Code::ManifestInvalid);
+                }
+            }
+
+            /// An index requires each child it lists.
+            #[test]
+            fn indexes_require_their_children(children in proptest::collection::vec(descriptor(OCI_MANIFEST), 0..10)) {
+                let n = children.len();
+                let m = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children});
+                let parsed = Manifest::parse(m.to_string().as_bytes(), None).unwrap();
+                prop_assert_eq!(parsed.kind, Kind::Index);
+                prop_assert_eq!(parsed.manifests.len(), n);
+                prop_assert!(parsed.blobs.is_empty());
+            }
+        }
+    }
 }

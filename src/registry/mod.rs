@@ -5,7 +5,8 @@
 
 pub mod blobs;
 pub mod catalog;
-pub mod digest;
+/// Digests are a leaf of their own (storage paths use them too).
+pub use crate::digest;
 pub mod error;
 pub mod gc;
 pub mod manifest;

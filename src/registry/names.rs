@@ -50,7 +50,9 @@ fn component_ok(c: &str) -> bool {
             b'-' => true,
             _ => false,
         };
-        if !ok {
+        // A separator run stands between two alphanumerics: `a_-b` is not
+        // one run but two, which the grammar does not allow.
+        if !ok || i == b.len() || !alnum(b[i]) {
             return false;
         }
     }
@@ -91,6 +93,9 @@ mod tests {
             "a/",
             "a..b",
             "a___b",
+            "0_-0",
+            "a.-b",
+            "a-_b",
             "-a",
             "a.",
             &"a".repeat(256),
@@ -106,5 +111,54 @@ mod tests {
         assert!(!is_valid_tag(".hidden"));
         assert!(!is_valid_tag(&"a".repeat(129)));
         assert!(!is_valid_tag("a/b"));
+    }
+
+    mod properties {
+        use std::sync::LazyLock;
+
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// The spec's grammar, as a regular expression: the reference the
+        /// hand-written matcher must agree with.
+        static NAME: LazyLock<regex::Regex> = LazyLock::new(|| {
+            regex::Regex::new(
+                r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$",
+            )
+            .unwrap()
+        });
+        static TAG: LazyLock<regex::Regex> =
+            LazyLock::new(|| regex::Regex::new(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$").unwrap());
+
+        /// Mostly the characters names are made of, so that many are valid.
+        fn nameish() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9._/-]{0,40}",
+                "[a-z0-9]{1,8}(([._]|__|-{1,3})[a-z0-9]{1,8}){0,3}(/[a-z0-9]{1,8}(([._]|__|-{1,3})[a-z0-9]{1,8}){0,3}){0,4}",
+                "[a-zA-Z0-9._/ %:-]{0,300}",
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn names_follow_the_grammar(name in nameish()) {
+                let want = NAME.is_match(&name) && name.len() <= MAX_NAME_LEN;
+                match validate_name(&name) {
+                    Ok(()) => prop_assert!(want, "accepted {name:?}"),
+                    Err(e) => {
+                        prop_assert!(!want, "refused {name:?}");
+                        prop_assert_eq!(e.code, Code::NameInvalid);
+                    }
+                }
+            }
+
+            #[test]
+            fn tags_follow_the_grammar(tag in prop_oneof!["[a-zA-Z0-9._-]{0,130}", "[a-zA-Z0-9_/:@ .-]{0,20}", any::<String>()]) {
+                prop_assert_eq!(is_valid_tag(&tag), TAG.is_match(&tag), "{:?}", tag);
+            }
+        }
     }
 }

@@ -21,11 +21,58 @@ use super::{
 };
 use crate::storage::{layout, ByteStream};
 
-/// An inclusive byte range from a `Content-Range: <start>-<end>` header.
+/// The bytes a chunk says it carries (`Content-Range: <start>-<end>`): never
+/// empty, and its length fits in a u64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRange {
-    pub start: u64,
-    pub end: u64,
+    start: u64,
+    len: u64,
+}
+
+impl ChunkRange {
+    /// The inclusive range `start..=end`; `None` when `end < start` or its
+    /// length does not fit (`0-18446744073709551615`).
+    pub fn new(start: u64, end: u64) -> Option<ChunkRange> {
+        let len = end.checked_sub(start)?.checked_add(1)?;
+        Some(ChunkRange { start, len })
+    }
+
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Bytes in the range (at least one).
+    pub fn length(&self) -> u64 {
+        self.len
+    }
+
+    /// The last byte (inclusive).
+    pub fn end(&self) -> u64 {
+        self.start + (self.len - 1)
+    }
+}
+
+/// A chunk refused for not starting where the upload stands: 416 with the
+/// stored Range, so the client knows where to resume.
+fn out_of_order(stored: u64, message: String) -> Error {
+    Error::new(Code::RangeInvalid, message)
+        .with_detail(serde_json::json!({ "offset": stored }))
+        .with_upload_offset(stored)
+}
+
+/// A body that does not carry what its Content-Range says.
+fn range_mismatch(range: Option<ChunkRange>, sent: u64) -> Error {
+    let r = range.expect("only checked against a range");
+    Error::new(
+        Code::SizeInvalid,
+        format!(
+            "Content-Range {}-{} announces {} bytes, the body has {}{sent}",
+            r.start(),
+            r.end(),
+            r.length(),
+            if sent > r.length() { "at least " } else { "" }
+        ),
+    )
 }
 
 fn upload_unknown() -> Error {
@@ -51,12 +98,59 @@ impl Registry {
         Ok(UploadState::new(name, &id, secs))
     }
 
-    /// Check a client's token and that the upload still exists.
+    /// The upload a client's token names, to write to: the token must be
+    /// genuine and its offset what storage holds. A token behind (or ahead
+    /// of) storage — an answer lost after its chunk was stored, an old
+    /// Location — is refused with 416 and the stored Range, before any byte
+    /// is written; the client asks for the status to resume (the spec's flow).
     pub async fn resume_upload(&self, name: &str, id: &str, token: &str) -> Result<UploadState> {
+        let (state, stored) = self.verify_upload(name, id, token).await?;
+        if stored != state.offset {
+            return Err(out_of_order(
+                stored,
+                format!(
+                    "this upload location is stale: it says {} bytes, the upload holds {stored}; \
+                     GET the upload for its current location",
+                    state.offset
+                ),
+            ));
+        }
+        Ok(state)
+    }
+
+    /// The upload a client's token names, as storage holds it: the token's
+    /// state when it agrees with storage, else the state at the stored size
+    /// (so the status answers with a fresh Location the client can resume at).
+    pub async fn upload_status(&self, name: &str, id: &str, token: &str) -> Result<UploadState> {
+        let (state, stored) = self.verify_upload(name, id, token).await?;
+        Ok(if stored == state.offset {
+            state
+        } else {
+            state.moved_to(stored)
+        })
+    }
+
+    /// A genuine token's state, and the bytes storage holds for its upload.
+    async fn verify_upload(&self, name: &str, id: &str, token: &str) -> Result<(UploadState, u64)> {
         validate_name(name)?;
         let state = UploadState::verify(token, &self.secret, name, id)?;
+        let stored = self.stored_upload_size(name, id).await?;
+        Ok((state, stored))
+    }
+
+    /// Bytes stored for an upload; `BLOB_UPLOAD_UNKNOWN` when it does not
+    /// exist. One request once data is stored (its size says the upload
+    /// exists); before that, the start marker says whether it does.
+    async fn stored_upload_size(&self, name: &str, id: &str) -> Result<u64> {
+        if let Some(size) = self
+            .driver
+            .stored_size(&layout::upload_data(name, id))
+            .await?
+        {
+            return Ok(size);
+        }
         match self.driver.stat(&layout::upload_started_at(name, id)).await {
-            Ok(_) => Ok(state),
+            Ok(_) => Ok(0),
             Err(e) if e.is_not_found() => Err(upload_unknown()),
             Err(e) => Err(e.into()),
         }
@@ -82,62 +176,91 @@ impl Registry {
         last: bool,
     ) -> Result<UploadState> {
         if let Some(r) = range {
-            if r.start != state.offset || r.end < r.start {
-                return Err(Error::new(
-                    Code::RangeInvalid,
-                    format!("chunk must start at offset {}", state.offset),
-                )
-                .with_detail(serde_json::json!({ "offset": state.offset })));
+            if r.start() != state.offset {
+                return Err(out_of_order(
+                    state.offset,
+                    format!(
+                        "chunk {}-{} must start at offset {}",
+                        r.start(),
+                        r.end(),
+                        state.offset
+                    ),
+                ));
             }
         }
         let mut hasher = state.hasher()?;
         let path = layout::upload_data(&state.name, &state.id);
         let mut writer = match self.driver.writer(&path, state.offset).await {
             Ok(w) => w,
-            // The data already runs past this state and the driver cannot cut it
-            // back (an S3 part is immutable): a chunk was stored but its answer
-            // lost. The client has to start the upload again.
+            // The data no longer reaches this state's offset (it changed since
+            // the check): the client has to start the upload again.
             Err(crate::storage::StorageError::InvalidOffset { .. }) => {
                 return Err(Error::new(
                     Code::BlobUploadInvalid,
                     format!(
-                        "the upload cannot resume at offset {}: more data was stored after it; restart the upload",
+                        "the upload cannot resume at offset {}: its stored data changed; restart the upload",
                         state.offset
                     ),
                 ))
             }
             Err(e) => return Err(e.into()),
         };
+        let mut written: u64 = 0;
+        let mut refused = None;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                Error::new(
-                    Code::BlobUploadInvalid,
-                    format!("reading request body: {e}"),
-                )
-                .with_status(400)
-            })?;
-            hasher.update(&chunk);
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    refused = Some(
+                        Error::new(
+                            Code::BlobUploadInvalid,
+                            format!("reading request body: {e}"),
+                        )
+                        .with_status(400),
+                    );
+                    break;
+                }
+            };
+            let total = written + chunk.len() as u64;
+            // More than the Content-Range said: refused before it is written.
+            if range.is_some_and(|r| total > r.length()) {
+                refused = Some(range_mismatch(range, total));
+                break;
+            }
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
             writer.write(chunk).await?;
+            written = total;
+        }
+        if refused.is_none() && range.is_some_and(|r| written != r.length()) {
+            refused = Some(range_mismatch(range, written));
+        }
+        if let Some(e) = refused {
+            if written == 0 {
+                return Err(e);
+            }
+            // Keep what arrived, on every driver alike, before answering: the
+            // upload stands there now, and the client resumes from a status
+            // (its Location is stale).
+            return Err(match writer.close().await {
+                Ok(size) => e.with_upload_offset(size),
+                Err(kept) => {
+                    tracing::warn!(error = %kept, "keeping a broken chunk's bytes failed");
+                    e
+                }
+            });
         }
         let size = if last {
             writer.commit().await?
         } else {
             writer.close().await?
         };
-        let written = size - state.offset;
-        if let Some(r) = range {
-            if written != r.end - r.start + 1 {
-                return Err(Error::new(
-                    Code::RangeInvalid,
-                    format!(
-                        "Content-Range {}-{} does not match {written} bytes sent",
-                        r.start, r.end
-                    ),
-                ));
-            }
-        }
         state.offset = size;
-        state.set_hasher(&hasher);
+        match &hasher {
+            Some(h) => state.set_hasher(h),
+            None => state.hash.clear(),
+        }
         Ok(state)
     }
 
@@ -152,13 +275,13 @@ impl Registry {
     ) -> Result<BlobInfo> {
         let state = self.write_chunk(state, range, body, true).await?;
         let data = layout::upload_data(&state.name, &state.id);
-        let actual = match expected.algorithm() {
-            Algorithm::Sha256 => {
-                let h = state.hasher()?;
+        let actual = match (expected.algorithm(), state.hasher()?) {
+            (Algorithm::Sha256, Some(h)) => {
                 Digest::from_parts(Algorithm::Sha256, &hex::encode(h.finalize()))?
             }
-            // Only SHA-256 runs alongside the upload; other digests cost one read.
-            other => {
+            // Only SHA-256 runs alongside the upload, and only while the client
+            // carries it; anything else costs one read of the stored data.
+            (other, _) => {
                 let mut h = other.hasher();
                 let mut r = self.driver.reader(&data, 0, None).await?;
                 while let Some(chunk) = r.next().await {

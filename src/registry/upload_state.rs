@@ -26,7 +26,10 @@ pub struct UploadState {
     pub offset: u64,
     /// Unix seconds when the upload was started.
     pub started_at: u64,
-    /// Serialized SHA-256 state after `offset` bytes (base64), empty at 0.
+    /// Serialized SHA-256 state after `offset` bytes (base64). Empty at
+    /// offset 0; empty past it when the state was rebuilt from what storage
+    /// holds (a client resuming after a lost answer), and then the digest is
+    /// computed from the stored bytes at the end.
     #[serde(default)]
     pub hash: String,
 }
@@ -42,14 +45,25 @@ impl UploadState {
         }
     }
 
-    /// The running SHA-256 over the first `offset` bytes.
-    pub fn hasher(&self) -> Result<Sha256> {
+    /// The running SHA-256 over the first `offset` bytes; `None` when it was
+    /// not carried along (see `hash`).
+    pub fn hasher(&self) -> Result<Option<Sha256>> {
         if self.hash.is_empty() {
-            return Ok(<Sha256 as sha2::Digest>::new());
+            return Ok((self.offset == 0).then(<Sha256 as sha2::Digest>::new));
         }
         let raw = B64.decode(&self.hash).map_err(|_| invalid())?;
         let arr = raw.as_slice().try_into().map_err(|_| invalid())?;
-        Sha256::deserialize(arr).map_err(|_| invalid())
+        Sha256::deserialize(arr).map(Some).map_err(|_| invalid())
+    }
+
+    /// This upload as it stands at `stored` bytes, where storage says it is:
+    /// the running hash of another offset does not apply there.
+    pub fn moved_to(self, stored: u64) -> UploadState {
+        UploadState {
+            offset: stored,
+            hash: String::new(),
+            ..self
+        }
     }
 
     pub fn set_hasher(&mut self, h: &Sha256) {
@@ -103,7 +117,7 @@ mod tests {
         let token = s.sign(b"k");
         let back = UploadState::verify(&token, b"k", "a/b", "id1").unwrap();
         assert_eq!(back, s);
-        let mut h2 = back.hasher().unwrap();
+        let mut h2 = back.hasher().unwrap().unwrap();
         h2.update(b"world");
         assert_eq!(
             hex::encode(h2.finalize()),
@@ -121,5 +135,80 @@ mod tests {
         let forged = format!("{}x.{s}", p);
         assert!(UploadState::verify(&forged, b"k", "a", "id").is_err());
         assert!(UploadState::verify("garbage", b"k", "a", "id").is_err());
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+        use sha2::Digest as _;
+
+        fn state() -> impl Strategy<Value = UploadState> {
+            (
+                ".{0,40}",
+                "[0-9a-f-]{0,36}",
+                any::<u64>(),
+                any::<u64>(),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+            )
+                .prop_map(|(name, id, offset, started_at, hashed)| {
+                    let mut s = UploadState::new(&name, &id, started_at);
+                    s.offset = offset;
+                    if let Some(data) = hashed {
+                        let mut h = Sha256::new();
+                        h.update(&data);
+                        s.set_hasher(&h);
+                    }
+                    s
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            /// A signed state verifies as itself, for its own name and id
+            /// only, under its own secret only.
+            #[test]
+            fn signed_states_verify(s in state(), secret in proptest::collection::vec(any::<u8>(), 1..64)) {
+                let token = s.sign(&secret);
+                prop_assert_eq!(UploadState::verify(&token, &secret, &s.name, &s.id).unwrap(), s.clone());
+                let other = [secret.as_slice(), b"x"].concat();
+                prop_assert!(UploadState::verify(&token, &other, &s.name, &s.id).is_err());
+                let foreign = format!("{}x", s.id);
+                prop_assert!(UploadState::verify(&token, &secret, &s.name, &foreign).is_err());
+            }
+
+            /// Any change to a token's text is refused.
+            #[test]
+            fn tampered_tokens_are_refused(s in state(), at in any::<prop::sample::Index>(), c in "[A-Za-z0-9_.=+/-]") {
+                let token = s.sign(b"k");
+                let i = at.index(token.len());
+                let mut tampered = token.clone();
+                tampered.replace_range(i..i + 1, &c);
+                prop_assume!(tampered != token);
+                let e = UploadState::verify(&tampered, b"k", &s.name, &s.id).unwrap_err();
+                prop_assert_eq!(e.code, Code::BlobUploadInvalid);
+            }
+
+            /// Any text as a token: BLOB_UPLOAD_INVALID, never a panic.
+            #[test]
+            fn any_token_is_refused(token in prop_oneof!["[A-Za-z0-9_-]{0,100}\\.[A-Za-z0-9_-]{0,50}", any::<String>()]) {
+                let e = UploadState::verify(&token, b"k", "a", "id").unwrap_err();
+                prop_assert_eq!(e.code, Code::BlobUploadInvalid);
+            }
+
+            /// A hash state that is not one (from a genuine but odd token):
+            /// an error, never a panic; none carried is none at an offset.
+            #[test]
+            fn odd_hash_states_are_refused(hash in ".{0,150}", offset in any::<u64>()) {
+                let mut s = UploadState::new("a", "id", 0);
+                s.offset = offset;
+                s.hash = hash;
+                match s.hasher() {
+                    Ok(Some(_)) => prop_assert!(!s.hash.is_empty() || offset == 0),
+                    Ok(None) => prop_assert!(s.hash.is_empty() && offset > 0),
+                    Err(e) => prop_assert_eq!(e.code, Code::BlobUploadInvalid),
+                }
+            }
+        }
     }
 }

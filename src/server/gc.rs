@@ -31,6 +31,7 @@ pub async fn garbage_collect(cfg: &Config, opts: &GcOptions) -> anyhow::Result<G
     });
     let result = registry.garbage_collect(opts).await;
     watcher.abort();
-    // The message alone: the spec's error code means nothing on a terminal.
-    result.map_err(|e| anyhow::anyhow!(e.message))
+    // What went wrong, without the spec's error code (it means nothing on a
+    // terminal): the cause where there is one (the operator may read it).
+    result.map_err(|e| anyhow::anyhow!(e.cause.unwrap_or(e.message)))
 }

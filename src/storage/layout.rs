@@ -14,7 +14,7 @@
 //! `repositories/<name>/_refs/subjects/<alg>/<hex>/<alg>/<hex>/link`
 //! (subject digest, then referrer digest). distribution ignores it.
 
-use crate::registry::digest::Digest;
+use crate::digest::Digest;
 
 pub const ROOT: &str = "/docker/registry/v2";
 

@@ -44,11 +44,40 @@ pub enum StorageError {
     Io(#[from] io::Error),
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The backend did not answer in time, throttled us, or is down: the same
+    /// call may well succeed shortly.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound(_))
+    }
+
+    /// Worth a retry by the client: a backend that is unavailable, or an I/O
+    /// error that says "not now" (a timeout, a connection that broke).
+    pub fn is_transient(&self) -> bool {
+        use io::ErrorKind::*;
+        match self {
+            StorageError::Unavailable(_) => true,
+            StorageError::Io(e) => matches!(
+                e.kind(),
+                TimedOut
+                    | Interrupted
+                    | WouldBlock
+                    | ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | NotConnected
+                    | BrokenPipe
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | NetworkDown
+                    | ResourceBusy
+            ),
+            _ => false,
+        }
     }
 }
 
@@ -99,6 +128,21 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>>;
 
     async fn stat(&self, path: &str) -> Result<FileInfo>;
+
+    /// The size a `writer(path, size)` would continue from: what the last
+    /// `close` of a writer at `path` kept; `None` when nothing is there. One
+    /// request. By default the object's `stat`, right for drivers whose
+    /// unfinished objects live at their path; a driver that keeps them
+    /// elsewhere (S3's upload state) answers from there, and may answer
+    /// `None` for an object already committed.
+    async fn stored_size(&self, path: &str) -> Result<Option<u64>> {
+        match self.stat(path).await {
+            Ok(info) if !info.is_dir => Ok(Some(info.size)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 
     /// Names of the direct children of a directory, as full paths, sorted.
     async fn list(&self, path: &str) -> Result<Vec<String>>;

@@ -107,14 +107,18 @@ async fn ranged_reads(d: &dyn StorageDriver) {
 
 async fn resumable_writer(d: &dyn StorageDriver) {
     let p = "/suite/writer/data";
+    assert_eq!(d.stored_size(p).await.unwrap(), None);
     let mut w = d.writer(p, 0).await.unwrap();
     w.write(Bytes::from_static(b"hello ")).await.unwrap();
     assert_eq!(w.size(), 6);
     assert_eq!(w.close().await.unwrap(), 6);
+    // What a resuming writer would start from: what `close` kept.
+    assert_eq!(d.stored_size(p).await.unwrap(), Some(6));
     // Resume at the end, as the next PATCH on another replica would.
     let mut w = d.writer(p, 6).await.unwrap();
     w.write(Bytes::from_static(b"wor")).await.unwrap();
     assert_eq!(w.close().await.unwrap(), 9);
+    assert_eq!(d.stored_size(p).await.unwrap(), Some(9));
     let mut w = d.writer(p, 9).await.unwrap();
     w.write(Bytes::from_static(b"ld")).await.unwrap();
     assert_eq!(w.commit().await.unwrap(), 11);
@@ -219,7 +223,9 @@ async fn resumed_large_writes(d: &dyn StorageDriver) {
         w.write(part.clone()).await.unwrap();
         w.write(Bytes::from_static(b"tail")).await.unwrap();
         offset = if i < 2 {
-            w.close().await.unwrap()
+            let size = w.close().await.unwrap();
+            assert_eq!(d.stored_size(p).await.unwrap(), Some(size), "writer {i}");
+            size
         } else {
             w.commit().await.unwrap()
         };

@@ -41,10 +41,11 @@ async fn oci_manifest_by_tag_and_digest() {
         "MANIFEST_UNKNOWN",
     )
     .await;
+    // A malformed reference names no manifest (see tests/api/errors.rs).
     expect_error(
         c.get("/v2/img/repo/manifests/sha256:zz").await,
-        400,
-        "DIGEST_INVALID",
+        404,
+        "MANIFEST_UNKNOWN",
     )
     .await;
     expect_error(

@@ -336,35 +336,3 @@ async fn upload_continues_on_another_replica() {
         .unwrap();
     assert_eq!(got.as_ref(), &data[..]);
 }
-
-#[tokio::test]
-async fn interrupted_chunk_is_retried_cleanly() {
-    // A PATCH whose body fails midway leaves bytes past the signed offset;
-    // retrying from the same Location must overwrite them, not append.
-    let b = Berth::start();
-    let c = Client::new(&b);
-    let url = c.start_upload("retry/repo").await;
-    let broken = Body::wrap_stream(stream::iter(vec![
-        Ok::<_, std::io::Error>(vec![1u8; 4096]),
-        Err(std::io::Error::other("client went away")),
-    ]));
-    let _ = c.req(Method::PATCH, &url).body(broken).send().await;
-    let data = vec![2u8; 3000];
-    let r = patch(&c, &url, 0, &data).await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    assert_eq!(header(&r, "range"), Some("0-2999"));
-    let d = sha256(&data);
-    let r = c
-        .req(Method::PUT, &with_digest(&location(&r), &d))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let got = c
-        .get(&format!("/v2/retry/repo/blobs/{d}"))
-        .await
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(got.as_ref(), &data[..]);
-}

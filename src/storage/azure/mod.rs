@@ -89,10 +89,34 @@ pub struct AzureDriver {
 /// How long a redirect URL stays valid (distribution's value).
 const REDIRECT_VALIDITY: Duration = Duration::from_secs(20 * 60);
 
+/// A missing blob is `NotFound`; a request that could not connect, broke
+/// off or timed out (after object_store's own retries) is `Unavailable`, a
+/// retryable 503; anything else a backend error.
 fn map_err(path: &str, e: object_store::Error) -> StorageError {
-    match e {
-        object_store::Error::NotFound { .. } => StorageError::NotFound(path.to_string()),
-        e => StorageError::Backend(format!("azure: {e}")),
+    use object_store::client::{HttpError, HttpErrorKind};
+    if let object_store::Error::NotFound { .. } = e {
+        return StorageError::NotFound(path.to_string());
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let transient = std::iter::from_fn(|| {
+        let current = source?;
+        source = current.source();
+        Some(current)
+    })
+    .filter_map(|err| err.downcast_ref::<HttpError>())
+    .any(|h| {
+        matches!(
+            h.kind(),
+            HttpErrorKind::Connect
+                | HttpErrorKind::Request
+                | HttpErrorKind::Timeout
+                | HttpErrorKind::Interrupted
+        )
+    });
+    if transient {
+        StorageError::Unavailable(format!("azure: {e}"))
+    } else {
+        StorageError::Backend(format!("azure: {e}"))
     }
 }
 

@@ -145,8 +145,10 @@ pub(super) fn is_missing<E: ProvideErrorMetadata>(
     }
 }
 
-/// Map an SDK error: a missing object is `NotFound(path)`, anything else a
-/// backend error naming the operation and the key.
+/// Map an SDK error: a missing object is `NotFound(path)`; one a retry may
+/// well cure (no answer in time, no connection, throttling, a 5xx) is
+/// `Unavailable`; anything else a backend error. Both name the operation and
+/// the key.
 pub(super) fn map_err<E>(
     op: &str,
     path: &str,
@@ -158,5 +160,22 @@ where
     if is_missing(&e) {
         return StorageError::NotFound(path.to_string());
     }
-    StorageError::Backend(format!("s3 {op} {path}: {}", DisplayErrorContext(&e)))
+    let transient = match &e {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        // No answer at all; a "user" failure is our own request, not the store.
+        SdkError::DispatchFailure(d) => !d.is_user(),
+        _ => {
+            matches!(status(&e), Some(408 | 429 | 500 | 502 | 503 | 504))
+                || matches!(
+                    e.as_service_error().and_then(|s| s.code()),
+                    Some("SlowDown" | "RequestTimeout" | "ServiceUnavailable" | "Throttling")
+                )
+        }
+    };
+    let text = format!("s3 {op} {path}: {}", DisplayErrorContext(&e));
+    if transient {
+        StorageError::Unavailable(text)
+    } else {
+        StorageError::Backend(text)
+    }
 }

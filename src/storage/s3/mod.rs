@@ -220,6 +220,11 @@ impl StorageDriver for S3Driver {
         writer::open(self.inner.clone(), path, offset).await
     }
 
+    /// From the upload state object, where an unfinished object lives.
+    async fn stored_size(&self, path: &str) -> Result<Option<u64>> {
+        writer::stored_size(&self.inner, path).await
+    }
+
     async fn stat(&self, path: &str) -> Result<FileInfo> {
         let inner = &self.inner;
         let key = inner.key(path)?;

@@ -65,6 +65,20 @@ async fn read_state(inner: &Inner, state_key: &str, path: &str) -> Result<Option
     }
 }
 
+/// The size a writer at `path` would resume from: the recorded parts plus
+/// the tail; `None` without an upload state (nothing closed yet, or
+/// committed). One GetObject: an upload's first chunk pays one request more,
+/// not two (no HeadObject for a committed object, which an upload's data
+/// only is between its commit and its rename).
+pub(super) async fn stored_size(inner: &Inner, path: &str) -> Result<Option<u64>> {
+    let key = inner.key(path)?;
+    let state = read_state(inner, &format!("{key}{STATE_SUFFIX}"), path).await?;
+    Ok(state.map(|(header, tail)| {
+        let parts: u64 = header.parts.iter().map(|p| p.size).sum();
+        parts + tail.len() as u64
+    }))
+}
+
 /// Abort the multipart upload a state object records. Whether the state existed.
 pub(super) async fn abort_recorded(inner: &Inner, state_key: &str, path: &str) -> Result<bool> {
     let Some((header, _)) = read_state(inner, state_key, path).await? else {

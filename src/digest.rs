@@ -1,4 +1,8 @@
 //! Content digests (`sha256:<hex>`, `sha512:<hex>`) and the hashers behind them.
+//!
+//! A leaf: nothing else in Berth is imported here, so the storage layout
+//! (which names blobs by digest) and the registry rules both build on it
+//! without depending on each other.
 
 use std::{fmt, str::FromStr};
 
@@ -189,5 +193,62 @@ mod tests {
             Digest::of(Algorithm::Sha256, b"").to_string(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    mod properties {
+        use std::sync::LazyLock;
+
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// The OCI digest grammar, as a regular expression.
+        static GRAMMAR: LazyLock<regex::Regex> = LazyLock::new(|| {
+            regex::Regex::new(r"^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$").unwrap()
+        });
+
+        fn digestish() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "(sha256|sha512|sha384|md5|SHA256|sha256\\+b64|)[:]?[0-9a-fA-F]{0,130}",
+                "sha256:[0-9a-f]{64}",
+                "sha512:[0-9a-f]{128}",
+                "[a-z0-9+._-]{0,10}:[a-zA-Z0-9=_./-]{0,70}",
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            /// Anything parses to a digest that prints back as it was read,
+            /// or to the right error: Unsupported only for a well-formed
+            /// digest of another algorithm.
+            #[test]
+            fn parses_round_trip_or_names_the_fault(s in digestish()) {
+                match s.parse::<Digest>() {
+                    Ok(d) => prop_assert_eq!(d.to_string(), s),
+                    Err(DigestError::Unsupported(alg)) => {
+                        prop_assert!(GRAMMAR.is_match(&s), "{:?}", s);
+                        prop_assert!(alg != "sha256" && alg != "sha512");
+                    }
+                    Err(DigestError::Malformed(shown)) => {
+                        prop_assert!(shown.chars().count() <= 200);
+                        let alg = s.split(':').next().unwrap_or("");
+                        prop_assert!(
+                            !GRAMMAR.is_match(&s) || alg == "sha256" || alg == "sha512",
+                            "{:?}", s
+                        );
+                    }
+                }
+            }
+
+            /// The digest of any content is a digest that parses back.
+            #[test]
+            fn computed_digests_parse_back(data in proptest::collection::vec(any::<u8>(), 0..512), sha512 in any::<bool>()) {
+                let alg = if sha512 { Algorithm::Sha512 } else { Algorithm::Sha256 };
+                let d = Digest::of(alg, &data);
+                prop_assert_eq!(d.to_string().parse::<Digest>(), Ok(d.clone()));
+                prop_assert_eq!(Digest::from_parts(alg, d.hex()), Ok(d));
+            }
+        }
     }
 }

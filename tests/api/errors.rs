@@ -156,7 +156,9 @@ async fn the_storage_health_check_says_nothing_of_the_backend() {
     // Bounded: the check runs every 100ms.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let body = loop {
-        let r = crate::common::http::get(b.url("/health/storage")).await.unwrap();
+        let r = crate::common::http::get(b.url("/health/storage"))
+            .await
+            .unwrap();
         if r.status() == StatusCode::SERVICE_UNAVAILABLE {
             break r.text().await.unwrap();
         }
@@ -174,7 +176,12 @@ async fn the_storage_health_check_says_nothing_of_the_backend() {
 }
 
 async fn text_of(url: &str) -> String {
-    crate::common::http::get(url).await.unwrap().text().await.unwrap()
+    crate::common::http::get(url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// S3 goes away: no connection is a failure a retry may cure — 503

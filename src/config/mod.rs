@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod azure;
 mod env_selectors;
+pub mod listing;
 pub mod notifications;
 pub mod observability;
 pub mod redis;
@@ -54,6 +55,13 @@ pub struct Config {
     /// distribution's periodic health checks.
     #[serde(default)]
     pub health: observability::HealthConfig,
+    /// Page caps of the listing endpoints (see [`listing`]).
+    #[serde(default)]
+    pub catalog: listing::CatalogConfig,
+    #[serde(default)]
+    pub tags: listing::TagsConfig,
+    #[serde(default)]
+    pub referrers: listing::ReferrersConfig,
 }
 
 /// A string, number or bool, as its string form.

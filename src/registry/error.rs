@@ -24,6 +24,8 @@ pub enum Code {
     TooManyRequests,
     RangeInvalid,
     PaginationNumberInvalid,
+    /// distribution's UNAVAILABLE: the replica is out of a resource for now.
+    Unavailable,
     Unknown,
 }
 
@@ -46,6 +48,7 @@ impl Code {
             Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::RangeInvalid => "RANGE_INVALID",
             Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Unavailable => "UNAVAILABLE",
             Code::Unknown => "UNKNOWN",
         }
     }
@@ -70,6 +73,7 @@ impl Code {
             Code::RangeInvalid => 416,
             Code::TooManyRequests => 429,
             Code::Unknown => 500,
+            Code::Unavailable => 503,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Error {
     pub detail: Option<serde_json::Value>,
     /// Overrides the code's default status (e.g. 413 for an oversized manifest).
     pub status: Option<u16>,
+    /// Seconds for a `Retry-After` header (a 503 for a spent budget).
+    pub retry_after: Option<u64>,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -92,7 +98,13 @@ impl Error {
             message: message.into(),
             detail: None,
             status: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
@@ -132,7 +144,34 @@ impl From<DigestError> for Error {
 /// registry layer maps expected `NotFound`s to the right spec code itself.
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
+        if let Some(mapped) = client_facing(&e) {
+            return mapped;
+        }
         tracing::error!(error = %e, "storage error");
         Error::internal(format!("storage error: {e}"))
     }
+}
+
+/// Storage errors that are not failures of the store: a spent buffer budget,
+/// and limits a client's request ran into. Each keeps what was stored before.
+fn client_facing(e: &StorageError) -> Option<Error> {
+    Some(match e {
+        StorageError::Busy { retry_after } => Error::new(
+            Code::Unavailable,
+            "the registry's upload buffers are all in use; retry later",
+        )
+        .with_retry_after(retry_after.as_secs().max(1)),
+        // The spec's answer to a chunk that no longer starts at the upload's
+        // offset; a GET of the upload gives the offset to resume at.
+        StorageError::Conflict { .. } => Error::new(
+            Code::RangeInvalid,
+            "another request wrote to this upload at the same time; \
+             GET the upload for the offset to resume at",
+        ),
+        StorageError::TooLarge { reason, .. } => Error::new(
+            Code::BlobUploadInvalid,
+            format!("the upload cannot grow this large: {reason}"),
+        ),
+        _ => return None,
+    })
 }

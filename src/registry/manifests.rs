@@ -5,7 +5,7 @@
 //! a reader following links only ever finds complete content.
 
 use bytes::Bytes;
-use futures::future::try_join_all;
+use futures::{future, StreamExt, TryStreamExt};
 
 use super::{
     digest::{Algorithm, Digest},
@@ -51,6 +51,11 @@ pub struct PutManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
 }
+
+/// Storage calls one manifest PUT makes at once to check its references: an
+/// index of tens of thousands of entries must not become as many calls in
+/// flight (on S3, each is a request; on a filesystem, a file descriptor).
+const REFERENCE_CHECKS_AT_ONCE: usize = 16;
 
 fn manifest_unknown(r: impl std::fmt::Display) -> Error {
     Error::new(Code::ManifestUnknown, format!("manifest unknown: {r}"))
@@ -106,6 +111,8 @@ impl Registry {
     }
 
     /// Every blob and child manifest must already be in the repository.
+    /// Checked [`REFERENCE_CHECKS_AT_ONCE`] at a time, stopping at the first
+    /// missing one (the checks still running are dropped).
     async fn check_references(&self, name: &str, m: &Manifest) -> Result<()> {
         // A garbage collector may be about to delete an old blob this manifest
         // brings back into use: make its links say so before checking them.
@@ -134,9 +141,14 @@ impl Registry {
                 .with_detail(serde_json::json!({ "digest": d.to_string() })))
             }
         });
-        try_join_all(blob_checks).await?;
-        try_join_all(manifest_checks).await?;
-        Ok(())
+        futures::stream::iter(blob_checks)
+            .buffer_unordered(REFERENCE_CHECKS_AT_ONCE)
+            .try_for_each(|()| future::ok(()))
+            .await?;
+        futures::stream::iter(manifest_checks)
+            .buffer_unordered(REFERENCE_CHECKS_AT_ONCE)
+            .try_for_each(|()| future::ok(()))
+            .await
     }
 
     async fn manifest_exists(&self, name: &str, d: &Digest) -> Result<bool> {

@@ -78,12 +78,16 @@ impl Registry {
                     .filter_map(|hex| format!("{alg}:{hex}").parse().ok())
                     .collect();
                 let total = digests.len();
-                let mut reads = futures::stream::iter(digests)
+                // Futures collected first (not mapped in the stream): see
+                // rust-lang/rust#102211 on Send inference for such streams.
+                let reads: Vec<_> = digests
+                    .into_iter()
                     .map(|d| async move {
                         let desc = self.referrer_descriptor(name, &d, artifact_type).await;
                         (d, desc)
                     })
-                    .buffered(READS_AT_ONCE);
+                    .collect();
+                let mut reads = futures::stream::iter(reads).buffered(READS_AT_ONCE);
                 let mut done = 0;
                 while let Some((d, desc)) = reads.next().await {
                     done += 1;

@@ -20,7 +20,13 @@
 //! Reservations are counted in KiB (the semaphore's unit); the waiting queue
 //! is first come, first served.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -45,6 +51,8 @@ pub struct BufferBudget {
     sem: Arc<Semaphore>,
     total: u64,
     wait: Duration,
+    /// The most ever reserved at once (for tests and benchmarks).
+    high_water: Arc<AtomicU64>,
 }
 
 /// Bytes taken from a budget, given back when dropped.
@@ -73,7 +81,19 @@ impl BufferBudget {
             sem: Arc::new(Semaphore::new(permits as usize)),
             total: permits as u64 * UNIT,
             wait,
+            high_water: Arc::default(),
         }
+    }
+
+    /// The most that was ever reserved at one time.
+    pub fn high_water(&self) -> u64 {
+        self.high_water.load(Ordering::Relaxed)
+    }
+
+    fn taken(&self, permit: OwnedSemaphorePermit) -> Reservation {
+        let in_use = self.total - self.available();
+        self.high_water.fetch_max(in_use, Ordering::Relaxed);
+        Reservation { permit }
     }
 
     pub fn total(&self) -> u64 {
@@ -90,7 +110,7 @@ impl BufferBudget {
     pub async fn reserve(&self, bytes: u64) -> Result<Reservation> {
         let n = units(bytes.min(self.total));
         match tokio::time::timeout(self.wait, self.sem.clone().acquire_many_owned(n)).await {
-            Ok(Ok(permit)) => Ok(Reservation { permit }),
+            Ok(Ok(permit)) => Ok(self.taken(permit)),
             // Timed out (the semaphore is never closed).
             _ => {
                 tracing::warn!(
@@ -113,7 +133,7 @@ impl BufferBudget {
             .clone()
             .try_acquire_many_owned(units(bytes))
             .ok()?;
-        Some(Reservation { permit })
+        Some(self.taken(permit))
     }
 
     /// Up to `bytes`, in whole `step`s, of what is free now; `None` if not
@@ -147,6 +167,7 @@ mod tests {
         assert!(matches!(e, StorageError::Busy { .. }), "{e}");
         drop(r);
         assert_eq!(b.available(), 10 << 20);
+        assert_eq!(b.high_water(), 6 << 20);
         assert!(b.try_reserve(5 << 20).is_some());
     }
 

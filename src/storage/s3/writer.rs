@@ -110,6 +110,8 @@ pub(super) struct S3Writer {
     stale_upload: Option<String>,
     /// This writer created `upload_id` and no state records it yet.
     unrecorded: bool,
+    /// `commit` is sending the last part.
+    finishing: bool,
 }
 
 fn invalid(path: &str, offset: u64) -> StorageError {
@@ -145,6 +147,7 @@ pub(super) async fn open(
         dirty: false,
         stale_upload: None,
         unrecorded: false,
+        finishing: false,
     };
     match state {
         Some((header, tail)) => {
@@ -325,14 +328,19 @@ impl S3Writer {
         Ok(id)
     }
 
+    /// Send a part. The last of S3's part numbers is kept for `commit`, so
+    /// that an upload that reached the limit can still be finished with what
+    /// its buffer holds.
     async fn upload_part(&mut self, data: Bytes) -> Result<()> {
-        if self.parts.len() >= self.inner.max_parts {
+        let limit = self.inner.max_parts - usize::from(!self.finishing);
+        if self.parts.len() >= limit {
             // The recorded state is untouched: the upload resumes where the
             // last request left it, it just cannot grow past this.
             return Err(StorageError::TooLarge {
                 path: self.path.clone(),
                 reason: format!(
-                    "S3 takes at most {} parts per object, here of at most {} bytes each",
+                    "S3 takes at most {} parts per object, here of at most {} bytes each; \
+                     finish it with a last chunk of at most 5 MiB",
                     self.inner.max_parts, self.inner.chunk_size
                 ),
             });
@@ -424,6 +432,7 @@ impl FileWriter for S3Writer {
     async fn commit(mut self: Box<Self>) -> Result<u64> {
         let size = self.size();
         let data = self.buf.split().freeze();
+        self.finishing = true;
         match self.upload_id.clone() {
             Some(id) if !self.parts.is_empty() => {
                 if !data.is_empty() {

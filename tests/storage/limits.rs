@@ -217,16 +217,16 @@ async fn a_spent_budget_is_a_clean_503_and_the_upload_resumes() {
     assert_eq!(budget.available(), 5 * MIB as u64, "all given back");
 }
 
-/// Twelve concurrent 11 MiB uploads with a 10 MiB chunksize would buffer
-/// 120 MiB; with a 16 MiB budget they wait their turn (or are told to retry)
-/// and every blob arrives whole.
-#[tokio::test]
+/// Ten concurrent 7 MiB uploads with a 10 MiB chunksize would each buffer
+/// their whole blob (70 MiB); with a 16 MiB budget they wait their turn (or
+/// are told to retry) and every blob arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uploads_share_the_budget() {
     let s = S3Server::s3s_fs();
     let budget = BufferBudget::new(16 * MIB as u64, Duration::from_secs(60));
     let d = s3_driver(&s, "b2", 10 * MIB).with_buffer_budget(budget.clone());
     let app = Arc::new(serve(Arc::new(d)).await);
-    let blobs: Vec<Vec<u8>> = (0..12).map(|i| data(11 * MIB, 100 + i)).collect();
+    let blobs: Vec<Vec<u8>> = (0..10).map(|i| data(7 * MIB, 100 + i)).collect();
     let pushes = blobs.iter().cloned().map(|blob| {
         let app = app.clone();
         tokio::spawn(async move { app.push_retrying("many", &blob).await })

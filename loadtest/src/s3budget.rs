@@ -69,11 +69,11 @@ async fn upload(c: &mut Client, repo: &str, blob: &BlobData, refused: &Cell<u64>
     let post = expect(post, StatusCode::ACCEPTED, "POST upload").await?;
     let loc = location(&post)?;
     drain(post, None).await?;
-    let octet = (header::CONTENT_TYPE, "application/octet-stream");
+    let octet = [(header::CONTENT_TYPE, "application/octet-stream")];
     for _ in 0..100 {
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let body = ReqBody::blob_range(blob, 0, blob.size(), None).hashing(&hasher);
-        let resp = c.send(Method::PATCH, &loc, &[octet.clone()], body).await?;
+        let resp = c.send(Method::PATCH, &loc, &octet, body).await?;
         if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
             refused.set(refused.get() + 1);
             let wait = resp
@@ -136,7 +136,10 @@ async fn upload(c: &mut Client, repo: &str, blob: &BlobData, refused: &Cell<u64>
 
 /// All uploads at once, each on its own connection.
 async fn run_uploads(addr: SocketAddr, s: &BudgetSettings, pattern: &Bytes) -> Result<Outcome> {
-    let pb = count_bar(s.uploads as u64, format!("{} concurrent uploads", s.uploads));
+    let pb = count_bar(
+        s.uploads as u64,
+        format!("{} concurrent uploads", s.uploads),
+    );
     let refused = Rc::new(Cell::new(0));
     let local = tokio::task::LocalSet::new();
     let t0 = Instant::now();

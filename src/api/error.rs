@@ -23,8 +23,7 @@ impl IntoResponse for Error {
             entry["detail"] = d;
         }
         let body = json!({ "errors": [entry] }).to_string();
-        let mut resp =
-            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));

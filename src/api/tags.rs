@@ -85,10 +85,7 @@ pub async fn list(state: &AppState, name: &str, req: Request) -> ApiResult {
 pub async fn catalog(state: &AppState, req: Request) -> ApiResult {
     let n = page_size(&req, state.registry.listing_limits().catalog)?;
     let last = query_param(&req, "last");
-    let page = state
-        .registry
-        .repositories_page(n, last.as_deref())
-        .await?;
+    let page = state.registry.repositories_page(n, last.as_deref()).await?;
     let body = json!({ "repositories": page.items });
     Ok(with_link(state, &req, "/v2/_catalog", &page, n, body))
 }

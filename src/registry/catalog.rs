@@ -254,7 +254,10 @@ mod tests {
         let driver = Arc::new(InMemoryDriver::new());
         let link = Bytes::from_static(b"sha256:00");
         for r in repos {
-            let p = format!("{}/{r}/_manifests/revisions/x/link", layout::repositories_root());
+            let p = format!(
+                "{}/{r}/_manifests/revisions/x/link",
+                layout::repositories_root()
+            );
             driver.put_content(&p, link.clone()).await.unwrap();
         }
         for (r, t) in tags {

@@ -121,28 +121,36 @@ impl Registry {
         }
         // Collected first: a stream holding these closures trips rustc's
         // Send inference for the handler future (rust-lang/rust#102211).
-        let blob_checks: Vec<_> = m.blobs.iter().map(|d| async move {
-            match self.stat_blob(name, d).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.code == Code::BlobUnknown => Err(Error::new(
-                    Code::ManifestBlobUnknown,
-                    format!("manifest references unknown blob {d}"),
-                )
-                .with_detail(serde_json::json!({ "digest": d.to_string() }))),
-                Err(e) => Err(e),
-            }
-        }).collect();
-        let manifest_checks: Vec<_> = m.manifests.iter().map(|d| async move {
-            if self.manifest_exists(name, d).await? {
-                Ok(())
-            } else {
-                Err(Error::new(
-                    Code::ManifestBlobUnknown,
-                    format!("index references unknown manifest {d}"),
-                )
-                .with_detail(serde_json::json!({ "digest": d.to_string() })))
-            }
-        }).collect();
+        let blob_checks: Vec<_> = m
+            .blobs
+            .iter()
+            .map(|d| async move {
+                match self.stat_blob(name, d).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code == Code::BlobUnknown => Err(Error::new(
+                        Code::ManifestBlobUnknown,
+                        format!("manifest references unknown blob {d}"),
+                    )
+                    .with_detail(serde_json::json!({ "digest": d.to_string() }))),
+                    Err(e) => Err(e),
+                }
+            })
+            .collect();
+        let manifest_checks: Vec<_> = m
+            .manifests
+            .iter()
+            .map(|d| async move {
+                if self.manifest_exists(name, d).await? {
+                    Ok(())
+                } else {
+                    Err(Error::new(
+                        Code::ManifestBlobUnknown,
+                        format!("index references unknown manifest {d}"),
+                    )
+                    .with_detail(serde_json::json!({ "digest": d.to_string() })))
+                }
+            })
+            .collect();
         futures::stream::iter(blob_checks)
             .buffer_unordered(REFERENCE_CHECKS_AT_ONCE)
             .try_for_each(|()| future::ok(()))
@@ -329,9 +337,12 @@ mod tests {
                     .await
                     .unwrap();
             }
-            children.push(serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": 2}));
+            children.push(
+                serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": 2}),
+            );
         }
-        let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children});
+        let index =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children});
         Bytes::from(index.to_string())
     }
 
@@ -363,7 +374,10 @@ mod tests {
             .unwrap();
         assert_eq!(e.code, Code::ManifestBlobUnknown);
         let reads = driver.reads.load(Ordering::SeqCst);
-        assert!(reads < 100, "{reads} reads for an index whose first child is missing");
+        assert!(
+            reads < 100,
+            "{reads} reads for an index whose first child is missing"
+        );
         // Nothing was stored for the refused index.
         assert!(reg.tags("app").await.unwrap_or_default().is_empty());
     }

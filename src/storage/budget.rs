@@ -128,11 +128,7 @@ impl BufferBudget {
 
     /// `bytes` if they are free now (and nobody is waiting for them).
     pub fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
-        let permit = self
-            .sem
-            .clone()
-            .try_acquire_many_owned(units(bytes))
-            .ok()?;
+        let permit = self.sem.clone().try_acquire_many_owned(units(bytes)).ok()?;
         Some(self.taken(permit))
     }
 
@@ -146,7 +142,9 @@ impl BufferBudget {
                 return Some(r);
             }
             // Someone took some in between: ask for less.
-            want = want.saturating_sub(step).min(self.available() / step * step);
+            want = want
+                .saturating_sub(step)
+                .min(self.available() / step * step);
         }
         None
     }

@@ -107,7 +107,14 @@ async fn the_caps_come_from_the_environment_too() {
 async fn catalog_pages_walk_the_tree_in_order() {
     let b = berth_with("catalog:\n  maxentries: 2\n", &[]);
     let c = Client::new(&b);
-    let names = ["zeta", "alpha/one", "alpha/one/deeper", "alpha-beta", "alpha/0", "mid"];
+    let names = [
+        "zeta",
+        "alpha/one",
+        "alpha/one/deeper",
+        "alpha-beta",
+        "alpha/0",
+        "mid",
+    ];
     for (i, n) in names.iter().enumerate() {
         c.push_image(n, "t", &i.to_string()).await;
     }
@@ -123,10 +130,17 @@ async fn catalog_pages_walk_the_tree_in_order() {
     let (all, sizes) = follow(&c, "/v2/_catalog", "repositories").await;
     assert_eq!(
         all,
-        ["alpha/0", "alpha/one", "alpha/one/deeper", "alpha-beta", "mid", "zeta"]
-            .iter()
-            .map(|n| json!(n))
-            .collect::<Vec<_>>()
+        [
+            "alpha/0",
+            "alpha/one",
+            "alpha/one/deeper",
+            "alpha-beta",
+            "mid",
+            "zeta"
+        ]
+        .iter()
+        .map(|n| json!(n))
+        .collect::<Vec<_>>()
     );
     assert_eq!(sizes, [2, 2, 2]);
 }
@@ -175,7 +189,10 @@ async fn referrers_come_in_pages_with_links() {
     let r = c.get(&filtered).await;
     assert_eq!(header(&r, "oci-filters-applied"), Some("artifactType"));
     let link = next_link(&r).unwrap();
-    assert!(link.contains("artifactType=application%2Fvnd.example.sbom"), "{link}");
+    assert!(
+        link.contains("artifactType=application%2Fvnd.example.sbom"),
+        "{link}"
+    );
     let (all, _) = follow(&c, &filtered, "manifests").await;
     assert_eq!(digests(&all), sboms);
     assert!(all

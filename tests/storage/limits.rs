@@ -80,10 +80,7 @@ impl Served {
     }
 
     /// A PATCH whose body is sent piece by piece through the returned feed.
-    fn streamed_patch(
-        &self,
-        location: &str,
-    ) -> (Feed, tokio::task::JoinHandle<reqwest::Response>) {
+    fn streamed_patch(&self, location: &str) -> (Feed, tokio::task::JoinHandle<reqwest::Response>) {
         let (tx, rx) = mpsc::channel(4);
         let req = self.patch(location, reqwest::Body::wrap_stream(rx));
         (tx, tokio::spawn(async move { req.send().await.unwrap() }))
@@ -120,7 +117,11 @@ impl Served {
             match r.status().as_u16() {
                 201 => return (digest, refused),
                 503 => {
-                    let secs: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                    let secs: u64 = r.headers()["retry-after"]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
                     assert!(secs >= 1);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -148,7 +149,10 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
 
 fn error_code(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    v["errors"][0]["code"].as_str().unwrap_or_default().to_string()
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn s3_driver(s: &S3Server, root: &str, chunk: usize) -> S3Driver {
@@ -175,15 +179,18 @@ async fn a_spent_budget_is_a_clean_503_and_the_upload_resumes() {
     let loc2 = app.start_upload("app").await;
     let (mut feed, first) = app.streamed_patch(&loc1);
     send(&mut feed, &one[..MIB]).await;
-    until("the first PATCH to hold the budget", || budget.available() == 0).await;
+    until("the first PATCH to hold the budget", || {
+        budget.available() == 0
+    })
+    .await;
 
-    let r = app
-        .patch(&loc2, two.clone().into())
-        .send()
-        .await
-        .unwrap();
+    let r = app.patch(&loc2, two.clone().into()).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry >= 1);
     assert_eq!(error_code(&r.text().await.unwrap()), "UNAVAILABLE");
 
@@ -197,12 +204,7 @@ async fn a_spent_budget_is_a_clean_503_and_the_upload_resumes() {
     assert_eq!(app.finish(&loc1, &d1, vec![]).await.status(), 201);
 
     // The refused upload is where it was: offset 0, same Location.
-    let r = app
-        .http
-        .get(app.url(&loc2))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url(&loc2)).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["range"], "0-0");
     let r = app.patch(&loc2, two.clone().into()).send().await.unwrap();
@@ -238,7 +240,10 @@ async fn concurrent_uploads_share_the_budget() {
     }
     let peak = budget.high_water();
     assert!(peak <= 16 * MIB as u64, "reserved {peak} at once");
-    assert!(peak >= 10 * MIB as u64, "parts grew to chunksize with room: {peak}");
+    assert!(
+        peak >= 10 * MIB as u64,
+        "parts grew to chunksize with room: {peak}"
+    );
     assert_eq!(budget.available(), 16 * MIB as u64, "all given back");
 }
 
@@ -304,10 +309,16 @@ async fn racing_patches_on_azure_one_wins_the_other_is_416() {
     let loc = app.start_upload("race").await;
     let (mut feed_a, patch_a) = app.streamed_patch(&loc);
     send(&mut feed_a, &a[..MIB]).await;
-    until("writer A to open", || budget.available() <= total - 4 * MIB as u64).await;
+    until("writer A to open", || {
+        budget.available() <= total - 4 * MIB as u64
+    })
+    .await;
     let (mut feed_b, patch_b) = app.streamed_patch(&loc);
     send(&mut feed_b, &b[..MIB]).await;
-    until("writer B to open", || budget.available() <= total - 8 * MIB as u64).await;
+    until("writer B to open", || {
+        budget.available() <= total - 8 * MIB as u64
+    })
+    .await;
 
     send(&mut feed_a, &a[MIB..]).await;
     drop(feed_a);

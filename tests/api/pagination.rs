@@ -1,6 +1,8 @@
 //! Page caps of the listings (`tags.maxtags`, `catalog.maxentries`,
 //! `referrers.maxentries`): a request without `n`, or with a larger one, gets
 //! a capped page and a Link; following the Links yields every entry once.
+//! Also the memory limit keys (`storage.uploadbuffers`, `chunksize`) as
+//! `config check` takes them; their effect is tested in tests/storage/limits.rs.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -198,4 +200,46 @@ async fn referrers_come_in_pages_with_links() {
     assert!(all
         .iter()
         .all(|d| d["artifactType"] == "application/vnd.example.sbom"));
+}
+
+/// `berth config check` on a config; (exit code, stderr).
+fn config_check(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("config.yml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["config", "check"])
+        .arg(&f)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The memory limits beside the page caps: `storage.uploadbuffers` from
+/// YAML or REGISTRY_* variables, and the `chunksize` cap, checked at start.
+#[test]
+fn memory_limit_keys_are_checked_at_start() {
+    let fs = "storage:\n  filesystem:\n    rootdirectory: /tmp/x\n";
+    assert_eq!(config_check(fs, &[]).0, 0);
+    let ok = format!("{fs}  uploadbuffers:\n    budget: 33554432\n    wait: 5s\n");
+    assert_eq!(config_check(&ok, &[]).0, 0);
+    let (code, err) = config_check(fs, &[("REGISTRY_STORAGE_UPLOADBUFFERS_BUDGET", "1024")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("storage.uploadbuffers.budget"), "{err}");
+    let (code, err) = config_check(fs, &[("REGISTRY_STORAGE_UPLOADBUFFERS_WAIT", "soon")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("storage.uploadbuffers.wait"), "{err}");
+    let env = [
+        ("REGISTRY_STORAGE_UPLOADBUFFERS_BUDGET", "67108864"),
+        ("REGISTRY_STORAGE_UPLOADBUFFERS_WAIT", "1m"),
+    ];
+    assert_eq!(config_check(fs, &env).0, 0);
+    let s3 = "storage:\n  s3:\n    region: r\n    bucket: b\n    chunksize: 5368709120\n";
+    let (code, err) = config_check(s3, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("storage.s3.chunksize"), "{err}");
 }

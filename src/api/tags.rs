@@ -69,7 +69,7 @@ fn with_link(
 
 pub async fn list(state: &AppState, name: &str, req: Request) -> ApiResult {
     let n = page_size(&req, state.registry.listing_limits().tags)?;
-    let last = query_param(&req, "last");
+    let last = query_param(&req, "last").filter(|l| !l.is_empty());
     let page = state.registry.tags_page(name, n, last.as_deref()).await?;
     let body = json!({ "name": name, "tags": page.items });
     Ok(with_link(
@@ -84,7 +84,7 @@ pub async fn list(state: &AppState, name: &str, req: Request) -> ApiResult {
 
 pub async fn catalog(state: &AppState, req: Request) -> ApiResult {
     let n = page_size(&req, state.registry.listing_limits().catalog)?;
-    let last = query_param(&req, "last");
+    let last = query_param(&req, "last").filter(|l| !l.is_empty());
     let page = state.registry.repositories_page(n, last.as_deref()).await?;
     let body = json!({ "repositories": page.items });
     Ok(with_link(state, &req, "/v2/_catalog", &page, n, body))

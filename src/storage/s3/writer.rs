@@ -340,7 +340,7 @@ impl S3Writer {
                 path: self.path.clone(),
                 reason: format!(
                     "S3 takes at most {} parts per object, here of at most {} bytes each; \
-                     finish it with a last chunk of at most 5 MiB",
+                     finish it with a last chunk that fits in one more part",
                     self.inner.max_parts, self.inner.chunk_size
                 ),
             });

@@ -58,11 +58,22 @@ impl BudgetSettings {
 
 struct Outcome {
     refused: u64,
+    /// PATCHes whose connection closed while the body was still going out:
+    /// a 503 answered before the body was read (Berth does not drain it).
+    resets: u64,
     elapsed: Duration,
 }
 
-/// One upload, retrying refused requests (503) after their Retry-After.
-async fn upload(c: &mut Client, repo: &str, blob: &BlobData, refused: &Cell<u64>) -> Result<()> {
+#[derive(Default)]
+struct Counts {
+    refused: Cell<u64>,
+    resets: Cell<u64>,
+}
+
+/// One upload, retrying refused requests (503) after their Retry-After, and
+/// PATCHes cut off by such an early answer after a second.
+async fn upload(c: &mut Client, repo: &str, blob: &BlobData, counts: &Counts) -> Result<()> {
+    let refused = &counts.refused;
     let post = c
         .send(
             Method::POST,
@@ -78,7 +89,14 @@ async fn upload(c: &mut Client, repo: &str, blob: &BlobData, refused: &Cell<u64>
     for _ in 0..100 {
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let body = ReqBody::blob_range(blob, 0, blob.size(), None).hashing(&hasher);
-        let resp = c.send(Method::PATCH, &loc, &octet, body).await?;
+        let resp = match c.send(Method::PATCH, &loc, &octet, body).await {
+            Ok(r) => r,
+            Err(_) => {
+                counts.resets.set(counts.resets.get() + 1);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
             refused.set(refused.get() + 1);
             let wait = resp
@@ -145,16 +163,16 @@ async fn run_uploads(addr: SocketAddr, s: &BudgetSettings, pattern: &Bytes) -> R
         s.uploads as u64,
         format!("{} concurrent uploads", s.uploads),
     );
-    let refused = Rc::new(Cell::new(0));
+    let counts = Rc::new(Counts::default());
     let local = tokio::task::LocalSet::new();
     let t0 = Instant::now();
     let mut handles = Vec::new();
     for i in 0..s.uploads {
         let blob = BlobData::new(pattern, 1000 + i as u64, s.blob_size);
-        let (refused, pb) = (refused.clone(), pb.clone());
+        let (counts, pb) = (counts.clone(), pb.clone());
         handles.push(local.spawn_local(async move {
             let mut c = Client::new(addr);
-            let r = upload(&mut c, "budget/app", &blob, &refused).await;
+            let r = upload(&mut c, "budget/app", &blob, &counts).await;
             pb.inc(1);
             r
         }));
@@ -169,7 +187,8 @@ async fn run_uploads(addr: SocketAddr, s: &BudgetSettings, pattern: &Bytes) -> R
         .await?;
     pb.finish_and_clear();
     Ok(Outcome {
-        refused: refused.get(),
+        refused: counts.refused.get(),
+        resets: counts.resets.get(),
         elapsed: t0.elapsed(),
     })
 }
@@ -244,9 +263,11 @@ pub async fn run(
     );
     let _ = writeln!(
         out,
-        "  all {} blobs stored whole; {} requests answered 503 + Retry-After and retried; {:.1} s",
+        "  all {} blobs stored whole; {} requests answered 503 + Retry-After and retried, \
+         {} PATCHes cut off mid-body (an early 503) and retried; {:.1} s",
         s.uploads,
         outcome.refused,
+        outcome.resets,
         outcome.elapsed.as_secs_f64()
     );
     let _ = writeln!(

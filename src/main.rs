@@ -91,6 +91,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, file } => {
+            berth::storage::budget::return_freed_buffers_promptly();
             let cfg = match Config::load(config.or(file).as_deref()) {
                 Ok(c) => c,
                 Err(e) => {

@@ -31,6 +31,10 @@ use crate::{
 
 /// The storage driver a configuration selects.
 pub fn build_driver(cfg: &Config) -> anyhow::Result<Driver> {
+    let budget = cfg
+        .storage
+        .upload_buffer_budget()
+        .map_err(anyhow::Error::msg)?;
     let driver: Driver = match cfg.storage.driver().map_err(anyhow::Error::msg)? {
         StorageDriverConfig::Filesystem { root } => Arc::new(
             FilesystemDriver::new(&root)
@@ -39,12 +43,14 @@ pub fn build_driver(cfg: &Config) -> anyhow::Result<Driver> {
         StorageDriverConfig::InMemory => Arc::new(InMemoryDriver::new()),
         StorageDriverConfig::S3(s3) => Arc::new(
             crate::storage::s3::S3Driver::new(&s3, cfg.storage.redirect.disable)
-                .map_err(anyhow::Error::msg)?,
+                .map_err(anyhow::Error::msg)?
+                .with_buffer_budget(budget),
         ),
         StorageDriverConfig::Azure(azure) => Arc::new(
             crate::storage::azure::AzureDriver::new(&azure)
                 .context("storage.azure")?
-                .with_redirect(!cfg.storage.redirect.disable),
+                .with_redirect(!cfg.storage.redirect.disable)
+                .with_buffer_budget(budget),
         ),
     };
     Ok(driver)
@@ -103,7 +109,9 @@ pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::R
     let driver = build_driver(cfg)?;
     let driver = InstrumentedDriver::wrap(driver, metrics.as_deref());
     let registry = Registry::new(driver, &http_secret(cfg), cfg.storage.delete.enabled);
-    let registry = registry.read_only(cfg.storage.maintenance.readonly.enabled);
+    let registry = registry
+        .read_only(cfg.storage.maintenance.readonly.enabled)
+        .with_listing_limits(crate::registry::catalog::ListingLimits::from_config(cfg));
     let registry = match blob_descriptor_cache(cfg)? {
         Some(cache) => {
             if let Some(m) = &metrics {

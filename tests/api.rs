@@ -19,6 +19,8 @@ mod maintenance;
 mod manifests;
 #[path = "api/names.rs"]
 mod names;
+#[path = "api/pagination.rs"]
+mod pagination;
 #[path = "api/tags.rs"]
 mod tags;
 #[path = "api/uploads.rs"]

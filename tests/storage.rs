@@ -3,6 +3,8 @@
 #[path = "storage/azure.rs"]
 mod azure;
 mod common;
+#[path = "storage/limits.rs"]
+mod limits;
 #[path = "storage/s3.rs"]
 mod s3;
 

@@ -28,6 +28,7 @@ mod report;
 mod rss;
 mod runcmd;
 mod s3bench;
+mod s3budget;
 mod s3count;
 mod s3ref;
 mod scenario_plan;
@@ -204,7 +205,8 @@ pub struct S3Args {
     pub replicas: usize,
     /// Run only these parts (comma-separated): matrix (s3s-fs), moto
     /// (Berth and distribution side by side on moto), count (S3 requests
-    /// per operation).
+    /// per operation), budget (concurrent uploads under
+    /// `storage.uploadbuffers`: peak RSS, PASS/FAIL).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub only: Vec<S3Part>,
     /// Size of each of the docker image's 4 layers [default: 12MiB, quick 2MiB].
@@ -233,6 +235,8 @@ pub enum S3Part {
     Matrix,
     Moto,
     Count,
+    /// Concurrent uploads under a small upload buffer budget: peak RSS.
+    Budget,
 }
 
 #[derive(Args, Clone, Debug)]

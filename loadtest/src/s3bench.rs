@@ -10,6 +10,9 @@
 //!    where distribution works, with the same workloads at a smaller size.
 //! 3. **count** — S3 requests per registry operation and per docker
 //!    push/pull, counted by an nginx in front of the store (see `s3count`).
+//! 4. **budget** — hundreds of concurrent uploads under a small
+//!    `storage.uploadbuffers.budget`: Berth's peak RSS within the budget
+//!    plus a constant, as a PASS/FAIL line (see `s3budget`).
 //!
 //! Each part starts its own store and stops it at its end, so its CPU note
 //! covers it; every deployment is stopped before the next one starts.
@@ -27,7 +30,7 @@ use crate::{
     deploy::{deploy, DeploySpec, Deployment},
     progress::{bytes_bar, count_bar, note, phase, spinner},
     report::{num, table},
-    s3count, s3ref,
+    s3budget, s3count, s3ref,
     servers::RegistryKind,
     setup,
     stores::{find_moto, S3Store, StoreKind},
@@ -705,6 +708,25 @@ pub async fn run(args: S3Args) -> Result<String> {
             out.push_str(&text);
         }
         notes.push(cpu_note("count", &start, started));
+    }
+
+    if s.runs(S3Part::Budget) {
+        let start = cpu::snapshot();
+        let started = std::time::Instant::now();
+        let settings = s3budget::BudgetSettings::new(c.quick);
+        let r = s3budget::run(
+            &settings,
+            &berth,
+            args.s3s_fs.as_deref(),
+            &dir,
+            &pattern,
+            &mut notes,
+        )
+        .await;
+        if let Some(text) = keep(&mut notes, "upload buffer budget", r) {
+            out.push_str(&text);
+        }
+        notes.push(cpu_note("budget", &start, started));
     }
 
     setup::finish_work_dir(tmp, c.keep, &mut notes);

@@ -1,4 +1,7 @@
-//! Tag listing and the catalog, with `n`/`last` pagination and RFC 5988 Link headers.
+//! Tag listing and the catalog, with `n`/`last` pagination and RFC 5988 Link
+//! headers. Every page is capped (`tags.maxtags`, `catalog.maxentries`): a
+//! request without `n`, or with a larger one, gets a capped page and a Link
+//! to the next, as the spec lets a registry do.
 
 use axum::{
     extract::Request,
@@ -10,18 +13,16 @@ use serde_json::json;
 
 use super::{error::ApiResult, query_param, AppState};
 use crate::registry::{
-    catalog::{paginate, paginate_by, repository_order, Page},
+    catalog::Page,
     error::{Code, Error},
 };
 
-/// The most entries one catalog page returns, as distribution's default.
-const MAX_CATALOG_ENTRIES: usize = 1000;
-
-fn page_size(req: &Request) -> Result<Option<usize>, Error> {
+/// `n`, if given, within `cap`.
+pub(super) fn page_size(req: &Request, cap: usize) -> Result<usize, Error> {
     match query_param(req, "n") {
-        None => Ok(None),
-        Some(n) if n.is_empty() => Ok(None),
-        Some(n) => n.parse().map(Some).map_err(|_| {
+        None => Ok(cap),
+        Some(n) if n.is_empty() => Ok(cap),
+        Some(n) => n.parse::<usize>().map(|n| n.min(cap)).map_err(|_| {
             Error::new(
                 Code::PaginationNumberInvalid,
                 format!("invalid page size n={n:?}"),
@@ -30,23 +31,36 @@ fn page_size(req: &Request) -> Result<Option<usize>, Error> {
     }
 }
 
-/// Render a page with a `Link: <...>; rel="next"` header when more follow.
+/// `Link: <path?query>; rel="next"` (the URL built as Location URLs are).
+pub(super) fn link_next(
+    state: &AppState,
+    req: &Request,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Option<header::HeaderValue> {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query {
+        q.append_pair(k, v);
+    }
+    let url = state
+        .urls
+        .build(req.headers(), &format!("{path}?{}", q.finish()));
+    format!("<{url}>; rel=\"next\"").parse().ok()
+}
+
+/// Render a page with a `Link` header when more follow.
 fn with_link(
     state: &AppState,
     req: &Request,
     path: &str,
     page: &Page,
-    n: Option<usize>,
+    n: usize,
     body: serde_json::Value,
 ) -> Response {
     let mut resp = (StatusCode::OK, Json(body)).into_response();
     if let (true, Some(last)) = (page.more, page.items.last()) {
-        let query: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("n", &n.unwrap_or(page.items.len()).to_string())
-            .append_pair("last", last)
-            .finish();
-        let url = state.urls.build(req.headers(), &format!("{path}?{query}"));
-        if let Ok(v) = format!("<{url}>; rel=\"next\"").parse() {
+        let n = n.to_string();
+        if let Some(v) = link_next(state, req, path, &[("n", &n), ("last", last)]) {
             resp.headers_mut().insert(header::LINK, v);
         }
     }
@@ -54,10 +68,9 @@ fn with_link(
 }
 
 pub async fn list(state: &AppState, name: &str, req: Request) -> ApiResult {
-    let n = page_size(&req)?;
-    let last = query_param(&req, "last");
-    let tags = state.registry.tags(name).await?;
-    let page = paginate(tags, n, last.as_deref());
+    let n = page_size(&req, state.registry.listing_limits().tags)?;
+    let last = query_param(&req, "last").filter(|l| !l.is_empty());
+    let page = state.registry.tags_page(name, n, last.as_deref()).await?;
     let body = json!({ "name": name, "tags": page.items });
     Ok(with_link(
         state,
@@ -70,14 +83,9 @@ pub async fn list(state: &AppState, name: &str, req: Request) -> ApiResult {
 }
 
 pub async fn catalog(state: &AppState, req: Request) -> ApiResult {
-    let n = Some(
-        page_size(&req)?
-            .unwrap_or(MAX_CATALOG_ENTRIES)
-            .min(MAX_CATALOG_ENTRIES),
-    );
-    let last = query_param(&req, "last");
-    let repos = state.registry.repositories().await?;
-    let page = paginate_by(repos, n, last.as_deref(), repository_order);
+    let n = page_size(&req, state.registry.listing_limits().catalog)?;
+    let last = query_param(&req, "last").filter(|l| !l.is_empty());
+    let page = state.registry.repositories_page(n, last.as_deref()).await?;
     let body = json!({ "repositories": page.items });
     Ok(with_link(state, &req, "/v2/_catalog", &page, n, body))
 }

@@ -59,10 +59,6 @@ tolerated_section!(
     CompatibilitySection { schema1 }
 );
 tolerated_section!(
-    /// `catalog:` — distribution's page cap.
-    CatalogSection { maxentries }
-);
-tolerated_section!(
     /// `storage.tag:` — tag lookup concurrency.
     TagSection { concurrencylimit }
 );
@@ -192,11 +188,6 @@ pub(super) const RULES: &[Rule] = &[
         "compatibility.schema1",
         Present,
         "Docker schema1 manifests are refused whatever it says",
-    ),
-    warn(
-        "catalog.maxentries",
-        Present,
-        "Berth caps a catalog page at 1000 entries, distribution's default",
     ),
     // log
     refuse(

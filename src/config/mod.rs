@@ -15,6 +15,7 @@ pub mod azure;
 pub mod compat;
 pub mod connections;
 mod env_selectors;
+pub mod listing;
 pub mod notifications;
 pub mod observability;
 pub mod redis;
@@ -81,17 +82,22 @@ pub struct Config {
     pub reporting: Option<compat::ReportingSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compatibility: Option<compat::CompatibilitySection>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catalog: Option<compat::CatalogSection>,
     /// One line each, for the log at start: distribution keys accepted but not
     /// acted on, and `REGISTRY_*` variables that name no key. Filled by [`Config::load`].
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// Page caps of the listing endpoints (see [`listing`]).
+    #[serde(default)]
+    pub catalog: listing::CatalogConfig,
+    #[serde(default)]
+    pub tags: listing::TagsConfig,
+    #[serde(default)]
+    pub referrers: listing::ReferrersConfig,
 }
 
 /// The top-level keys, as `REGISTRY_<KEY>_...` variables start (`token_server`
 /// holds its own `_`). A unit test keeps it equal to [`Config`]'s fields.
-pub(crate) const TOP_LEVEL_KEYS: [&str; 18] = [
+pub(crate) const TOP_LEVEL_KEYS: [&str; 20] = [
     "version",
     "log",
     "storage",
@@ -110,6 +116,8 @@ pub(crate) const TOP_LEVEL_KEYS: [&str; 18] = [
     "reporting",
     "compatibility",
     "catalog",
+    "tags",
+    "referrers",
 ];
 
 /// A string, number or bool, as its string form.

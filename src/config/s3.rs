@@ -10,6 +10,10 @@ use super::compat::Tolerated;
 pub const MIN_PART: u64 = 5 * 1024 * 1024;
 /// S3's largest single-request object (PutObject, CopyObject) and part.
 pub const MAX_SINGLE: u64 = 5 * 1024 * 1024 * 1024;
+/// The largest `chunksize` Berth takes: 10,000 parts of it already make
+/// S3's largest object (5 TiB), so a larger part buys nothing but memory per
+/// upload (distribution takes up to 5 GiB).
+pub const MAX_CHUNK: u64 = 512 * 1024 * 1024;
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,7 +101,7 @@ fn default_acl() -> String {
 }
 
 /// A number, also when written as a string (`"10485760"`), as distribution takes it.
-fn number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(super) fn number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum N {
@@ -218,9 +222,10 @@ impl S3Config {
                 key("skipverify")
             ));
         }
-        if self.chunksize < MIN_PART || self.chunksize > MAX_SINGLE {
+        if self.chunksize < MIN_PART || self.chunksize > MAX_CHUNK {
             return Err(format!(
-                "{}: {} is outside {MIN_PART} (5 MiB) ..= {MAX_SINGLE} (5 GiB)",
+                "{}: {} is outside {MIN_PART} (5 MiB) ..= {MAX_CHUNK} (512 MiB; 10,000 parts \
+                 of 512 MiB already make S3's largest object)",
                 key("chunksize"),
                 self.chunksize
             ));
@@ -317,6 +322,9 @@ mod tests {
         assert!(e.starts_with("storage.s3.region:"), "{e}");
         let e = parse("region: r\nbucket: b\nchunksize: 1024\n").unwrap_err();
         assert!(e.starts_with("storage.s3.chunksize:"), "{e}");
+        let e = parse("region: r\nbucket: b\nchunksize: 5368709120\n").unwrap_err();
+        assert!(e.starts_with("storage.s3.chunksize:"), "{e}");
+        parse("region: r\nbucket: b\nchunksize: 536870912\n").unwrap();
         let e = parse("region: r\nbucket: b\naccesskey: a\n").unwrap_err();
         assert!(e.starts_with("storage.s3.secretkey:"), "{e}");
         let e = parse("region: r\nbucket: b\nbogus: 1\n").unwrap_err();

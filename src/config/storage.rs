@@ -45,6 +45,51 @@ pub struct StorageConfig {
     /// distribution's; not acted on (see `compat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<TagSection>,
+    /// Berth's own: memory for S3/Azure upload buffers, see [`UploadBuffersConfig`].
+    #[serde(default)]
+    pub uploadbuffers: UploadBuffersConfig,
+}
+
+/// `storage.uploadbuffers`: the memory one replica lets the S3 and Azure
+/// writers buffer upload data in, shared by every upload in flight
+/// (`REGISTRY_STORAGE_UPLOADBUFFERS_BUDGET`, `..._WAIT`). An upload request
+/// that finds it spent waits up to `wait`, then gets 503 with `Retry-After`.
+/// The filesystem and inmemory drivers do not buffer and ignore it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadBuffersConfig {
+    /// Bytes (a number, also written as a string): 512 MiB unless set.
+    #[serde(deserialize_with = "super::s3::number")]
+    pub budget: u64,
+    /// A duration such as `30s` or `2m`.
+    pub wait: String,
+}
+
+/// The smallest budget: a few 5 MiB S3 parts.
+pub const MIN_UPLOAD_BUDGET: u64 = 16 << 20;
+
+impl Default for UploadBuffersConfig {
+    fn default() -> Self {
+        UploadBuffersConfig {
+            budget: crate::storage::budget::DEFAULT_BUDGET,
+            wait: humantime::format_duration(crate::storage::budget::DEFAULT_WAIT).to_string(),
+        }
+    }
+}
+
+impl UploadBuffersConfig {
+    /// (budget in bytes, wait), validated; errors name the key.
+    pub fn settings(&self) -> Result<(u64, std::time::Duration), String> {
+        if self.budget < MIN_UPLOAD_BUDGET {
+            return Err(format!(
+                "storage.uploadbuffers.budget: {} is below the minimum {MIN_UPLOAD_BUDGET} (16 MiB)",
+                self.budget
+            ));
+        }
+        let wait = humantime::parse_duration(self.wait.trim())
+            .map_err(|e| format!("storage.uploadbuffers.wait: {:?}: {e}", self.wait))?;
+        Ok((self.budget, wait))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +246,12 @@ impl StorageDriverConfig {
 }
 
 impl StorageConfig {
+    /// The shared budget `storage.uploadbuffers` describes.
+    pub fn upload_buffer_budget(&self) -> Result<crate::storage::budget::BufferBudget, String> {
+        let (bytes, wait) = self.uploadbuffers.settings()?;
+        Ok(crate::storage::budget::BufferBudget::new(bytes, wait))
+    }
+
     /// The one configured driver; with none at all, the embedded default is the
     /// filesystem under `./data`.
     pub fn driver(&self) -> Result<StorageDriverConfig, String> {
@@ -219,6 +270,7 @@ impl StorageConfig {
                 configured.join(", ")
             ));
         }
+        self.uploadbuffers.settings()?;
         if let Some(azure) = &self.azure {
             return Ok(StorageDriverConfig::Azure(Box::new(azure.settings()?)));
         }

@@ -190,10 +190,37 @@ impl From<DigestError> for Error {
 /// text travels as the cause, for the log.
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
+        if let Some(mapped) = client_facing(&e) {
+            return mapped;
+        }
         if e.is_transient() {
             Error::unavailable(e.to_string())
         } else {
             Error::new(Code::Unknown, "storage failed").with_cause(e.to_string())
         }
     }
+}
+
+/// Storage errors that are not failures of the store: a spent buffer budget,
+/// and limits a client's request ran into. Each keeps what was stored before.
+fn client_facing(e: &StorageError) -> Option<Error> {
+    Some(match e {
+        StorageError::Busy { retry_after } => Error::new(
+            Code::Unavailable,
+            "the registry's upload buffers are all in use; retry later",
+        )
+        .with_retry_after(*retry_after),
+        // The spec's answer to a chunk that no longer starts at the upload's
+        // offset; a GET of the upload gives the offset to resume at.
+        StorageError::Conflict { .. } => Error::new(
+            Code::RangeInvalid,
+            "another request wrote to this upload at the same time; \
+             GET the upload for the offset to resume at",
+        ),
+        StorageError::TooLarge { reason, .. } => Error::new(
+            Code::BlobUploadInvalid,
+            format!("the upload cannot grow this large: {reason}"),
+        ),
+        _ => return None,
+    })
 }

@@ -5,7 +5,7 @@
 //! a reader following links only ever finds complete content.
 
 use bytes::Bytes;
-use futures::future::try_join_all;
+use futures::{future, StreamExt, TryStreamExt};
 
 use super::{
     digest::{Algorithm, Digest},
@@ -51,6 +51,11 @@ pub struct PutManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
 }
+
+/// Storage calls one manifest PUT makes at once to check its references: an
+/// index of tens of thousands of entries must not become as many calls in
+/// flight (on S3, each is a request; on a filesystem, a file descriptor).
+const REFERENCE_CHECKS_AT_ONCE: usize = 16;
 
 fn manifest_unknown(r: impl std::fmt::Display) -> Error {
     Error::new(Code::ManifestUnknown, format!("manifest unknown: {r}"))
@@ -106,37 +111,54 @@ impl Registry {
     }
 
     /// Every blob and child manifest must already be in the repository.
+    /// Checked [`REFERENCE_CHECKS_AT_ONCE`] at a time, stopping at the first
+    /// missing one (the checks still running are dropped).
     async fn check_references(&self, name: &str, m: &Manifest) -> Result<()> {
         // A garbage collector may be about to delete an old blob this manifest
         // brings back into use: make its links say so before checking them.
         if self.sweep_active() {
             self.touch_references(name, m).await?;
         }
-        let blob_checks = m.blobs.iter().map(|d| async move {
-            match self.stat_blob(name, d).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.code == Code::BlobUnknown => Err(Error::new(
-                    Code::ManifestBlobUnknown,
-                    format!("manifest references unknown blob {d}"),
-                )
-                .with_detail(serde_json::json!({ "digest": d.to_string() }))),
-                Err(e) => Err(e),
-            }
-        });
-        let manifest_checks = m.manifests.iter().map(|d| async move {
-            if self.manifest_exists(name, d).await? {
-                Ok(())
-            } else {
-                Err(Error::new(
-                    Code::ManifestBlobUnknown,
-                    format!("index references unknown manifest {d}"),
-                )
-                .with_detail(serde_json::json!({ "digest": d.to_string() })))
-            }
-        });
-        try_join_all(blob_checks).await?;
-        try_join_all(manifest_checks).await?;
-        Ok(())
+        // Collected first: a stream holding these closures trips rustc's
+        // Send inference for the handler future (rust-lang/rust#102211).
+        let blob_checks: Vec<_> = m
+            .blobs
+            .iter()
+            .map(|d| async move {
+                match self.stat_blob(name, d).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code == Code::BlobUnknown => Err(Error::new(
+                        Code::ManifestBlobUnknown,
+                        format!("manifest references unknown blob {d}"),
+                    )
+                    .with_detail(serde_json::json!({ "digest": d.to_string() }))),
+                    Err(e) => Err(e),
+                }
+            })
+            .collect();
+        let manifest_checks: Vec<_> = m
+            .manifests
+            .iter()
+            .map(|d| async move {
+                if self.manifest_exists(name, d).await? {
+                    Ok(())
+                } else {
+                    Err(Error::new(
+                        Code::ManifestBlobUnknown,
+                        format!("index references unknown manifest {d}"),
+                    )
+                    .with_detail(serde_json::json!({ "digest": d.to_string() })))
+                }
+            })
+            .collect();
+        futures::stream::iter(blob_checks)
+            .buffer_unordered(REFERENCE_CHECKS_AT_ONCE)
+            .try_for_each(|()| future::ok(()))
+            .await?;
+        futures::stream::iter(manifest_checks)
+            .buffer_unordered(REFERENCE_CHECKS_AT_ONCE)
+            .try_for_each(|()| future::ok(()))
+            .await
     }
 
     async fn manifest_exists(&self, name: &str, d: &Digest) -> Result<bool> {
@@ -231,4 +253,132 @@ fn too_large() -> Error {
         format!("manifest exceeds the {MAX_MANIFEST_SIZE}-byte limit"),
     )
     .with_status(413)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::{
+        registry::manifest::{OCI_INDEX, OCI_MANIFEST},
+        storage::{
+            inmemory::InMemoryDriver, ByteStream, FileInfo, FileWriter, Result as StorageResult,
+            StorageDriver,
+        },
+    };
+
+    /// An in-memory driver that counts reads, and how many run at once
+    /// (each read yields a few times, so that concurrent ones overlap).
+    #[derive(Default)]
+    struct Counting {
+        inner: InMemoryDriver,
+        reads: AtomicUsize,
+        in_flight: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl StorageDriver for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        async fn get_content(&self, path: &str) -> StorageResult<Bytes> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.inner.get_content(path).await
+        }
+        async fn put_content(&self, path: &str, content: Bytes) -> StorageResult<()> {
+            self.inner.put_content(path, content).await
+        }
+        async fn reader(&self, p: &str, o: u64, l: Option<u64>) -> StorageResult<ByteStream> {
+            self.inner.reader(p, o, l).await
+        }
+        async fn writer(&self, p: &str, o: u64) -> StorageResult<Box<dyn FileWriter>> {
+            self.inner.writer(p, o).await
+        }
+        async fn stat(&self, path: &str) -> StorageResult<FileInfo> {
+            self.inner.stat(path).await
+        }
+        async fn list(&self, path: &str) -> StorageResult<Vec<String>> {
+            self.inner.list(path).await
+        }
+        async fn rename(&self, s: &str, d: &str) -> StorageResult<()> {
+            self.inner.rename(s, d).await
+        }
+        async fn delete(&self, path: &str) -> StorageResult<()> {
+            self.inner.delete(path).await
+        }
+    }
+
+    /// An index of `n` child manifests, all stored except those in `missing`.
+    async fn index_of(driver: &Counting, n: usize, missing: &[usize]) -> Bytes {
+        let mut children = Vec::new();
+        for i in 0..n {
+            let d = Digest::of(Algorithm::Sha256, format!("child {i}").as_bytes());
+            if !missing.contains(&i) {
+                let link = Bytes::from(d.to_string());
+                driver
+                    .put_content(&layout::manifest_revision_link("app", &d), link)
+                    .await
+                    .unwrap();
+                driver
+                    .put_content(&layout::blob_data(&d), Bytes::from_static(b"{}"))
+                    .await
+                    .unwrap();
+            }
+            children.push(
+                serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": 2}),
+            );
+        }
+        let index =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children});
+        Bytes::from(index.to_string())
+    }
+
+    #[tokio::test]
+    async fn reference_checks_run_a_few_at_a_time() {
+        let driver = Arc::new(Counting::default());
+        let body = index_of(&driver, 200, &[]).await;
+        let reg = Registry::new(driver.clone(), b"s", false);
+        let tag = Reference::Tag("t".into());
+        reg.put_manifest("app", &tag, Some(OCI_INDEX), body)
+            .await
+            .unwrap();
+        let peak = driver.peak.load(Ordering::SeqCst);
+        assert!(peak <= REFERENCE_CHECKS_AT_ONCE, "{peak} reads at once");
+        assert!(peak > 1, "checks overlap: {peak}");
+        assert!(driver.reads.load(Ordering::SeqCst) >= 200);
+    }
+
+    #[tokio::test]
+    async fn reference_checks_stop_at_the_first_missing() {
+        let driver = Arc::new(Counting::default());
+        let body = index_of(&driver, 2000, &[0]).await;
+        let reg = Registry::new(driver.clone(), b"s", false);
+        let tag = Reference::Tag("t".into());
+        let e = reg
+            .put_manifest("app", &tag, Some(OCI_INDEX), body)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code, Code::ManifestBlobUnknown);
+        let reads = driver.reads.load(Ordering::SeqCst);
+        assert!(
+            reads < 100,
+            "{reads} reads for an index whose first child is missing"
+        );
+        // Nothing was stored for the refused index.
+        assert!(reg.tags("app").await.unwrap_or_default().is_empty());
+    }
 }

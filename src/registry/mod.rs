@@ -36,6 +36,8 @@ pub struct Registry {
     sweeping: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The sweep marker this registry's own collection wrote, if one runs.
     own_sweep_marker: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Page caps of the catalog, tags and referrers listings.
+    limits: catalog::ListingLimits,
 }
 
 impl Registry {
@@ -48,7 +50,19 @@ impl Registry {
             cache: None,
             sweeping: Default::default(),
             own_sweep_marker: Default::default(),
+            limits: Default::default(),
         }
+    }
+
+    /// Page caps for the listings (`catalog.maxentries`, `tags.maxtags`,
+    /// `referrers.maxentries`).
+    pub fn with_listing_limits(mut self, limits: catalog::ListingLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn listing_limits(&self) -> catalog::ListingLimits {
+        self.limits
     }
 
     /// Maintenance mode: refuse every write (`storage.maintenance.readonly`).

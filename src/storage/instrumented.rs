@@ -112,6 +112,16 @@ impl StorageDriver for InstrumentedDriver {
         self.observer.run(StorageAction::List, path, op).await
     }
 
+    async fn list_page(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<super::ListPage> {
+        let op = self.inner.list_page(path, after, limit);
+        self.observer.run(StorageAction::List, path, op).await
+    }
+
     async fn rename(&self, source: &str, dest: &str) -> Result<()> {
         let op = self.inner.rename(source, dest);
         self.observer.run(StorageAction::Move, source, op).await

@@ -6,18 +6,27 @@
 //! Every driver must pass the shared suite in [`testsuite`].
 
 pub mod azure;
+pub mod budget;
 pub mod filesystem;
 pub mod inmemory;
 pub mod instrumented;
 pub mod layout;
+pub mod listing;
 pub mod s3;
 pub mod testsuite;
 
-use std::{io, pin::Pin, sync::Arc, time::SystemTime};
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
+
+pub use listing::ListPage;
 
 /// A stream of byte chunks, as read from or written to a driver.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -48,6 +57,18 @@ pub enum StorageError {
     /// call may well succeed shortly.
     #[error("storage backend unavailable: {0}")]
     Unavailable(String),
+    /// The replica's upload buffer budget ([`budget`]) stayed spent for the
+    /// configured wait; nothing was written.
+    #[error("upload buffers are all in use; retry in {retry_after:?}")]
+    Busy { retry_after: Duration },
+    /// Another writer changed the object after this one opened it (two
+    /// requests writing one upload at once); nothing of this writer's is kept.
+    #[error("{path} was changed by another writer")]
+    Conflict { path: String },
+    /// The object cannot grow this far on the backend (S3's 10,000 parts);
+    /// what was stored before this writer opened is kept.
+    #[error("{path}: {reason}")]
+    TooLarge { path: String, reason: String },
 }
 
 impl StorageError {
@@ -146,6 +167,19 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     /// Names of the direct children of a directory, as full paths, sorted.
     async fn list(&self, path: &str) -> Result<Vec<String>>;
+
+    /// At most `limit` names (not paths) of direct children of a directory,
+    /// in order, after the name `after`: one page of a listing that may be
+    /// too long to hold (a repository's tags). `NotFound` as `list` when the
+    /// directory does not exist. This default lists everything and keeps one
+    /// page; drivers that can list from a point in bounded memory override it.
+    async fn list_page(&self, path: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let mut page = listing::PageCollector::new(after, limit);
+        for child in self.list(path).await? {
+            page.offer(child.rsplit('/').next().unwrap_or_default());
+        }
+        Ok(page.finish())
+    }
 
     /// Atomically move an object, replacing any object at `dest`; durable on return.
     async fn rename(&self, source: &str, dest: &str) -> Result<()>;

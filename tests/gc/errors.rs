@@ -192,9 +192,10 @@ async fn a_failed_manifest_removal_leaves_no_served_manifest_unlisted() {
         .await
         .is_ok();
     let listed = registry
-        .referrers("app", &subject.digest.parse().unwrap(), None)
+        .referrers("app", &subject.digest.parse().unwrap(), None, 1000, None)
         .await
-        .unwrap()["manifests"]
+        .unwrap()
+        .index["manifests"]
         .as_array()
         .unwrap()
         .iter()

@@ -30,14 +30,18 @@
 //!   blocks (written by Put Blob, or by another tool with other block-id
 //!   lengths) is re-staged from 0 the same way. `offset` past the size is
 //!   `InvalidOffset`, and the blob is left untouched.
-//! - `write` stages 4 MiB blocks (Put Block), one in flight while the next fills.
+//! - `write` stages 4 MiB blocks (Put Block), one in flight while the next
+//!   fills — memory reserved from the driver's [`BufferBudget`]: one block
+//!   when the writer opens (bounded wait, else `Busy`), the second only when
+//!   free at that moment (else the block is sent before the next fills).
 //! - `close` stages the rest and commits kept + new blocks (Put Block List,
 //!   `<Committed>` then `<Uncommitted>`), so the blob is readable at its
 //!   current size and the next PATCH, on any replica, resumes from the
 //!   committed list. `commit` is the same call: a committed list is durable.
 //! - The commit is conditional on the ETag the writer started from (or on the
-//!   blob not existing), so two writers racing on one upload fail loudly
-//!   instead of interleaving.
+//!   blob not existing), so of two writers racing on one upload the second
+//!   fails with `Conflict` (a 416 for its PATCH) instead of interleaving, and
+//!   the blob stays exactly as the first left it.
 //!
 //! # Other calls
 //!
@@ -70,11 +74,16 @@ use self::{
     rest::{backend, Condition, Rest},
     writer::{AzureWriter, BLOCK_ID_LEN},
 };
-use super::{check_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
+use super::{
+    budget::BufferBudget, check_path, listing::PageCollector, ByteStream, FileInfo, FileWriter,
+    ListPage, Result, StorageDriver, StorageError,
+};
 use crate::config::azure::{AzureAuth, AzureSettings};
 
 /// Concurrent deletes when removing a directory tree.
 const DELETE_CONCURRENCY: usize = 16;
+/// Names per List Blobs request when listing one page of a directory.
+const LIST_PAGE: usize = 1000;
 
 pub struct AzureDriver {
     store: MicrosoftAzure,
@@ -84,6 +93,8 @@ pub struct AzureDriver {
     copy_polls: u32,
     copy_delay: Duration,
     redirect: bool,
+    /// Room for the writers' block buffers, shared by all of them.
+    budget: BufferBudget,
 }
 
 /// How long a redirect URL stays valid (distribution's value).
@@ -94,8 +105,15 @@ const REDIRECT_VALIDITY: Duration = Duration::from_secs(20 * 60);
 /// retryable 503; anything else a backend error.
 fn map_err(path: &str, e: object_store::Error) -> StorageError {
     use object_store::client::{HttpError, HttpErrorKind};
-    if let object_store::Error::NotFound { .. } = e {
-        return StorageError::NotFound(path.to_string());
+    match e {
+        object_store::Error::NotFound { .. } => return StorageError::NotFound(path.to_string()),
+        // Only conditional requests fail so: another writer got there first.
+        object_store::Error::Precondition { .. } => {
+            return StorageError::Conflict {
+                path: path.to_string(),
+            }
+        }
+        _ => {}
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     let transient = std::iter::from_fn(|| {
@@ -180,7 +198,15 @@ impl AzureDriver {
             copy_polls: s.copy_poll_retries,
             copy_delay: s.copy_poll_delay,
             redirect: false,
+            budget: BufferBudget::default(),
         })
+    }
+
+    /// Take writers' block buffers from `budget` (`storage.uploadbuffers`)
+    /// instead of a budget of the default size of its own.
+    pub fn with_buffer_budget(mut self, budget: BufferBudget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Offer clients SAS URLs for blob reads (`storage.redirect.disable: false`).
@@ -314,6 +340,8 @@ impl StorageDriver for AzureDriver {
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {
         let key = self.key(path)?;
+        // Room for one block first; `Busy` leaves the blob as it was.
+        let room = self.budget.reserve(writer::BLOCK_SIZE as u64).await?;
         let (blocks, size, etag, exists) = match self.rest.block_list(&key).await? {
             Some(l) => match (l.size, l.etag) {
                 (Some(size), Some(etag)) => (l.blocks, size, Some(etag), true),
@@ -361,6 +389,7 @@ impl StorageDriver for AzureDriver {
             kept,
             at,
             condition,
+            (room, self.budget.clone()),
         ));
         if at < offset {
             let mut prefix = self
@@ -370,7 +399,9 @@ impl StorageDriver for AzureDriver {
                 w.write(chunk?).await?;
             }
             if w.size() != offset {
-                return Err(backend("writer", format!("{path} changed while resuming")));
+                return Err(StorageError::Conflict {
+                    path: path.to_string(),
+                });
             }
         }
         Ok(w)
@@ -445,6 +476,57 @@ impl StorageDriver for AzureDriver {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// List Blobs page by page (Azure has no start-after: pages before
+    /// `after` are read and dropped), only as far as the page needs (see
+    /// [`super::listing`]); memory is one page of each.
+    async fn list_page(&self, path: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let dir = self.dir_key(path)?;
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut page = PageCollector::new(after, limit);
+        let mut token = None;
+        let mut seen_any = false;
+        loop {
+            let opts = PaginatedListOptions {
+                delimiter: Some("/".into()),
+                max_keys: Some(LIST_PAGE),
+                page_token: token.take(),
+                ..Default::default()
+            };
+            let resp = self
+                .store
+                .list_paginated((!prefix.is_empty()).then_some(prefix.as_str()), opts)
+                .await
+                .map_err(|e| map_err(path, e))?;
+            let objects = resp.result.objects.iter().map(|o| o.location.to_string());
+            let dirs = resp.result.common_prefixes.iter().map(|p| format!("{p}/"));
+            let mut last_key: Option<String> = None;
+            for key in objects.chain(dirs) {
+                seen_any = true;
+                let rel = key.get(prefix.len()..).unwrap_or_default().to_string();
+                let name = rel.trim_end_matches('/');
+                if !name.is_empty() {
+                    page.offer(name);
+                }
+                if last_key.as_ref().is_none_or(|k| rel > *k) {
+                    last_key = Some(rel);
+                }
+            }
+            let settled = last_key.is_some_and(|k| page.complete_after(&k));
+            token = resp.page_token;
+            if settled || token.is_none() {
+                break;
+            }
+        }
+        if !seen_any {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        Ok(page.finish())
     }
 
     async fn rename(&self, source: &str, dest: &str) -> Result<()> {

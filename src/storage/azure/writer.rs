@@ -9,12 +9,17 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
 use super::rest::{backend, Condition, Rest};
-use crate::storage::{FileWriter, Result, StorageError};
+use crate::storage::{
+    budget::{BufferBudget, Reservation},
+    FileWriter, Result, StorageError,
+};
 
 /// Data is staged in blocks of this size (the last of each writer is shorter).
 /// Azure allows 50,000 committed blocks per blob: 195 GiB at this size, less
 /// when many small PATCHes each leave a short block. At most two blocks per
-/// writer are in memory: the one filling and the one being sent.
+/// writer are in memory: the one filling, reserved from the driver's budget
+/// when the writer opens, and the one being sent — only when the budget has
+/// a second block free; otherwise the writer sends and then fills.
 pub(super) const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 
 /// Every block id Berth writes has this encoded length (Azure requires one
@@ -39,6 +44,9 @@ pub(super) struct AzureWriter {
     buf_offset: u64,
     inflight: Option<JoinHandle<Result<()>>>,
     condition: Condition,
+    /// One block, for the buffer, held for the writer's life.
+    _base: Reservation,
+    budget: BufferBudget,
 }
 
 impl AzureWriter {
@@ -48,6 +56,7 @@ impl AzureWriter {
         base: Vec<String>,
         size: u64,
         condition: Condition,
+        (room, budget): (Reservation, BufferBudget),
     ) -> AzureWriter {
         AzureWriter {
             rest,
@@ -58,6 +67,8 @@ impl AzureWriter {
             buf_offset: size,
             inflight: None,
             condition,
+            _base: room,
+            budget,
         }
     }
 
@@ -70,17 +81,24 @@ impl AzureWriter {
         Ok(())
     }
 
-    /// Send one block while the caller goes on filling the next.
+    /// Send one block, while the caller goes on filling the next when the
+    /// budget has room for both.
     async fn stage(&mut self, data: Bytes) -> Result<()> {
         self.settle().await?;
         let id = block_id(self.buf_offset);
         self.buf_offset += data.len() as u64;
         self.staged.push(id.clone());
         let (rest, key) = (self.rest.clone(), self.key.clone());
-        self.inflight = Some(tokio::spawn(async move {
-            rest.put_block(&key, &id, data).await
-        }));
-        Ok(())
+        match self.budget.try_reserve(data.len() as u64) {
+            Some(room) => {
+                self.inflight = Some(tokio::spawn(async move {
+                    let _room = room;
+                    rest.put_block(&key, &id, data).await
+                }));
+                Ok(())
+            }
+            None => rest.put_block(&key, &id, data).await,
+        }
     }
 
     /// Stage what is left and commit base + staged as the blob's content.
@@ -104,10 +122,11 @@ impl AzureWriter {
                     && l.blocks.iter().map(|b| &b.id).eq(ours)
             });
             if !landed {
-                return Err(StorageError::Backend(format!(
-                    "azure put block list: {} was changed by another writer",
-                    self.key
-                )));
+                // Our blocks stay uncommitted (Azure drops them): the blob
+                // is exactly what the other writer made it.
+                return Err(StorageError::Conflict {
+                    path: self.key.clone(),
+                });
             }
         }
         Ok(self.size())
@@ -116,21 +135,24 @@ impl AzureWriter {
 
 #[async_trait]
 impl FileWriter for AzureWriter {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        if self.buf.is_empty() && chunk.len() >= BLOCK_SIZE {
-            // A large chunk goes out in block-sized slices without a copy.
-            let mut chunk = chunk;
-            while chunk.len() >= BLOCK_SIZE {
+    async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
+        while !chunk.is_empty() {
+            if self.buf.is_empty() && chunk.len() >= BLOCK_SIZE {
+                // A large chunk goes out in block-sized slices without a copy.
                 let block = chunk.split_to(BLOCK_SIZE);
                 self.stage(block).await?;
+                continue;
             }
-            self.buf.extend_from_slice(&chunk);
-            return Ok(());
-        }
-        self.buf.extend_from_slice(&chunk);
-        while self.buf.len() >= BLOCK_SIZE {
-            let block = self.buf.split_to(BLOCK_SIZE).freeze();
-            self.stage(block).await?;
+            if self.buf.capacity() == 0 {
+                // Whole block at once: a growing buffer would copy and overshoot.
+                self.buf = BytesMut::with_capacity(BLOCK_SIZE);
+            }
+            let take = (BLOCK_SIZE - self.buf.len()).min(chunk.len());
+            self.buf.extend_from_slice(&chunk.split_to(take));
+            if self.buf.len() == BLOCK_SIZE {
+                let block = std::mem::take(&mut self.buf).freeze();
+                self.stage(block).await?;
+            }
         }
         Ok(())
     }

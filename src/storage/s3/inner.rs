@@ -32,6 +32,8 @@ pub(super) struct Inner {
     /// `rootdirectory` without slashes at either end; may be empty.
     pub(super) root: String,
     pub(super) chunk_size: u64,
+    /// Parts per upload: S3's 10,000 (lower only in tests).
+    pub(super) max_parts: usize,
     pub(super) copy_chunk: u64,
     pub(super) copy_concurrency: usize,
     pub(super) copy_threshold: u64,

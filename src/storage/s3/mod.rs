@@ -19,7 +19,12 @@
 //! `writer(path, offset)`, on any replica, reads that one object (a single GET:
 //! no ListMultipartUploads / ListParts round trips), starts its buffer with the
 //! tail and goes on numbering parts after the recorded ones. A writer's memory
-//! is its buffer: at most `chunksize` plus the chunk being written. `commit()`
+//! is its buffer, reserved from the driver's [`BufferBudget`]: 5 MiB when it
+//! opens (waiting for it, bounded), and for each part as much more, up to
+//! `chunksize`, as is free at that moment — so under memory pressure parts
+//! shrink towards 5 MiB rather than anyone waiting while holding memory.
+//! 10,000 parts is S3's limit: an upload that would need more ends with
+//! `TooLarge`, its recorded state untouched. `commit()`
 //! uploads the buffer as the last part and completes the multipart upload (or,
 //! when no part was ever needed, writes the object with one PutObject), then
 //! deletes the state object.
@@ -74,7 +79,10 @@ use self::{
     client::{map_err, status},
     inner::{object_options, system_time, Inner},
 };
-use super::{ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
+use super::{
+    budget::BufferBudget, listing::PageCollector, ByteStream, FileInfo, FileWriter, ListPage,
+    Result, StorageDriver, StorageError,
+};
 use crate::config::{s3::MAX_SINGLE, S3Config};
 
 pub(crate) use writer::STATE_SUFFIX;
@@ -84,6 +92,8 @@ const PRESIGN_TTL: Duration = Duration::from_secs(20 * 60);
 
 pub struct S3Driver {
     inner: Arc<Inner>,
+    /// Room for the writers' part buffers, shared by all of them.
+    budget: BufferBudget,
 }
 
 impl S3Driver {
@@ -122,6 +132,7 @@ impl S3Driver {
                 bucket: cfg.bucket.clone(),
                 root: cfg.root_prefix(),
                 chunk_size: cfg.chunksize,
+                max_parts: writer::MAX_PARTS,
                 copy_chunk: cfg.multipartcopychunksize,
                 copy_concurrency: cfg.multipartcopymaxconcurrency.min(1000) as usize,
                 copy_threshold: cfg.multipartcopythresholdsize.min(MAX_SINGLE),
@@ -132,7 +143,25 @@ impl S3Driver {
                 requests,
                 committed: Mutex::default(),
             }),
+            budget: BufferBudget::default(),
         })
+    }
+
+    /// Take writers' part buffers from `budget` (`storage.uploadbuffers`)
+    /// instead of a budget of the default size of its own.
+    pub fn with_buffer_budget(mut self, budget: BufferBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Fewer parts per upload than S3's 10,000, so that tests reach the limit
+    /// with little data. Call before the driver is used.
+    #[doc(hidden)]
+    pub fn with_part_limit(mut self, parts: usize) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_part_limit is called before the driver is shared")
+            .max_parts = parts.clamp(1, writer::MAX_PARTS);
+        self
     }
 
     /// HTTP requests sent to S3 so far (retries included; presigning is free).
@@ -217,7 +246,7 @@ impl StorageDriver for S3Driver {
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {
-        writer::open(self.inner.clone(), path, offset).await
+        writer::open(self.inner.clone(), &self.budget, path, offset).await
     }
 
     /// From the upload state object, where an unfinished object lives.
@@ -296,6 +325,50 @@ impl StorageDriver for S3Driver {
         children.sort();
         children.dedup();
         Ok(children)
+    }
+
+    /// ListObjectsV2 from `StartAfter`, pages of 1,000, read only as far as
+    /// the page needs (see [`super::listing`]); memory is one page of each.
+    async fn list_page(&self, path: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let inner = &self.inner;
+        let prefix = inner.dir_prefix(path)?;
+        let mut page = PageCollector::new(after, limit);
+        let mut token = None;
+        let mut seen_any = false;
+        loop {
+            let resp = inner
+                .client
+                .list_objects_v2()
+                .bucket(&inner.bucket)
+                .prefix(&prefix)
+                .delimiter("/")
+                .set_start_after(after.map(|a| format!("{prefix}{a}")))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_err("ListObjectsV2", path, e))?;
+            let objects = resp.contents().iter().filter_map(|o| o.key());
+            let dirs = resp.common_prefixes().iter().filter_map(|p| p.prefix());
+            let mut last_key: Option<&str> = None;
+            for key in objects.chain(dirs) {
+                seen_any = true;
+                let rel = &key[prefix.len().min(key.len())..];
+                last_key = last_key.max(Some(rel));
+                let name = rel.trim_end_matches('/');
+                if !name.is_empty() && !name.ends_with(STATE_SUFFIX) {
+                    page.offer(name);
+                }
+            }
+            let settled = last_key.is_some_and(|k| page.complete_after(k));
+            token = resp.next_continuation_token().map(str::to_string);
+            if settled || token.is_none() {
+                break;
+            }
+        }
+        if !seen_any && after.is_none() && path != "/" {
+            return Err(StorageError::NotFound(path.to_string()));
+        }
+        Ok(page.finish())
     }
 
     async fn rename(&self, source: &str, dest: &str) -> Result<()> {

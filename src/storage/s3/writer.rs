@@ -14,13 +14,19 @@ use super::{
 };
 use crate::{
     config::s3::{MAX_SINGLE, MIN_PART},
-    storage::{FileWriter, Result, StorageError},
+    storage::{
+        budget::{BufferBudget, Reservation},
+        FileWriter, Result, StorageError,
+    },
 };
 
 /// Appended to an object's key to name its upload state.
 pub(crate) const STATE_SUFFIX: &str = ".berth-upload";
 const MAGIC: &[u8] = b"BERTH-S3-UPLOAD 1\n";
-const MAX_PARTS: usize = 10_000;
+/// S3's limit of parts per multipart upload.
+pub(super) const MAX_PARTS: usize = 10_000;
+/// Extra budget for a part beyond its 5 MiB is taken in steps of this size.
+const EXTRA_STEP: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Part {
@@ -98,7 +104,17 @@ pub(super) struct S3Writer {
     upload_id: Option<String>,
     parts: Vec<Part>,
     parts_size: u64,
+    /// The part being filled; allocated at its full size when it starts, so
+    /// it never grows (and never holds more than its reservation).
     buf: BytesMut,
+    /// The size of the part being filled (0: none started).
+    target: usize,
+    /// 5 MiB held for the writer's whole life: with it a writer can always
+    /// finish a part without waiting for more (see [`crate::storage::budget`]).
+    _base: Reservation,
+    /// What the current part has beyond 5 MiB, when the budget had it free.
+    extra: Option<Reservation>,
+    budget: BufferBudget,
     /// A state object exists for this key (rewrite or delete it at the end).
     state_exists: bool,
     /// Anything to record at `close()`.
@@ -108,6 +124,8 @@ pub(super) struct S3Writer {
     stale_upload: Option<String>,
     /// This writer created `upload_id` and no state records it yet.
     unrecorded: bool,
+    /// `commit` is sending the last part.
+    finishing: bool,
 }
 
 fn invalid(path: &str, offset: u64) -> StorageError {
@@ -119,10 +137,13 @@ fn invalid(path: &str, offset: u64) -> StorageError {
 
 pub(super) async fn open(
     inner: Arc<Inner>,
+    budget: &BufferBudget,
     path: &str,
     offset: u64,
 ) -> Result<Box<dyn FileWriter>> {
     let key = inner.key(path)?;
+    // Room first (the state's tail is read into it); `Busy` leaves all as it was.
+    let base = budget.reserve(MIN_PART).await?;
     let state = read_state(&inner, &format!("{key}{STATE_SUFFIX}"), path).await?;
     let mut w = S3Writer {
         inner,
@@ -132,10 +153,15 @@ pub(super) async fn open(
         parts: Vec::new(),
         parts_size: 0,
         buf: BytesMut::new(),
+        target: 0,
+        _base: base,
+        extra: None,
+        budget: budget.clone(),
         state_exists: state.is_some(),
         dirty: false,
         stale_upload: None,
         unrecorded: false,
+        finishing: false,
     };
     match state {
         Some((header, tail)) => {
@@ -154,6 +180,7 @@ pub(super) async fn open(
             w.parts = header.parts;
             w.parts_size = parts_size;
             if offset >= parts_size {
+                w.begin_part();
                 w.buf
                     .extend_from_slice(&tail[..(offset - parts_size) as usize]);
             } else {
@@ -185,6 +212,7 @@ pub(super) async fn open(
             }
             if offset < MIN_PART {
                 let body = w.read_prefix(offset).await?;
+                w.begin_part();
                 w.buf.extend_from_slice(&body);
             } else {
                 w.copy_prefix(offset).await?;
@@ -198,6 +226,28 @@ pub(super) async fn open(
 impl S3Writer {
     fn size(&self) -> u64 {
         self.parts_size + self.buf.len() as u64
+    }
+
+    /// Start filling a part: 5 MiB, plus whatever of `chunksize - 5 MiB`
+    /// the budget has free right now (smaller parts under memory pressure).
+    fn begin_part(&mut self) {
+        let chunk = self.inner.chunk_size;
+        self.extra = None;
+        self.extra = self
+            .budget
+            .try_reserve_up_to(chunk.saturating_sub(MIN_PART), EXTRA_STEP);
+        let extra = self.extra.as_ref().map_or(0, Reservation::bytes);
+        self.target = (MIN_PART + extra).min(chunk) as usize;
+        self.buf = BytesMut::with_capacity(self.target);
+    }
+
+    /// Send the filled buffer as a part and give back its extra room.
+    async fn flush_part(&mut self) -> Result<()> {
+        let data = std::mem::take(&mut self.buf).freeze();
+        let sent = self.upload_part(data).await;
+        self.extra = None;
+        self.target = 0;
+        sent
     }
 
     fn state_key(&self) -> String {
@@ -292,12 +342,22 @@ impl S3Writer {
         Ok(id)
     }
 
+    /// Send a part. The last of S3's part numbers is kept for `commit`, so
+    /// that an upload that reached the limit can still be finished with what
+    /// its buffer holds.
     async fn upload_part(&mut self, data: Bytes) -> Result<()> {
-        if self.parts.len() >= MAX_PARTS {
-            return Err(StorageError::Backend(format!(
-                "s3 upload of {}: more than {MAX_PARTS} parts; raise storage.s3.chunksize",
-                self.path
-            )));
+        let limit = self.inner.max_parts - usize::from(!self.finishing);
+        if self.parts.len() >= limit {
+            // The recorded state is untouched: the upload resumes where the
+            // last request left it, it just cannot grow past this.
+            return Err(StorageError::TooLarge {
+                path: self.path.clone(),
+                reason: format!(
+                    "S3 takes at most {} parts per object, here of at most {} bytes each; \
+                     finish it with a last chunk that fits in one more part",
+                    self.inner.max_parts, self.inner.chunk_size
+                ),
+            });
         }
         let upload_id = self.ensure_upload().await?;
         let inner = &self.inner;
@@ -341,20 +401,21 @@ impl FileWriter for S3Writer {
             return Ok(());
         }
         self.dirty = true;
-        let part = self.inner.chunk_size as usize;
-        if !self.buf.is_empty() {
-            let take = (part - self.buf.len()).min(chunk.len());
-            self.buf.extend_from_slice(&chunk.split_to(take));
-            if self.buf.len() == part {
-                let data = self.buf.split().freeze();
+        while !chunk.is_empty() {
+            if self.target == 0 {
+                self.begin_part();
+            }
+            if self.buf.is_empty() && chunk.len() >= self.target {
+                let data = chunk.split_to(self.target);
                 self.upload_part(data).await?;
+                continue;
+            }
+            let take = (self.target - self.buf.len()).min(chunk.len());
+            self.buf.extend_from_slice(&chunk.split_to(take));
+            if self.buf.len() == self.target {
+                self.flush_part().await?;
             }
         }
-        while chunk.len() >= part {
-            let data = chunk.split_to(part);
-            self.upload_part(data).await?;
-        }
-        self.buf.extend_from_slice(&chunk);
         Ok(())
     }
 
@@ -368,8 +429,7 @@ impl FileWriter for S3Writer {
             return Ok(size);
         }
         if self.buf.len() as u64 >= MIN_PART {
-            let data = self.buf.split().freeze();
-            self.upload_part(data).await?;
+            self.flush_part().await?;
         }
         let header = Header {
             upload_id: self.upload_id.clone(),
@@ -386,6 +446,7 @@ impl FileWriter for S3Writer {
     async fn commit(mut self: Box<Self>) -> Result<u64> {
         let size = self.size();
         let data = self.buf.split().freeze();
+        self.finishing = true;
         match self.upload_id.clone() {
             Some(id) if !self.parts.is_empty() => {
                 if !data.is_empty() {

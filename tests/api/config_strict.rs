@@ -27,6 +27,7 @@ const SECTIONS: &[&str] = &[
     "storage.redirect",
     "storage.cache",
     "storage.maintenance",
+    "storage.uploadbuffers",
     "storage.maintenance.uploadpurging",
     "storage.maintenance.readonly",
     "storage.tag",
@@ -37,8 +38,10 @@ const SECTIONS: &[&str] = &[
     "http.debug.prometheus",
     "http.http2",
     "http.h2c",
+    "http.timeouts",
     "auth",
     "auth.htpasswd",
+    "auth.htpasswd.throttle",
     "auth.token",
     "token_server",
     "token_server.throttle",
@@ -61,6 +64,8 @@ const SECTIONS: &[&str] = &[
     "reporting",
     "compatibility",
     "catalog",
+    "tags",
+    "referrers",
 ];
 
 /// What one run of `berth <args> FILE` printed: (exit code, stderr).
@@ -297,7 +302,6 @@ fn ignored_keys_warn_once_each() {
         "storage.filesystem.maxthreads",
         "reporting.bugsnag",
         "compatibility.schema1",
-        "catalog.maxentries",
         "validation.disabled",
         "health.file[0].threshold",
     ];

@@ -458,3 +458,35 @@ fn kustomize_base_and_overlays_validate_and_pass_config_check() {
         );
     }
 }
+
+/// SIGTERM fits the pod's grace period: the preStop pause plus Berth's drain
+/// (plus the webhook and debug listener drains, at most 6 s) end before the
+/// kubelet's SIGKILL; and no Service link variable reaches Berth's
+/// `REGISTRY_*` configuration.
+#[test]
+fn shutdown_fits_the_grace_period() {
+    for set in [&[][..], &["terminationGracePeriodSeconds=30"][..]] {
+        let docs = documents(&helm_template(None, set).unwrap());
+        let pod = &get_kind(&docs, "Deployment")["spec"]["template"]["spec"];
+        assert_eq!(pod["enableServiceLinks"], false);
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        let pause: u64 = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][1]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let config = Pod::from_manifests(&docs).config_text;
+        let drain: u64 = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("draintimeout: "))
+            .and_then(|v| v.strip_suffix('s'))
+            .expect("http.draintimeout in the generated config")
+            .parse()
+            .unwrap();
+        assert!(drain > 0, "{config}");
+        assert!(
+            pause + drain + 6 < grace,
+            "{set:?}: {pause} + {drain} + 6 >= {grace}"
+        );
+    }
+}

@@ -169,6 +169,9 @@ Refuse combinations that would deploy but not work; each message says what to ch
 {{- $_ := set $storage "cache" (dict "blobdescriptor" $cache) }}
 {{- end }}
 {{- $http := dict "addr" (printf ":%d" (int $v.service.port)) "relativeurls" false }}
+{{- /* Drain within the pod's grace period: what is left after the preStop pause, less 10 s for the webhook and debug drains. */}}
+{{- $drain := sub (sub (int $v.terminationGracePeriodSeconds) (int $v.preStopSleepSeconds)) 10 }}
+{{- $_ := set $http "draintimeout" (printf "%ds" (max $drain 0)) }}
 {{- if ne $v.auth.type "none" }}
 {{- $proxies := concat ($v.auth.trustedproxies | default list) ($v.auth.token.trustedproxies | default list) | uniq }}
 {{- if $proxies }}{{ $_ := set $http "trustedproxies" $proxies }}{{ end }}

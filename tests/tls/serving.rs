@@ -222,12 +222,34 @@ fn sigterm_drains_an_in_flight_request_then_exits() {
             .connect(name, tcp)
             .await
             .unwrap();
-        // Half a body in flight when the signal arrives.
+        // The request must be in the handler (reading its body) before the
+        // signal: bytes still in the socket buffer are a connection that
+        // has not started a request, which a drain may close. hyper sends
+        // `100 Continue` when the handler first reads the body, so wait
+        // for it, then send half the body.
         let head = format!(
-            "PATCH {upload} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 10\r\n\r\n12345",
+            "PATCH {upload} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
             berth.addr
         );
         tls.write_all(head.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut interim = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !interim.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf))
+                .await
+                .expect("100 Continue in time")
+                .unwrap();
+            assert!(n > 0, "closed before 100 Continue:\n{}", berth.logs());
+            interim.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            interim.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+            "{}",
+            String::from_utf8_lossy(&interim)
+        );
+        // Half a body in flight when the signal arrives.
+        tls.write_all(b"12345").await.unwrap();
         tls.flush().await.unwrap();
         let term = std::process::Command::new("kill")
             .args(["-TERM", &berth.child.id().to_string()])
@@ -241,7 +263,6 @@ fn sigterm_drains_an_in_flight_request_then_exits() {
         }
         tls.write_all(b"67890").await.unwrap();
         let mut response = Vec::new();
-        let mut buf = [0u8; 1024];
         while !response.windows(2).any(|w| w == b"\r\n") {
             let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf))
                 .await

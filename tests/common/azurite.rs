@@ -46,18 +46,19 @@ pub fn executable() -> PathBuf {
 impl Azurite {
     /// Start on plain HTTP and wait (bounded) until it accepts connections.
     pub fn start() -> Azurite {
-        Self::launch(None)
+        Self::launch(None, false)
     }
 
     /// Start on HTTPS with `cert`/`key` (PEM files) and Entra ID (OAuth)
     /// bearer tokens accepted (`--oauth basic`: issuer, audience and lifetime
     /// are checked, the token's signature is not), which Azurite allows only
-    /// over HTTPS. Shared-key requests still work.
+    /// over HTTPS. Shared-key requests still work. Requests are logged, one
+    /// line each, in `logs()`.
     pub fn start_oauth(cert: &Path, key: &Path) -> Azurite {
-        Self::launch(Some((cert, key)))
+        Self::launch(Some((cert, key)), true)
     }
 
-    fn launch(tls: Option<(&Path, &Path)>) -> Azurite {
+    fn launch(tls: Option<(&Path, &Path)>, access_log: bool) -> Azurite {
         let exe = executable();
         let mut last_log = String::new();
         // A port taken between `free_port` and Azurite's bind: try another.
@@ -77,12 +78,9 @@ impl Azurite {
                 .arg(port.to_string())
                 .arg("--location")
                 .arg(dir.path().join("data"))
-                .args([
-                    "--loose",
-                    "--skipApiVersionCheck",
-                    "--disableTelemetry",
-                    "--silent",
-                ])
+                .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry"])
+                // Its access log (one line per request) goes to `logs()`.
+                .args((!access_log).then_some("--silent"))
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log).unwrap())
                 .stderr(Stdio::from(

@@ -2,6 +2,8 @@
 
 #[path = "storage/azure.rs"]
 mod azure;
+#[path = "storage/azure_redirect.rs"]
+mod azure_redirect;
 mod common;
 #[path = "storage/limits.rs"]
 mod limits;

@@ -6,7 +6,7 @@
 
 use std::{
     net::TcpStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -21,6 +21,8 @@ pub const KEY: &str =
 pub struct Azurite {
     child: Child,
     pub port: u16,
+    /// "http", or "https" when started with a certificate.
+    scheme: &'static str,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -42,8 +44,21 @@ pub fn executable() -> PathBuf {
 }
 
 impl Azurite {
-    /// Start and wait (bounded) until it accepts connections.
+    /// Start on plain HTTP and wait (bounded) until it accepts connections.
     pub fn start() -> Azurite {
+        Self::launch(None, false)
+    }
+
+    /// Start on HTTPS with `cert`/`key` (PEM files) and Entra ID (OAuth)
+    /// bearer tokens accepted (`--oauth basic`: issuer, audience and lifetime
+    /// are checked, the token's signature is not), which Azurite allows only
+    /// over HTTPS. Shared-key requests still work. Requests are logged, one
+    /// line each, in `logs()`.
+    pub fn start_oauth(cert: &Path, key: &Path) -> Azurite {
+        Self::launch(Some((cert, key)), true)
+    }
+
+    fn launch(tls: Option<(&Path, &Path)>, access_log: bool) -> Azurite {
         let exe = executable();
         let mut last_log = String::new();
         // A port taken between `free_port` and Azurite's bind: try another.
@@ -51,17 +66,21 @@ impl Azurite {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
             let log = dir.path().join("azurite.log");
-            let child = Command::new(&exe)
+            let mut cmd = Command::new(&exe);
+            if let Some((cert, key)) = tls {
+                cmd.args(["--oauth", "basic", "--cert"])
+                    .arg(cert)
+                    .arg("--key")
+                    .arg(key);
+            }
+            let child = cmd
                 .args(["--blobHost", "127.0.0.1", "--blobPort"])
                 .arg(port.to_string())
                 .arg("--location")
                 .arg(dir.path().join("data"))
-                .args([
-                    "--loose",
-                    "--skipApiVersionCheck",
-                    "--disableTelemetry",
-                    "--silent",
-                ])
+                .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry"])
+                // Its access log (one line per request) goes to `logs()`.
+                .args((!access_log).then_some("--silent"))
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log).unwrap())
                 .stderr(Stdio::from(
@@ -72,6 +91,7 @@ impl Azurite {
             let mut a = Azurite {
                 child,
                 port,
+                scheme: if tls.is_some() { "https" } else { "http" },
                 log,
                 _dir: dir,
             };
@@ -93,7 +113,7 @@ impl Azurite {
 
     /// `serviceurl` for the driver: path-style, account in the path.
     pub fn service_url(&self) -> String {
-        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+        format!("{}://127.0.0.1:{}/{ACCOUNT}", self.scheme, self.port)
     }
 
     /// A `storage.azure` section (indented for `storage:`) for this emulator.

@@ -49,9 +49,14 @@
 //! distribution does) then Delete Blob; `delete` removes the blob and every
 //! blob under `path/`; `list` gives the direct children of all pages, sorted.
 //! `redirect_url` (unless `storage.redirect.disable`) is a read-only SAS URL
-//! valid 20 minutes, as distribution's: a service SAS with a shared key, a user
-//! delegation SAS with an Entra ID token (one extra request per redirect, not
-//! cached yet); with a SAS credential there is none and Berth serves the bytes.
+//! for one blob, valid 20 minutes, as distribution's — object_store's
+//! [`Signer`], no SAS code here: a service SAS with a shared key (signed
+//! locally, no request); a user delegation SAS with an Entra ID token, whose
+//! key object_store fetches valid 12 hours, caches, and renews once under 2
+//! hours remain (longer than any SAS it signs), so redirects cost a request
+//! only at a renewal. With a SAS credential there is none and Berth serves
+//! the bytes; so it does, with a warning, if signing fails (say the
+//! identity may not get a delegation key).
 
 mod rest;
 mod writer;
@@ -579,6 +584,13 @@ impl StorageDriver for AzureDriver {
             return Ok(None);
         }
         let key = self.key(path)?;
+        // A SAS credential cannot sign another SAS: serve the bytes, quietly
+        // (the credential is cached, so asking costs no request).
+        if let Ok(c) = self.rest.credentials.get_credential().await {
+            if matches!(*c, object_store::azure::AzureCredential::SASToken(_)) {
+                return Ok(None);
+            }
+        }
         match self
             .store
             .signed_url(
@@ -590,7 +602,9 @@ impl StorageDriver for AzureDriver {
         {
             Ok(url) => Ok(Some(url.to_string())),
             Err(e) => {
-                tracing::debug!(error = %e, "azure: no redirect URL; serving the blob");
+                // Still a working pull, but not the one configured (an
+                // identity without the Storage Blob Delegator role, say).
+                tracing::warn!(error = %e, "azure: no redirect URL; serving the blob");
                 Ok(None)
             }
         }

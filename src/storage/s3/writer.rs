@@ -16,7 +16,7 @@ use crate::{
     config::s3::{MAX_SINGLE, MIN_PART},
     storage::{
         budget::{BufferBudget, Reservation},
-        FileWriter, Result, StorageError,
+        FileWriter, Result, StagedWriter, StorageError,
     },
 };
 
@@ -145,24 +145,8 @@ pub(super) async fn open(
     // Room first (the state's tail is read into it); `Busy` leaves all as it was.
     let base = budget.reserve(MIN_PART).await?;
     let state = read_state(&inner, &format!("{key}{STATE_SUFFIX}"), path).await?;
-    let mut w = S3Writer {
-        inner,
-        path: path.to_string(),
-        key,
-        upload_id: None,
-        parts: Vec::new(),
-        parts_size: 0,
-        buf: BytesMut::new(),
-        target: 0,
-        _base: base,
-        extra: None,
-        budget: budget.clone(),
-        state_exists: state.is_some(),
-        dirty: false,
-        stale_upload: None,
-        unrecorded: false,
-        finishing: false,
-    };
+    let mut w = S3Writer::new(inner, budget, path, key, base);
+    w.state_exists = state.is_some();
     match state {
         Some((header, tail)) => {
             let parts_size: u64 = header.parts.iter().map(|p| p.size).sum();
@@ -223,7 +207,85 @@ pub(super) async fn open(
     Ok(Box::new(w))
 }
 
+/// A writer at offset 0 where the caller has just seen no upload state (see
+/// [`crate::storage::StorageDriver::fresh_writer`]): the state is not read
+/// again.
+pub(super) async fn fresh(
+    inner: Arc<Inner>,
+    budget: &BufferBudget,
+    path: &str,
+) -> Result<Box<dyn FileWriter>> {
+    let key = inner.key(path)?;
+    let base = budget.reserve(MIN_PART).await?;
+    Ok(Box::new(S3Writer::new(inner, budget, path, key, base)))
+}
+
+/// A writer straight at `path`'s key with no upload state at all: parts of
+/// one multipart upload, completed by `commit` (or one PutObject when it
+/// never filled a part); aborted by `abort` or when dropped.
+pub(super) async fn staged(
+    inner: Arc<Inner>,
+    budget: &BufferBudget,
+    path: &str,
+) -> Result<Box<dyn StagedWriter>> {
+    let key = inner.key(path)?;
+    let base = budget.reserve(MIN_PART).await?;
+    Ok(Box::new(Staged(S3Writer::new(inner, budget, path, key, base))))
+}
+
+struct Staged(S3Writer);
+
+#[async_trait]
+impl StagedWriter for Staged {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        FileWriter::write(&mut self.0, chunk).await
+    }
+
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    async fn commit(self: Box<Self>) -> Result<u64> {
+        Box::new(self.0).commit().await
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        let w = &mut self.0;
+        if let Some(id) = w.upload_id.take() {
+            w.unrecorded = false;
+            w.inner.abort(&w.key, &id).await;
+        }
+    }
+}
+
 impl S3Writer {
+    fn new(
+        inner: Arc<Inner>,
+        budget: &BufferBudget,
+        path: &str,
+        key: String,
+        base: Reservation,
+    ) -> S3Writer {
+        S3Writer {
+            inner,
+            path: path.to_string(),
+            key,
+            upload_id: None,
+            parts: Vec::new(),
+            parts_size: 0,
+            buf: BytesMut::new(),
+            target: 0,
+            _base: base,
+            extra: None,
+            budget: budget.clone(),
+            state_exists: false,
+            dirty: false,
+            stale_upload: None,
+            unrecorded: false,
+            finishing: false,
+        }
+    }
+
     fn size(&self) -> u64 {
         self.parts_size + self.buf.len() as u64
     }
@@ -498,7 +560,8 @@ impl Drop for S3Writer {
             return;
         };
         let (inner, key) = (self.inner.clone(), self.key.clone());
-        rt.spawn(async move { inner.abort(&key, &id).await });
+        let abort = async move { inner.abort(&key, &id).await };
+        rt.spawn(self.inner.background.track_future(abort));
     }
 }
 

@@ -237,7 +237,7 @@ async fn retried_first_patch(s: S3Server) {
     };
 
     // Dropped mid-body.
-    let blob = data(12 * MIB, 30);
+    let blob = data(12 * MIB, 33);
     let first = 6 * MIB;
     let loc = st.start_upload("app").await;
     let (id, token) = id_and_token(&st.c, &loc);

@@ -109,10 +109,17 @@ impl Registry {
     /// `POST ?digest=`: a whole blob in one request. Straight to the blob's
     /// path where the driver allows it (no upload session at all), else
     /// through an upload session as `PUT ?digest=` goes.
-    pub async fn push_blob(&self, name: &str, expected: &Digest, body: ByteStream) -> Result<BlobInfo> {
+    pub async fn push_blob(
+        &self,
+        name: &str,
+        expected: &Digest,
+        body: ByteStream,
+    ) -> Result<BlobInfo> {
         validate_name(name)?;
         if let Some(sink) = self.direct_sink(expected).await? {
-            return self.finish_direct(name, None, expected, None, body, sink).await;
+            return self
+                .finish_direct(name, None, expected, None, body, sink)
+                .await;
         }
         let session = self.start_upload(name).await?;
         self.finish_upload(session, expected, None, body).await

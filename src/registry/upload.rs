@@ -143,8 +143,10 @@ impl Registry {
     async fn stored_upload_size(&self, name: &str, id: &str, offset: u64) -> Result<Option<u64>> {
         let data = layout::upload_data(name, id);
         let (size, started) = if offset == 0 {
-            let (size, started) =
-                tokio::join!(self.driver.stored_size(&data), self.require_started(name, id));
+            let (size, started) = tokio::join!(
+                self.driver.stored_size(&data),
+                self.require_started(name, id)
+            );
             (size?, Some(started))
         } else {
             (self.driver.stored_size(&data).await?, None)
@@ -259,7 +261,7 @@ impl Registry {
 
     /// Append the last chunk (if any), verify `expected`, and commit the blob.
     /// On a digest mismatch the upload is discarded and nothing is stored.
-    /// An upload with nothing stored yet (a `POST` then one `PUT ?digest=`)
+    /// An upload with nothing stored (a `POST` then one `PUT ?digest=`)
     /// goes straight to the blob's path where the driver allows it (see
     /// [`super::direct`]).
     pub async fn finish_upload(
@@ -269,7 +271,9 @@ impl Registry {
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<BlobInfo> {
-        if state.offset == 0 {
+        // Nothing stored at all (not even an empty upload state): nothing to
+        // clean up beyond the start marker either.
+        if state.fresh {
             if let Some(sink) = self.direct_sink(expected).await? {
                 return self
                     .finish_direct(&state.name, Some(&state.id), expected, range, body, sink)

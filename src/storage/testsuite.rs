@@ -331,7 +331,10 @@ async fn staged_writer(d: &dyn StorageDriver) {
     assert!(collect(d.reader(p, 0, None).await.unwrap()).await == big);
 
     // Aborted, small and large: nothing new, and an object there stays.
-    for (p, len) in [("/suite/staged/gone", 10), ("/suite/staged/small", 11 << 20)] {
+    for (p, len) in [
+        ("/suite/staged/gone", 10),
+        ("/suite/staged/small", 11 << 20),
+    ] {
         let before = d.get_content(p).await.ok();
         let mut w = d.staged_writer(p).await.unwrap().unwrap();
         w.write(Bytes::from(vec![1u8; len])).await.unwrap();

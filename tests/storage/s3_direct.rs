@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use berth::{
     registry::Registry,
-    storage::{s3::S3Driver, ByteStream},
+    storage::{s3::S3Driver, ByteStream, StorageDriver},
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -93,7 +93,9 @@ impl Stack {
 
     /// A new session's Location.
     async fn start_upload(&self, name: &str) -> String {
-        let r = self.post(&format!("/v2/{name}/blobs/uploads/"), vec![]).await;
+        let r = self
+            .post(&format!("/v2/{name}/blobs/uploads/"), vec![])
+            .await;
         assert_eq!(r.status(), 202);
         r.headers()["location"].to_str().unwrap().to_string()
     }
@@ -125,14 +127,13 @@ async fn wrong_digest_leaves_nothing(s: S3Server) {
     let body = data(12 * MIB, 21);
     let claimed = sha256(b"something else");
     let loc = st.start_upload("app").await;
-    let r = st
-        .c
-        .http
-        .put(st.c.url(&with_digest(&loc, &claimed)))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r =
+        st.c.http
+            .put(st.c.url(&with_digest(&loc, &claimed)))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
     assert_eq!(error_code(r).await, (400, "DIGEST_INVALID".into()));
     assert_eq!(st.keys().await, Vec::<String>::new());
     assert_eq!(st.pending_uploads().await, 0);
@@ -177,7 +178,11 @@ async fn broken_and_dropped_bodies_leave_nothing(s: S3Server) {
     let digest: berth::registry::digest::Digest = sha256(b"never complete").parse().unwrap();
 
     let (body, _) = body_of_11_mib(true);
-    let e = st.registry.push_blob("app", &digest, body).await.unwrap_err();
+    let e = st
+        .registry
+        .push_blob("app", &digest, body)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, berth::registry::error::Code::BlobUploadInvalid);
     assert_eq!(st.keys().await, Vec::<String>::new());
     assert_eq!(st.pending_uploads().await, 0, "aborted before answering");
@@ -257,7 +262,10 @@ async fn retried_first_patch(s: S3Server) {
     let digest1 = sha256(&blob);
     let r = put(&next, &digest1, &blob[first..]).await.unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    assert!(st.c.pull_blob("app", &digest1).await.1 == blob, "bytes differ");
+    assert!(
+        st.c.pull_blob("app", &digest1).await.1 == blob,
+        "bytes differ"
+    );
 
     // Answer lost.
     let blob = data(12 * MIB, 31);
@@ -267,21 +275,33 @@ async fn retried_first_patch(s: S3Server) {
     let r = patch(&loc, &blob[..first]).await.unwrap();
     assert_eq!(r.status(), 416);
     assert_eq!(r.headers()["range"], format!("0-{}", first - 1).as_str());
-    assert_eq!(st.pending_uploads().await, 1, "one multipart upload, one part");
+    assert_eq!(
+        st.pending_uploads().await,
+        1,
+        "one multipart upload, one part"
+    );
     let r = st.c.http.get(st.c.url(&loc)).send().await.unwrap();
     assert_eq!(r.status(), 204);
     let next = r.headers()["location"].to_str().unwrap().to_string();
     let digest2 = sha256(&blob);
     let r = put(&next, &digest2, &blob[first..]).await.unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    assert!(st.c.pull_blob("app", &digest2).await.1 == blob, "bytes differ");
+    assert!(
+        st.c.pull_blob("app", &digest2).await.1 == blob,
+        "bytes differ"
+    );
 
     assert_eq!(st.pending_uploads().await, 0);
     let mut expected = Vec::new();
     for d in [&digest1, &digest2] {
         let hex = &d[7..];
-        expected.push(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
-        expected.push(format!("docker/registry/v2/repositories/app/_layers/sha256/{hex}/link"));
+        expected.push(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ));
+        expected.push(format!(
+            "docker/registry/v2/repositories/app/_layers/sha256/{hex}/link"
+        ));
     }
     expected.sort();
     assert_eq!(st.keys().await, expected);
@@ -311,7 +331,10 @@ async fn requests_per_direct_push() {
     let r0 = d.requests();
     let tiny = b"ab".to_vec();
     let r = st
-        .post(&format!("/v2/app/blobs/uploads/?digest={}", sha256(&tiny)), tiny)
+        .post(
+            &format!("/v2/app/blobs/uploads/?digest={}", sha256(&tiny)),
+            tiny,
+        )
         .await;
     assert_eq!(r.status(), 201);
     let small_post = count(r0);
@@ -319,7 +342,8 @@ async fn requests_per_direct_push() {
     let big = st.c.push_blob("app", &data(12 * MIB, 51), &[]).await;
     let big_put = count(r0);
     let r0 = d.requests();
-    st.c.push_blob("app", &data(12 * MIB, 52), &[12 * MIB]).await;
+    st.c.push_blob("app", &data(12 * MIB, 52), &[12 * MIB])
+        .await;
     let chunked = count(r0);
     let r0 = d.requests();
     let head = |digest: String| {
@@ -352,4 +376,38 @@ async fn requests_per_direct_push() {
     assert_eq!(chunked, 16);
     assert_eq!(head_present, 2, "link GET, blob HEAD");
     assert_eq!(head_missing, 1, "link GET (missing)");
+}
+
+/// The chunked path's one server-side copy (upload data to blob), above
+/// `multipartcopythresholdsize`: UploadPartCopy parts of
+/// `multipartcopychunksize`, sent `multipartcopymaxconcurrency` at once, and
+/// no HeadObject (the writer's commit told the size).
+#[tokio::test]
+async fn commit_copy_goes_in_parts_above_the_threshold() {
+    let s = S3Server::s3s_fs();
+    let cfg = berth::config::S3Config {
+        multipartcopythresholdsize: 5 * MIB as u64,
+        multipartcopychunksize: 5 * MIB as u64,
+        ..s.config("")
+    };
+    let d = S3Driver::new(&cfg, false).unwrap();
+    let body = data(12 * MIB + 3, 61);
+    let (src, dst) = ("/up/data", "/blobs/data");
+    let mut w = d.writer(src, 0).await.unwrap();
+    w.write(Bytes::from(body.clone())).await.unwrap();
+    w.commit().await.unwrap();
+    let r0 = d.requests();
+    d.rename(src, dst).await.unwrap();
+    assert_eq!(
+        d.requests() - r0,
+        6,
+        "CreateMultipartUpload, 3 UploadPartCopy, CompleteMultipartUpload, DeleteObject"
+    );
+    let mut got = Vec::new();
+    let mut r = d.reader(dst, 0, None).await.unwrap();
+    while let Some(c) = r.next().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert!(got == body, "copied bytes differ");
+    assert!(d.stat(src).await.unwrap_err().is_not_found());
 }

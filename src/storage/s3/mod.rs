@@ -290,7 +290,11 @@ impl StorageDriver for S3Driver {
         if path == "/" {
             return Err(not_found());
         }
-        let (size, modified) = self.inner.head_opt(&key, path).await?.ok_or_else(not_found)?;
+        let (size, modified) = self
+            .inner
+            .head_opt(&key, path)
+            .await?
+            .ok_or_else(not_found)?;
         Ok(FileInfo {
             path: path.to_string(),
             size,

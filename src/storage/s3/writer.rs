@@ -230,7 +230,9 @@ pub(super) async fn staged(
 ) -> Result<Box<dyn StagedWriter>> {
     let key = inner.key(path)?;
     let base = budget.reserve(MIN_PART).await?;
-    Ok(Box::new(Staged(S3Writer::new(inner, budget, path, key, base))))
+    Ok(Box::new(Staged(S3Writer::new(
+        inner, budget, path, key, base,
+    ))))
 }
 
 struct Staged(S3Writer);

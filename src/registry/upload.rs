@@ -20,7 +20,7 @@ use super::{
     upload_state::UploadState,
     Registry,
 };
-use crate::storage::{layout, ByteStream};
+use crate::storage::{layout, ByteStream, Resume};
 
 /// The bytes a chunk says it carries (`Content-Range: <start>-<end>`): never
 /// empty, and its length fits in a u64.
@@ -61,6 +61,18 @@ fn out_of_order(stored: u64, message: String) -> Error {
         .with_upload_offset(stored)
 }
 
+/// A token behind (or ahead of) what storage holds for its upload.
+fn stale(state: &UploadState, stored: u64) -> Error {
+    out_of_order(
+        stored,
+        format!(
+            "this upload location is stale: it says {} bytes, the upload holds {stored}; \
+             GET the upload for its current location",
+            state.offset
+        ),
+    )
+}
+
 fn upload_unknown() -> Error {
     Error::new(Code::BlobUploadUnknown, "upload unknown to registry")
 }
@@ -91,21 +103,22 @@ impl Registry {
     /// of) storage — an answer lost after its chunk was stored, an old
     /// Location — is refused with 416 and the stored Range, before any byte
     /// is written; the client asks for the status to resume (the spec's flow).
+    ///
+    /// A token past offset 0 is checked when its writer opens, from the same
+    /// read that resumes it (see `write_chunk`): still before any byte of the
+    /// body is read.
     pub async fn resume_upload(&self, name: &str, id: &str, token: &str) -> Result<UploadState> {
-        let (mut state, stored) = self.verify_upload(name, id, token).await?;
-        state.fresh = stored.is_none();
-        let stored = stored.unwrap_or(0);
-        if stored != state.offset {
-            return Err(out_of_order(
-                stored,
-                format!(
-                    "this upload location is stale: it says {} bytes, the upload holds {stored}; \
-                     GET the upload for its current location",
-                    state.offset
-                ),
-            ));
+        validate_name(name)?;
+        let mut state = UploadState::verify(token, &self.secret, name, id)?;
+        if state.offset > 0 {
+            return Ok(state);
         }
-        Ok(state)
+        let stored = self.stored_upload_size(name, id, 0).await?;
+        state.fresh = stored.is_none();
+        match stored {
+            Some(stored) if stored != 0 => Err(stale(&state, stored)),
+            _ => Ok(state),
+        }
     }
 
     /// The upload a client's token names, as storage holds it: the token's
@@ -208,8 +221,18 @@ impl Registry {
         let path = layout::upload_data(&state.name, &state.id);
         let opened = if std::mem::take(&mut state.fresh) {
             self.driver.fresh_writer(&path).await
+        } else if state.offset == 0 {
+            self.driver.writer(&path, 0).await
         } else {
-            self.driver.writer(&path, state.offset).await
+            match self.driver.resume_writer(&path, state.offset).await {
+                Ok(Resume::Writer(w)) => Ok(w),
+                Ok(Resume::Elsewhere(Some(stored))) => return Err(stale(&state, stored)),
+                Ok(Resume::Elsewhere(None)) => {
+                    self.require_started(&state.name, &state.id).await?;
+                    return Err(stale(&state, 0));
+                }
+                Err(e) => Err(e),
+            }
         };
         let writer = match opened {
             Ok(w) => w,

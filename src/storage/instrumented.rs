@@ -96,6 +96,22 @@ impl StorageDriver for InstrumentedDriver {
         }))
     }
 
+    async fn resume_writer(&self, path: &str, offset: u64) -> Result<super::Resume> {
+        let op = self.inner.resume_writer(path, offset);
+        Ok(
+            match self.observer.run(StorageAction::Writer, path, op).await? {
+                super::Resume::Writer(inner) => {
+                    super::Resume::Writer(Box::new(InstrumentedWriter {
+                        inner,
+                        observer: self.observer.clone(),
+                        path: path.to_string(),
+                    }))
+                }
+                elsewhere => elsewhere,
+            },
+        )
+    }
+
     async fn fresh_writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
         let op = self.inner.fresh_writer(path);
         let inner = self.observer.run(StorageAction::Writer, path, op).await?;

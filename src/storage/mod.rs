@@ -136,6 +136,15 @@ pub trait StagedWriter: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// What [`StorageDriver::resume_writer`] found.
+pub enum Resume {
+    /// A writer at the offset the caller expected.
+    Writer(Box<dyn FileWriter>),
+    /// The unfinished object stands elsewhere: at this size, as
+    /// `stored_size` would say, or (`None`) nowhere. Nothing was touched.
+    Elsewhere(Option<u64>),
+}
+
 /// The one interface every storage backend implements.
 #[async_trait]
 pub trait StorageDriver: Send + Sync + 'static {
@@ -175,6 +184,18 @@ pub trait StorageDriver: Send + Sync + 'static {
         match self.stat(path).await? {
             info if info.is_dir => Err(StorageError::NotFound(path.to_string())),
             info => Ok(info),
+        }
+    }
+
+    /// A writer continuing the unfinished object at `path` exactly where the
+    /// last `close` left it, which the caller expects at `offset` (an
+    /// upload's next chunk); when it is elsewhere, where. By default
+    /// `stored_size` then `writer`; a driver whose size and resumption come
+    /// from one read (S3's upload state) makes it that one read.
+    async fn resume_writer(&self, path: &str, offset: u64) -> Result<Resume> {
+        match self.stored_size(path).await? {
+            Some(size) if size == offset => Ok(Resume::Writer(self.writer(path, offset).await?)),
+            other => Ok(Resume::Elsewhere(other)),
         }
     }
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures::{future::join_all, StreamExt};
 
-use super::{ByteStream, StorageDriver};
+use super::{ByteStream, Resume, StorageDriver};
 
 async fn collect(mut s: ByteStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -28,6 +28,7 @@ pub async fn run_all(d: &dyn StorageDriver) {
     large_object(d).await;
     object_stat(d).await;
     fresh_writer(d).await;
+    resume_writer(d).await;
     staged_writer(d).await;
     delete_known(d).await;
 }
@@ -304,6 +305,29 @@ async fn fresh_writer(d: &dyn StorageDriver) {
     w.write(Bytes::from_static(b"once")).await.unwrap();
     assert_eq!(w.commit().await.unwrap(), 4);
     assert_eq!(d.get_content("/suite/fresh/once").await.unwrap(), "once");
+}
+
+async fn resume_writer(d: &dyn StorageDriver) {
+    let p = "/suite/resume/data";
+    let elsewhere = |r: Resume| match r {
+        Resume::Elsewhere(at) => at,
+        Resume::Writer(_) => panic!("a writer at the wrong offset"),
+    };
+    assert_eq!(elsewhere(d.resume_writer(p, 3).await.unwrap()), None);
+    let mut w = d.writer(p, 0).await.unwrap();
+    w.write(Bytes::from_static(b"abc")).await.unwrap();
+    w.close().await.unwrap();
+    for wrong in [2, 4] {
+        assert_eq!(elsewhere(d.resume_writer(p, wrong).await.unwrap()), Some(3));
+    }
+    assert_eq!(d.stored_size(p).await.unwrap(), Some(3), "nothing touched");
+    let Resume::Writer(mut w) = d.resume_writer(p, 3).await.unwrap() else {
+        panic!("no writer where the object stands");
+    };
+    assert_eq!(w.size(), 3);
+    w.write(Bytes::from_static(b"def")).await.unwrap();
+    assert_eq!(w.commit().await.unwrap(), 6);
+    assert_eq!(d.get_content(p).await.unwrap(), "abcdef");
 }
 
 /// Drivers that stage in place: invisible until `commit`, gone on `abort`.

@@ -62,7 +62,8 @@
 //! lists); rename is HeadObject + CopyObject (UploadPartCopy parts above
 //! `multipartcopythresholdsize`, `multipartcopymaxconcurrency` at once) +
 //! DeleteObject; `delete_known` is one DeleteObject(s) with no listing; a
-//! `fresh_writer` does not read the state its caller just found missing.
+//! `fresh_writer` does not read the state its caller just found missing, and
+//! `resume_writer` reads it once to both check the caller's offset and go on.
 
 mod client;
 mod inner;
@@ -93,7 +94,7 @@ use self::{
 };
 use super::{
     budget::BufferBudget, listing::PageCollector, ByteStream, FileInfo, FileWriter, ListPage,
-    Result, StagedWriter, StorageDriver, StorageError,
+    Result, Resume, StagedWriter, StorageDriver, StorageError,
 };
 use crate::config::{s3::MAX_SINGLE, S3Config};
 
@@ -269,6 +270,11 @@ impl StorageDriver for S3Driver {
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {
         writer::open(self.inner.clone(), &self.budget, path, offset).await
+    }
+
+    /// One read of the upload state, where `stored_size` + `writer` make two.
+    async fn resume_writer(&self, path: &str, offset: u64) -> Result<Resume> {
+        writer::resume(self.inner.clone(), &self.budget, path, offset).await
     }
 
     /// No upload state read: see [`writer::fresh`].

@@ -11,6 +11,7 @@
 //!
 //! The request body is read by [`pump`], shared with the chunked path.
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
@@ -25,28 +26,24 @@ use super::{
 };
 use crate::storage::{self, layout, ByteStream, FileWriter, StagedWriter};
 
-/// Where a request body's bytes go.
-pub(super) enum Sink {
-    /// An upload's data, resumable (a PATCH, or the last chunk of a PUT).
-    Upload(Box<dyn FileWriter>),
-    /// The blob's own path, visible on `commit` only.
-    Staged(Box<dyn StagedWriter>),
+/// Where a request body's bytes go: an upload's resumable data (a PATCH, the
+/// last chunk of a PUT), or a blob's own path, visible on `commit` only.
+#[async_trait]
+pub(super) trait Sink: Send {
+    async fn put(&mut self, chunk: Bytes) -> storage::Result<()>;
 }
 
-impl Sink {
-    async fn write(&mut self, chunk: Bytes) -> storage::Result<()> {
-        match self {
-            Sink::Upload(w) => w.write(chunk).await,
-            Sink::Staged(w) => w.write(chunk).await,
-        }
+#[async_trait]
+impl Sink for Box<dyn FileWriter> {
+    async fn put(&mut self, chunk: Bytes) -> storage::Result<()> {
+        self.write(chunk).await
     }
+}
 
-    /// Leave nothing of what was written in place (an upload's data stays:
-    /// it is resumable, and its owner decides).
-    async fn abort(self) {
-        if let Sink::Staged(w) = self {
-            w.abort().await;
-        }
+#[async_trait]
+impl Sink for Box<dyn StagedWriter> {
+    async fn put(&mut self, chunk: Bytes) -> storage::Result<()> {
+        self.write(chunk).await
     }
 }
 
@@ -58,7 +55,7 @@ pub(super) async fn pump(
     range: Option<ChunkRange>,
     mut body: ByteStream,
     mut hasher: Option<&mut Sha256>,
-    sink: &mut Sink,
+    sink: &mut dyn Sink,
 ) -> Result<(u64, Option<Error>)> {
     let mut written: u64 = 0;
     while let Some(chunk) = body.next().await {
@@ -81,7 +78,7 @@ pub(super) async fn pump(
         if let Some(h) = hasher.as_deref_mut() {
             h.update(&chunk);
         }
-        sink.write(chunk).await?;
+        sink.put(chunk).await?;
         written = total;
     }
     if range.is_some_and(|r| written != r.length()) {
@@ -116,9 +113,9 @@ impl Registry {
         body: ByteStream,
     ) -> Result<BlobInfo> {
         validate_name(name)?;
-        if let Some(sink) = self.direct_sink(expected).await? {
+        if let Some(w) = self.staged_blob_writer(expected).await? {
             return self
-                .finish_direct(name, None, expected, None, body, sink)
+                .finish_direct(name, None, expected, None, body, w)
                 .await;
         }
         let session = self.start_upload(name).await?;
@@ -129,15 +126,17 @@ impl Registry {
     /// place when the driver can stage it; `None` when it has to go through
     /// `_uploads` (a driver that cannot stage, or a digest other than
     /// SHA-256, which is not hashed while streaming).
-    pub(super) async fn direct_sink(&self, d: &Digest) -> Result<Option<Sink>> {
+    pub(super) async fn staged_blob_writer(
+        &self,
+        d: &Digest,
+    ) -> Result<Option<Box<dyn StagedWriter>>> {
         if d.algorithm() != Algorithm::Sha256 {
             return Ok(None);
         }
-        let staged = self.driver.staged_writer(&layout::blob_data(d)).await?;
-        Ok(staged.map(Sink::Staged))
+        Ok(self.driver.staged_writer(&layout::blob_data(d)).await?)
     }
 
-    /// Stream the body into `sink`, verify it, and link the blob into
+    /// Stream the body into `w`, verify it, and link the blob into
     /// `name`. `upload` is the session's id, whose start marker goes at the
     /// end (and on a mismatch, which ends the session as on the chunked path).
     pub(super) async fn finish_direct(
@@ -147,34 +146,31 @@ impl Registry {
         expected: &Digest,
         range: Option<ChunkRange>,
         body: ByteStream,
-        mut sink: Sink,
+        mut w: Box<dyn StagedWriter>,
     ) -> Result<BlobInfo> {
         let mut hasher = Sha256::new();
-        let written = match pump(range, body, Some(&mut hasher), &mut sink).await {
+        let written = match pump(range, body, Some(&mut hasher), &mut w).await {
             Ok((n, None)) => n,
             // The session stays at offset 0: the client may send it again.
             Ok((_, Some(refused))) => {
-                sink.abort().await;
+                w.abort().await;
                 return Err(refused);
             }
             Err(e) => {
-                sink.abort().await;
+                w.abort().await;
                 return Err(e);
             }
         };
         let actual = Digest::from_parts(Algorithm::Sha256, &hex::encode(hasher.finalize()))?;
         if &actual != expected {
-            sink.abort().await;
+            w.abort().await;
             self.end_session(name, upload).await?;
             return Err(Error::new(
                 Code::DigestInvalid,
                 format!("digest mismatch: content is {actual}, client said {expected}"),
             ));
         }
-        let size = match sink {
-            Sink::Staged(w) => w.commit().await?,
-            Sink::Upload(_) => unreachable!("direct bodies are staged"),
-        };
+        let size = w.commit().await?;
         debug_assert_eq!(size, written);
         self.write_link(&layout::layer_link(name, expected), expected)
             .await?;

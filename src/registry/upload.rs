@@ -14,7 +14,7 @@ use sha2::Digest as _;
 use super::{
     blobs::BlobInfo,
     digest::{Algorithm, Digest},
-    direct::{pump, Sink},
+    direct::pump,
     error::{Code, Error, Result},
     names::validate_name,
     upload_state::UploadState,
@@ -113,7 +113,7 @@ impl Registry {
         if state.offset > 0 {
             return Ok(state);
         }
-        let stored = self.stored_upload_size(name, id, 0).await?;
+        let stored = self.stored_upload_size(name, id, true).await?;
         state.fresh = stored.is_none();
         match stored {
             Some(stored) if stored != 0 => Err(stale(&state, stored)),
@@ -144,18 +144,23 @@ impl Registry {
     ) -> Result<(UploadState, Option<u64>)> {
         validate_name(name)?;
         let state = UploadState::verify(token, &self.secret, name, id)?;
-        let stored = self.stored_upload_size(name, id, state.offset).await?;
+        let stored = self.stored_upload_size(name, id, false).await?;
         Ok((state, stored))
     }
 
     /// Bytes stored for an upload; `BLOB_UPLOAD_UNKNOWN` when it does not
     /// exist. One request once data is stored (its size says the upload
-    /// exists); before that, the start marker says whether it does. A token
-    /// at offset 0 (a fresh upload's first PATCH or PUT, most likely) asks
-    /// both at once.
-    async fn stored_upload_size(&self, name: &str, id: &str, offset: u64) -> Result<Option<u64>> {
+    /// exists); before that, the start marker says whether it does. A
+    /// fresh upload's first PATCH or PUT, where both are usually needed, asks
+    /// both at once (`fresh_likely`).
+    async fn stored_upload_size(
+        &self,
+        name: &str,
+        id: &str,
+        fresh_likely: bool,
+    ) -> Result<Option<u64>> {
         let data = layout::upload_data(name, id);
-        let (size, started) = if offset == 0 {
+        let (size, started) = if fresh_likely {
             let (size, started) = tokio::join!(
                 self.driver.stored_size(&data),
                 self.require_started(name, id)
@@ -234,7 +239,7 @@ impl Registry {
                 Err(e) => Err(e),
             }
         };
-        let writer = match opened {
+        let mut writer = match opened {
             Ok(w) => w,
             // The data no longer reaches this state's offset (it changed since
             // the check): the client has to start the upload again.
@@ -249,11 +254,7 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut sink = Sink::Upload(writer);
-        let (written, refused) = pump(range, body, hasher.as_mut(), &mut sink).await?;
-        let Sink::Upload(writer) = sink else {
-            unreachable!("the sink stays an upload's writer")
-        };
+        let (written, refused) = pump(range, body, hasher.as_mut(), &mut writer).await?;
         if let Some(e) = refused {
             if written == 0 {
                 return Err(e);
@@ -297,9 +298,9 @@ impl Registry {
         // Nothing stored at all (not even an empty upload state): nothing to
         // clean up beyond the start marker either.
         if state.fresh {
-            if let Some(sink) = self.direct_sink(expected).await? {
+            if let Some(w) = self.staged_blob_writer(expected).await? {
                 return self
-                    .finish_direct(&state.name, Some(&state.id), expected, range, body, sink)
+                    .finish_direct(&state.name, Some(&state.id), expected, range, body, w)
                     .await;
             }
         }

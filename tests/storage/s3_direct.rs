@@ -411,3 +411,66 @@ async fn commit_copy_goes_in_parts_above_the_threshold() {
     assert!(got == body, "copied bytes differ");
     assert!(d.stat(src).await.unwrap_err().is_not_found());
 }
+
+/// Polls `cond` (an observable state of the bucket) until it holds, at most
+/// 20 s: what a dropped connection sets off on the server is not awaitable.
+async fn until<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+/// Through HTTP: a `PUT ?digest=` whose client goes away after 11 MiB of 12
+/// (a part sent) leaves no blob and no multipart upload; the session stays
+/// (its `startedat`), for the client to try again. (hyper ends the body with
+/// an error, and the registry aborts before it answers; a handler dropped
+/// instead is the case of `broken_and_dropped_bodies_leave_nothing`.)
+async fn dropped_client_leaves_nothing(s: S3Server) {
+    use tokio::io::AsyncWriteExt;
+    let st = Stack::start(s).await;
+    let loc = url::Url::parse(&st.c.url(&st.start_upload("app").await)).unwrap();
+    let (id, _) = id_and_token(&st.c, loc.as_str());
+    let target = format!(
+        "{}?{}&digest={}",
+        loc.path(),
+        loc.query().unwrap(),
+        sha256(b"never sent whole")
+    );
+    let addr = format!("{}:{}", loc.host_str().unwrap(), loc.port().unwrap());
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        12 * MIB
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&data(11 * MIB, 71)).await.unwrap();
+    until("a part to be sent", || async {
+        st.pending_uploads().await > 0
+    })
+    .await;
+    drop(conn);
+    until("the multipart upload to be aborted", || async {
+        st.pending_uploads().await == 0
+    })
+    .await;
+    let started = format!("docker/registry/v2/repositories/app/_uploads/{id}/startedat");
+    assert_eq!(st.keys().await, [started]);
+}
+
+#[tokio::test]
+async fn dropped_client_leaves_nothing_on_s3s_fs() {
+    dropped_client_leaves_nothing(S3Server::s3s_fs()).await;
+}
+
+#[tokio::test]
+async fn dropped_client_leaves_nothing_on_moto() {
+    dropped_client_leaves_nothing(S3Server::moto()).await;
+}

@@ -376,6 +376,15 @@ async fn requests_per_direct_push() {
     assert_eq!(chunked, 15);
     assert_eq!(head_present, 2, "link GET, blob HEAD");
     assert_eq!(head_missing, 1, "link GET (missing)");
+
+    // A missing object: `stat` also lists, to look for a directory.
+    let missing = "/docker/registry/v2/blobs/sha256/00/00ab/data";
+    let r0 = d.requests();
+    assert!(d.stat_object(missing).await.unwrap_err().is_not_found());
+    assert_eq!(count(r0), 1, "stat_object: one HeadObject");
+    let r0 = d.requests();
+    assert!(d.stat(missing).await.unwrap_err().is_not_found());
+    assert_eq!(count(r0), 2, "stat: HeadObject, ListObjectsV2");
 }
 
 /// The chunked path's one server-side copy (upload data to blob), above

@@ -9,6 +9,8 @@ mod common;
 mod limits;
 #[path = "storage/s3.rs"]
 mod s3;
+#[path = "storage/s3_direct.rs"]
+mod s3_direct;
 
 use berth::storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, testsuite};
 

@@ -119,10 +119,7 @@ pub async fn start(state: &AppState, ctx: &RequestContext, name: &str, req: Requ
         // Not mountable: the spec says fall back to an ordinary upload session.
     } else if let Some(digest) = query_param(&req, "digest") {
         let d: Digest = digest.parse()?;
-        let session = reg.start_upload(name).await?;
-        let blob = reg
-            .finish_upload(session, &d, None, body_stream(req))
-            .await?;
+        let blob = reg.push_blob(name, &d, body_stream(req)).await?;
         state
             .notifier
             .blob_pushed(ctx, name, &blob.digest, blob.size);

@@ -89,7 +89,7 @@ impl Registry {
                 size: desc.size,
             }));
         }
-        match self.driver.stat(&layout::blob_data(d)).await {
+        match self.driver.stat_object(&layout::blob_data(d)).await {
             Ok(info) => Ok(Some(BlobInfo {
                 digest: d.clone(),
                 size: info.size,

@@ -5,6 +5,7 @@
 
 pub mod blobs;
 pub mod catalog;
+mod direct;
 /// Digests are a leaf of their own (storage paths use them too).
 pub use crate::digest;
 pub mod error;

@@ -14,12 +14,13 @@ use sha2::Digest as _;
 use super::{
     blobs::BlobInfo,
     digest::{Algorithm, Digest},
+    direct::pump,
     error::{Code, Error, Result},
     names::validate_name,
     upload_state::UploadState,
     Registry,
 };
-use crate::storage::{layout, ByteStream};
+use crate::storage::{layout, ByteStream, Resume};
 
 /// The bytes a chunk says it carries (`Content-Range: <start>-<end>`): never
 /// empty, and its length fits in a u64.
@@ -60,17 +61,14 @@ fn out_of_order(stored: u64, message: String) -> Error {
         .with_upload_offset(stored)
 }
 
-/// A body that does not carry what its Content-Range says.
-fn range_mismatch(range: Option<ChunkRange>, sent: u64) -> Error {
-    let r = range.expect("only checked against a range");
-    Error::new(
-        Code::SizeInvalid,
+/// A token behind (or ahead of) what storage holds for its upload.
+fn stale(state: &UploadState, stored: u64) -> Error {
+    out_of_order(
+        stored,
         format!(
-            "Content-Range {}-{} announces {} bytes, the body has {}{sent}",
-            r.start(),
-            r.end(),
-            r.length(),
-            if sent > r.length() { "at least " } else { "" }
+            "this upload location is stale: it says {} bytes, the upload holds {stored}; \
+             GET the upload for its current location",
+            state.offset
         ),
     )
 }
@@ -95,7 +93,9 @@ impl Registry {
         self.driver
             .put_scratch(&layout::upload_started_at(name, &id), Bytes::from(started))
             .await?;
-        Ok(UploadState::new(name, &id, secs))
+        let mut state = UploadState::new(name, &id, secs);
+        state.fresh = true;
+        Ok(state)
     }
 
     /// The upload a client's token names, to write to: the token must be
@@ -103,19 +103,22 @@ impl Registry {
     /// of) storage — an answer lost after its chunk was stored, an old
     /// Location — is refused with 416 and the stored Range, before any byte
     /// is written; the client asks for the status to resume (the spec's flow).
+    ///
+    /// A token past offset 0 is checked when its writer opens, from the same
+    /// read that resumes it (see `write_chunk`): still before any byte of the
+    /// body is read.
     pub async fn resume_upload(&self, name: &str, id: &str, token: &str) -> Result<UploadState> {
-        let (state, stored) = self.verify_upload(name, id, token).await?;
-        if stored != state.offset {
-            return Err(out_of_order(
-                stored,
-                format!(
-                    "this upload location is stale: it says {} bytes, the upload holds {stored}; \
-                     GET the upload for its current location",
-                    state.offset
-                ),
-            ));
+        validate_name(name)?;
+        let mut state = UploadState::verify(token, &self.secret, name, id)?;
+        if state.offset > 0 {
+            return Ok(state);
         }
-        Ok(state)
+        let stored = self.stored_upload_size(name, id, true).await?;
+        state.fresh = stored.is_none();
+        match stored {
+            Some(stored) if stored != 0 => Err(stale(&state, stored)),
+            _ => Ok(state),
+        }
     }
 
     /// The upload a client's token names, as storage holds it: the token's
@@ -123,6 +126,7 @@ impl Registry {
     /// (so the status answers with a fresh Location the client can resume at).
     pub async fn upload_status(&self, name: &str, id: &str, token: &str) -> Result<UploadState> {
         let (state, stored) = self.verify_upload(name, id, token).await?;
+        let stored = stored.unwrap_or(0);
         Ok(if stored == state.offset {
             state
         } else {
@@ -130,27 +134,57 @@ impl Registry {
         })
     }
 
-    /// A genuine token's state, and the bytes storage holds for its upload.
-    async fn verify_upload(&self, name: &str, id: &str, token: &str) -> Result<(UploadState, u64)> {
+    /// A genuine token's state, and the bytes storage holds for its upload
+    /// (`None`: nothing at all, not even an empty upload state).
+    async fn verify_upload(
+        &self,
+        name: &str,
+        id: &str,
+        token: &str,
+    ) -> Result<(UploadState, Option<u64>)> {
         validate_name(name)?;
         let state = UploadState::verify(token, &self.secret, name, id)?;
-        let stored = self.stored_upload_size(name, id).await?;
+        let stored = self.stored_upload_size(name, id, false).await?;
         Ok((state, stored))
     }
 
     /// Bytes stored for an upload; `BLOB_UPLOAD_UNKNOWN` when it does not
     /// exist. One request once data is stored (its size says the upload
-    /// exists); before that, the start marker says whether it does.
-    async fn stored_upload_size(&self, name: &str, id: &str) -> Result<u64> {
-        if let Some(size) = self
-            .driver
-            .stored_size(&layout::upload_data(name, id))
-            .await?
-        {
-            return Ok(size);
+    /// exists); before that, the start marker says whether it does. A
+    /// fresh upload's first PATCH or PUT, where both are usually needed, asks
+    /// both at once (`fresh_likely`).
+    async fn stored_upload_size(
+        &self,
+        name: &str,
+        id: &str,
+        fresh_likely: bool,
+    ) -> Result<Option<u64>> {
+        let data = layout::upload_data(name, id);
+        let (size, started) = if fresh_likely {
+            let (size, started) = tokio::join!(
+                self.driver.stored_size(&data),
+                self.require_started(name, id)
+            );
+            (size?, Some(started))
+        } else {
+            (self.driver.stored_size(&data).await?, None)
+        };
+        match (size, started) {
+            (Some(size), _) => Ok(Some(size)),
+            (None, Some(started)) => started.map(|()| None),
+            (None, None) => self.require_started(name, id).await.map(|()| None),
         }
-        match self.driver.stat(&layout::upload_started_at(name, id)).await {
-            Ok(_) => Ok(0),
+    }
+
+    /// The upload was started and not cancelled (or purged): its start
+    /// marker is there.
+    async fn require_started(&self, name: &str, id: &str) -> Result<()> {
+        match self
+            .driver
+            .stat_object(&layout::upload_started_at(name, id))
+            .await
+        {
+            Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Err(upload_unknown()),
             Err(e) => Err(e.into()),
         }
@@ -172,7 +206,7 @@ impl Registry {
         &self,
         mut state: UploadState,
         range: Option<ChunkRange>,
-        mut body: ByteStream,
+        body: ByteStream,
         last: bool,
     ) -> Result<UploadState> {
         if let Some(r) = range {
@@ -190,7 +224,22 @@ impl Registry {
         }
         let mut hasher = state.hasher()?;
         let path = layout::upload_data(&state.name, &state.id);
-        let mut writer = match self.driver.writer(&path, state.offset).await {
+        let opened = if std::mem::take(&mut state.fresh) {
+            self.driver.fresh_writer(&path).await
+        } else if state.offset == 0 {
+            self.driver.writer(&path, 0).await
+        } else {
+            match self.driver.resume_writer(&path, state.offset).await {
+                Ok(Resume::Writer(w)) => Ok(w),
+                Ok(Resume::Elsewhere(Some(stored))) => return Err(stale(&state, stored)),
+                Ok(Resume::Elsewhere(None)) => {
+                    self.require_started(&state.name, &state.id).await?;
+                    return Err(stale(&state, 0));
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let mut writer = match opened {
             Ok(w) => w,
             // The data no longer reaches this state's offset (it changed since
             // the check): the client has to start the upload again.
@@ -205,37 +254,7 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut written: u64 = 0;
-        let mut refused = None;
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    refused = Some(
-                        Error::new(
-                            Code::BlobUploadInvalid,
-                            format!("reading request body: {e}"),
-                        )
-                        .with_status(400),
-                    );
-                    break;
-                }
-            };
-            let total = written + chunk.len() as u64;
-            // More than the Content-Range said: refused before it is written.
-            if range.is_some_and(|r| total > r.length()) {
-                refused = Some(range_mismatch(range, total));
-                break;
-            }
-            if let Some(h) = hasher.as_mut() {
-                h.update(&chunk);
-            }
-            writer.write(chunk).await?;
-            written = total;
-        }
-        if refused.is_none() && range.is_some_and(|r| written != r.length()) {
-            refused = Some(range_mismatch(range, written));
-        }
+        let (written, refused) = pump(range, body, hasher.as_mut(), &mut writer).await?;
         if let Some(e) = refused {
             if written == 0 {
                 return Err(e);
@@ -266,6 +285,9 @@ impl Registry {
 
     /// Append the last chunk (if any), verify `expected`, and commit the blob.
     /// On a digest mismatch the upload is discarded and nothing is stored.
+    /// An upload with nothing stored (a `POST` then one `PUT ?digest=`)
+    /// goes straight to the blob's path where the driver allows it (see
+    /// [`super::direct`]).
     pub async fn finish_upload(
         &self,
         state: UploadState,
@@ -273,6 +295,15 @@ impl Registry {
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<BlobInfo> {
+        // Nothing stored at all (not even an empty upload state): nothing to
+        // clean up beyond the start marker either.
+        if state.fresh {
+            if let Some(w) = self.staged_blob_writer(expected).await? {
+                return self
+                    .finish_direct(&state.name, Some(&state.id), expected, range, body, w)
+                    .await;
+            }
+        }
         let state = self.write_chunk(state, range, body, true).await?;
         let data = layout::upload_data(&state.name, &state.id);
         let actual = match (expected.algorithm(), state.hasher()?) {
@@ -290,23 +321,28 @@ impl Registry {
                 h.finish()
             }
         };
+        // The upload's directory holds its start marker and committed data:
+        // deleted by name, with no listing (on S3).
+        let dir = layout::upload_dir(&state.name, &state.id);
+        let all = [layout::UPLOAD_STARTED_AT, layout::UPLOAD_DATA];
         if &actual != expected {
-            self.delete_if_exists(&layout::upload_dir(&state.name, &state.id))
-                .await?;
+            self.driver.delete_known(&dir, &all).await?;
             return Err(Error::new(
                 Code::DigestInvalid,
                 format!("digest mismatch: content is {actual}, client said {expected}"),
             ));
         }
-        if self.stat_global_blob(expected).await?.is_none() {
+        let left = if self.stat_global_blob(expected).await?.is_none() {
             self.driver
                 .rename(&data, &layout::blob_data(expected))
                 .await?;
-        }
+            &all[..1]
+        } else {
+            &all[..]
+        };
         self.write_link(&layout::layer_link(&state.name, expected), expected)
             .await?;
-        self.delete_if_exists(&layout::upload_dir(&state.name, &state.id))
-            .await?;
+        self.driver.delete_known(&dir, left).await?;
         let info = BlobInfo {
             digest: expected.clone(),
             size: state.offset,

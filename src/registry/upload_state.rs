@@ -32,6 +32,10 @@ pub struct UploadState {
     /// computed from the stored bytes at the end.
     #[serde(default)]
     pub hash: String,
+    /// Storage holds nothing for this upload, as this request has just seen
+    /// (never carried in a token): its first chunk needs no second look.
+    #[serde(skip)]
+    pub(crate) fresh: bool,
 }
 
 impl UploadState {
@@ -42,6 +46,7 @@ impl UploadState {
             offset: 0,
             started_at,
             hash: String::new(),
+            fresh: false,
         }
     }
 
@@ -62,6 +67,7 @@ impl UploadState {
         UploadState {
             offset: stored,
             hash: String::new(),
+            fresh: false,
             ..self
         }
     }

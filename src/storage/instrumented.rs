@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use super::{ByteStream, Driver, FileInfo, FileWriter, Result, StorageDriver};
+use super::{ByteStream, Driver, FileInfo, FileWriter, Result, StagedWriter, StorageDriver};
 use crate::telemetry::{
     metrics::{Metrics, StorageAction, StorageTimers},
     otel,
@@ -96,8 +96,45 @@ impl StorageDriver for InstrumentedDriver {
         }))
     }
 
+    async fn resume_writer(&self, path: &str, offset: u64) -> Result<super::Resume> {
+        let op = self.inner.resume_writer(path, offset);
+        Ok(
+            match self.observer.run(StorageAction::Writer, path, op).await? {
+                super::Resume::Writer(inner) => {
+                    super::Resume::Writer(Box::new(InstrumentedWriter {
+                        inner,
+                        observer: self.observer.clone(),
+                        path: path.to_string(),
+                    }))
+                }
+                elsewhere => elsewhere,
+            },
+        )
+    }
+
+    async fn fresh_writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
+        let op = self.inner.fresh_writer(path);
+        let inner = self.observer.run(StorageAction::Writer, path, op).await?;
+        Ok(Box::new(InstrumentedWriter {
+            inner,
+            observer: self.observer.clone(),
+            path: path.to_string(),
+        }))
+    }
+
+    /// Timed as opening a writer; its bytes and commit pass untouched.
+    async fn staged_writer(&self, path: &str) -> Result<Option<Box<dyn StagedWriter>>> {
+        let op = self.inner.staged_writer(path);
+        self.observer.run(StorageAction::Writer, path, op).await
+    }
+
     async fn stat(&self, path: &str) -> Result<FileInfo> {
         let op = self.inner.stat(path);
+        self.observer.run(StorageAction::Stat, path, op).await
+    }
+
+    async fn stat_object(&self, path: &str) -> Result<FileInfo> {
+        let op = self.inner.stat_object(path);
         self.observer.run(StorageAction::Stat, path, op).await
     }
 
@@ -130,6 +167,11 @@ impl StorageDriver for InstrumentedDriver {
     async fn delete(&self, path: &str) -> Result<()> {
         let op = self.inner.delete(path);
         self.observer.run(StorageAction::Delete, path, op).await
+    }
+
+    async fn delete_known(&self, dir: &str, names: &[&str]) -> Result<()> {
+        let op = self.inner.delete_known(dir, names);
+        self.observer.run(StorageAction::Delete, dir, op).await
     }
 
     async fn redirect_url(&self, path: &str, method: &str) -> Result<Option<String>> {

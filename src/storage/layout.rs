@@ -91,12 +91,16 @@ pub fn upload_dir(name: &str, id: &str) -> String {
     format!("{ROOT}/repositories/{name}/_uploads/{id}")
 }
 
+/// The objects an upload's directory holds: its data, its start marker.
+pub const UPLOAD_DATA: &str = "data";
+pub const UPLOAD_STARTED_AT: &str = "startedat";
+
 pub fn upload_data(name: &str, id: &str) -> String {
-    format!("{}/data", upload_dir(name, id))
+    format!("{}/{UPLOAD_DATA}", upload_dir(name, id))
 }
 
 pub fn upload_started_at(name: &str, id: &str) -> String {
-    format!("{}/startedat", upload_dir(name, id))
+    format!("{}/{UPLOAD_STARTED_AT}", upload_dir(name, id))
 }
 
 pub fn referrers_dir(name: &str, subject: &Digest) -> String {

@@ -119,6 +119,32 @@ pub trait FileWriter: Send {
     async fn commit(self: Box<Self>) -> Result<u64>;
 }
 
+/// A writer of one new whole object, straight at its final path, that
+/// nobody sees until `commit` (an S3 multipart upload on the blob's key): the
+/// caller verifies what it wrote before it decides. Dropped without `commit`
+/// or `abort` (a request cancelled mid-body), it leaves nothing either: the
+/// driver discards it in the background.
+#[async_trait]
+pub trait StagedWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Bytes written so far.
+    fn size(&self) -> u64;
+    /// Make the object visible at its path, whole and durable, replacing any
+    /// object there. Returns the size.
+    async fn commit(self: Box<Self>) -> Result<u64>;
+    /// Discard everything written: nothing of it stays on the backend.
+    async fn abort(self: Box<Self>);
+}
+
+/// What [`StorageDriver::resume_writer`] found.
+pub enum Resume {
+    /// A writer at the offset the caller expected.
+    Writer(Box<dyn FileWriter>),
+    /// The unfinished object stands elsewhere: at this size, as
+    /// `stored_size` would say, or (`None`) nowhere. Nothing was touched.
+    Elsewhere(Option<u64>),
+}
+
 /// The one interface every storage backend implements.
 #[async_trait]
 pub trait StorageDriver: Send + Sync + 'static {
@@ -149,6 +175,44 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>>;
 
     async fn stat(&self, path: &str) -> Result<FileInfo>;
+
+    /// `stat` of a path the caller knows is no directory (a blob's data, a
+    /// link, an upload's start marker): `NotFound` when no object is there,
+    /// a directory included. One request on object stores, where `stat` of a
+    /// missing path also lists to look for a directory. By default `stat`.
+    async fn stat_object(&self, path: &str) -> Result<FileInfo> {
+        match self.stat(path).await? {
+            info if info.is_dir => Err(StorageError::NotFound(path.to_string())),
+            info => Ok(info),
+        }
+    }
+
+    /// A writer continuing the unfinished object at `path` exactly where the
+    /// last `close` left it, which the caller expects at `offset` (an
+    /// upload's next chunk); when it is elsewhere, where. By default
+    /// `stored_size` then `writer`; a driver whose size and resumption come
+    /// from one read (S3's upload state) makes it that one read.
+    async fn resume_writer(&self, path: &str, offset: u64) -> Result<Resume> {
+        match self.stored_size(path).await? {
+            Some(size) if size == offset => Ok(Resume::Writer(self.writer(path, offset).await?)),
+            other => Ok(Resume::Elsewhere(other)),
+        }
+    }
+
+    /// `writer(path, 0)` where the caller has just seen that nothing is
+    /// stored (`stored_size` was `None`: an upload's first chunk). A driver
+    /// may skip looking for an unfinished object again (S3's upload state
+    /// read). By default `writer(path, 0)`.
+    async fn fresh_writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
+        self.writer(path, 0).await
+    }
+
+    /// A [`StagedWriter`] of a new object at `path`, for drivers where writing
+    /// in place saves the copy of a later `rename` (object stores). `None` by
+    /// default: the caller writes elsewhere and renames.
+    async fn staged_writer(&self, _path: &str) -> Result<Option<Box<dyn StagedWriter>>> {
+        Ok(None)
+    }
 
     /// The size a `writer(path, size)` would continue from: what the last
     /// `close` of a writer at `path` kept; `None` when nothing is there. One
@@ -186,6 +250,19 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     /// Delete an object or a whole directory tree.
     async fn delete(&self, path: &str) -> Result<()>;
+
+    /// Delete the directory `dir`, which the caller knows holds at most the
+    /// objects `names` (whole objects, not unfinished writers' ones: a
+    /// finished upload's start marker and data). A missing one is no error.
+    /// By default `delete(dir)`; a driver where that costs a listing (S3)
+    /// deletes just the named objects.
+    async fn delete_known(&self, dir: &str, names: &[&str]) -> Result<()> {
+        let _ = names;
+        match self.delete(dir).await {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
 
     /// A URL the client may fetch the object from directly, if the backend offers one.
     async fn redirect_url(&self, _path: &str, _method: &str) -> Result<Option<String>> {

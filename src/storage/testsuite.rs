@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures::{future::join_all, StreamExt};
 
-use super::{ByteStream, StorageDriver};
+use super::{ByteStream, Resume, StorageDriver};
 
 async fn collect(mut s: ByteStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -26,6 +26,11 @@ pub async fn run_all(d: &dyn StorageDriver) {
     invalid_paths(d).await;
     concurrent_writes(d).await;
     large_object(d).await;
+    object_stat(d).await;
+    fresh_writer(d).await;
+    resume_writer(d).await;
+    staged_writer(d).await;
+    delete_known(d).await;
 }
 
 async fn content_round_trip(d: &dyn StorageDriver) {
@@ -265,4 +270,117 @@ async fn large_object(d: &dyn StorageDriver) {
         total += c.len();
     }
     assert_eq!(total, 24 * 1024 * 1024);
+}
+
+async fn object_stat(d: &dyn StorageDriver) {
+    d.put_content("/suite/objstat/dir/obj", Bytes::from_static(b"12345"))
+        .await
+        .unwrap();
+    let info = d.stat_object("/suite/objstat/dir/obj").await.unwrap();
+    assert_eq!((info.size, info.is_dir), (5, false));
+    for missing in ["/suite/objstat/dir/nothing", "/suite/objstat/dir"] {
+        assert!(
+            d.stat_object(missing).await.unwrap_err().is_not_found(),
+            "{missing}: not an object"
+        );
+    }
+}
+
+async fn fresh_writer(d: &dyn StorageDriver) {
+    for (p, len) in [("/suite/fresh/small", 3), ("/suite/fresh/large", 7 << 20)] {
+        assert_eq!(d.stored_size(p).await.unwrap(), None);
+        let first = Bytes::from(vec![5u8; len]);
+        let mut w = d.fresh_writer(p).await.unwrap();
+        w.write(first.clone()).await.unwrap();
+        assert_eq!(w.close().await.unwrap(), len as u64);
+        assert_eq!(d.stored_size(p).await.unwrap(), Some(len as u64), "{p}");
+        let mut w = d.writer(p, len as u64).await.unwrap();
+        w.write(Bytes::from_static(b"end")).await.unwrap();
+        assert_eq!(w.commit().await.unwrap(), len as u64 + 3);
+        let got = collect(d.reader(p, 0, None).await.unwrap()).await;
+        assert!(got[..len] == first[..] && got.ends_with(b"end"), "{p}");
+    }
+    // Committed by the fresh writer itself (a whole blob in one PUT).
+    let mut w = d.fresh_writer("/suite/fresh/once").await.unwrap();
+    w.write(Bytes::from_static(b"once")).await.unwrap();
+    assert_eq!(w.commit().await.unwrap(), 4);
+    assert_eq!(d.get_content("/suite/fresh/once").await.unwrap(), "once");
+}
+
+async fn resume_writer(d: &dyn StorageDriver) {
+    let p = "/suite/resume/data";
+    let elsewhere = |r: Resume| match r {
+        Resume::Elsewhere(at) => at,
+        Resume::Writer(_) => panic!("a writer at the wrong offset"),
+    };
+    assert_eq!(elsewhere(d.resume_writer(p, 3).await.unwrap()), None);
+    let mut w = d.writer(p, 0).await.unwrap();
+    w.write(Bytes::from_static(b"abc")).await.unwrap();
+    w.close().await.unwrap();
+    for wrong in [2, 4] {
+        assert_eq!(elsewhere(d.resume_writer(p, wrong).await.unwrap()), Some(3));
+    }
+    assert_eq!(d.stored_size(p).await.unwrap(), Some(3), "nothing touched");
+    let Resume::Writer(mut w) = d.resume_writer(p, 3).await.unwrap() else {
+        panic!("no writer where the object stands");
+    };
+    assert_eq!(w.size(), 3);
+    w.write(Bytes::from_static(b"def")).await.unwrap();
+    assert_eq!(w.commit().await.unwrap(), 6);
+    assert_eq!(d.get_content(p).await.unwrap(), "abcdef");
+}
+
+/// Drivers that stage in place: invisible until `commit`, gone on `abort`.
+async fn staged_writer(d: &dyn StorageDriver) {
+    let p = "/suite/staged/small";
+    let Some(mut w) = d.staged_writer(p).await.unwrap() else {
+        return;
+    };
+    w.write(Bytes::from_static(b"sta")).await.unwrap();
+    w.write(Bytes::from_static(b"ged")).await.unwrap();
+    assert_eq!(w.size(), 6);
+    assert!(d.stat_object(p).await.unwrap_err().is_not_found());
+    assert_eq!(w.commit().await.unwrap(), 6);
+    assert_eq!(d.get_content(p).await.unwrap(), "staged");
+
+    // Several parts' worth, committed.
+    let big: Vec<u8> = (0..=250u8).cycle().take(12 * 1024 * 1024 + 7).collect();
+    let p = "/suite/staged/large";
+    let mut w = d.staged_writer(p).await.unwrap().unwrap();
+    for piece in big.chunks(1024 * 1024) {
+        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+    }
+    assert!(d.stat_object(p).await.unwrap_err().is_not_found());
+    assert_eq!(w.commit().await.unwrap(), big.len() as u64);
+    assert!(collect(d.reader(p, 0, None).await.unwrap()).await == big);
+
+    // Aborted, small and large: nothing new, and an object there stays.
+    for (p, len) in [
+        ("/suite/staged/gone", 10),
+        ("/suite/staged/small", 11 << 20),
+    ] {
+        let before = d.get_content(p).await.ok();
+        let mut w = d.staged_writer(p).await.unwrap().unwrap();
+        w.write(Bytes::from(vec![1u8; len])).await.unwrap();
+        w.abort().await;
+        assert_eq!(d.get_content(p).await.ok(), before, "{p}");
+    }
+    assert!(d
+        .stat_object("/suite/staged/gone")
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+async fn delete_known(d: &dyn StorageDriver) {
+    let dir = "/suite/known/u1";
+    for name in ["startedat", "data"] {
+        d.put_content(&format!("{dir}/{name}"), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    d.delete_known(dir, &["startedat", "data"]).await.unwrap();
+    assert!(d.stat(dir).await.unwrap_err().is_not_found());
+    // Already gone: no error.
+    d.delete_known(dir, &["startedat"]).await.unwrap();
 }

@@ -44,7 +44,7 @@ async fn serve(driver: Arc<dyn StorageDriver>) -> Served {
     });
     Served {
         base,
-        http: reqwest::Client::builder()
+        http: crate::common::http::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),

@@ -214,7 +214,7 @@ impl Registry {
                         "garbage collection stopped before deleting anything: repository {repo} has a manifest revision {name:?} Berth cannot read (unsupported digest), so what it references is unknown; delete it ({hex_dir}) and run again"
                     )));
                 };
-                match self.driver.stat(&format!("{hex_dir}/link")).await {
+                match self.driver.stat_object(&format!("{hex_dir}/link")).await {
                     Ok(info) => out.push(Revision {
                         digest,
                         modified: info.modified,

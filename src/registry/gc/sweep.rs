@@ -69,7 +69,7 @@ impl Registry {
                     .parse::<Digest>() else {
                         continue;
                     };
-                    match self.driver.stat(&layout::blob_data(&digest)).await {
+                    match self.driver.stat_object(&layout::blob_data(&digest)).await {
                         Ok(info) => out.push(StoredBlob {
                             digest,
                             size: info.size,
@@ -96,7 +96,7 @@ impl Registry {
         let stats = stream::iter(repos)
             .map(|repo| async move {
                 let link = layout::layer_link(repo, d);
-                match self.driver.stat(&link).await {
+                match self.driver.stat_object(&link).await {
                     Ok(info) => Ok(Some((repo, link, info.modified))),
                     Err(e) if e.is_not_found() => Ok(None),
                     Err(e) => Err(e),
@@ -129,7 +129,7 @@ impl Registry {
     ) -> Result<Option<Doomed>> {
         let d = &blob.digest;
         // Rewritten since it was listed (a re-upload or a manifest PUT)?
-        match self.driver.stat(&layout::blob_data(d)).await {
+        match self.driver.stat_object(&layout::blob_data(d)).await {
             Ok(info) if info.modified >= cutoff => {
                 report.blobs_relinked += 1;
                 return Ok(None);
@@ -185,7 +185,7 @@ impl Registry {
         }
         for (repo, dir) in &doomed.old_links {
             // Leave a link that was refreshed meanwhile: that is the race below.
-            match self.driver.stat(&format!("{dir}/link")).await {
+            match self.driver.stat_object(&format!("{dir}/link")).await {
                 Ok(info) if info.modified < cutoff => {
                     self.delete_if_exists(dir).await?;
                     tracing::info!(repository = %repo, digest = %d, "garbage collection: removed dangling layer link");

@@ -94,7 +94,7 @@ impl Registry {
     /// Still old and still untagged?
     async fn still_deletable(&self, m: &Untagged, cutoff: SystemTime) -> Result<bool> {
         let link = layout::manifest_revision_link(&m.repo, &m.digest);
-        match self.driver.stat(&link).await {
+        match self.driver.stat_object(&link).await {
             Ok(info) if info.modified >= cutoff => return Ok(false),
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Ok(true),

@@ -46,11 +46,24 @@
 //! creating the multipart upload and its first `close()` is recorded nowhere;
 //! a bucket lifecycle rule `AbortIncompleteMultipartUpload` cleans those up.
 //!
+//! # Blobs written in place
+//! A blob whose digest is known before its first byte (`PUT ?digest=` on a
+//! fresh upload, `POST ?digest=`) needs no upload state and no commit copy:
+//! [`StorageDriver::staged_writer`] is the same writer on the blob's own key,
+//! with no state object, completed only once the registry has verified the
+//! digest and aborted otherwise (or, when dropped, in the background:
+//! [`S3Driver::settled`] waits for those aborts). Under one part it is one
+//! PutObject after the verification, from the part buffer it already holds.
+//!
 //! # Requests
 //! Every request is counted ([`S3Driver::requests`]); stat is one HeadObject
 //! for an object (a ListObjectsV2 only when it is missing, to find a
-//! directory); rename is HeadObject + CopyObject (UploadPartCopy parts above
-//! `multipartcopythresholdsize`) + DeleteObject.
+//! directory; `stat_object`, for paths that cannot be directories, never
+//! lists); rename is HeadObject + CopyObject (UploadPartCopy parts above
+//! `multipartcopythresholdsize`, `multipartcopymaxconcurrency` at once) +
+//! DeleteObject; `delete_known` is one DeleteObject(s) with no listing; a
+//! `fresh_writer` does not read the state its caller just found missing, and
+//! `resume_writer` reads it once to both check the caller's offset and go on.
 
 mod client;
 mod inner;
@@ -81,7 +94,7 @@ use self::{
 };
 use super::{
     budget::BufferBudget, listing::PageCollector, ByteStream, FileInfo, FileWriter, ListPage,
-    Result, StorageDriver, StorageError,
+    Result, Resume, StagedWriter, StorageDriver, StorageError,
 };
 use crate::config::{s3::MAX_SINGLE, S3Config};
 
@@ -142,6 +155,7 @@ impl S3Driver {
                 redirect: !redirect_disabled,
                 requests,
                 committed: Mutex::default(),
+                background: Default::default(),
             }),
             budget: BufferBudget::default(),
         })
@@ -167,6 +181,15 @@ impl S3Driver {
     /// HTTP requests sent to S3 so far (retries included; presigning is free).
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Wait until the multipart uploads of writers dropped so far (requests
+    /// cancelled mid-body) are aborted.
+    pub async fn settled(&self) {
+        let tasks = &self.inner.background;
+        tasks.close();
+        tasks.wait().await;
+        tasks.reopen();
     }
 
     /// The key a driver path is stored under.
@@ -247,6 +270,43 @@ impl StorageDriver for S3Driver {
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {
         writer::open(self.inner.clone(), &self.budget, path, offset).await
+    }
+
+    /// One read of the upload state, where `stored_size` + `writer` make two.
+    async fn resume_writer(&self, path: &str, offset: u64) -> Result<Resume> {
+        writer::resume(self.inner.clone(), &self.budget, path, offset).await
+    }
+
+    /// No upload state read: see [`writer::fresh`].
+    async fn fresh_writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
+        writer::fresh(self.inner.clone(), &self.budget, path).await
+    }
+
+    /// A multipart upload on the object's own key (see [`writer::staged`]).
+    async fn staged_writer(&self, path: &str) -> Result<Option<Box<dyn StagedWriter>>> {
+        writer::staged(self.inner.clone(), &self.budget, path)
+            .await
+            .map(Some)
+    }
+
+    /// One HeadObject, no listing.
+    async fn stat_object(&self, path: &str) -> Result<FileInfo> {
+        let key = self.inner.key(path)?;
+        let not_found = || StorageError::NotFound(path.to_string());
+        if path == "/" {
+            return Err(not_found());
+        }
+        let (size, modified) = self
+            .inner
+            .head_opt(&key, path)
+            .await?
+            .ok_or_else(not_found)?;
+        Ok(FileInfo {
+            path: path.to_string(),
+            size,
+            modified,
+            is_dir: false,
+        })
     }
 
     /// From the upload state object, where an unfinished object lives.
@@ -421,6 +481,19 @@ impl StorageDriver for S3Driver {
             return Err(StorageError::NotFound(path.to_string()));
         }
         inner.delete_keys(&keys, path).await
+    }
+
+    /// One DeleteObject (DeleteObjects for several): no listing of `dir`.
+    async fn delete_known(&self, dir: &str, names: &[&str]) -> Result<()> {
+        let inner = &self.inner;
+        let keys = names
+            .iter()
+            .map(|n| inner.key(&format!("{dir}/{n}")))
+            .collect::<Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        inner.delete_keys(&keys, dir).await
     }
 
     async fn redirect_url(&self, path: &str, method: &str) -> Result<Option<String>> {

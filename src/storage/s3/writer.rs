@@ -16,7 +16,7 @@ use crate::{
     config::s3::{MAX_SINGLE, MIN_PART},
     storage::{
         budget::{BufferBudget, Reservation},
-        FileWriter, Result, StorageError,
+        FileWriter, Result, Resume, StagedWriter, StorageError,
     },
 };
 
@@ -145,61 +145,10 @@ pub(super) async fn open(
     // Room first (the state's tail is read into it); `Busy` leaves all as it was.
     let base = budget.reserve(MIN_PART).await?;
     let state = read_state(&inner, &format!("{key}{STATE_SUFFIX}"), path).await?;
-    let mut w = S3Writer {
-        inner,
-        path: path.to_string(),
-        key,
-        upload_id: None,
-        parts: Vec::new(),
-        parts_size: 0,
-        buf: BytesMut::new(),
-        target: 0,
-        _base: base,
-        extra: None,
-        budget: budget.clone(),
-        state_exists: state.is_some(),
-        dirty: false,
-        stale_upload: None,
-        unrecorded: false,
-        finishing: false,
-    };
+    let mut w = S3Writer::new(inner, budget, path, key, base);
+    w.state_exists = state.is_some();
     match state {
-        Some((header, tail)) => {
-            let parts_size: u64 = header.parts.iter().map(|p| p.size).sum();
-            let size = parts_size + tail.len() as u64;
-            if offset > size {
-                return Err(invalid(path, offset));
-            }
-            if offset == 0 {
-                // Start over; the old upload goes once the new state is written.
-                w.stale_upload = header.upload_id;
-                w.dirty = size > 0;
-                return Ok(Box::new(w));
-            }
-            w.upload_id = header.upload_id;
-            w.parts = header.parts;
-            w.parts_size = parts_size;
-            if offset >= parts_size {
-                w.begin_part();
-                w.buf
-                    .extend_from_slice(&tail[..(offset - parts_size) as usize]);
-            } else {
-                // Only a part boundary can be cut to.
-                let mut end = 0;
-                let keep = w.parts.iter().position(|p| {
-                    end += p.size;
-                    end > offset
-                });
-                let keep = keep.unwrap_or(w.parts.len());
-                let boundary: u64 = w.parts[..keep].iter().map(|p| p.size).sum();
-                if boundary != offset {
-                    return Err(invalid(path, offset));
-                }
-                w.parts.truncate(keep);
-                w.parts_size = boundary;
-            }
-            w.dirty = offset != size;
-        }
+        Some((header, tail)) => w.continue_state(header, tail, offset)?,
         None if offset == 0 => {}
         None => {
             // Continuing an object already committed at this path.
@@ -223,9 +172,155 @@ pub(super) async fn open(
     Ok(Box::new(w))
 }
 
+/// A writer continuing the recorded upload exactly at `offset`, from one read
+/// of its state; where the state says another size (or there is none),
+/// that, and nothing is touched (see
+/// [`crate::storage::StorageDriver::resume_writer`]).
+pub(super) async fn resume(
+    inner: Arc<Inner>,
+    budget: &BufferBudget,
+    path: &str,
+    offset: u64,
+) -> Result<Resume> {
+    let key = inner.key(path)?;
+    let base = budget.reserve(MIN_PART).await?;
+    let Some((header, tail)) = read_state(&inner, &format!("{key}{STATE_SUFFIX}"), path).await?
+    else {
+        return Ok(Resume::Elsewhere(None));
+    };
+    let size = header.parts.iter().map(|p| p.size).sum::<u64>() + tail.len() as u64;
+    if size != offset {
+        return Ok(Resume::Elsewhere(Some(size)));
+    }
+    let mut w = S3Writer::new(inner, budget, path, key, base);
+    w.state_exists = true;
+    w.continue_state(header, tail, offset)?;
+    Ok(Resume::Writer(Box::new(w)))
+}
+
+/// A writer at offset 0 where the caller has just seen no upload state (see
+/// [`crate::storage::StorageDriver::fresh_writer`]): the state is not read
+/// again.
+pub(super) async fn fresh(
+    inner: Arc<Inner>,
+    budget: &BufferBudget,
+    path: &str,
+) -> Result<Box<dyn FileWriter>> {
+    let key = inner.key(path)?;
+    let base = budget.reserve(MIN_PART).await?;
+    Ok(Box::new(S3Writer::new(inner, budget, path, key, base)))
+}
+
+/// A writer straight at `path`'s key with no upload state at all: parts of
+/// one multipart upload, completed by `commit` (or one PutObject when it
+/// never filled a part); aborted by `abort` or when dropped.
+pub(super) async fn staged(
+    inner: Arc<Inner>,
+    budget: &BufferBudget,
+    path: &str,
+) -> Result<Box<dyn StagedWriter>> {
+    let key = inner.key(path)?;
+    let base = budget.reserve(MIN_PART).await?;
+    Ok(Box::new(Staged(S3Writer::new(
+        inner, budget, path, key, base,
+    ))))
+}
+
+struct Staged(S3Writer);
+
+#[async_trait]
+impl StagedWriter for Staged {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        FileWriter::write(&mut self.0, chunk).await
+    }
+
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    async fn commit(self: Box<Self>) -> Result<u64> {
+        Box::new(self.0).commit().await
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        let w = &mut self.0;
+        if let Some(id) = w.upload_id.take() {
+            w.unrecorded = false;
+            w.inner.abort(&w.key, &id).await;
+        }
+    }
+}
+
 impl S3Writer {
+    fn new(
+        inner: Arc<Inner>,
+        budget: &BufferBudget,
+        path: &str,
+        key: String,
+        base: Reservation,
+    ) -> S3Writer {
+        S3Writer {
+            inner,
+            path: path.to_string(),
+            key,
+            upload_id: None,
+            parts: Vec::new(),
+            parts_size: 0,
+            buf: BytesMut::new(),
+            target: 0,
+            _base: base,
+            extra: None,
+            budget: budget.clone(),
+            state_exists: false,
+            dirty: false,
+            stale_upload: None,
+            unrecorded: false,
+            finishing: false,
+        }
+    }
+
     fn size(&self) -> u64 {
         self.parts_size + self.buf.len() as u64
+    }
+
+    /// Take up the recorded upload at `offset` (at most its size): in the
+    /// tail, on a part boundary, or from scratch at 0.
+    fn continue_state(&mut self, header: Header, tail: Bytes, offset: u64) -> Result<()> {
+        let parts_size: u64 = header.parts.iter().map(|p| p.size).sum();
+        let size = parts_size + tail.len() as u64;
+        if offset > size {
+            return Err(invalid(&self.path, offset));
+        }
+        if offset == 0 {
+            // Start over; the old upload goes once the new state is written.
+            self.stale_upload = header.upload_id;
+            self.dirty = size > 0;
+            return Ok(());
+        }
+        self.upload_id = header.upload_id;
+        self.parts = header.parts;
+        self.parts_size = parts_size;
+        if offset >= parts_size {
+            self.begin_part();
+            self.buf
+                .extend_from_slice(&tail[..(offset - parts_size) as usize]);
+        } else {
+            // Only a part boundary can be cut to.
+            let mut end = 0;
+            let keep = self.parts.iter().position(|p| {
+                end += p.size;
+                end > offset
+            });
+            let keep = keep.unwrap_or(self.parts.len());
+            let boundary: u64 = self.parts[..keep].iter().map(|p| p.size).sum();
+            if boundary != offset {
+                return Err(invalid(&self.path, offset));
+            }
+            self.parts.truncate(keep);
+            self.parts_size = boundary;
+        }
+        self.dirty = offset != size;
+        Ok(())
     }
 
     /// Start filling a part: 5 MiB, plus whatever of `chunksize - 5 MiB`
@@ -498,7 +593,8 @@ impl Drop for S3Writer {
             return;
         };
         let (inner, key) = (self.inner.clone(), self.key.clone());
-        rt.spawn(async move { inner.abort(&key, &id).await });
+        let abort = async move { inner.abort(&key, &id).await };
+        rt.spawn(self.inner.background.track_future(abort));
     }
 }
 

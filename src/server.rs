@@ -87,6 +87,32 @@ pub fn blob_descriptor_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescript
     Ok(Some(BlobDescriptorCache::new(backend)))
 }
 
+/// `storage.cache.manifests`, with Redis as its shared tier when `redis:` is
+/// configured; links in process only for a declared single replica
+/// (`blobdescriptor: inmemory`).
+pub fn manifest_cache(
+    cfg: &Config,
+) -> anyhow::Result<crate::cache::manifests::ManifestCache> {
+    use crate::cache::manifests::{ManifestCache, ManifestCacheSettings};
+    let (size, tag_ttl, redis_ttl) = cfg
+        .storage
+        .cache
+        .manifests
+        .settings()
+        .map_err(anyhow::Error::msg)?;
+    let redis = match &cfg.redis {
+        Some(r) => Some(RedisCache::new(r).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let settings = ManifestCacheSettings {
+        size,
+        tag_ttl,
+        redis_ttl,
+        local_links: cfg.storage.cache.blobdescriptor == "inmemory",
+    };
+    Ok(ManifestCache::new(settings, redis))
+}
+
 /// The full application for a configuration.
 pub fn app(cfg: &Config) -> anyhow::Result<axum::Router> {
     app_with_metrics(cfg, None)
@@ -111,7 +137,8 @@ pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::R
     let registry = Registry::new(driver, &http_secret(cfg), cfg.storage.delete.enabled);
     let registry = registry
         .read_only(cfg.storage.maintenance.readonly.enabled)
-        .with_listing_limits(crate::registry::catalog::ListingLimits::from_config(cfg));
+        .with_listing_limits(crate::registry::catalog::ListingLimits::from_config(cfg))
+        .with_manifest_cache(manifest_cache(cfg)?);
     let registry = match blob_descriptor_cache(cfg)? {
         Some(cache) => {
             if let Some(m) = &metrics {

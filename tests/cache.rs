@@ -4,6 +4,11 @@
 
 mod common;
 
+#[path = "cache/manifests.rs"]
+mod manifests;
+#[path = "cache/roundtrips.rs"]
+mod roundtrips;
+
 use common::{
     redis::{RedisCluster, RedisServer},
     Berth,

@@ -190,7 +190,7 @@ impl Registry {
         }
         match result {
             Ok(report) if !report.stale_cache.is_empty() => Err(Error::internal(format!(
-                "garbage collection deleted blobs whose blob-descriptor cache entries it could not clear; servers may answer for them until their keys (blobs::<digest>, repository::<name>::blobs::<digest>) are deleted: {}; {report}",
+                "garbage collection deleted blobs whose blob-descriptor cache entries it could not clear; servers may answer for them until their keys (blobs::<digest>, repository::<name>::blobs::<digest>) are deleted (and berth::manifest::<digest>): {}; {report}",
                 report.stale_cache.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             ))),
             other => other,
@@ -201,6 +201,11 @@ impl Registry {
     /// a cache it cannot reach would keep telling replicas a swept blob is
     /// there, so it stops before deleting anything.
     async fn check_cache_reachable(&self) -> Result<()> {
+        if !self.manifests.reachable().await {
+            return Err(Error::internal(
+                "garbage collection stopped before deleting anything: Redis (the manifest cache's shared tier) cannot be reached, and entries for swept manifests would stay behind",
+            ));
+        }
         let Some(cache) = &self.cache else {
             return Ok(());
         };

@@ -59,8 +59,9 @@ impl Registry {
             if let Some(cache) = &self.cache {
                 cache.set_bypass(active).await;
             }
+            self.manifests.set_bypass(active);
             if active {
-                tracing::info!("garbage collection is sweeping: blob-descriptor cache bypassed, manifest references touched");
+                tracing::info!("garbage collection is sweeping: blob-descriptor and manifest caches bypassed, manifest references touched");
             } else {
                 tracing::info!("garbage collection sweep ended");
             }

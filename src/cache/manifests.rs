@@ -351,8 +351,12 @@ impl ManifestCache {
         }
         let key = Key::Tag(repo.to_string(), tag.to_string());
         let mut local = self.local();
-        match local.lru.get(&key) {
-            Some(Value::Tag(d, until)) if Instant::now() < *until => Some(d.clone()),
+        let found = match local.lru.get(&key) {
+            Some(Value::Tag(d, until)) => Some((d.clone(), *until)),
+            _ => None,
+        };
+        match found {
+            Some((d, until)) if Instant::now() < until => Some(d),
             Some(_) => {
                 local.remove(&key);
                 None

@@ -150,11 +150,9 @@ where
 {
     match conn {
         Conn::Single(mut c) => {
-            redis::pipe()
-                .add_command(a)
-                .add_command(b)
-                .query_async(&mut c)
-                .await
+            let mut p = redis::pipe();
+            p.add_command(a).add_command(b);
+            p.query_async(&mut c).await
         }
         Conn::Cluster(c) => {
             let (mut c1, mut c2) = (c.clone(), c);
@@ -242,25 +240,6 @@ impl RedisCache {
     pub(super) async fn query_pipe<T: FromRedisValue + Send>(&self, p: redis::Pipeline) -> Result<T, String> {
         self.run(|conn| async move { on_conn!(conn, |c| p.query_async(&mut c).await) })
             .await
-    }
-
-    /// A Lua script on `key` (loaded on first use).
-    pub(super) async fn script<T: FromRedisValue + Send>(
-        &self,
-        script: &redis::Script,
-        key: &str,
-        args: &[&str],
-    ) -> Result<T, String> {
-        self.run(|conn| async move {
-            on_conn!(conn, |c| {
-                let mut call = script.key(key);
-                for a in args {
-                    call.arg(*a);
-                }
-                call.invoke_async(&mut c).await
-            })
-        })
-        .await
     }
 }
 

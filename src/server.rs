@@ -90,9 +90,7 @@ pub fn blob_descriptor_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescript
 /// `storage.cache.manifests`, with Redis as its shared tier when `redis:` is
 /// configured; links in process only for a declared single replica
 /// (`blobdescriptor: inmemory`).
-pub fn manifest_cache(
-    cfg: &Config,
-) -> anyhow::Result<crate::cache::manifests::ManifestCache> {
+pub fn manifest_cache(cfg: &Config) -> anyhow::Result<crate::cache::manifests::ManifestCache> {
     use crate::cache::manifests::{ManifestCache, ManifestCacheSettings};
     let (size, tag_ttl, redis_ttl) = cfg
         .storage

@@ -215,6 +215,18 @@ async fn redis_cluster() {
             b.logs()
         );
     }
+    // The manifest cache's keys hash to different slots (the repository's
+    // links, the bytes): a lookup and a fill still work on a cluster.
+    let (m, body) = manifests::push_image(&b, "c/cluster", "v1", "cluster layer").await;
+    for _ in 0..2 {
+        let (status, _, got) = manifests::fetch(&b, reqwest::Method::GET, "c/cluster", &m).await;
+        assert_eq!((status, got), (StatusCode::OK, body.clone()));
+    }
+    assert_eq!(
+        cluster.nodes[0].cli(&["hexists", "berth::repository::c/cluster::manifests", &m]),
+        "1"
+    );
+    assert!(!b.logs().contains("unavailable"), "{}", b.logs());
 }
 
 #[test]

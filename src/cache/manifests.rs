@@ -396,8 +396,7 @@ impl ManifestCache {
     /// `repo` no longer links `d` (a delete, or garbage collection).
     pub async fn forget_link(&self, repo: &str, d: &Digest) -> bool {
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
-        self.local()
-            .remove(&Key::Link(repo.to_string(), d.clone()));
+        self.local().remove(&Key::Link(repo.to_string(), d.clone()));
         match &self.inner.shared {
             Some(shared) => self.invalidated(shared.forget_link(repo, d).await, repo, d),
             None => true,

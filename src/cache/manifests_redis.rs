@@ -55,6 +55,9 @@ fn verified(d: &Digest, body: Option<Vec<u8>>) -> Option<Bytes> {
     }
 }
 
+/// HMGET of a digest's field and `_gen`.
+type LinkAndGeneration = (Option<String>, Option<String>);
+
 /// What Redis said of a manifest in a repository.
 pub(super) struct Found {
     pub linked: bool,
@@ -76,7 +79,7 @@ impl Shared {
     pub async fn lookup(&self, repo: &str, d: &Digest, want_body: bool) -> Result<Found, String> {
         let mut links = redis::cmd("HMGET");
         links.arg(links_key(repo)).arg(d.to_string()).arg(GEN);
-        let ((linked, generation), body): ((Option<String>, Option<String>), Option<Vec<u8>>) =
+        let ((linked, generation), body): (LinkAndGeneration, Option<Vec<u8>>) =
             if want_body && !self.body_ttl.is_zero() {
                 let mut get = redis::cmd("GET");
                 get.arg(body_key(d));
@@ -181,7 +184,13 @@ impl Shared {
         self.redis.query(get).await
     }
 
-    pub async fn fill_tag(&self, repo: &str, tag: &str, d: &Digest, ttl: Duration) -> Result<(), String> {
+    pub async fn fill_tag(
+        &self,
+        repo: &str,
+        tag: &str,
+        d: &Digest,
+        ttl: Duration,
+    ) -> Result<(), String> {
         let mut set = redis::cmd("SET");
         set.arg(tag_key(repo, tag))
             .arg(d.to_string())

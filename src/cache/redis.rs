@@ -222,13 +222,20 @@ async fn forget<C: ConnectionLike + Send + Sync>(
 /// Commands for the other caches of this module (the manifest cache), over
 /// the same connection, timeouts and reconnect pacing.
 impl RedisCache {
-    pub(super) async fn query<T: FromRedisValue + Send>(&self, cmd: redis::Cmd) -> Result<T, String> {
+    pub(super) async fn query<T: FromRedisValue + Send>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, String> {
         self.run(|conn| async move { on_conn!(conn, |c| cmd.query_async(&mut c).await) })
             .await
     }
 
     /// Two commands in one round trip, see [`both`].
-    pub(super) async fn query_both<A, B>(&self, a: redis::Cmd, b: redis::Cmd) -> Result<(A, B), String>
+    pub(super) async fn query_both<A, B>(
+        &self,
+        a: redis::Cmd,
+        b: redis::Cmd,
+    ) -> Result<(A, B), String>
     where
         A: FromRedisValue + Send,
         B: FromRedisValue + Send,
@@ -237,7 +244,10 @@ impl RedisCache {
     }
 
     /// A pipeline whose commands all name one key (one slot on a cluster).
-    pub(super) async fn query_pipe<T: FromRedisValue + Send>(&self, p: redis::Pipeline) -> Result<T, String> {
+    pub(super) async fn query_pipe<T: FromRedisValue + Send>(
+        &self,
+        p: redis::Pipeline,
+    ) -> Result<T, String> {
         self.run(|conn| async move { on_conn!(conn, |c| p.query_async(&mut c).await) })
             .await
     }

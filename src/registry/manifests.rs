@@ -470,7 +470,11 @@ mod tests {
             assert_eq!(m.body, body);
             reads() - before
         };
-        assert_eq!(get().await, 1, "the link (the bytes are kept from the push)");
+        assert_eq!(
+            get().await,
+            1,
+            "the link (the bytes are kept from the push)"
+        );
         assert_eq!(get().await, 0, "warm");
 
         let marker = crate::registry::gc::watch::sweep_marker("run");

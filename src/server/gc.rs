@@ -25,7 +25,8 @@ pub async fn garbage_collect(cfg: &Config, opts: &GcOptions) -> anyhow::Result<G
             ..Default::default()
         };
         let redis = RedisCache::new(r).map_err(anyhow::Error::msg)?;
-        registry = registry.with_manifest_cache(manifests::ManifestCache::new(settings, Some(redis)));
+        registry =
+            registry.with_manifest_cache(manifests::ManifestCache::new(settings, Some(redis)));
     }
     if cfg.storage.cache.blobdescriptor == "redis" {
         if let Some(cache) = super::blob_descriptor_cache(cfg)? {

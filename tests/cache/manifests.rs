@@ -71,7 +71,12 @@ async fn push_blob(b: &Berth, repo: &str, data: &[u8]) -> String {
 }
 
 /// A one-layer image whose layer says `what`; returns (digest, bytes).
-async fn push_image(b: &Berth, repo: &str, reference: &str, what: &str) -> (String, Vec<u8>) {
+pub(crate) async fn push_image(
+    b: &Berth,
+    repo: &str,
+    reference: &str,
+    what: &str,
+) -> (String, Vec<u8>) {
     let config = push_blob(b, repo, b"{}").await;
     let layer = push_blob(b, repo, what.as_bytes()).await;
     let body = serde_json::to_vec(&json!({
@@ -93,7 +98,12 @@ async fn push_image(b: &Berth, repo: &str, reference: &str, what: &str) -> (Stri
 }
 
 /// (status, Docker-Content-Digest, body).
-async fn fetch(b: &Berth, method: Method, repo: &str, reference: &str) -> (StatusCode, String, Vec<u8>) {
+pub(crate) async fn fetch(
+    b: &Berth,
+    method: Method,
+    repo: &str,
+    reference: &str,
+) -> (StatusCode, String, Vec<u8>) {
     let r = client()
         .request(method, b.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("accept", OCI_MANIFEST)
@@ -157,7 +167,11 @@ async fn without_a_link_cache_a_get_by_digest_reads_the_link_only() {
     assert_eq!(requests_for(&b, &debug, "m/links", &d, &body).await, 10);
     assert_eq!(requests_for(&b, &debug, "m/links", "v1", &body).await, 10);
     // size 0: nothing kept, every GET reads the bytes too (HEAD as well).
-    let (b, debug) = start(None, "    blobdescriptor: inmemory\n    manifests:\n      size: 0\n      tagttl: 0s\n", "");
+    let (b, debug) = start(
+        None,
+        "    blobdescriptor: inmemory\n    manifests:\n      size: 0\n      tagttl: 0s\n",
+        "",
+    );
     let (d, body) = push_image(&b, "m/links", "v1", "links layer").await;
     assert_eq!(requests_for(&b, &debug, "m/links", &d, &body).await, 20);
 }
@@ -168,18 +182,33 @@ async fn entries_are_scoped_by_repository_and_deletes_invalidate() {
     let (d, body) = push_image(&b, "m/a", "v1", "scoped layer").await;
     assert_eq!(fetch(&b, Method::GET, "m/a", &d).await.2, body);
     // Cached for m/a; m/b has the blobs' bytes nowhere linked.
-    assert_eq!(fetch(&b, Method::GET, "m/b", &d).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(fetch(&b, Method::HEAD, "m/b", &d).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fetch(&b, Method::GET, "m/b", &d).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        fetch(&b, Method::HEAD, "m/b", &d).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // Untag: the tag is gone at once (tag TTL 1h), the digest stays.
     assert_eq!(fetch(&b, Method::GET, "m/a", "v1").await.0, StatusCode::OK);
     delete(&b, "m/a", "v1").await;
-    assert_eq!(fetch(&b, Method::GET, "m/a", "v1").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fetch(&b, Method::GET, "m/a", "v1").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(fetch(&b, Method::GET, "m/a", &d).await.0, StatusCode::OK);
     // Delete by digest: gone, though its bytes were warm.
     delete(&b, "m/a", &d).await;
-    assert_eq!(fetch(&b, Method::GET, "m/a", &d).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(fetch(&b, Method::HEAD, "m/a", &d).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fetch(&b, Method::GET, "m/a", &d).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        fetch(&b, Method::HEAD, "m/a", &d).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // A re-push of a tag on this replica is seen at once.
     let (d1, _) = push_image(&b, "m/a", "latest", "one").await;
@@ -216,11 +245,17 @@ async fn replicas_share_manifests_links_and_tags_through_redis() {
     );
     assert_eq!(requests_for(&two, &debug2, "m/shared", &d, &body).await, 0);
     // Another repository does not link it: not served from Redis either.
-    assert_eq!(fetch(&two, Method::GET, "m/other", &d).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fetch(&two, Method::GET, "m/other", &d).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // Tag: filled by one GET, then no storage request on either replica.
     assert_eq!(fetch(&two, Method::GET, "m/shared", "latest").await.1, d);
-    assert_eq!(requests_for(&two, &debug2, "m/shared", "latest", &body).await, 0);
+    assert_eq!(
+        requests_for(&two, &debug2, "m/shared", "latest", &body).await,
+        0
+    );
     // A push on replica one is seen by replica two at once (not after the
     // hour-long TTL): the push removed the tag's entry in Redis.
     let (d2, body2) = push_image(&one, "m/shared", "latest", "shared layer two").await;
@@ -229,10 +264,19 @@ async fn replicas_share_manifests_links_and_tags_through_redis() {
 
     // A delete on replica one reaches replica two, whose bytes were warm.
     delete(&one, "m/shared", &d).await;
-    assert_eq!(fetch(&two, Method::GET, "m/shared", &d).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(fetch(&two, Method::HEAD, "m/shared", &d).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fetch(&two, Method::GET, "m/shared", &d).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        fetch(&two, Method::HEAD, "m/shared", &d).await.0,
+        StatusCode::NOT_FOUND
+    );
     delete(&one, "m/shared", "latest").await;
-    assert_eq!(fetch(&two, Method::GET, "m/shared", "latest").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fetch(&two, Method::GET, "m/shared", "latest").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert!(!two.logs().contains("unavailable"), "{}", two.logs());
 }
 

@@ -139,7 +139,10 @@ async fn blob_descriptor_lookups_and_fills_are_one_round_trip() {
         }
     );
     assert_eq!(n, 1);
-    assert_eq!(redis.cli(&["sismember", "repository::a::blobs", &d.to_string()]), "1");
+    assert_eq!(
+        redis.cli(&["sismember", "repository::a::blobs", &d.to_string()]),
+        "1"
+    );
     assert_eq!(redis.cli(&["hget", &format!("blobs::{d}"), "size"]), "5");
 }
 
@@ -174,7 +177,11 @@ async fn manifest_lookups_are_one_round_trip_and_a_fill_racing_a_delete_is_dropp
     assert_eq!(n, 1, "link and bytes written together");
     let look = one.lookup("r", &d).await;
     assert!(!look.linked, "a fill that raced a delete was dropped");
-    assert_eq!(look.body, Some(body.clone()), "the bytes are immutable: kept");
+    assert_eq!(
+        look.body,
+        Some(body.clone()),
+        "the bytes are immutable: kept"
+    );
 
     // Without a delete in between, the fill lands, and a warm lookup is
     // one round trip answering both.

@@ -135,8 +135,12 @@ pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::R
     let registry = Registry::new(driver, &http_secret(cfg), cfg.storage.delete.enabled);
     let registry = registry
         .read_only(cfg.storage.maintenance.readonly.enabled)
-        .with_listing_limits(crate::registry::catalog::ListingLimits::from_config(cfg))
-        .with_manifest_cache(manifest_cache(cfg)?);
+        .with_listing_limits(crate::registry::catalog::ListingLimits::from_config(cfg));
+    let manifests = manifest_cache(cfg)?;
+    if let Some(m) = &metrics {
+        m.register_manifest_cache(manifests.stats());
+    }
+    let registry = registry.with_manifest_cache(manifests);
     let registry = match blob_descriptor_cache(cfg)? {
         Some(cache) => {
             if let Some(m) = &metrics {

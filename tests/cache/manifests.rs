@@ -53,6 +53,24 @@ async fn storage_requests(debug: &str) -> u64 {
         .sum()
 }
 
+/// One series' value.
+async fn metric(debug: &str, series: &str) -> u64 {
+    let text = client()
+        .get(format!("http://{debug}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn sha256(data: &[u8]) -> String {
     use sha2::Digest as _;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
@@ -152,6 +170,15 @@ async fn warm_manifest_get_by_digest_costs_no_storage_request() {
     assert_eq!(fetch(&b, Method::GET, "m/warm", &d).await.2, body);
     assert_eq!(storage_requests(&debug).await - before, 1, "cold: the link");
     assert_eq!(requests_for(&b, &debug, "m/warm", &d, &body).await, 0);
+    let hits = metric(
+        &debug,
+        "registry_manifest_cache_requests_total{type=\"Hit\"}",
+    )
+    .await;
+    assert!(
+        hits >= 10,
+        "every warm GET and HEAD counted as a hit: {hits}"
+    );
     // By tag: the tag link once, then the tag cache.
     assert_eq!(requests_for(&b, &debug, "m/warm", "latest", &body).await, 1);
     assert_eq!(requests_for(&b, &debug, "m/warm", "latest", &body).await, 0);

@@ -5,6 +5,9 @@
 //!
 //! `storage.cache.blobdescriptor: inmemory` suits one replica; `redis` is
 //! shared by a cluster, so a delete on one replica is seen by all.
+//!
+//! [`manifests`] is the other cache: manifest bytes, repository links and
+//! tags (`storage.cache.manifests`), with the same rules.
 
 pub mod inmemory;
 pub mod manifests;

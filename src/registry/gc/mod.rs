@@ -17,9 +17,10 @@
 //!    a sweep marker of its own ([`watch::sweep_marker`], outside
 //!    `repositories/` and `blobs/`). Servers look for any every
 //!    [`watch::POLL_EVERY`]; while one exists they bypass and flush their
-//!    blob-descriptor cache, and a manifest PUT rewrites ("touches") the
-//!    repository links of every blob, child and subject it references before
-//!    checking them, so their modification time says "referenced just now".
+//!    blob-descriptor and manifest caches, and a manifest PUT rewrites
+//!    ("touches") the repository links of every blob, child and subject it
+//!    references before checking them, so their modification time says
+//!    "referenced just now".
 //! 3. **Mark** (pass 1), list the blobs, then wait until [`watch::NOTICE`] has
 //!    passed since the announcement, so every server has seen the marker. A
 //!    manifest whose bytes are there but do not parse, or a revision whose

@@ -87,6 +87,30 @@ pub fn blob_descriptor_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescript
     Ok(Some(BlobDescriptorCache::new(backend)))
 }
 
+/// `storage.cache.manifests`, with Redis as its shared tier when `redis:` is
+/// configured; links in process only for a declared single replica
+/// (`blobdescriptor: inmemory`).
+pub fn manifest_cache(cfg: &Config) -> anyhow::Result<crate::cache::manifests::ManifestCache> {
+    use crate::cache::manifests::{ManifestCache, ManifestCacheSettings};
+    let (size, tag_ttl, redis_ttl) = cfg
+        .storage
+        .cache
+        .manifests
+        .settings()
+        .map_err(anyhow::Error::msg)?;
+    let redis = match &cfg.redis {
+        Some(r) => Some(RedisCache::new(r).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let settings = ManifestCacheSettings {
+        size,
+        tag_ttl,
+        redis_ttl,
+        local_links: cfg.storage.cache.blobdescriptor == "inmemory",
+    };
+    Ok(ManifestCache::new(settings, redis))
+}
+
 /// The full application for a configuration.
 pub fn app(cfg: &Config) -> anyhow::Result<axum::Router> {
     app_with_metrics(cfg, None)
@@ -112,6 +136,11 @@ pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::R
     let registry = registry
         .read_only(cfg.storage.maintenance.readonly.enabled)
         .with_listing_limits(crate::registry::catalog::ListingLimits::from_config(cfg));
+    let manifests = manifest_cache(cfg)?;
+    if let Some(m) = &metrics {
+        m.register_manifest_cache(manifests.stats());
+    }
+    let registry = registry.with_manifest_cache(manifests);
     let registry = match blob_descriptor_cache(cfg)? {
         Some(cache) => {
             if let Some(m) = &metrics {

@@ -4,6 +4,11 @@
 
 mod common;
 
+#[path = "cache/manifests.rs"]
+mod manifests;
+#[path = "cache/roundtrips.rs"]
+mod roundtrips;
+
 use common::{
     redis::{RedisCluster, RedisServer},
     Berth,
@@ -134,7 +139,25 @@ async fn pulls_survive_redis_going_away() {
         )
     });
     let d = push(&b, "c/down", b"survives").await;
+    let (m, body) = manifests::push_image(&b, "c/down", "v1", "manifest layer").await;
+    let get = |reference: String| {
+        let b = &b;
+        async move { manifests::fetch(b, reqwest::Method::GET, "c/down", &reference).await }
+    };
+    assert_eq!(get(m.clone()).await.2, body, "fills Redis");
     drop(redis);
+    for reference in [m.clone(), "v1".to_string()] {
+        let (status, digest, got) = get(reference).await;
+        assert_eq!(
+            (status, digest, got),
+            (StatusCode::OK, m.clone(), body.clone())
+        );
+    }
+    // A tag pushed while Redis is down (its invalidation fails, loudly) is
+    // still served right: entries are only ever filled from storage.
+    let (m2, body2) = manifests::push_image(&b, "c/down", "v1", "pushed while down").await;
+    let (status, digest, got) = get("v1".to_string()).await;
+    assert_eq!((status, digest, got), (StatusCode::OK, m2, body2));
     for _ in 0..5 {
         assert_eq!(
             head(&b, "c/down", &d).await,
@@ -153,6 +176,11 @@ async fn pulls_survive_redis_going_away() {
     let logs = b.logs();
     assert_eq!(
         logs.matches("blob-descriptor cache unavailable").count(),
+        1,
+        "logged once: {logs}"
+    );
+    assert_eq!(
+        logs.matches("manifest cache (Redis) unavailable").count(),
         1,
         "logged once: {logs}"
     );
@@ -210,6 +238,18 @@ async fn redis_cluster() {
             b.logs()
         );
     }
+    // The manifest cache's keys hash to different slots (the repository's
+    // links, the bytes): a lookup and a fill still work on a cluster.
+    let (m, body) = manifests::push_image(&b, "c/cluster", "v1", "cluster layer").await;
+    for _ in 0..2 {
+        let (status, _, got) = manifests::fetch(&b, reqwest::Method::GET, "c/cluster", &m).await;
+        assert_eq!((status, got), (StatusCode::OK, body.clone()));
+    }
+    assert_eq!(
+        cluster.nodes[0].cli(&["hexists", "berth::repository::c/cluster::manifests", &m]),
+        "1"
+    );
+    assert!(!b.logs().contains("unavailable"), "{}", b.logs());
 }
 
 #[test]

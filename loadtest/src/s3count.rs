@@ -226,7 +226,7 @@ async fn head(c: &mut Client, path: &str, accept: bool, want: StatusCode) -> Res
 }
 
 /// The registry operations counted, in order; each returns how often it ran.
-const OPS: usize = 9;
+const OPS: usize = 10;
 
 fn op_names(s: &CountSettings) -> [String; OPS] {
     let mib = s.blob_size >> 20;
@@ -241,6 +241,7 @@ fn op_names(s: &CountSettings) -> [String; OPS] {
         "manifest PUT (blobs present)".into(),
         "manifest GET by tag".into(),
         "manifest HEAD by tag".into(),
+        "manifest GET by digest, warm".into(),
     ]
 }
 
@@ -328,6 +329,13 @@ async fn run_op(
                     StatusCode::OK,
                 )
                 .await?;
+            }
+            Ok(n)
+        }
+        9 => {
+            let path = format!("/v2/{repo}/manifests/{}", digest_of(&img.manifest));
+            for _ in 0..n {
+                workloads::get_manifest(&mut c, &path).await?;
             }
             Ok(n)
         }
@@ -428,6 +436,13 @@ pub async fn run(
             continue;
         }
         for (i, row) in rows.iter_mut().enumerate() {
+            // "warm": one uncounted GET first (a registry with a cache
+            // fills it; one without reads the store as on every GET).
+            if i == 9 {
+                let path = format!("/v2/loadtest/count/manifests/{}", digest_of(&img.manifest));
+                let warm = workloads::get_manifest(&mut c, &path).await;
+                keep(notes, &format!("{} manifest warm-up", dep.label), warm);
+            }
             let mark = counter.mark();
             let r = run_op(i, s, dep.addr, &big, &img).await;
             let tally = counter.since(mark, &dep.root).await;

@@ -5,8 +5,13 @@
 //!
 //! `storage.cache.blobdescriptor: inmemory` suits one replica; `redis` is
 //! shared by a cluster, so a delete on one replica is seen by all.
+//!
+//! [`manifests`] is the other cache: manifest bytes, repository links and
+//! tags (`storage.cache.manifests`), with the same rules.
 
 pub mod inmemory;
+pub mod manifests;
+mod manifests_redis;
 pub mod redis;
 
 use std::sync::{
@@ -25,11 +30,41 @@ pub struct Descriptor {
     pub media_type: String,
 }
 
+/// What the cache knows of a blob as seen from one repository: whether the
+/// repository links it, and the global descriptor (a miss in the repository
+/// may still spare the storage stat of the data).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scoped {
+    pub linked: bool,
+    pub descriptor: Option<Descriptor>,
+}
+
+impl Scoped {
+    /// The descriptor, if the repository links the blob.
+    pub fn hit(self) -> Option<Descriptor> {
+        self.descriptor.filter(|_| self.linked)
+    }
+}
+
 /// A backend; errors are strings because callers only log and count them.
 #[async_trait]
 pub trait CacheBackend: Send + Sync {
     /// `repo` None: the global blob store.
     async fn get(&self, repo: Option<&str>, d: &Digest) -> Result<Option<Descriptor>, String>;
+    /// The repository's link and the global descriptor together (Redis: one
+    /// round trip).
+    async fn get_scoped(&self, repo: &str, d: &Digest) -> Result<Scoped, String> {
+        if let Some(desc) = self.get(Some(repo), d).await? {
+            return Ok(Scoped {
+                linked: true,
+                descriptor: Some(desc),
+            });
+        }
+        Ok(Scoped {
+            linked: false,
+            descriptor: self.get(None, d).await?,
+        })
+    }
     /// Remember `d`; with a `repo`, both the repository's link and the global
     /// descriptor (one call, as distribution's Redis cache does).
     async fn set(&self, repo: Option<&str>, d: &Digest, desc: &Descriptor) -> Result<(), String>;
@@ -106,6 +141,30 @@ impl BlobDescriptorCache {
             Err(e) => {
                 self.failed("get", &e);
                 None
+            }
+        }
+    }
+
+    /// [`CacheBackend::get_scoped`]; counted as a hit when the repository
+    /// links the blob.
+    pub async fn get_scoped(&self, repo: &str, d: &Digest) -> Scoped {
+        if self.bypass.load(Ordering::SeqCst) {
+            return Scoped::default();
+        }
+        match self.backend.get_scoped(repo, d).await {
+            Ok(s) => {
+                self.recovered();
+                let counter = if s.linked && s.descriptor.is_some() {
+                    &self.stats.hits
+                } else {
+                    &self.stats.misses
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                s
+            }
+            Err(e) => {
+                self.failed("get", &e);
+                Scoped::default()
             }
         }
     }

@@ -13,16 +13,17 @@ use std::{
 use async_trait::async_trait;
 use redis::{
     aio::ConnectionLike, aio::ConnectionManager, cluster_async::ClusterConnection, AsyncCommands,
+    FromRedisValue, RedisResult,
 };
 use tokio::sync::Mutex;
 
-use super::{CacheBackend, Descriptor};
+use super::{CacheBackend, Descriptor, Scoped};
 use crate::{config::redis::RedisConfig, registry::digest::Digest};
 
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
-enum Conn {
+pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -115,7 +116,7 @@ impl RedisCache {
         Ok(c)
     }
 
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
+    pub(super) async fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -139,49 +140,72 @@ macro_rules! on_conn {
     };
 }
 
-async fn lookup<C: ConnectionLike + Send + Sync>(
-    c: &mut C,
-    repo: Option<&str>,
-    d: &Digest,
-) -> redis::RedisResult<Option<Descriptor>> {
-    if let Some(repo) = repo {
-        let member: bool = c.sismember(repo_key(repo), d.to_string()).await?;
-        if !member {
-            return Ok(None);
+/// Two commands in one round trip: a pipeline on a single node; on a
+/// cluster, whose keys may hash to different slots (a pipeline may not span
+/// them), both in flight at once on the multiplexed connection.
+pub(super) async fn both<A, B>(conn: Conn, a: redis::Cmd, b: redis::Cmd) -> RedisResult<(A, B)>
+where
+    A: FromRedisValue,
+    B: FromRedisValue,
+{
+    match conn {
+        Conn::Single(mut c) => {
+            let mut p = redis::pipe();
+            p.add_command(a).add_command(b);
+            p.query_async(&mut c).await
+        }
+        Conn::Cluster(c) => {
+            let (mut c1, mut c2) = (c.clone(), c);
+            futures::try_join!(a.query_async(&mut c1), b.query_async(&mut c2))
         }
     }
-    let (size, media_type): (Option<u64>, Option<String>) = redis::cmd("HMGET")
-        .arg(blob_key(d))
-        .arg("size")
-        .arg("mediatype")
-        .query_async(c)
-        .await?;
-    Ok(size.map(|size| Descriptor {
-        size,
-        media_type: media_type.unwrap_or_default(),
-    }))
 }
 
-async fn store<C: ConnectionLike + Send + Sync>(
-    c: &mut C,
-    repo: Option<&str>,
-    d: &Digest,
-    desc: &Descriptor,
-) -> redis::RedisResult<()> {
-    let _: () = redis::cmd("HSET")
-        .arg(blob_key(d))
+fn hmget_descriptor(d: &Digest) -> redis::Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(blob_key(d)).arg("size").arg("mediatype");
+    cmd
+}
+
+fn descriptor((size, media_type): (Option<u64>, Option<String>)) -> Option<Descriptor> {
+    size.map(|size| Descriptor {
+        size,
+        media_type: media_type.unwrap_or_default(),
+    })
+}
+
+/// The repository's membership and the global descriptor, in one round trip
+/// (distribution asks one, then the other).
+async fn lookup(conn: Conn, repo: &str, d: &Digest) -> RedisResult<Scoped> {
+    let mut member = redis::cmd("SISMEMBER");
+    member.arg(repo_key(repo)).arg(d.to_string());
+    let (linked, desc): (bool, (Option<u64>, Option<String>)) =
+        both(conn, member, hmget_descriptor(d)).await?;
+    Ok(Scoped {
+        linked,
+        descriptor: descriptor(desc),
+    })
+}
+
+/// The descriptor and the repository's membership, in one round trip.
+async fn store(conn: Conn, repo: Option<&str>, d: &Digest, desc: &Descriptor) -> RedisResult<()> {
+    let mut hset = redis::cmd("HSET");
+    hset.arg(blob_key(d))
         .arg("digest")
         .arg(d.to_string())
         .arg("size")
         .arg(desc.size)
         .arg("mediatype")
-        .arg(&desc.media_type)
-        .query_async(c)
-        .await?;
-    if let Some(repo) = repo {
-        let _: () = c.sadd(repo_key(repo), d.to_string()).await?;
+        .arg(&desc.media_type);
+    match repo {
+        Some(repo) => {
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(repo_key(repo)).arg(d.to_string());
+            let _: ((), ()) = both(conn, hset, sadd).await?;
+            Ok(())
+        }
+        None => on_conn!(conn, |c| hset.query_async(&mut c).await),
     }
-    Ok(())
 }
 
 async fn forget<C: ConnectionLike + Send + Sync>(
@@ -192,6 +216,40 @@ async fn forget<C: ConnectionLike + Send + Sync>(
     match repo {
         Some(repo) => c.srem(repo_key(repo), d.to_string()).await,
         None => c.del(blob_key(d)).await,
+    }
+}
+
+/// Commands for the other caches of this module (the manifest cache), over
+/// the same connection, timeouts and reconnect pacing.
+impl RedisCache {
+    pub(super) async fn query<T: FromRedisValue + Send>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, String> {
+        self.run(|conn| async move { on_conn!(conn, |c| cmd.query_async(&mut c).await) })
+            .await
+    }
+
+    /// Two commands in one round trip, see [`both`].
+    pub(super) async fn query_both<A, B>(
+        &self,
+        a: redis::Cmd,
+        b: redis::Cmd,
+    ) -> Result<(A, B), String>
+    where
+        A: FromRedisValue + Send,
+        B: FromRedisValue + Send,
+    {
+        self.run(|conn| both(conn, a, b)).await
+    }
+
+    /// A pipeline whose commands all name one key (one slot on a cluster).
+    pub(super) async fn query_pipe<T: FromRedisValue + Send>(
+        &self,
+        p: redis::Pipeline,
+    ) -> Result<T, String> {
+        self.run(|conn| async move { on_conn!(conn, |c| p.query_async(&mut c).await) })
+            .await
     }
 }
 
@@ -220,13 +278,26 @@ impl RedisCache {
 #[async_trait]
 impl CacheBackend for RedisCache {
     async fn get(&self, repo: Option<&str>, d: &Digest) -> Result<Option<Descriptor>, String> {
-        self.run(|conn| async move { on_conn!(conn, |c| lookup(&mut c, repo, d).await) })
-            .await
+        match repo {
+            Some(repo) => Ok(self.get_scoped(repo, d).await?.hit()),
+            None => {
+                self.run(|conn| async move {
+                    on_conn!(conn, |c| hmget_descriptor(d)
+                        .query_async(&mut c)
+                        .await
+                        .map(descriptor))
+                })
+                .await
+            }
+        }
+    }
+
+    async fn get_scoped(&self, repo: &str, d: &Digest) -> Result<Scoped, String> {
+        self.run(|conn| lookup(conn, repo, d)).await
     }
 
     async fn set(&self, repo: Option<&str>, d: &Digest, desc: &Descriptor) -> Result<(), String> {
-        self.run(|conn| async move { on_conn!(conn, |c| store(&mut c, repo, d, desc).await) })
-            .await
+        self.run(|conn| store(conn, repo, d, desc)).await
     }
 
     async fn clear(&self, repo: Option<&str>, d: &Digest) -> Result<(), String> {

@@ -34,7 +34,10 @@ use serde::{Deserialize, Serialize};
 
 use compat::Tolerated;
 
-pub use storage::{FilesystemConfig, S3Config, StorageConfig, StorageDriverConfig};
+pub use storage::{
+    FilesystemConfig, ManifestCacheConfig, S3Config, StorageConfig, StorageDriverConfig,
+    DEFAULT_MANIFEST_CACHE_SIZE,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -448,6 +451,11 @@ impl Config {
             .maintenance
             .uploadpurging
             .durations()
+            .map_err(ConfigError)?;
+        self.storage
+            .cache
+            .manifests
+            .settings()
             .map_err(ConfigError)?;
         match self.storage.cache.blobdescriptor.as_str() {
             "" | "inmemory" => {}

@@ -141,6 +141,54 @@ pub struct CacheConfig {
     /// distribution's inmemory size bound; not acted on (see `compat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blobdescriptorsize: Tolerated,
+    /// Berth's own: the manifest cache, see [`ManifestCacheConfig`].
+    pub manifests: ManifestCacheConfig,
+}
+
+/// `storage.cache.manifests` (Berth's own; distribution ignores unknown keys
+/// of `storage.cache`): manifests are immutable by digest, so their bytes
+/// are kept in process (`size` bytes, least recently used out first) and,
+/// with a `redis:` section, in Redis for `redisttl`; a tag's digest is
+/// trusted for `tagttl` (invalidated by pushes and deletes: on this replica,
+/// and through Redis on all of them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManifestCacheConfig {
+    /// Bytes of manifests (and tag entries) one replica keeps; 0: none.
+    #[serde(deserialize_with = "super::s3::number")]
+    pub size: u64,
+    /// How long a tag's digest is served without reading the tag link.
+    pub tagttl: String,
+    /// How long a manifest's bytes stay in Redis (`redis:` set); 0: not kept.
+    pub redisttl: String,
+}
+
+/// 64 MiB: some 16 000 manifests of a typical 4 KiB.
+pub const DEFAULT_MANIFEST_CACHE_SIZE: u64 = 64 << 20;
+
+impl Default for ManifestCacheConfig {
+    fn default() -> Self {
+        ManifestCacheConfig {
+            size: DEFAULT_MANIFEST_CACHE_SIZE,
+            tagttl: "5s".into(),
+            redisttl: "24h".into(),
+        }
+    }
+}
+
+impl ManifestCacheConfig {
+    /// (size, tag TTL, Redis TTL), validated; errors name the key.
+    pub fn settings(&self) -> Result<(u64, std::time::Duration, std::time::Duration), String> {
+        let parse = |key: &str, v: &str| {
+            humantime::parse_duration(v.trim())
+                .map_err(|e| format!("storage.cache.manifests.{key}: {v:?}: {e}"))
+        };
+        Ok((
+            self.size,
+            parse("tagttl", &self.tagttl)?,
+            parse("redisttl", &self.redisttl)?,
+        ))
+    }
 }
 
 impl CacheConfig {

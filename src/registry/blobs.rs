@@ -30,22 +30,36 @@ impl Registry {
     /// The blob's size, if `name` links it and the data exists.
     pub async fn stat_blob(&self, name: &str, d: &Digest) -> Result<BlobInfo> {
         validate_name(name)?;
+        // The repository's link and the global descriptor in one cache
+        // round trip: a blob new to this repository (a mount, a push of a
+        // layer another repository has) still needs no stat of its data.
+        let mut known = None;
         if let Some(cache) = &self.cache {
-            if let Some(desc) = cache.get(Some(name), d).await {
-                return Ok(BlobInfo {
-                    digest: d.clone(),
-                    size: desc.size,
-                });
+            let scoped = cache.get_scoped(name, d).await;
+            if scoped.linked {
+                if let Some(desc) = scoped.descriptor {
+                    return Ok(BlobInfo {
+                        digest: d.clone(),
+                        size: desc.size,
+                    });
+                }
             }
+            known = scoped.descriptor;
         }
         match self.read_link(&layout::layer_link(name, d)).await? {
             Some(linked) if &linked == d => {}
             _ => return Err(blob_unknown(d)),
         }
-        let info = self
-            .stat_global_blob(d)
-            .await?
-            .ok_or_else(|| blob_unknown(d))?;
+        let info = match known {
+            Some(desc) => BlobInfo {
+                digest: d.clone(),
+                size: desc.size,
+            },
+            None => self
+                .stat_blob_data(d)
+                .await?
+                .ok_or_else(|| blob_unknown(d))?,
+        };
         if self.cache.is_some() {
             self.remember(Some(name), &info).await;
             // A delete may have run between our read of the link and our fill:
@@ -89,6 +103,11 @@ impl Registry {
                 size: desc.size,
             }));
         }
+        self.stat_blob_data(d).await
+    }
+
+    /// The blob's data in storage, not asking the cache.
+    async fn stat_blob_data(&self, d: &Digest) -> Result<Option<BlobInfo>> {
         match self.driver.stat_object(&layout::blob_data(d)).await {
             Ok(info) => Ok(Some(BlobInfo {
                 digest: d.clone(),

@@ -90,8 +90,10 @@ impl Registry {
         self.check_references(name, &manifest).await?;
 
         self.driver
-            .put_content(&layout::blob_data(&digest), body)
+            .put_content(&layout::blob_data(&digest), body.clone())
             .await?;
+        // Immutable by digest: the pull that follows a push needs no read.
+        self.manifests.fill_body(&digest, &body, false).await;
         self.write_link(&layout::manifest_revision_link(name, &digest), &digest)
             .await?;
         if let Some(subject) = &manifest.subject {
@@ -103,6 +105,7 @@ impl Registry {
                 .await?;
             self.write_link(&layout::tag_current_link(name, tag), &digest)
                 .await?;
+            self.manifests.forget_tag(name, tag).await;
         }
         Ok(PutManifest {
             digest,
@@ -162,6 +165,11 @@ impl Registry {
     }
 
     async fn manifest_exists(&self, name: &str, d: &Digest) -> Result<bool> {
+        // Linked and its bytes known: both checks below, answered.
+        let look = self.manifests.lookup(name, d).await;
+        if look.linked && look.body.is_some() {
+            return Ok(true);
+        }
         Ok(self
             .read_link(&layout::manifest_revision_link(name, d))
             .await?
@@ -188,18 +196,72 @@ impl Registry {
         }
     }
 
+    /// By digest: no storage request when the cache knows the repository
+    /// links it and has its bytes. By tag: the tag link (none while the tag
+    /// cache holds it), then the bytes as by digest.
     pub async fn get_manifest(&self, name: &str, reference: &Reference) -> Result<StoredManifest> {
-        let digest = self.resolve(name, reference).await?;
-        let body = match self.driver.get_content(&layout::blob_data(&digest)).await {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(manifest_unknown(&digest)),
-            Err(e) => return Err(e.into()),
+        validate_name(name)?;
+        let (digest, body) = match reference {
+            Reference::Digest(d) => (d.clone(), self.manifest_by_digest(name, d).await?),
+            Reference::Tag(tag) => {
+                let digest = match self.manifests.tag(name, tag).await {
+                    Some(d) => d,
+                    None => {
+                        let d = self
+                            .read_link(&layout::tag_current_link(name, tag))
+                            .await?
+                            .ok_or_else(|| manifest_unknown(tag))?;
+                        self.manifests.fill_tag(name, tag, &d).await;
+                        d
+                    }
+                };
+                let body = match self.manifests.body(&digest).await {
+                    Some(b) => b,
+                    None => {
+                        let b = self.manifest_bytes(&digest).await?;
+                        self.manifests.fill_body(&digest, &b, true).await;
+                        b
+                    }
+                };
+                (digest, body)
+            }
         };
         Ok(StoredManifest {
             media_type: Manifest::media_type_of(&body),
             digest,
             body,
         })
+    }
+
+    /// The repository's revision link (unless the cache knows it), then the
+    /// bytes (unless the cache has them).
+    async fn manifest_by_digest(&self, name: &str, d: &Digest) -> Result<Bytes> {
+        let look = self.manifests.lookup(name, d).await;
+        if !look.linked {
+            match self
+                .read_link(&layout::manifest_revision_link(name, d))
+                .await?
+            {
+                Some(linked) if &linked == d => {}
+                _ => return Err(manifest_unknown(d)),
+            }
+        } else if let Some(body) = &look.body {
+            return Ok(body.clone());
+        }
+        let body = match &look.body {
+            Some(b) => b.clone(),
+            None => self.manifest_bytes(d).await?,
+        };
+        self.manifests.fill(name, d, &body, look).await;
+        Ok(body)
+    }
+
+    async fn manifest_bytes(&self, d: &Digest) -> Result<Bytes> {
+        match self.driver.get_content(&layout::blob_data(d)).await {
+            Ok(b) => Ok(b),
+            Err(e) if e.is_not_found() => Err(manifest_unknown(d)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Delete by digest: the revision, every tag pointing at it and its referrer
@@ -218,6 +280,7 @@ impl Registry {
                     return Err(manifest_unknown(tag));
                 }
                 self.delete_if_exists(&layout::tag_dir(name, tag)).await?;
+                self.manifests.forget_tag(name, tag).await;
                 Ok(vec![tag.clone()])
             }
             Reference::Digest(d) => {
@@ -231,6 +294,7 @@ impl Registry {
                         == Some(d)
                     {
                         self.delete_if_exists(&layout::tag_dir(name, &tag)).await?;
+                        self.manifests.forget_tag(name, &tag).await;
                         untagged.push(tag);
                     }
                 }
@@ -241,6 +305,7 @@ impl Registry {
                 }
                 self.delete_if_exists(&layout::manifest_revision_dir(name, d))
                     .await?;
+                self.manifests.forget_link(name, d).await;
                 Ok(untagged)
             }
         }
@@ -380,5 +445,50 @@ mod tests {
         );
         // Nothing was stored for the refused index.
         assert!(reg.tags("app").await.unwrap_or_default().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_manifest_cache_is_bypassed_and_flushed_while_a_sweep_runs() {
+        use crate::cache::manifests::{ManifestCache, ManifestCacheSettings};
+        let driver = Arc::new(Counting::default());
+        let settings = ManifestCacheSettings {
+            local_links: true,
+            ..Default::default()
+        };
+        let reg = Registry::new(driver.clone(), b"s", true)
+            .with_manifest_cache(ManifestCache::new(settings, None));
+        let body = index_of(&driver, 0, &[]).await;
+        let d = Digest::of(Algorithm::Sha256, &body);
+        let by_digest = Reference::Digest(d.clone());
+        reg.put_manifest("app", &by_digest, Some(OCI_INDEX), body.clone())
+            .await
+            .unwrap();
+        let reads = || driver.reads.load(Ordering::SeqCst);
+        let get = || async {
+            let before = reads();
+            let m = reg.get_manifest("app", &by_digest).await.unwrap();
+            assert_eq!(m.body, body);
+            reads() - before
+        };
+        assert_eq!(
+            get().await,
+            1,
+            "the link (the bytes are kept from the push)"
+        );
+        assert_eq!(get().await, 0, "warm");
+
+        let marker = crate::registry::gc::watch::sweep_marker("run");
+        driver
+            .put_content(&marker, Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert!(reg.refresh_sweep_state().await);
+        assert_eq!(get().await, 2, "bypassed: link and bytes");
+        assert_eq!(get().await, 2, "and nothing remembered while sweeping");
+
+        driver.delete(&marker).await.unwrap();
+        assert!(!reg.refresh_sweep_state().await);
+        assert_eq!(get().await, 2, "flushed when the sweep ended");
+        assert_eq!(get().await, 0);
     }
 }

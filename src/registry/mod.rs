@@ -20,7 +20,7 @@ pub mod upload_state;
 
 use bytes::Bytes;
 
-use crate::cache::BlobDescriptorCache;
+use crate::cache::{manifests::ManifestCache, BlobDescriptorCache};
 use crate::storage::{Driver, StorageError};
 use digest::Digest;
 use error::{Code, Error, Result};
@@ -33,6 +33,8 @@ pub struct Registry {
     delete_enabled: bool,
     read_only: bool,
     cache: Option<BlobDescriptorCache>,
+    /// Manifest bytes, links and tags (see [`crate::cache::manifests`]).
+    manifests: ManifestCache,
     /// A garbage-collection sweep is running (see [`gc::watch`]).
     sweeping: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The sweep marker this registry's own collection wrote, if one runs.
@@ -49,6 +51,7 @@ impl Registry {
             delete_enabled,
             read_only: false,
             cache: None,
+            manifests: ManifestCache::new(Default::default(), None),
             sweeping: Default::default(),
             own_sweep_marker: Default::default(),
             limits: Default::default(),
@@ -87,6 +90,13 @@ impl Registry {
     /// Answer blob lookups from a blob-descriptor cache first.
     pub fn with_cache(mut self, cache: BlobDescriptorCache) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Serve manifests through `cache` (the default: in process only, with
+    /// the default size and tag TTL, links not cached).
+    pub fn with_manifest_cache(mut self, cache: ManifestCache) -> Self {
+        self.manifests = cache;
         self
     }
 

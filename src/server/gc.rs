@@ -15,6 +15,19 @@ use crate::{
 pub async fn garbage_collect(cfg: &Config, opts: &GcOptions) -> anyhow::Result<GcReport> {
     let driver = super::build_driver(cfg)?;
     let mut registry = Registry::new(driver, b"garbage-collect", true);
+    // Only the shared tier matters here (the collector clears its entries
+    // for what it deletes); nothing is cached in this process.
+    if let Some(r) = &cfg.redis {
+        use crate::cache::{manifests, redis::RedisCache};
+        let settings = manifests::ManifestCacheSettings {
+            size: 0,
+            tag_ttl: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        let redis = RedisCache::new(r).map_err(anyhow::Error::msg)?;
+        registry =
+            registry.with_manifest_cache(manifests::ManifestCache::new(settings, Some(redis)));
+    }
     if cfg.storage.cache.blobdescriptor == "redis" {
         if let Some(cache) = super::blob_descriptor_cache(cfg)? {
             registry = registry.with_cache(cache);

@@ -300,8 +300,24 @@ impl Metrics {
 
     /// Expose the blob-descriptor cache's counters.
     pub fn register_cache(&self, stats: Arc<CacheStats>) {
-        if let Err(e) = self.registry.register(Box::new(CacheCollector::new(stats))) {
+        if let Err(e) = self
+            .registry
+            .register(Box::new(CacheCollector::new(stats, "storage")))
+        {
             tracing::warn!(error = %e, "cache metrics not registered");
+        }
+    }
+
+    /// Expose the manifest cache's counters
+    /// (`registry_manifest_cache_requests_total{type}`,
+    /// `registry_manifest_cache_errors_total`): a hit is a GET or HEAD by
+    /// digest answered without storage.
+    pub fn register_manifest_cache(&self, stats: Arc<CacheStats>) {
+        if let Err(e) = self
+            .registry
+            .register(Box::new(CacheCollector::new(stats, "manifest")))
+        {
+            tracing::warn!(error = %e, "manifest cache metrics not registered");
         }
     }
 
@@ -437,6 +453,8 @@ impl StorageTimers {
 /// scrape time (the cache keeps counting in plain atomics).
 struct CacheCollector {
     stats: Arc<CacheStats>,
+    /// `storage` (distribution's blob-descriptor cache names) or `manifest`.
+    subsystem: &'static str,
     requests: IntCounterVec,
     errors: IntCounter,
     /// Warn once if a scrape cannot build the families.
@@ -444,26 +462,28 @@ struct CacheCollector {
 }
 
 impl CacheCollector {
-    fn requests_opts() -> Opts {
+    fn requests_opts(subsystem: &'static str) -> Opts {
         Opts::new(
             "cache_requests_total",
             "The number of cache requests received.",
         )
         .namespace("registry")
-        .subsystem("storage")
+        .subsystem(subsystem)
     }
 
-    fn errors_opts() -> Opts {
+    fn errors_opts(subsystem: &'static str) -> Opts {
         Opts::new("cache_errors_total", "The number of cache request errors.")
             .namespace("registry")
-            .subsystem("storage")
+            .subsystem(subsystem)
     }
 
-    fn new(stats: Arc<CacheStats>) -> CacheCollector {
+    fn new(stats: Arc<CacheStats>, subsystem: &'static str) -> CacheCollector {
         CacheCollector {
             stats,
-            requests: IntCounterVec::new(Self::requests_opts(), &["type"]).expect("valid metric"),
-            errors: IntCounter::with_opts(Self::errors_opts()).expect("valid metric"),
+            subsystem,
+            requests: IntCounterVec::new(Self::requests_opts(subsystem), &["type"])
+                .expect("valid metric"),
+            errors: IntCounter::with_opts(Self::errors_opts(subsystem)).expect("valid metric"),
             warned: AtomicBool::new(false),
         }
     }
@@ -479,14 +499,14 @@ impl Collector for CacheCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         // Fresh counters set to the atomics' values: a scrape reads, never resets.
         let built = (|| -> prometheus::Result<Vec<MetricFamily>> {
-            let requests = IntCounterVec::new(Self::requests_opts(), &["type"])?;
+            let requests = IntCounterVec::new(Self::requests_opts(self.subsystem), &["type"])?;
             requests
                 .with_label_values(&["Hit"])
                 .inc_by(self.stats.hits.load(Ordering::Relaxed));
             requests
                 .with_label_values(&["Miss"])
                 .inc_by(self.stats.misses.load(Ordering::Relaxed));
-            let errors = IntCounter::with_opts(Self::errors_opts())?;
+            let errors = IntCounter::with_opts(Self::errors_opts(self.subsystem))?;
             errors.inc_by(self.stats.errors.load(Ordering::Relaxed));
             let mut out = requests.collect();
             out.extend(errors.collect());

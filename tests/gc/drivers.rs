@@ -100,6 +100,48 @@ async fn redis_cache_never_answers_for_a_swept_blob() {
     assert_eq!(c.head_blob(repo, &d).await, StatusCode::OK);
 }
 
+/// The manifest cache in Redis: a replica that served an untagged manifest
+/// by digest (its link and bytes in Redis) no longer serves it once the
+/// collector removed it, and Redis keeps none of its entries.
+#[tokio::test]
+async fn redis_manifest_cache_never_answers_for_a_collected_manifest() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = filesystem(dir.path().to_str().unwrap());
+    let cache = format!(
+        "  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\n",
+        redis.addr()
+    );
+    let berth = Berth::start_with(|_root, addr| config(&storage, &cache, addr));
+    let c = Client::new(berth.url(""));
+    let repo = "cached/untagged";
+    let m = c
+        .push_image(repo, "", b"{\"untagged\":1}", &[&noise(5, 777)])
+        .await;
+    for _ in 0..2 {
+        assert_eq!(
+            c.get_manifest(repo, &m.digest).await,
+            (StatusCode::OK, m.body.clone())
+        );
+    }
+    let links = format!("berth::repository::{repo}::manifests");
+    let bytes = format!("berth::manifest::{}", m.digest);
+    assert_eq!(redis.cli(&["HEXISTS", &links, &m.digest]), "1");
+    assert_eq!(redis.cli(&["EXISTS", &bytes]), "1");
+
+    let run = gc(
+        &config(&storage, &cache, "127.0.0.1:0"),
+        &["-m", "--grace-period", "0s"],
+    );
+    assert_eq!(run.count("manifests_deleted"), 1, "{}", run.stdout);
+    assert_eq!(redis.cli(&["HEXISTS", &links, &m.digest]), "0");
+    assert_eq!(redis.cli(&["EXISTS", &bytes]), "0");
+    assert_eq!(
+        c.get_manifest(repo, &m.digest).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
 /// The collector must clear the Redis entries of what it deletes; if it
 /// cannot reach Redis (down, or a wrong address in the CronJob's config) it
 /// deletes nothing, rather than leave entries that tell every replica a

@@ -17,9 +17,10 @@
 //!    a sweep marker of its own ([`watch::sweep_marker`], outside
 //!    `repositories/` and `blobs/`). Servers look for any every
 //!    [`watch::POLL_EVERY`]; while one exists they bypass and flush their
-//!    blob-descriptor cache, and a manifest PUT rewrites ("touches") the
-//!    repository links of every blob, child and subject it references before
-//!    checking them, so their modification time says "referenced just now".
+//!    blob-descriptor and manifest caches, and a manifest PUT rewrites
+//!    ("touches") the repository links of every blob, child and subject it
+//!    references before checking them, so their modification time says
+//!    "referenced just now".
 //! 3. **Mark** (pass 1), list the blobs, then wait until [`watch::NOTICE`] has
 //!    passed since the announcement, so every server has seen the marker. A
 //!    manifest whose bytes are there but do not parse, or a revision whose
@@ -190,7 +191,7 @@ impl Registry {
         }
         match result {
             Ok(report) if !report.stale_cache.is_empty() => Err(Error::internal(format!(
-                "garbage collection deleted blobs whose blob-descriptor cache entries it could not clear; servers may answer for them until their keys (blobs::<digest>, repository::<name>::blobs::<digest>) are deleted: {}; {report}",
+                "garbage collection deleted blobs whose blob-descriptor cache entries it could not clear; servers may answer for them until their keys (blobs::<digest>, repository::<name>::blobs::<digest>) are deleted (and berth::manifest::<digest>): {}; {report}",
                 report.stale_cache.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             ))),
             other => other,
@@ -201,6 +202,11 @@ impl Registry {
     /// a cache it cannot reach would keep telling replicas a swept blob is
     /// there, so it stops before deleting anything.
     async fn check_cache_reachable(&self) -> Result<()> {
+        if !self.manifests.reachable().await {
+            return Err(Error::internal(
+                "garbage collection stopped before deleting anything: Redis (the manifest cache's shared tier) cannot be reached, and entries for swept manifests would stay behind",
+            ));
+        }
         let Some(cache) = &self.cache else {
             return Ok(());
         };

@@ -183,6 +183,11 @@ impl Registry {
                 report.stale_cache.push(d.clone());
             }
         }
+        // The manifest cache's copy in Redis (in-process copies were
+        // flushed when the sweep was announced).
+        if !self.manifests.forget_body(d).await && !report.stale_cache.contains(d) {
+            report.stale_cache.push(d.clone());
+        }
         for (repo, dir) in &doomed.old_links {
             // Leave a link that was refreshed meanwhile: that is the race below.
             match self.driver.stat_object(&format!("{dir}/link")).await {

@@ -112,6 +112,10 @@ impl Registry {
         // Gone already (another collector, a client's DELETE) is fine.
         self.delete_if_exists(&layout::manifest_revision_dir(&m.repo, &m.digest))
             .await?;
+        // A failure is logged loudly; the entry stops answering once the
+        // sweep has deleted the bytes (a linked digest whose bytes are gone
+        // is unknown).
+        self.manifests.forget_link(&m.repo, &m.digest).await;
         if let Some(subject) = m.refs.as_ref().and_then(|r| r.subject.as_ref()) {
             let link = layout::referrer_link(&m.repo, subject, &m.digest);
             self.delete_if_exists(link.trim_end_matches("/link"))

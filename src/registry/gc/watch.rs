@@ -6,9 +6,9 @@
 //! (outside `repositories/` and `blobs/`, so distribution and the catalog
 //! ignore it) and waits [`NOTICE`] before deleting; servers list that
 //! directory every [`POLL_EVERY`]. While any marker exists a server bypasses
-//! its blob-descriptor cache (flushing it when the sweep starts and when it
-//! ends), so no cached descriptor can answer for a swept blob, and a manifest
-//! PUT touches the links it relies on. One file per run, not one shared
+//! its blob-descriptor and manifest caches (flushing them when the sweep
+//! starts and when it ends), so no cached entry can answer for a swept blob
+//! or manifest, and a manifest PUT touches the links it relies on. One file per run, not one shared
 //! file: overlapping runs (a CronJob outlasting its schedule) must not end
 //! each other's announcement.
 
@@ -59,8 +59,9 @@ impl Registry {
             if let Some(cache) = &self.cache {
                 cache.set_bypass(active).await;
             }
+            self.manifests.set_bypass(active);
             if active {
-                tracing::info!("garbage collection is sweeping: blob-descriptor cache bypassed, manifest references touched");
+                tracing::info!("garbage collection is sweeping: blob-descriptor and manifest caches bypassed, manifest references touched");
             } else {
                 tracing::info!("garbage collection sweep ended");
             }

@@ -2,6 +2,8 @@
 
 #[path = "storage/azure.rs"]
 mod azure;
+#[path = "storage/catalog.rs"]
+mod catalog;
 mod common;
 #[path = "storage/limits.rs"]
 mod limits;

@@ -56,6 +56,8 @@ impl Registry {
             }
         };
         if self.sweeping.swap(active, Ordering::SeqCst) != active {
+            // The collector removes index entries while it sweeps.
+            self.index.forget();
             if let Some(cache) = &self.cache {
                 cache.set_bypass(active).await;
             }

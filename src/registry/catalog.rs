@@ -321,11 +321,15 @@ mod tests {
         for n in 1..=9 {
             assert_eq!(all_pages(&reg, n).await, walked, "n={n}");
         }
-        for last in ["a/b/c", "a/bb", "0", "a", "zz", "A"] {
+        for last in ["a/b/c", "a/bb", "0", "a", "zz", "A", "a/B", "-", ""] {
             for n in [1, 3] {
                 let walk = reg.walk_repositories_page(n, Some(last)).await.unwrap();
                 let index = reg.repositories_page(n, Some(last)).await.unwrap();
-                assert_eq!((walk.items, walk.more), (index.items, index.more));
+                assert_eq!(
+                    (walk.items, walk.more),
+                    (index.items, index.more),
+                    "last={last} n={n}"
+                );
             }
         }
         // A second rebuild finds nothing to add.

@@ -80,6 +80,17 @@ pub fn name_of(key: &str) -> Option<String> {
     validate_name(&name).ok().map(|_| name)
 }
 
+/// Where a page after `last` starts. `last` need not be a repository name
+/// (the walk takes any); past 256 bytes it compares with every name (at most
+/// 255) as its first 256 bytes do, and stays within the store's key length.
+fn cursor(last: &str) -> String {
+    let mut end = last.len().min(256);
+    while !last.is_char_boundary(end) {
+        end += 1;
+    }
+    key_of(&last[..end])
+}
+
 fn entry(name: &str) -> String {
     format!("{}/{}", entries_dir(), key_of(name))
 }
@@ -162,9 +173,7 @@ impl RepositoryIndex {
         if !self.is_complete().await? {
             return Ok(None);
         }
-        // A cursor that is no repository name starts from the beginning, as
-        // the walk does.
-        let after = last.filter(|l| validate_name(l).is_ok()).map(key_of);
+        let after = last.map(cursor);
         let page = match self
             .driver
             .list_page(&entries_dir(), after.as_deref(), n)

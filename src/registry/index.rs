@@ -394,21 +394,26 @@ impl RepositoryIndex {
                     }
                 }
             }
+            let present = &present;
+            // (has a revision, entry written), for each candidate.
             let probes: Vec<_> = candidates
                 .into_iter()
                 .filter(|n| validate_name(n).is_ok())
-                .map(|n| async move { self.has_revisions(&n).await.map(|has| (n, has)) })
+                .map(|n| async move {
+                    if !self.has_revisions(&n).await? {
+                        return Ok((false, false));
+                    }
+                    let missing = !present.contains(&n);
+                    if missing {
+                        self.add(&n).await?;
+                    }
+                    Ok::<_, super::error::Error>((true, missing))
+                })
                 .collect();
             let mut probes = stream::iter(probes).buffer_unordered(AT_ONCE);
-            while let Some((name, has)) = probes.try_next().await? {
-                if !has {
-                    continue;
-                }
-                report.repositories += 1;
-                if !present.contains(&name) {
-                    self.add(&name).await?;
-                    report.added += 1;
-                }
+            while let Some((has, added)) = probes.try_next().await? {
+                report.repositories += usize::from(has);
+                report.added += usize::from(added);
             }
             level = next;
         }

@@ -36,7 +36,10 @@ async fn a_catalog_page_among_10000_repositories_costs_at_most_3_requests() {
         std::fs::create_dir_all(&rev).unwrap();
         std::fs::write(rev.join("link"), &link).unwrap();
     }
-    eprintln!("layout of {REPOSITORIES} repositories written: {:?}", started.elapsed());
+    eprintln!(
+        "layout of {REPOSITORIES} repositories written: {:?}",
+        started.elapsed()
+    );
     // Indexed through the filesystem driver on the same files: a rebuild
     // through s3s-fs, which walks the whole bucket for every listing, would
     // take long; the S3 path of a rebuild is tested in tests/api.

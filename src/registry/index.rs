@@ -15,7 +15,7 @@
 //! `repositories/` and `blobs/` only).
 //!
 //! A repository is listed while it has a manifest revision. Writes, in an
-//! order that keeps the index a superset of such repositories:
+//! order that lets the collector remove entries while pushes run:
 //! - a manifest PUT writes its revision link, then the entry if it is
 //!   missing. A replica remembers the names it has seen present, so a
 //!   steady push costs no request; while a garbage-collection sweep runs
@@ -30,8 +30,8 @@
 //!   so a bucket distribution wrote is indexed in place, while serving.
 //!
 //! The `complete` marker says the index holds every repository: written at
-//! the end of a rebuild or a garbage collection, and by the first catalog
-//! request on a storage with no repository yet. Without it the catalog walks
+//! the end of a rebuild or a garbage collection, and by `berth serve` at
+//! start (or a catalog request) on a storage with no repository yet. Without it the catalog walks
 //! `repositories/` as distribution does (and logs once that a rebuild makes
 //! it fast).
 

@@ -50,6 +50,11 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         grace_period: std::time::Duration,
     },
+    /// The repository index behind `/v2/_catalog` (see README, Catalog).
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     /// Exit 0 if the Berth this configuration describes answers
     /// `/health/storage` with 200 (for container HEALTHCHECKs).
     Healthcheck {
@@ -65,6 +70,20 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Add every repository in storage to the index and mark it complete
+    /// (once, for storage distribution or an older Berth wrote); safe while
+    /// servers run.
+    Rebuild {
+        /// Configuration file, the same one `serve` uses.
+        #[arg(long = "config", short = 'c', env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
     },
 }
 
@@ -161,6 +180,30 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("berth: garbage-collect: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Index {
+            command: IndexCommand::Rebuild { config, file },
+        } => {
+            let cfg = match Config::load(config.or(file).as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(CONFIG_ERROR);
+                }
+            };
+            berth::telemetry::init_logging(&cfg.log);
+            log_config_warnings(&cfg);
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(berth::server::index_rebuild(&cfg)) {
+                Ok(report) => {
+                    println!("index rebuild: {report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth: index rebuild: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -2,11 +2,13 @@
 
 mod acme;
 mod gc;
+mod index;
 mod listener;
 mod purger;
 mod tls;
 
 pub use gc::garbage_collect;
+pub use index::index_rebuild;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -172,6 +174,10 @@ fn router_for(
     ))
 }
 
+/// How long `serve` waits for the storage to say whether the repository
+/// index is complete before it listens anyway (the catalog asks again).
+const INDEX_CHECK: Duration = Duration::from_secs(10);
+
 /// How long the debug listener may take to finish its scrapes once the
 /// main listener has drained.
 const DEBUG_DRAIN: Duration = Duration::from_secs(5);
@@ -206,6 +212,13 @@ pub async fn serve(
         None => (None, None),
     };
     let registry = build_registry(cfg, &metrics)?;
+    // Before listening: on a brand-new storage this marks the (empty)
+    // repository index complete before the first push makes it non-empty.
+    match tokio::time::timeout(INDEX_CHECK, registry.index().is_complete()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not look for the repository index"),
+        Err(_) => tracing::warn!("the storage did not answer the repository index check in time"),
+    }
     let purger = purger::spawn(cfg, registry.clone())?;
     let sweep_watch = crate::registry::gc::watch::spawn_sweep_watch(registry.clone());
     let notifier = Arc::new(Notifier::start(cfg).map_err(anyhow::Error::msg)?);

@@ -5,6 +5,8 @@ mod common;
 
 #[path = "api/blobs.rs"]
 mod blobs;
+#[path = "api/catalog_index.rs"]
+mod catalog_index;
 #[path = "api/client.rs"]
 mod client;
 #[path = "api/config.rs"]

@@ -12,6 +12,8 @@ mod cli;
 mod drivers;
 #[path = "gc/errors.rs"]
 mod errors;
+#[path = "gc/index.rs"]
+mod index;
 #[path = "gc/interop.rs"]
 mod interop;
 #[path = "gc/marking.rs"]

@@ -4,6 +4,8 @@
 mod azure;
 #[path = "storage/azure_redirect.rs"]
 mod azure_redirect;
+#[path = "storage/catalog.rs"]
+mod catalog;
 mod common;
 #[path = "storage/limits.rs"]
 mod limits;

@@ -145,12 +145,23 @@ impl Registry {
         }
     }
 
+    /// At most `n` repositories after `last` in [`repository_order`]: from
+    /// the repository index ([`super::index`]) in one listing when it is
+    /// complete, else by [`Self::walk_repositories_page`].
+    pub async fn repositories_page(&self, n: usize, last: Option<&str>) -> Result<Page> {
+        match self.index.page(n, last).await? {
+            Some(page) => Ok(page),
+            None => self.walk_repositories_page(n, last).await,
+        }
+    }
+
     /// At most `n` repositories (directories holding `_manifests`) after
-    /// `last` in [`repository_order`]. The tree is walked depth first in
+    /// `last` in [`repository_order`], as distribution finds them: every
+    /// request walks the tree up to the page's end. The tree is walked depth first in
     /// name order — which is that order — starting right after `last` and
     /// stopping as soon as the page is full, with one page of children per
     /// directory level in memory.
-    pub async fn repositories_page(&self, n: usize, last: Option<&str>) -> Result<Page> {
+    pub async fn walk_repositories_page(&self, n: usize, last: Option<&str>) -> Result<Page> {
         let root = layout::repositories_root();
         let mut stack = vec![];
         match last.filter(|l| validate_name(l).is_ok()) {
@@ -296,6 +307,44 @@ mod tests {
         let p = reg.repositories_page(10, Some("a/bb")).await.unwrap();
         assert_eq!(p.items, ["a-c", "a.d", "z"]);
         assert!(!p.more);
+    }
+
+    #[tokio::test]
+    async fn the_index_pages_as_the_walk_does() {
+        let repos = ["a.d", "a-c", "a/b/c", "a", "a/b", "0x/y", "z", "a/0b"];
+        let reg = registry_with(&repos, &[]).await;
+        let walked = all_pages(&reg, 100).await;
+        assert!(reg.index().page(10, None).await.unwrap().is_none());
+        let report = reg.index().rebuild().await.unwrap();
+        assert_eq!((report.repositories, report.added), (8, 8));
+        assert!(reg.index().page(10, None).await.unwrap().is_some());
+        for n in 1..=9 {
+            assert_eq!(all_pages(&reg, n).await, walked, "n={n}");
+        }
+        for last in ["a/b/c", "a/bb", "0", "a", "zz", "A", "a/B", "-", ""] {
+            for n in [1, 3] {
+                let walk = reg.walk_repositories_page(n, Some(last)).await.unwrap();
+                let index = reg.repositories_page(n, Some(last)).await.unwrap();
+                assert_eq!(
+                    (walk.items, walk.more),
+                    (index.items, index.more),
+                    "last={last} n={n}"
+                );
+            }
+        }
+        // A second rebuild finds nothing to add.
+        assert_eq!(reg.index().rebuild().await.unwrap().added, 0);
+    }
+
+    #[tokio::test]
+    async fn empty_storage_starts_with_a_complete_index() {
+        let reg = registry_with(&[], &[]).await;
+        let p = reg.index().page(10, None).await.unwrap().unwrap();
+        assert!(p.items.is_empty() && !p.more);
+        reg.driver()
+            .stat(&crate::registry::index::complete_marker())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

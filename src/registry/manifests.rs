@@ -96,6 +96,8 @@ impl Registry {
         self.manifests.fill_body(&digest, &body, false).await;
         self.write_link(&layout::manifest_revision_link(name, &digest), &digest)
             .await?;
+        // After the link, never before: see `index` on garbage collection.
+        self.index.note(name, self.sweep_active()).await?;
         if let Some(subject) = &manifest.subject {
             self.write_link(&layout::referrer_link(name, subject, &digest), &digest)
                 .await?;

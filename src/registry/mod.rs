@@ -10,6 +10,7 @@ mod direct;
 pub use crate::digest;
 pub mod error;
 pub mod gc;
+pub mod index;
 pub mod manifest;
 pub mod manifests;
 pub mod names;
@@ -41,12 +42,13 @@ pub struct Registry {
     own_sweep_marker: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Page caps of the catalog, tags and referrers listings.
     limits: catalog::ListingLimits,
+    /// The repository index behind the catalog.
+    index: std::sync::Arc<index::RepositoryIndex>,
 }
 
 impl Registry {
     pub fn new(driver: Driver, secret: &[u8], delete_enabled: bool) -> Self {
         Registry {
-            driver,
             secret: secret.into(),
             delete_enabled,
             read_only: false,
@@ -55,6 +57,8 @@ impl Registry {
             sweeping: Default::default(),
             own_sweep_marker: Default::default(),
             limits: Default::default(),
+            index: std::sync::Arc::new(index::RepositoryIndex::new(driver.clone())),
+            driver,
         }
     }
 
@@ -102,6 +106,11 @@ impl Registry {
 
     pub fn driver(&self) -> &Driver {
         &self.driver
+    }
+
+    /// The repository index (`berth index rebuild`, the catalog).
+    pub fn index(&self) -> &index::RepositoryIndex {
+        &self.index
     }
 
     fn require_delete(&self) -> Result<()> {

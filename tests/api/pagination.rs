@@ -22,14 +22,14 @@ fn berth_with(extra: &'static str, env: &[(&str, &str)]) -> Berth {
 }
 
 /// The URL in `Link: <url>; rel="next"`, if any.
-fn next_link(r: &reqwest::Response) -> Option<String> {
+pub(crate) fn next_link(r: &reqwest::Response) -> Option<String> {
     let link = header(r, "link")?;
     assert!(link.ends_with("rel=\"next\""), "{link}");
     Some(link[link.find('<')? + 1..link.find('>')?].to_string())
 }
 
 /// Follow Links from `first`: every page's `key` entries, and the page sizes.
-async fn follow(c: &Client, first: &str, key: &str) -> (Vec<Value>, Vec<usize>) {
+pub(crate) async fn follow(c: &Client, first: &str, key: &str) -> (Vec<Value>, Vec<usize>) {
     let (mut all, mut sizes) = (Vec::new(), Vec::new());
     let mut url = first.to_string();
     for _ in 0..100 {

@@ -269,4 +269,29 @@ fn catalog_order_and_pages_match_distribution() {
     let berth = Berth::start_on_root(&root, &[]);
     assert_eq!(listing(&berth.addr).catalog, expected);
     assert_eq!(catalog_pages(&berth.addr, 2), expected_pages);
+
+    // Indexed in place, while serving: the same pages, from the index.
+    let cfg = work.path().join("index.yml");
+    let storage = format!(
+        "storage:\n  filesystem:\n    rootdirectory: {}\n",
+        root.display()
+    );
+    std::fs::write(&cfg, storage).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["index", "rebuild", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("repositories=5 added=5"), "{stdout}");
+    assert!(root
+        .join("docker/registry/v2/berth-index/complete")
+        .is_file());
+    assert_eq!(listing(&berth.addr).catalog, expected);
+    assert_eq!(catalog_pages(&berth.addr, 2), expected_pages);
 }

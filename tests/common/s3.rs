@@ -74,7 +74,14 @@ fn http_status(addr: &str, method: &str, path: &str) -> Option<u16> {
 impl S3Server {
     /// s3s-fs with SigV4 checking; the bucket is a directory made beforehand.
     pub fn s3s_fs() -> S3Server {
-        let dir = tempfile::tempdir().unwrap();
+        Self::s3s_fs_in(&std::env::temp_dir())
+    }
+
+    /// s3s-fs keeping its bucket under `parent` (a tmpfs for tests that
+    /// write tens of thousands of objects: removing them from a busy disk
+    /// takes minutes).
+    pub fn s3s_fs_in(parent: &std::path::Path) -> S3Server {
+        let dir = tempfile::tempdir_in(parent).unwrap();
         let root = dir.path().join("data");
         let bucket = "berth".to_string();
         std::fs::create_dir_all(root.join(&bucket)).unwrap();

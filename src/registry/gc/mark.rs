@@ -83,6 +83,8 @@ pub(super) struct Marked {
     pub digests: HashSet<Digest>,
     pub manifests: usize,
     pub deletable: Vec<Untagged>,
+    /// Repositories with at least one manifest revision (the catalog's).
+    pub with_revisions: HashSet<String>,
 }
 
 /// A manifest revision and when its link was written.
@@ -101,6 +103,7 @@ impl Registry {
             digests: HashSet::new(),
             manifests: 0,
             deletable: Vec::new(),
+            with_revisions: HashSet::new(),
         };
         for repo in &repositories {
             super::interrupted(opts)?;
@@ -119,6 +122,9 @@ impl Registry {
         marked: &mut Marked,
     ) -> Result<()> {
         let revisions = self.revisions(repo).await?;
+        if !revisions.is_empty() {
+            marked.with_revisions.insert(repo.to_string());
+        }
         let mut refs: HashMap<Digest, Option<Refs>> = HashMap::new();
         for r in &revisions {
             let body = match self.driver.get_content(&layout::blob_data(&r.digest)).await {

@@ -40,6 +40,11 @@
 //!    now-dangling old `_layers` links. A cache entry that cannot be cleared
 //!    fails the run, naming the blob.
 //!
+//! 7. **Index** (between steps 5 and 6, so with every server told): the
+//!    repository index gets an entry for every repository pass 2 found with
+//!    a revision, and loses the entries of repositories left with none (see
+//!    [`super::index`]); then it is marked complete.
+//!
 //! What remains: a reference that lands *between* step 6's re-check of a blob
 //! and its delete (one storage round trip), or in a repository created since
 //! the list of repositories was last refreshed (at most [`REPOS_REFRESH`] old),
@@ -138,6 +143,10 @@ pub struct GcReport {
     /// Deleted, but a blob-descriptor cache entry for it could not be
     /// cleared (Redis went away mid-run): the run fails, naming them.
     pub stale_cache: Vec<Digest>,
+    /// Repository index entries written (missing) and removed (no
+    /// manifest revision left); see [`super::index`].
+    pub index_added: usize,
+    pub index_removed: usize,
 }
 
 /// One summary line, `key=value` so scripts can read it; with a dry run the
@@ -146,7 +155,7 @@ impl fmt::Display for GcReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "repositories={} manifests_marked={} blobs_marked={} manifests_deleted={} blobs_deleted={} bytes_freed={} young_blobs_kept={} rereferenced_blobs_kept={} raced={}",
+            "repositories={} manifests_marked={} blobs_marked={} manifests_deleted={} blobs_deleted={} bytes_freed={} young_blobs_kept={} rereferenced_blobs_kept={} raced={} index_added={} index_removed={}",
             self.repositories,
             self.manifests_marked,
             self.blobs_marked,
@@ -156,6 +165,8 @@ impl fmt::Display for GcReport {
             self.blobs_young,
             self.blobs_relinked,
             self.raced.len(),
+            self.index_added,
+            self.index_removed,
         )?;
         if self.dry_run {
             write!(f, " (dry run: nothing was deleted)")?;
@@ -260,9 +271,19 @@ impl Registry {
             .into_iter()
             .filter(|m| deletable_before.contains(&(m.repo.as_str(), &m.digest)))
             .collect();
+        let emptied: HashSet<String> = deletable.iter().map(|m| m.repo.clone()).collect();
         let (deleted, spared) = self
             .delete_manifests(deletable, cutoff, opts, &mut marked, &mut hook)
             .await?;
+        if !opts.dry_run {
+            interrupted(opts)?;
+            let index = self
+                .index
+                .reconcile(&second.with_revisions, &emptied)
+                .await?;
+            report.index_added = index.added;
+            report.index_removed = index.removed;
+        }
         report.repositories = second.repositories.len();
         report.manifests_marked = second.manifests + spared;
         report.manifests_deleted = deleted;

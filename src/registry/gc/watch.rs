@@ -55,6 +55,12 @@ impl Registry {
                 return self.sweep_active();
             }
         };
+        // The collector removes index entries while its marker exists:
+        // forget what was seen present before saying the sweep ended, so
+        // nothing seen before or during the removals is trusted after it.
+        if self.sweeping.load(Ordering::SeqCst) != active {
+            self.index.forget();
+        }
         if self.sweeping.swap(active, Ordering::SeqCst) != active {
             if let Some(cache) = &self.cache {
                 cache.set_bypass(active).await;

@@ -1,0 +1,444 @@
+//! The repository index behind `/v2/_catalog`: one small object per
+//! repository, kept in the storage itself so every replica sees it and no
+//! other service is needed.
+//!
+//! ```text
+//! /docker/registry/v2/berth-index/repositories/<name, '/' written as '!'>
+//! /docker/registry/v2/berth-index/complete
+//! ```
+//!
+//! The key of `a/b` is `a!b`: `!` sorts below every byte a repository name
+//! may hold (`[a-z0-9._-]`), so the keys' byte order is the catalog's order
+//! (one path component at a time, [`super::catalog::repository_order`]) and
+//! a catalog page is one listing from `last`'s key — on S3 one ListObjectsV2
+//! with StartAfter. distribution ignores the prefix (it walks
+//! `repositories/` and `blobs/` only).
+//!
+//! A repository is listed while it has a manifest revision. Writes, in an
+//! order that lets the collector remove entries while pushes run:
+//! - a manifest PUT writes its revision link, then the entry if it is
+//!   missing. A replica remembers the names it has seen present, so a
+//!   steady push costs no request; while a garbage-collection sweep runs
+//!   (the only time entries are removed) it looks again every time, and it
+//!   forgets them all when a sweep starts or ends.
+//! - `berth garbage-collect` adds what is missing and removes an entry whose
+//!   repository has no revision left: delete, then look again and write it
+//!   back if a revision appeared meanwhile (a push writes its link before
+//!   its entry, so either the push's entry lands after the delete, or the
+//!   second look sees the link).
+//! - `berth index rebuild` walks `repositories/` and adds what is missing,
+//!   so a bucket distribution wrote is indexed in place, while serving.
+//!
+//! The `complete` marker says the index holds every repository: written at
+//! the end of a rebuild or a garbage collection, and by `berth serve` at
+//! start (or a catalog request) on a storage with no repository yet. Without it the catalog walks
+//! `repositories/` as distribution does (and logs once that a rebuild makes
+//! it fast).
+
+use std::{
+    collections::HashSet,
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
+};
+
+use bytes::Bytes;
+use futures::{stream, StreamExt, TryStreamExt};
+
+use super::{catalog::Page, error::Result, names::validate_name};
+use crate::storage::{layout, Driver, StorageError};
+
+/// Names a replica remembers as indexed; past this many it starts afresh
+/// (a forgotten name costs one request on its next push).
+const KNOWN_MAX: usize = 100_000;
+/// Entries read per request when the whole index is read (GC, rebuild).
+const READ_PAGE: usize = 1000;
+/// Directories listed, and repositories probed, at once by a rebuild.
+const AT_ONCE: usize = 16;
+
+/// Stands for `/` in an entry's key; below `-`, `.`, `_`, digits, letters.
+const SEPARATOR: char = '!';
+
+pub fn entries_dir() -> String {
+    format!("{}/berth-index/repositories", layout::ROOT)
+}
+
+pub fn complete_marker() -> String {
+    format!("{}/berth-index/complete", layout::ROOT)
+}
+
+/// The entry key (a single path segment) of a repository name.
+pub fn key_of(name: &str) -> String {
+    name.replace('/', &SEPARATOR.to_string())
+}
+
+/// The repository an entry key stands for, if it is a valid name.
+pub fn name_of(key: &str) -> Option<String> {
+    let name = key.replace(SEPARATOR, "/");
+    validate_name(&name).ok().map(|_| name)
+}
+
+/// Where a page after `last` starts. `last` need not be a repository name
+/// (the walk takes any); past 256 bytes it compares with every name (at most
+/// 255) as its first 256 bytes do, and stays within the store's key length.
+fn cursor(last: &str) -> String {
+    let mut end = last.len().min(256);
+    while !last.is_char_boundary(end) {
+        end += 1;
+    }
+    key_of(&last[..end])
+}
+
+fn entry(name: &str) -> String {
+    format!("{}/{}", entries_dir(), key_of(name))
+}
+
+/// What a rebuild (or a garbage collection's reconciliation) did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IndexReport {
+    /// Repositories with a manifest revision.
+    pub repositories: usize,
+    /// Entries written because they were missing.
+    pub added: usize,
+    /// Entries removed because their repository has no revision left.
+    pub removed: usize,
+}
+
+impl fmt::Display for IndexReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "repositories={} added={} removed={}",
+            self.repositories, self.added, self.removed
+        )
+    }
+}
+
+/// The index as one replica uses it. Registry holds one, shared by its clones.
+pub struct RepositoryIndex {
+    driver: Driver,
+    /// Names seen present in the index (see the module documentation).
+    known: Mutex<HashSet<String>>,
+    /// The `complete` marker was seen; it is never removed.
+    complete: AtomicBool,
+    /// The walk fallback was logged.
+    told: AtomicBool,
+}
+
+impl RepositoryIndex {
+    pub fn new(driver: Driver) -> RepositoryIndex {
+        RepositoryIndex {
+            driver,
+            known: Mutex::new(HashSet::new()),
+            complete: AtomicBool::new(false),
+            told: AtomicBool::new(false),
+        }
+    }
+
+    /// A manifest revision of `name` was just written: make sure the entry
+    /// exists. `sweeping`: a garbage collection may be removing entries, so
+    /// what this replica remembers proves nothing.
+    pub async fn note(&self, name: &str, sweeping: bool) -> Result<()> {
+        if !sweeping && self.known.lock().unwrap().contains(name) {
+            return Ok(());
+        }
+        let path = entry(name);
+        match self.driver.stat(&path).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                self.driver
+                    .put_content(&path, Bytes::from(name.to_string()))
+                    .await?
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut known = self.known.lock().unwrap();
+        if known.len() >= KNOWN_MAX {
+            known.clear();
+        }
+        known.insert(name.to_string());
+        Ok(())
+    }
+
+    /// A sweep started or ended: entries may have been removed.
+    pub fn forget(&self) {
+        self.known.lock().unwrap().clear();
+    }
+
+    /// At most `n` repositories after `last`, from the index; `None` when
+    /// the index is not known complete (the caller walks instead).
+    pub async fn page(&self, n: usize, last: Option<&str>) -> Result<Option<Page>> {
+        if !self.is_complete().await? {
+            return Ok(None);
+        }
+        let after = last.map(cursor);
+        let page = match self
+            .driver
+            .list_page(&entries_dir(), after.as_deref(), n)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => {
+                return Ok(Some(Page {
+                    items: vec![],
+                    more: false,
+                }))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Some(Page {
+            // A stray object under the prefix is no repository: left out.
+            items: page.names.iter().filter_map(|k| name_of(k)).collect(),
+            more: page.more,
+        }))
+    }
+
+    /// Is the `complete` marker there? On a storage with no repository at
+    /// all, this writes it: an empty index is a complete one. When the
+    /// answer is no, says once in the log how to make the catalog fast.
+    pub async fn is_complete(&self) -> Result<bool> {
+        if self.complete.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        match self.driver.stat(&complete_marker()).await {
+            Ok(_) => {
+                self.complete.store(true, Ordering::Relaxed);
+                return Ok(true);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let empty = match self
+            .driver
+            .list_page(&layout::repositories_root(), None, 1)
+            .await
+        {
+            Ok(p) => p.names.is_empty(),
+            Err(e) if e.is_not_found() => true,
+            Err(e) => return Err(e.into()),
+        };
+        if empty {
+            self.mark_complete().await?;
+        } else if !self.told.swap(true, Ordering::Relaxed) {
+            tracing::warn!("the catalog walks every repository: this storage has no complete repository index; run `berth index rebuild` once to make it fast");
+        }
+        Ok(empty)
+    }
+
+    pub(crate) async fn mark_complete(&self) -> Result<()> {
+        let body = serde_json::json!({
+            "written": humantime::format_rfc3339(std::time::SystemTime::now()).to_string(),
+        });
+        self.driver
+            .put_content(&complete_marker(), Bytes::from(body.to_string()))
+            .await?;
+        self.complete.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Every name in the index, read a page at a time.
+    pub async fn entries(&self) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = match self
+                .driver
+                .list_page(&entries_dir(), after.as_deref(), READ_PAGE)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) if e.is_not_found() => return Ok(out),
+                Err(e) => return Err(e.into()),
+            };
+            out.extend(page.names.iter().filter_map(|k| name_of(k)));
+            if !page.more {
+                return Ok(out);
+            }
+            after = page.names.last().cloned();
+        }
+    }
+
+    /// Write the entry of `name` (known to have a revision).
+    pub(crate) async fn add(&self, name: &str) -> Result<()> {
+        self.driver
+            .put_content(&entry(name), Bytes::from(name.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// Remove the entry of `name` if its repository has no revision, then
+    /// look again and write it back if one appeared meanwhile (see the module
+    /// documentation). Returns whether it stays removed.
+    pub(crate) async fn remove_if_empty(&self, name: &str) -> Result<bool> {
+        if self.has_revisions(name).await? {
+            return Ok(false);
+        }
+        match self.driver.delete(&entry(name)).await {
+            Ok(()) => {}
+            Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.known.lock().unwrap().remove(name);
+        if self.has_revisions(name).await? {
+            self.add(name).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Has the repository a manifest revision? Usually one listing
+    /// (`revisions/sha256/`, one name); other algorithms are looked at only
+    /// when that has none.
+    pub async fn has_revisions(&self, name: &str) -> Result<bool> {
+        let root = format!("{}/revisions", layout::manifests_root(name));
+        if self.any_child(&format!("{root}/sha256")).await? {
+            return Ok(true);
+        }
+        let algs = match self.driver.list(&root).await {
+            Ok(a) => a,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        for alg in algs.iter().filter(|a| layout::base_name(a) != "sha256") {
+            if self.any_child(alg).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn any_child(&self, dir: &str) -> Result<bool> {
+        match self.driver.list_page(dir, None, 1).await {
+            Ok(p) => Ok(!p.names.is_empty()),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Garbage collection, with every server told a sweep runs: add the
+    /// entries of `with_revisions` that are missing, remove those of
+    /// repositories without a revision now (any entry outside
+    /// `with_revisions`, and those of `emptied`, where manifests were just
+    /// deleted), each re-checked; then mark the index complete.
+    pub(crate) async fn reconcile(
+        &self,
+        with_revisions: &HashSet<String>,
+        emptied: &HashSet<String>,
+    ) -> Result<IndexReport> {
+        let present = self.entries().await?;
+        let mut report = IndexReport {
+            repositories: with_revisions.len(),
+            ..IndexReport::default()
+        };
+        let mut indexed = present.clone();
+        for name in with_revisions.difference(&present) {
+            self.add(name).await?;
+            indexed.insert(name.clone());
+            report.added += 1;
+        }
+        let doubtful = indexed
+            .iter()
+            .filter(|n| !with_revisions.contains(*n) || emptied.contains(*n));
+        for name in doubtful {
+            if self.remove_if_empty(name).await? {
+                tracing::info!(repository = %name, "repository index: removed a repository with no manifest left");
+                report.removed += 1;
+            }
+        }
+        self.mark_complete().await?;
+        Ok(report)
+    }
+
+    /// `berth index rebuild`: walk `repositories/` (a level at a time,
+    /// [`AT_ONCE`] directories at once), add the entry of every repository
+    /// with a revision that lacks one, then write the `complete` marker.
+    /// Only adds: removing needs the sweep protocol (garbage collection), so
+    /// this is safe while replicas serve.
+    pub async fn rebuild(&self) -> Result<IndexReport> {
+        let present = self.entries().await?;
+        let mut report = IndexReport::default();
+        let root = layout::repositories_root();
+        // (directory, repository name it would be)
+        let mut level: Vec<(String, String)> = vec![(root, String::new())];
+        while !level.is_empty() {
+            let listed: Vec<_> = level
+                .into_iter()
+                .map(|(dir, name)| async move {
+                    match self.driver.list(&dir).await {
+                        Ok(children) => Ok((dir, name, children)),
+                        Err(e) if e.is_not_found() => Ok((dir, name, vec![])),
+                        Err(e) => Err(e),
+                    }
+                })
+                .collect();
+            let listed: Vec<_> = stream::iter(listed)
+                .buffer_unordered(AT_ONCE)
+                .try_collect()
+                .await?;
+            let mut next = Vec::new();
+            let mut candidates = Vec::new();
+            for (dir, name, children) in listed {
+                for child in children {
+                    let base = layout::base_name(&child);
+                    if base == "_manifests" {
+                        candidates.push(name.clone());
+                    } else if !base.starts_with('_') {
+                        let child_name = if name.is_empty() {
+                            base.to_string()
+                        } else {
+                            format!("{name}/{base}")
+                        };
+                        next.push((format!("{dir}/{base}"), child_name));
+                    }
+                }
+            }
+            let present = &present;
+            // (has a revision, entry written), for each candidate.
+            let probes: Vec<_> = candidates
+                .into_iter()
+                .filter(|n| validate_name(n).is_ok())
+                .map(|n| async move {
+                    if !self.has_revisions(&n).await? {
+                        return Ok((false, false));
+                    }
+                    let missing = !present.contains(&n);
+                    if missing {
+                        self.add(&n).await?;
+                    }
+                    Ok::<_, super::error::Error>((true, missing))
+                })
+                .collect();
+            let mut probes = stream::iter(probes).buffer_unordered(AT_ONCE);
+            while let Some((has, added)) = probes.try_next().await? {
+                report.repositories += usize::from(has);
+                report.added += usize::from(added);
+            }
+            level = next;
+        }
+        self.mark_complete().await?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::catalog::repository_order;
+
+    #[test]
+    fn key_order_is_catalog_order() {
+        let mut names = vec![
+            "a", "a/b", "a-c", "a.d", "a_e", "a/b/c", "a/0b", "a0", "0x/y", "z", "a--b", "a__b",
+            "ab/c", "a/b-c", "a/b/c-d", "a/b.c",
+        ];
+        names.sort_by(|a, b| repository_order(a, b));
+        let mut keys: Vec<String> = names.iter().map(|n| key_of(n)).collect();
+        keys.sort();
+        let back: Vec<String> = keys.iter().map(|k| name_of(k).unwrap()).collect();
+        assert_eq!(back, names);
+        assert_eq!(name_of("not!!valid"), None);
+        assert_eq!(name_of("UPPER"), None);
+    }
+}

@@ -1,4 +1,4 @@
-//! A Berth cluster on 127.0.0.1: one shared store (s3s-fs or Azurite), one
+//! A Berth cluster on 127.0.0.1: one shared store (Garage or Azurite), one
 //! Redis for the blob-descriptor cache, three replicas sharing `http.secret`,
 //! and nginx in front. Every process stops when the `Cluster` is dropped.
 
@@ -40,7 +40,7 @@ impl Cluster {
     pub fn start(backend: Backend, redirect: bool) -> Cluster {
         let (store, storage) = match backend {
             Backend::S3 => {
-                let s = S3Server::s3s_fs();
+                let s = S3Server::garage();
                 let yaml = s.yaml(ROOT);
                 (Store::S3(s), yaml)
             }
@@ -167,10 +167,10 @@ impl Cluster {
             .await
     }
 
-    /// Multipart upload parts s3s-fs holds (files at its root); None on Azure.
-    pub fn s3_parts(&self) -> Option<usize> {
+    /// Parts of unfinished multipart uploads in the S3 store; None on Azure.
+    pub async fn s3_parts(&self) -> Option<usize> {
         match &self.store {
-            Store::S3(s) => Some(s.pending_parts()),
+            Store::S3(s) => Some(s.pending_parts().await),
             Store::Azure(_) => None,
         }
     }

@@ -661,7 +661,9 @@ pub async fn run(args: S3Args) -> Result<String> {
             if with_dist {
                 specs.push(DeploySpec::new(RegistryKind::Distribution, 1, false, false));
             }
-            phase(&format!("{label} alone (SigV4 requests straight to the store)"));
+            phase(&format!(
+                "{label} alone (SigV4 requests straight to the store)"
+            ));
             let alone = store_alone(&s, &store, &blobs, &small, &mut notes).await;
             let mut figs = run_part(
                 &s,

@@ -196,7 +196,10 @@ async fn start_garage(bin: Option<&Path>, dir: &Path) -> Result<S3Store> {
             break;
         }
         if Instant::now() >= deadline {
-            bail!("garage: no bucket {BUCKET} after 60 s; log:\n{}", proc.log_tail(10));
+            bail!(
+                "garage: no bucket {BUCKET} after 60 s; log:\n{}",
+                proc.log_tail(10)
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -172,7 +172,12 @@ impl S3Server {
         let child = Command::new(garage_program())
             .arg("-c")
             .arg(&config)
-            .args(["server", "--single-node", "--default-access-key", "--default-bucket"])
+            .args([
+                "server",
+                "--single-node",
+                "--default-access-key",
+                "--default-bucket",
+            ])
             .env("GARAGE_DEFAULT_ACCESS_KEY", GARAGE_ACCESS_KEY)
             .env("GARAGE_DEFAULT_SECRET_KEY", GARAGE_SECRET_KEY)
             .env("GARAGE_DEFAULT_BUCKET", &bucket)

@@ -1,8 +1,9 @@
 //! A fault-injecting HTTP/1.1 proxy to put between Berth and its S3 store:
 //! at set rates it answers 503 SlowDown or 500 InternalError (S3 XML error
 //! bodies, the store never sees the request), breaks the connection
-//! mid-body (half a request body reaches the store, or half a response body
-//! reaches Berth, then a TCP reset), and delays requests. Each connection
+//! mid-body (half a request body reaches the store, or half a successful
+//! response's body reaches Berth, then a TCP reset; a bodiless or failed
+//! answer is cut before its head), and delays requests. Each connection
 //! draws from its own RNG seeded from the run's seed and the connection's
 //! number, so a run's faults are reproducible up to the order in which
 //! connections are opened. It runs on a thread of its own (usable from sync
@@ -386,11 +387,13 @@ async fn serve(
             read_body(store, &resp, to_close).await?
         };
         if broken {
-            // The store acted; its answer breaks off half-way (before the
-            // head when there is no body to break).
+            // The store acted; a successful answer breaks off half-way
+            // through its body. Any other (a 404 of a missing key, say)
+            // breaks before its head: once its status is through, Berth has
+            // the store's verdict and no fault is left to observe.
             counts.resets.fetch_add(1, Ordering::Relaxed);
             let c = client.get_mut();
-            if !rbody.is_empty() {
+            if !rbody.is_empty() && (200..300).contains(&status) {
                 c.write_all(&resp.raw).await?;
                 c.write_all(&rbody[..rbody.len() / 2]).await?;
                 c.flush().await?;

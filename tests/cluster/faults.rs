@@ -86,6 +86,16 @@ pub fn docker_push_pull_at_ten_percent_faults() {
         "every kind of fault was injected: {counts:?}"
     );
     let log = c.nginx.access_log();
+    let unavailable = log
+        .lines()
+        .filter(|l| l.split(' ').nth(2) == Some("503"))
+        .count();
+    let resumed = c.logs().matches("; resuming").count();
+    eprintln!(
+        "client-visible: {} requests, {unavailable} answered 503 (then retried by docker); \
+         GetObject bodies resumed {resumed} times",
+        log.lines().count()
+    );
     assert_eq!(server_errors(&log), Vec::<&str>::new());
 }
 

@@ -135,17 +135,34 @@ pub fn exhausted_retries_answer_503() {
     .to_string();
     let oci = [("content-type", "application/vnd.oci.image.manifest.v1+json")];
     let octets = [("content-type", "application/octet-stream")];
-    let start = send("POST", &format!("{lb}/v2/f/app/blobs/uploads/"), &[], vec![]);
+    let start = send(
+        "POST",
+        &format!("{lb}/v2/f/app/blobs/uploads/"),
+        &[],
+        vec![],
+    );
     assert_ne!(start.status, 500, "{}", start.text());
     let checks = [
-        ("HEAD blob", http("HEAD", &format!("{lb}/v2/f/app/blobs/{digest}"), &[])),
-        ("GET blob", http("GET", &format!("{lb}/v2/f/app/blobs/{digest}"), &[])),
+        (
+            "HEAD blob",
+            http("HEAD", &format!("{lb}/v2/f/app/blobs/{digest}"), &[]),
+        ),
+        (
+            "GET blob",
+            http("GET", &format!("{lb}/v2/f/app/blobs/{digest}"), &[]),
+        ),
         (
             "GET manifest by tag",
             http("GET", &format!("{lb}/v2/f/app/manifests/v1"), &[SCHEMA2]),
         ),
-        ("GET tags", http("GET", &format!("{lb}/v2/f/app/tags/list"), &[])),
-        ("GET catalog", http("GET", &format!("{lb}/v2/_catalog"), &[])),
+        (
+            "GET tags",
+            http("GET", &format!("{lb}/v2/f/app/tags/list"), &[]),
+        ),
+        (
+            "GET catalog",
+            http("GET", &format!("{lb}/v2/_catalog"), &[]),
+        ),
         (
             "monolithic push",
             send(

@@ -13,6 +13,8 @@ mod client;
 mod engine;
 #[path = "cluster/failures.rs"]
 mod failures;
+#[path = "cluster/faults.rs"]
+mod faults;
 #[path = "cluster/harness.rs"]
 mod harness;
 #[path = "cluster/nginx.rs"]
@@ -88,4 +90,17 @@ macro_rules! scenarios {
 }
 
 scenarios!(s3, Backend::S3, lost_answer:);
+
+/// Faults of the store (S3 only: the fault proxy speaks S3).
+mod s3_faults {
+    #[test]
+    fn docker_push_pull_at_ten_percent_faults() {
+        crate::faults::docker_push_pull_at_ten_percent_faults();
+    }
+
+    #[test]
+    fn exhausted_retries_answer_503() {
+        crate::faults::exhausted_retries_answer_503();
+    }
+}
 scenarios!(azure, Backend::Azure, lost_answer:);

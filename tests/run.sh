@@ -50,6 +50,16 @@ if ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
   echo "installing: s3s-fs 0.14.1"
   cargo install --quiet --locked s3s-fs@0.14.1 --features binary
 fi
+# Garage, the main S3 store of the tests and `loadtest s3` (a store run in
+# production by self-hosters), built once from crates.io into
+# ~/.cache/berth/garage: about 11 minutes on 2 idle cores, with the features a
+# single test node needs (LMDB metadata; no SQLite, K2V or metrics endpoint).
+garage_version=2.5.0
+garage_dir="$HOME/.cache/berth/garage"
+if ! "$garage_dir/bin/garage" --version 2>/dev/null | grep -q "v$garage_version"; then
+  echo "installing: garage $garage_version into $garage_dir (a release build: about 11 minutes on 2 cores)"
+  cargo install --quiet --locked "garage@$garage_version" --no-default-features --features bundled-libs,lmdb --root "$garage_dir"
+fi
 # cargo-deny for the supply-chain checks (deny.toml), from crates.io.
 cargo_deny_version=0.20.2
 if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $cargo_deny_version" ]; then

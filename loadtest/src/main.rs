@@ -203,7 +203,8 @@ pub struct S3Args {
     /// Berth processes behind nginx in the replicated configurations.
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
-    /// Run only these parts (comma-separated): matrix (s3s-fs), moto
+    /// Run only these parts (comma-separated): matrix (Garage or s3s-fs,
+    /// with the targets), moto
     /// (Berth and distribution side by side on moto), count (S3 requests
     /// per operation), budget (concurrent uploads under
     /// `storage.uploadbuffers`: peak RSS, PASS/FAIL).
@@ -218,10 +219,18 @@ pub struct S3Args {
     /// Seconds to wait for dockerd to answer.
     #[arg(long, default_value_t = 60)]
     pub dockerd_timeout: u64,
-    /// The store the request counts are taken on [default: moto if installed
-    /// (distribution cannot run on s3s-fs), else s3s-fs].
+    /// The store the request counts are taken on [default: Garage if
+    /// installed, else moto if installed (distribution cannot run on
+    /// s3s-fs), else s3s-fs].
     #[arg(long, value_enum)]
     pub count_store: Option<stores::StoreKind>,
+    /// The store of the matrix (and its targets) [default: Garage if
+    /// installed, else s3s-fs].
+    #[arg(long, value_enum)]
+    pub store: Option<stores::StoreKind>,
+    /// garage binary [default: ~/.cache/berth/garage/bin, then PATH].
+    #[arg(long)]
+    pub garage: Option<PathBuf>,
     /// s3s-fs binary [default: PATH, then ~/.cargo/bin].
     #[arg(long)]
     pub s3s_fs: Option<PathBuf>,

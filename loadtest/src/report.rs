@@ -310,20 +310,7 @@ impl Report {
         let mut lines = Vec::new();
         let mut check =
             |name: &str, v: Option<f64>, bound: Option<f64>, unit: &str, how: String, le: bool| {
-                let line = match (v, bound) {
-                    (Some(v), Some(t)) => {
-                        let ok = if le { v <= t } else { v >= t };
-                        format!(
-                            "{} {name}: {} {unit} {} {} {unit} ({how})",
-                            if ok { "PASS" } else { "FAIL" },
-                            num(Some(v)),
-                            if le { "<=" } else { ">=" },
-                            num(Some(t)),
-                        )
-                    }
-                    _ => format!("N/A  {name}: not measured ({how})"),
-                };
-                lines.push(line);
+                lines.push(target_line(name, v, bound, unit, how, le));
             };
         let push_bound = r.disk_best().map(|disk| 0.6 * r.sha().min(disk));
         let push_how = format!(
@@ -386,6 +373,31 @@ impl Report {
 
     pub fn all_pass(&self) -> bool {
         self.targets().iter().all(|l| l.starts_with("PASS"))
+    }
+}
+
+/// One target as a `PASS`/`FAIL` line (`N/A` when either side is
+/// missing): `v` must be `<=` the bound when `le`, else `>=`.
+pub fn target_line(
+    name: &str,
+    v: Option<f64>,
+    bound: Option<f64>,
+    unit: &str,
+    how: String,
+    le: bool,
+) -> String {
+    match (v, bound) {
+        (Some(v), Some(t)) => {
+            let ok = if le { v <= t } else { v >= t };
+            format!(
+                "{} {name}: {} {unit} {} {} {unit} ({how})",
+                if ok { "PASS" } else { "FAIL" },
+                num(Some(v)),
+                if le { "<=" } else { ">=" },
+                num(Some(t)),
+            )
+        }
+        _ => format!("N/A  {name}: not measured ({how})"),
     }
 }
 

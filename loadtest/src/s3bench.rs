@@ -1,11 +1,14 @@
 //! `loadtest s3`: registries on S3.
 //!
-//! 1. **matrix** — on s3s-fs (objects as files, SigV4 checked): Berth with one
+//! 1. **matrix** — on Garage (a store run in production; `--store s3s-fs`
+//!    for s3s-fs, objects as files, SigV4 checked strictly): Berth with one
 //!    process and with `--replicas` processes behind nginx round-robin, each
 //!    without and with Redis as blob-descriptor cache; distribution x1 is
 //!    tried on the same store. Large blob push (monolithic, chunked) and pull,
-//!    small blob pushes, blob HEAD and manifest GET rates. Redirects are off
-//!    so that blob data flows through the registry.
+//!    small blob pushes, blob HEAD and manifest GET rates, and the same
+//!    requests straight to the store; the issue's targets (ratios of Berth x1
+//!    to the store alone) as PASS/FAIL lines. Redirects are off so that blob
+//!    data flows through the registry.
 //! 2. **moto** — Berth and distribution side by side on moto (in memory),
 //!    where distribution works, with the same workloads at a smaller size.
 //! 3. **count** — S3 requests per registry operation and per docker
@@ -33,7 +36,7 @@ use crate::{
     s3budget, s3count, s3ref,
     servers::RegistryKind,
     setup,
-    stores::{find_moto, S3Store, StoreKind},
+    stores::{find_garage, find_moto, S3Store, StoreKind},
     workloads::{self, mb_per_s, LoadResult, LoadSpec},
     S3Args, S3Part,
 };
@@ -383,7 +386,7 @@ async fn store_alone(
             }
         }
     }
-    if let (Some(h), Some(g)) = (fig.head, fig.get) {
+    if let (Some(h), Some(g), StoreKind::S3sFs) = (fig.head, fig.get, store.kind) {
         if g.p99_ms > 30.0 && g.p99_ms > 3.0 * h.p99_ms {
             notes.push(format!(
                 "{label}: GetObject 4 KiB p99 {:.1} ms against HeadObject p99 {:.1} ms: s3s-fs writes a \
@@ -542,6 +545,63 @@ fn render_figures(s: &Settings, size: u64, figs: &[Figures]) -> String {
     table(&rows)
 }
 
+/// The binary given for a store on the command line, if any.
+fn store_bin(args: &S3Args, kind: StoreKind) -> Option<&Path> {
+    match kind {
+        StoreKind::Garage => args.garage.as_deref(),
+        StoreKind::Moto => args.moto.as_deref(),
+        StoreKind::S3sFs => args.s3s_fs.as_deref(),
+    }
+}
+
+/// Issue 11's targets for one Berth process (redirects off, no Redis)
+/// against the same requests straight to the store.
+fn store_targets(berth: &Figures, alone: &Figures) -> Vec<String> {
+    let ratio = |b: Option<f64>, a: Option<f64>| b.zip(a).map(|(b, a)| b / a.max(1e-9));
+    let blob = |f: &Figures| {
+        (
+            f.push_mono.map(|t| t.total.as_secs_f64()),
+            f.push_chunked.map(|t| t.total.as_secs_f64()),
+        )
+    };
+    let ((mono_b, chunked_b), (mono_a, _)) = (blob(berth), blob(alone));
+    // Throughput ratios are inverse time ratios for the same blob.
+    let inv = |b: Option<f64>, a: Option<f64>| ratio(a, b);
+    let lines = [
+        ("push PUT ?digest=", inv(mono_b, mono_a), 0.6, "PutObject"),
+        ("push chunked", inv(chunked_b, mono_a), 0.35, "PutObject"),
+        ("pull", ratio(berth.pull, alone.pull), 0.9, "GetObject"),
+        (
+            "1000 small blobs",
+            ratio(
+                berth.small.as_ref().map(|r| r.per_sec()),
+                alone.small.as_ref().map(|r| r.per_sec()),
+            ),
+            0.3,
+            "small PutObjects",
+        ),
+        (
+            "blob HEAD",
+            ratio(berth.head.map(|l| l.rps), alone.head.map(|l| l.rps)),
+            0.5,
+            "HeadObject",
+        ),
+    ];
+    lines
+        .iter()
+        .map(|(name, v, bound, what)| {
+            crate::report::target_line(
+                name,
+                *v,
+                Some(*bound),
+                "x",
+                format!("{} / {what} alone", berth.label),
+                false,
+            )
+        })
+        .collect()
+}
+
 /// A part's CPU note, taken once its processes are all stopped.
 fn cpu_note(what: &str, start: &cpu::CpuSnapshot, started: std::time::Instant) -> String {
     format!(
@@ -568,6 +628,8 @@ pub async fn run(args: S3Args) -> Result<String> {
         7,
     ));
     let mut out = String::new();
+    // The matrix's PASS/FAIL lines, printed after the request counts'.
+    let mut targets: Vec<String> = Vec::new();
     let header = |out: &mut String, title: &str| {
         let _ = writeln!(out, "\n{title}");
     };
@@ -575,11 +637,17 @@ pub async fn run(args: S3Args) -> Result<String> {
     if s.runs(S3Part::Matrix) {
         let start = cpu::snapshot();
         let started = std::time::Instant::now();
-        phase("matrix: s3s-fs");
-        let store = S3Store::start(StoreKind::S3sFs, args.s3s_fs.as_deref(), &dir).await;
-        if let Some(store) = keep(&mut notes, "s3s-fs start", store) {
+        let kind = args.store.unwrap_or(if find_garage().is_some() {
+            StoreKind::Garage
+        } else {
+            StoreKind::S3sFs
+        });
+        let label = kind.label();
+        phase(&format!("matrix: {label}"));
+        let store = S3Store::start(kind, store_bin(&args, kind), &dir).await;
+        if let Some(store) = keep(&mut notes, &format!("{label} start"), store) {
             note(format!(
-                "s3s-fs on {} (pid {})",
+                "{label} on {} (pid {})",
                 store.addr,
                 store.proc.pid()
             ));
@@ -593,7 +661,9 @@ pub async fn run(args: S3Args) -> Result<String> {
             if with_dist {
                 specs.push(DeploySpec::new(RegistryKind::Distribution, 1, false, false));
             }
-            phase("s3s-fs alone (SigV4 requests straight to the store)");
+            phase(&format!(
+                "{label} alone (SigV4 requests straight to the store)"
+            ));
             let alone = store_alone(&s, &store, &blobs, &small, &mut notes).await;
             let mut figs = run_part(
                 &s,
@@ -608,24 +678,26 @@ pub async fn run(args: S3Args) -> Result<String> {
                 &mut notes,
             )
             .await;
-            figs.push(alone);
             drop(store);
-            notes.push(
-                "s3s-fs 0.14 answers ListObjectsV2 by walking every file of the bucket, so each list \
-                 costs more as blobs accumulate (S3 lists by prefix from an index): small-blob pushes, \
-                 which list twice each (see the request counts), are slowed by this"
-                    .into(),
-            );
+            if kind == StoreKind::S3sFs {
+                notes.push(
+                    "s3s-fs 0.14 answers ListObjectsV2 by walking every file of the bucket, so each list \
+                     costs more as blobs accumulate (S3 lists by prefix from an index)"
+                        .into(),
+                );
+            }
             header(
                 &mut out,
                 &format!(
-                    "Registries on s3s-fs (on this machine's disk; redirects off: blob data through the registry; \
-                     xN = N processes behind nginx round-robin; \"s3s-fs alone\" = the same requests straight \
+                    "Registries on {label} (on this machine's disk; redirects off: blob data through the registry; \
+                     xN = N processes behind nginx round-robin; \"{label} alone\" = the same requests straight \
                      to the store: PutObject, GetObject, PutObject 4 KiB, HeadObject, GetObject 4 KiB; \
                      MB = 10^6 bytes; load phases {:.0} s)",
                     s.load.duration.as_secs_f64()
                 ),
             );
+            targets = store_targets(&figs[0], &alone);
+            figs.push(alone);
             out.push_str(&render_figures(&s, s.blob_size, &figs));
         }
         notes.push(cpu_note("matrix", &start, started));
@@ -674,15 +746,14 @@ pub async fn run(args: S3Args) -> Result<String> {
     if s.runs(S3Part::Count) {
         let start = cpu::snapshot();
         let started = std::time::Instant::now();
-        let kind = args.count_store.unwrap_or(if find_moto().is_some() {
+        let kind = args.count_store.unwrap_or(if find_garage().is_some() {
+            StoreKind::Garage
+        } else if find_moto().is_some() {
             StoreKind::Moto
         } else {
             StoreKind::S3sFs
         });
-        let store_bin = match kind {
-            StoreKind::Moto => args.moto.as_deref(),
-            StoreKind::S3sFs => args.s3s_fs.as_deref(),
-        };
+        let store_bin = store_bin(&args, kind);
         let counts = s3count::run(
             &s3count::CountSettings {
                 blob_size: s.moto_blob_size,
@@ -729,6 +800,15 @@ pub async fn run(args: S3Args) -> Result<String> {
         notes.push(cpu_note("budget", &start, started));
     }
 
+    if !targets.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nTargets (Berth x1 without Redis, to the store alone in the same run)"
+        );
+        for t in &targets {
+            let _ = writeln!(out, "{t}");
+        }
+    }
     setup::finish_work_dir(tmp, c.keep, &mut notes);
     notes.push(cpu_note("whole run", &run_start, run_started));
     if !notes.is_empty() {

@@ -1,6 +1,7 @@
-//! What the S3 runs put behind the registries: an S3 server (s3s-fs, on disk
-//! and checking SigV4; or moto, in memory) and redis-server, each a
-//! [`Proc`] on a free 127.0.0.1 port with its data under the run's directory.
+//! What the S3 runs put behind the registries: an S3 server (Garage, a store
+//! run in production, on disk; s3s-fs, on disk and checking SigV4 strictly;
+//! or moto, in memory) and redis-server, each a [`Proc`] on a free
+//! 127.0.0.1 port with its data under the run's directory.
 
 use std::{
     fs,
@@ -19,12 +20,16 @@ use crate::{
     servers::{free_port, wait_http, Proc},
 };
 
-pub const ACCESS_KEY: &str = "loadtest-access-key";
-pub const SECRET_KEY: &str = "loadtest-secret-key";
+/// In Garage's formats (`GK` + 24 hex digits, a 64-digit hex secret), which
+/// the other stores take as any string.
+pub const ACCESS_KEY: &str = "GK10ad7e5c0de2b8f4a9c3e6d1";
+pub const SECRET_KEY: &str = "0c9f8e7d6c5b4a39281706f5e4d3c2b1a0918273645546372819a0b1c2d3e4f5";
 pub const BUCKET: &str = "loadtest";
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {
+    /// Garage, one node: objects in its data directory, metadata in LMDB.
+    Garage,
     /// s3s-fs: objects are files, SigV4 is checked.
     S3sFs,
     /// moto's server: objects in memory (Python).
@@ -34,6 +39,7 @@ pub enum StoreKind {
 impl StoreKind {
     pub fn label(self) -> &'static str {
         match self {
+            StoreKind::Garage => "Garage",
             StoreKind::S3sFs => "s3s-fs",
             StoreKind::Moto => "moto",
         }
@@ -64,6 +70,17 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// tests/run.sh builds Garage into `~/.cache/berth/garage`; else PATH.
+pub fn find_garage() -> Option<PathBuf> {
+    let cached = PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+        .join(".cache/berth/garage/bin/garage");
+    if cached.is_file() {
+        Some(cached)
+    } else {
+        find_program("garage")
+    }
+}
+
 /// tests/run.sh keeps moto 5.1 in its own virtualenv (5.2 answers some
 /// operations with XML the AWS SDKs reject); else `moto_server` from PATH.
 pub fn find_moto() -> Option<PathBuf> {
@@ -79,6 +96,7 @@ pub fn find_moto() -> Option<PathBuf> {
 impl S3Store {
     pub async fn start(kind: StoreKind, bin: Option<&Path>, dir: &Path) -> Result<S3Store> {
         match kind {
+            StoreKind::Garage => start_garage(bin, dir).await,
             StoreKind::S3sFs => start_s3s_fs(bin, dir).await,
             StoreKind::Moto => start_moto(bin, dir).await,
         }
@@ -111,6 +129,86 @@ impl S3Store {
         ops.dedup();
         ops
     }
+}
+
+/// One Garage node: `server --single-node --default-bucket` lays out the
+/// node and makes the bucket and its key from the environment; ready once
+/// `garage bucket info` finds the bucket.
+async fn start_garage(bin: Option<&Path>, dir: &Path) -> Result<S3Store> {
+    let bin = match bin {
+        Some(b) => b.to_path_buf(),
+        None => find_garage().context("garage not found (tests/run.sh builds it)")?,
+    };
+    let dir = dir.join("garage");
+    fs::create_dir_all(&dir)?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let rpc = free_port()?;
+    let config = dir.join("garage.toml");
+    fs::write(
+        &config,
+        format!(
+            "metadata_dir = \"{d}/meta\"\n\
+             data_dir = \"{d}/data\"\n\
+             db_engine = \"lmdb\"\n\
+             replication_factor = 1\n\
+             rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_secret = \"{SECRET_KEY}\"\n\
+             [s3_api]\n\
+             s3_region = \"us-east-1\"\n\
+             api_bind_addr = \"{addr}\"\n",
+            d = dir.display()
+        ),
+    )?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("-c")
+        .arg(&config)
+        .args([
+            "server",
+            "--single-node",
+            "--default-access-key",
+            "--default-bucket",
+        ])
+        .env("GARAGE_DEFAULT_ACCESS_KEY", ACCESS_KEY)
+        .env("GARAGE_DEFAULT_SECRET_KEY", SECRET_KEY)
+        .env("GARAGE_DEFAULT_BUCKET", BUCKET)
+        .env("RUST_LOG", "garage=warn");
+    let mut proc = Proc::spawn(
+        "garage",
+        &mut cmd,
+        &dir.join("garage.log"),
+        libc::SIGKILL,
+        Duration::from_secs(5),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        proc.check_running()?;
+        let found = tokio::process::Command::new(&bin)
+            .arg("-c")
+            .arg(&config)
+            .args(["bucket", "info", BUCKET])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if found {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "garage: no bucket {BUCKET} after 60 s; log:\n{}",
+                proc.log_tail(10)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(S3Store {
+        kind: StoreKind::Garage,
+        addr,
+        data: None,
+        proc,
+    })
 }
 
 async fn start_s3s_fs(bin: Option<&Path>, dir: &Path) -> Result<S3Store> {

@@ -64,6 +64,11 @@ pub struct S3Config {
     pub storageclass: String,
     #[serde(default = "default_acl")]
     pub objectacl: String,
+    /// Berth's: retries of a request the store failed transiently (503
+    /// SlowDown, 500, a broken connection, a timeout), with jittered
+    /// exponential backoff; distribution has no such key.
+    #[serde(default = "default_max_retries", deserialize_with = "number")]
+    pub maxretries: u64,
     // distribution's, not acted on (see `compat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loglevel: Tolerated,
@@ -98,6 +103,13 @@ fn default_storage_class() -> String {
 }
 fn default_acl() -> String {
     "private".into()
+}
+/// Five attempts: at a 10 % failure rate one request in 100,000 still fails.
+pub const DEFAULT_MAX_RETRIES: u64 = 4;
+/// Beyond this the backoff (capped at 20 s a wait) outlasts any client's patience.
+pub const MAX_RETRIES: u64 = 20;
+fn default_max_retries() -> u64 {
+    DEFAULT_MAX_RETRIES
 }
 
 /// A number, also when written as a string (`"10485760"`), as distribution takes it.
@@ -157,6 +169,7 @@ impl Default for S3Config {
             rootdirectory: String::new(),
             storageclass: default_storage_class(),
             objectacl: default_acl(),
+            maxretries: default_max_retries(),
             loglevel: None,
             useragent: None,
             usedualstack: None,
@@ -186,6 +199,7 @@ impl std::fmt::Debug for S3Config {
             .field("chunksize", &self.chunksize)
             .field("rootdirectory", &self.rootdirectory)
             .field("storageclass", &self.storageclass)
+            .field("maxretries", &self.maxretries)
             .finish_non_exhaustive()
     }
 }
@@ -248,6 +262,13 @@ impl S3Config {
                 "{}: {} is above {MAX_SINGLE} (5 GiB, S3's single-copy limit)",
                 key("multipartcopythresholdsize"),
                 self.multipartcopythresholdsize
+            ));
+        }
+        if self.maxretries > MAX_RETRIES {
+            return Err(format!(
+                "{}: {} is above {MAX_RETRIES}",
+                key("maxretries"),
+                self.maxretries
             ));
         }
         if !self.keyid.is_empty() && !self.encrypt {
@@ -314,6 +335,7 @@ mod tests {
         assert_eq!(c.multipartcopymaxconcurrency, 100);
         assert!(c.secure && !c.forcepathstyle && !c.encrypt);
         assert_eq!(c.storageclass, "STANDARD");
+        assert_eq!(c.maxretries, DEFAULT_MAX_RETRIES);
     }
 
     #[test]
@@ -327,6 +349,8 @@ mod tests {
         parse("region: r\nbucket: b\nchunksize: 536870912\n").unwrap();
         let e = parse("region: r\nbucket: b\naccesskey: a\n").unwrap_err();
         assert!(e.starts_with("storage.s3.secretkey:"), "{e}");
+        let e = parse("region: r\nbucket: b\nmaxretries: 21\n").unwrap_err();
+        assert!(e.starts_with("storage.s3.maxretries:"), "{e}");
         let e = parse("region: r\nbucket: b\nbogus: 1\n").unwrap_err();
         assert!(e.contains("bogus"), "{e}");
     }

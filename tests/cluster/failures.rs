@@ -164,7 +164,7 @@ pub async fn replica_killed_mid_push(backend: Backend) {
     // Feed it until the victim has provably written part of it: on S3 a
     // new multipart part (the second, unrecorded in the upload's state); on
     // Azure 12 MiB, three 4 MiB blocks' worth, most of it read by then.
-    let parts_before = c.s3_parts();
+    let parts_before = c.s3_parts().await;
     let mut sent = first; // bytes of the blob handed to the victim
     for piece in blob[first..first + 16 * MIB].chunks(256 * 1024) {
         // Bounded: a victim that stopped reading must fail the test, not hang it.
@@ -177,7 +177,7 @@ pub async fn replica_killed_mid_push(backend: Backend) {
         .unwrap();
         sent += piece.len();
         let written = match parts_before {
-            Some(n) => c.s3_parts().unwrap() > n,
+            Some(n) => c.s3_parts().await.unwrap() > n,
             None => sent >= first + 12 * MIB,
         };
         if written {
@@ -187,7 +187,7 @@ pub async fn replica_killed_mid_push(backend: Backend) {
     if let Some(n) = parts_before {
         // Past the last piece, wait (bounded) for the part to land.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while c.s3_parts().unwrap() <= n {
+        while c.s3_parts().await.unwrap() <= n {
             assert!(Instant::now() < deadline, "no new part after {sent} bytes");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -243,8 +243,8 @@ pub async fn replica_killed_mid_push(backend: Backend) {
         vec![blob_object(&digest)]
     );
     // The stray part the victim uploaded was overwritten by the resume and
-    // completed with it: no multipart upload is left behind in s3s-fs.
-    if let Some(n) = c.s3_parts() {
+    // completed with it: no multipart upload is left behind in the store.
+    if let Some(n) = c.s3_parts().await {
         assert_eq!(n, 0, "multipart parts left in the store");
     }
     eprintln!(

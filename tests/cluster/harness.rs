@@ -1,11 +1,17 @@
-//! A Berth cluster on 127.0.0.1: one shared store (s3s-fs or Azurite), one
+//! A Berth cluster on 127.0.0.1: one shared store (Garage or Azurite), one
 //! Redis for the blob-descriptor cache, three replicas sharing `http.secret`,
 //! and nginx in front. Every process stops when the `Cluster` is dropped.
 
 use berth::storage::{layout, Driver, StorageDriver};
 
 use super::nginx::Nginx;
-use crate::common::{azurite::Azurite, redis::RedisServer, s3::S3Server, Berth};
+use crate::common::{
+    azurite::Azurite,
+    faults::{FaultProxy, Faults},
+    redis::RedisServer,
+    s3::S3Server,
+    Berth,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -24,11 +30,25 @@ const ROOT: &str = "/berth";
 const CONTAINER: &str = "registry";
 pub const REPLICAS: usize = 3;
 
+/// How a cluster is set up, beyond the backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Serve blob GETs by 307 to the store (Berth's default) rather than
+    /// streaming them through Berth and nginx.
+    pub redirect: bool,
+    /// S3 only: the replicas reach the store through a fault-injecting proxy.
+    pub faults: Option<Faults>,
+    /// `storage.s3.maxretries` of the replicas (Berth's default if None).
+    pub maxretries: Option<u32>,
+}
+
 pub struct Cluster {
     // Fields drop in this order: the balancer first, the store last.
     pub nginx: Nginx,
     replicas: Vec<Berth>,
     pub redis: RedisServer,
+    /// Between the replicas and the store, when `Options::faults` asked.
+    pub proxy: Option<FaultProxy>,
     store: Store,
     /// The `storage:` section (driver only) every replica uses.
     storage: String,
@@ -38,9 +58,20 @@ impl Cluster {
     /// `redirect`: serve blob GETs by 307 to the store (Berth's default) or
     /// stream them through Berth and nginx.
     pub fn start(backend: Backend, redirect: bool) -> Cluster {
+        Self::start_with(
+            backend,
+            Options {
+                redirect,
+                ..Options::default()
+            },
+        )
+    }
+
+    pub fn start_with(backend: Backend, opts: Options) -> Cluster {
+        let redirect = opts.redirect;
         let (store, storage) = match backend {
             Backend::S3 => {
-                let s = S3Server::s3s_fs();
+                let s = S3Server::garage();
                 let yaml = s.yaml(ROOT);
                 (Store::S3(s), yaml)
             }
@@ -65,12 +96,28 @@ impl Cluster {
                 (Store::Azure(az), yaml)
             }
         };
+        // The replicas' own storage section: through the proxy, if any.
+        let mut replica_storage = storage.clone();
+        let proxy = match (&store, opts.faults) {
+            (Store::S3(s), Some(f)) => {
+                let p = FaultProxy::start(&s.endpoint, f);
+                replica_storage = replica_storage.replace(&s.endpoint, &p.url());
+                Some(p)
+            }
+            (Store::Azure(_), Some(_)) => panic!("the fault proxy speaks S3 only"),
+            (_, None) => None,
+        };
+        if let Some(n) = opts.maxretries {
+            assert_eq!(backend, Backend::S3, "maxretries is an S3 key");
+            replica_storage += &format!("    maxretries: {n}\n");
+        }
+        let storage_for_replicas = replica_storage;
         let redis = RedisServer::start();
         let replicas: Vec<Berth> = (0..REPLICAS)
             .map(|_| {
                 Berth::start_with(|_root, addr| {
                     format!(
-                        "version: 0.1\nlog:\n  level: info\nstorage:\n{storage}  delete:\n    enabled: true\n  redirect:\n    disable: {}\n  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\nhttp:\n  addr: {addr}\n  secret: one-secret-for-every-replica\n",
+                        "version: 0.1\nlog:\n  level: info\nstorage:\n{storage_for_replicas}  delete:\n    enabled: true\n  redirect:\n    disable: {}\n  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\nhttp:\n  addr: {addr}\n  secret: one-secret-for-every-replica\n",
                         !redirect,
                         redis.addr()
                     )
@@ -83,6 +130,7 @@ impl Cluster {
             nginx,
             replicas,
             redis,
+            proxy,
             store,
             storage,
         }
@@ -167,10 +215,10 @@ impl Cluster {
             .await
     }
 
-    /// Multipart upload parts s3s-fs holds (files at its root); None on Azure.
-    pub fn s3_parts(&self) -> Option<usize> {
+    /// Parts of unfinished multipart uploads in the S3 store; None on Azure.
+    pub async fn s3_parts(&self) -> Option<usize> {
         match &self.store {
-            Store::S3(s) => Some(s.pending_parts()),
+            Store::S3(s) => Some(s.pending_parts().await),
             Store::Azure(_) => None,
         }
     }

@@ -5,6 +5,7 @@
 pub mod azurite;
 pub mod distribution;
 pub mod docker;
+pub mod faults;
 pub mod htpasswd;
 pub mod http;
 pub mod noise;

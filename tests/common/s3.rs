@@ -1,6 +1,8 @@
 //! Local S3 servers for the S3 driver tests, on 127.0.0.1, killed on drop:
-//! s3s-fs (checks SigV4 signatures; keys are files under a temp dir) and
-//! moto's server (a second implementation). `tests/run.sh` installs both.
+//! Garage (an S3 store run in production by self-hosters: the main one),
+//! s3s-fs (checks SigV4 signatures strictly; keys are files under a temp
+//! dir) and moto's server (a third implementation). `tests/run.sh`
+//! installs all three.
 
 use std::{
     io::{Read, Write},
@@ -15,12 +17,19 @@ use super::{free_port, wait_for_port};
 pub const ACCESS_KEY: &str = "berth-test-key";
 pub const SECRET_KEY: &str = "berth-test-secret";
 
+/// Garage wants its own key formats: `GK` and 24 hex digits, a 64-digit
+/// hex secret.
+const GARAGE_ACCESS_KEY: &str = "GK0b3e7a2c9d4f1e6a8b5c7d2e";
+const GARAGE_SECRET_KEY: &str = "5f1c0e9d8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e";
+
 pub struct S3Server {
     child: Child,
     /// `http://127.0.0.1:<port>`
     pub endpoint: String,
     pub bucket: String,
     pub kind: &'static str,
+    pub access_key: &'static str,
+    pub secret_key: &'static str,
     /// s3s-fs's storage root (`<root>/<bucket>/<key>`); moto keeps memory.
     pub root: PathBuf,
     log: PathBuf,
@@ -43,6 +52,17 @@ fn program(name: &str) -> PathBuf {
         }
     }
     panic!("{name} is not installed: run tests/run.sh, which installs it");
+}
+
+/// Garage from tests/run.sh's cache, else from PATH.
+pub fn garage_program() -> PathBuf {
+    let cached = PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+        .join(".cache/berth/garage/bin/garage");
+    if cached.is_file() {
+        cached
+    } else {
+        program("garage")
+    }
 }
 
 /// moto 5.2 answers some operations with `<OpResponse>` XML roots the AWS
@@ -127,6 +147,68 @@ impl S3Server {
         })
     }
 
+    /// Garage, one node (`server --single-node --default-bucket` lays out
+    /// the node and makes the bucket and its key from the environment).
+    /// The binary is the one tests/run.sh builds into ~/.cache/berth/garage.
+    pub fn garage() -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("garage");
+        let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+        let config = dir.path().join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{root}/meta\"\n\
+                 data_dir = \"{root}/data\"\n\
+                 db_engine = \"lmdb\"\n\
+                 replication_factor = 1\n\
+                 rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_secret = \"{GARAGE_SECRET_KEY}\"\n\
+                 [s3_api]\n\
+                 s3_region = \"us-east-1\"\n\
+                 api_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 [admin]\n\
+                 api_bind_addr = \"127.0.0.1:{admin}\"\n",
+                root = root.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("garage.log");
+        let bucket = "berth".to_string();
+        let child = Command::new(garage_program())
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "server",
+                "--single-node",
+                "--default-access-key",
+                "--default-bucket",
+            ])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", GARAGE_ACCESS_KEY)
+            .env("GARAGE_DEFAULT_SECRET_KEY", GARAGE_SECRET_KEY)
+            .env("GARAGE_DEFAULT_BUCKET", &bucket)
+            .env("RUST_LOG", "garage=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn garage");
+        let mut server = Self::ready(child, s3, bucket, "garage", root, log, dir, |_| {
+            // Ready once its bucket exists (made just after the layout).
+            Command::new(garage_program())
+                .arg("-c")
+                .arg(&config)
+                .args(["bucket", "info", "berth"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        server.access_key = GARAGE_ACCESS_KEY;
+        server.secret_key = GARAGE_SECRET_KEY;
+        server
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn ready(
         child: Child,
@@ -144,6 +226,8 @@ impl S3Server {
             endpoint: format!("http://{addr}"),
             bucket,
             kind,
+            access_key: ACCESS_KEY,
+            secret_key: SECRET_KEY,
             root,
             log,
             _dir: dir,
@@ -165,19 +249,42 @@ impl S3Server {
         server
     }
 
-    /// Parts of unfinished multipart uploads on s3s-fs, which keeps them as
-    /// `.upload_id-*` files in its root (s3s-fs only: moto keeps memory).
-    pub fn pending_parts(&self) -> usize {
-        std::fs::read_dir(&self.root)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(".upload_id-")
-            })
-            .count()
+    /// Parts of unfinished multipart uploads in the bucket. s3s-fs keeps
+    /// them as `.upload_id-*` files in its root and has no
+    /// ListMultipartUploads; the others are asked through the S3 API.
+    pub async fn pending_parts(&self) -> usize {
+        if self.kind == "s3s-fs" {
+            return std::fs::read_dir(&self.root)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(".upload_id-")
+                })
+                .count();
+        }
+        let c = self.client();
+        let uploads = c
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .unwrap();
+        let mut n = 0;
+        for u in uploads.uploads() {
+            let parts = c
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(u.key().unwrap())
+                .upload_id(u.upload_id().unwrap())
+                .send()
+                .await
+                .unwrap();
+            n += parts.parts().len();
+        }
+        n
     }
 
     pub fn logs(&self) -> String {
@@ -191,8 +298,8 @@ impl S3Server {
             bucket: self.bucket.clone(),
             regionendpoint: self.endpoint.clone(),
             forcepathstyle: true,
-            accesskey: ACCESS_KEY.into(),
-            secretkey: SECRET_KEY.into(),
+            accesskey: self.access_key.into(),
+            secretkey: self.secret_key.into(),
             rootdirectory: rootdirectory.into(),
             ..Default::default()
         }
@@ -201,8 +308,8 @@ impl S3Server {
     /// A `storage.s3` YAML section (indented for `storage:`) for `berth`.
     pub fn yaml(&self, rootdirectory: &str) -> String {
         format!(
-            "  s3:\n    region: us-east-1\n    bucket: {}\n    regionendpoint: {}\n    forcepathstyle: true\n    accesskey: {ACCESS_KEY}\n    secretkey: {SECRET_KEY}\n    rootdirectory: {rootdirectory}\n",
-            self.bucket, self.endpoint
+            "  s3:\n    region: us-east-1\n    bucket: {}\n    regionendpoint: {}\n    forcepathstyle: true\n    accesskey: {}\n    secretkey: {}\n    rootdirectory: {rootdirectory}\n",
+            self.bucket, self.endpoint, self.access_key, self.secret_key
         )
     }
 
@@ -213,7 +320,11 @@ impl S3Server {
             .http_client(berth::storage::s3::http_client())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                ACCESS_KEY, SECRET_KEY, None, None, "test",
+                self.access_key,
+                self.secret_key,
+                None,
+                None,
+                "test",
             ))
             .endpoint_url(&self.endpoint)
             .force_path_style(true)

@@ -1,6 +1,17 @@
 //! Building the S3 client from Berth's configuration alone (no shared AWS
 //! config files consulted for region or endpoint), counting every HTTP request
-//! it sends, and mapping SDK errors to [`StorageError`].
+//! it sends, retrying what the store failed transiently, and mapping SDK
+//! errors to [`StorageError`].
+//!
+//! Retries: the SDK's standard mode (exponential backoff with full jitter,
+//! 1 s base, 20 s cap, its retry-quota token bucket), `storage.s3.maxretries`
+//! times. It retries 500/502/503/504, throttling codes (SlowDown), timeouts
+//! and broken connections, and only requests whose body it can replay (Berth
+//! sends `Bytes` bodies, never one-shot streams). Every S3 request Berth makes
+//! is idempotent except CreateMultipartUpload (a second one leaves an
+//! orphaned upload) and CompleteMultipartUpload (a second one after an
+//! unseen success finds NoSuchUpload): those two take [`once_unless_refused`].
+//! A GetObject body that breaks off mid-way is resumed by [`resuming`].
 //!
 //! The HTTP client is built here rather than taken from the SDK's
 //! `default-https-client` feature, which would compile a second TLS crypto
@@ -18,14 +29,18 @@ use aws_config::{
 use aws_credential_types::provider::{future, ProvideCredentials};
 use aws_sdk_s3::{
     config::{
-        interceptors::BeforeDeserializationInterceptorContextRef, BehaviorVersion, ConfigBag,
-        Credentials, Intercept, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-        RuntimeComponents, SharedCredentialsProvider, SharedHttpClient,
+        interceptors::{BeforeDeserializationInterceptorContextRef, InterceptorContext},
+        retry::{ClassifyRetry, RetryAction, RetryConfig},
+        BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation, RuntimeComponents, SharedCredentialsProvider, SharedHttpClient,
     },
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    operation::get_object::GetObjectOutput,
     Client,
 };
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use bytes::Bytes;
+use futures::{stream::BoxStream, StreamExt};
 
 use crate::{config::S3Config, storage::StorageError};
 
@@ -120,6 +135,7 @@ pub(super) fn build(cfg: &S3Config, endpoint: Option<&str>, counter: &Arc<Atomic
         // (CRC checksums on every upload); checksum only where S3 requires it.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(RetryConfig::standard().with_max_attempts(attempts(cfg)))
         .interceptor(Counter(counter.clone()));
     if let Some(e) = endpoint {
         b = b.endpoint_url(cfg.endpoint_url(e));
@@ -127,6 +143,155 @@ pub(super) fn build(cfg: &S3Config, endpoint: Option<&str>, counter: &Arc<Atomic
         b = b.endpoint_url(format!("http://s3.{}.amazonaws.com", cfg.region));
     }
     Client::from_conf(b.build())
+}
+
+/// Attempts per request: the first and `maxretries` more.
+fn attempts(cfg: &S3Config) -> u32 {
+    u32::try_from(cfg.maxretries)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1)
+}
+
+/// Vetoes the retry of a request that is not idempotent unless the store
+/// refused it outright (503, throttled): after a 500, a timeout or a broken
+/// connection the store may have acted on it, and the caller gets
+/// `Unavailable` (503 to the client, who retries the whole operation).
+#[derive(Debug)]
+struct OnceUnlessRefused;
+
+impl ClassifyRetry for OnceUnlessRefused {
+    /// Independent of the other classifiers' verdicts (which may run before
+    /// or after it): a forbidden retry ends the classification.
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        if !matches!(ctx.output_or_error(), Some(Err(_))) {
+            return RetryAction::NoActionIndicated;
+        }
+        let refused = ctx
+            .response()
+            .is_some_and(|r| matches!(r.status().as_u16(), 429 | 503));
+        if refused {
+            RetryAction::NoActionIndicated
+        } else {
+            RetryAction::RetryForbidden
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "berth-once-unless-refused"
+    }
+}
+
+/// The per-request override for CreateMultipartUpload and
+/// CompleteMultipartUpload (`.customize().config_override(..)`).
+pub(super) fn once_unless_refused() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().retry_classifier(OnceUnlessRefused)
+}
+
+/// A GetObject's body that survives the connection breaking mid-way (a
+/// reset, a proxy timing out): the rest is fetched again from where it broke,
+/// `If-Match` the first answer's ETag so that no byte of another version is
+/// ever spliced in, up to `maxretries` times in a row without progress.
+/// `start` is the offset of the first byte `resp` carries. A body that still
+/// breaks ends in an I/O error of a transient kind (the caller answers 503,
+/// or, mid-response, the client sees a short body and retries).
+pub(super) fn resuming(
+    client: Client,
+    bucket: String,
+    key: String,
+    start: u64,
+    resp: GetObjectOutput,
+) -> BoxStream<'static, std::io::Result<Bytes>> {
+    struct State {
+        client: Client,
+        bucket: String,
+        key: String,
+        etag: Option<String>,
+        /// Offset of the next byte, and one past the last one wanted.
+        pos: u64,
+        end: u64,
+        body: aws_sdk_s3::primitives::ByteStream,
+        tries: u32,
+    }
+    let len = resp.content_length().unwrap_or(0).max(0) as u64;
+    let tries = client
+        .config()
+        .retry_config()
+        .map_or(1, |r| r.max_attempts().saturating_sub(1));
+    let state = State {
+        client,
+        bucket,
+        key,
+        etag: resp.e_tag().map(str::to_string),
+        pos: start,
+        end: start + len,
+        body: resp.body,
+        tries,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        let mut failures = 0;
+        loop {
+            match st.body.next().await {
+                Some(Ok(chunk)) => {
+                    st.pos += chunk.len() as u64;
+                    return Some((Ok(chunk), st));
+                }
+                None => return None,
+                Some(Err(e)) if st.pos >= st.end => {
+                    // Everything wanted came; only the tail of the exchange broke.
+                    tracing::debug!(key = %st.key, "s3 body error after its last byte: {e}");
+                    return None;
+                }
+                Some(Err(e)) => {
+                    failures += 1;
+                    let broke = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        format!("s3 GetObject {}: body broke at {}: {e}", st.key, st.pos),
+                    );
+                    if failures > st.tries {
+                        return Some((Err(broke), st));
+                    }
+                    tracing::warn!("{broke}; resuming");
+                    let again = st
+                        .client
+                        .get_object()
+                        .bucket(&st.bucket)
+                        .key(&st.key)
+                        .range(format!("bytes={}-{}", st.pos, st.end - 1))
+                        .set_if_match(st.etag.clone())
+                        .send()
+                        .await;
+                    match again {
+                        Ok(r) => st.body = r.body,
+                        Err(e) => {
+                            let e = std::io::Error::new(
+                                std::io::ErrorKind::ConnectionAborted,
+                                format!(
+                                    "s3 GetObject {} resuming at {}: {}",
+                                    st.key,
+                                    st.pos,
+                                    DisplayErrorContext(&e)
+                                ),
+                            );
+                            return Some((Err(e), st));
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// A whole (small) body in memory; a body that broke for good is a
+/// transient I/O error.
+pub(super) async fn collect(
+    mut body: BoxStream<'static, std::io::Result<Bytes>>,
+) -> Result<Bytes, StorageError> {
+    let mut all = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        all.extend_from_slice(&chunk?);
+    }
+    Ok(all.freeze())
 }
 
 /// The HTTP status of a failed request, when one came back.

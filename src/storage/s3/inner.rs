@@ -2,7 +2,6 @@
 
 use std::{
     collections::HashMap,
-    io,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -21,7 +20,7 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::client::{is_missing, map_err, status};
+use super::client::{collect, is_missing, map_err, once_unless_refused, resuming, status};
 use crate::storage::{check_path, Result, StorageError};
 
 pub(super) struct Inner {
@@ -159,12 +158,14 @@ impl Inner {
             .send()
             .await
             .map_err(|e| map_err("GetObject", path, e))?;
-        let data = resp
-            .body
-            .collect()
-            .await
-            .map_err(|e| StorageError::Io(io::Error::other(e)))?;
-        Ok(data.into_bytes())
+        collect(resuming(
+            self.client.clone(),
+            self.bucket.clone(),
+            key.to_string(),
+            0,
+            resp,
+        ))
+        .await
     }
 
     /// Size of an object; `NotFound` when there is none.
@@ -316,6 +317,8 @@ impl Inner {
                 .key(dst),
             self
         )
+        .customize()
+        .config_override(once_unless_refused())
         .send()
         .await
         .map_err(|e| map_err("CreateMultipartUpload", path, e))?;
@@ -382,6 +385,8 @@ impl Inner {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .customize()
+            .config_override(once_unless_refused())
             .send()
             .await;
         if let Err(e) = r {

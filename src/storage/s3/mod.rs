@@ -72,7 +72,6 @@ mod writer;
 pub use client::http_client;
 
 use std::{
-    io,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -258,14 +257,13 @@ impl StorageDriver for S3Driver {
             }
             Err(e) => return Err(map_err("GetObject", path, e)),
         };
-        let body = futures::stream::unfold(resp.body, |mut body| async move {
-            match body.next().await {
-                Some(Ok(chunk)) => Some((Ok(chunk), body)),
-                Some(Err(e)) => Some((Err(io::Error::other(e)), body)),
-                None => None,
-            }
-        });
-        Ok(body.boxed())
+        Ok(client::resuming(
+            inner.client.clone(),
+            inner.bucket.clone(),
+            key,
+            offset,
+            resp,
+        ))
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {

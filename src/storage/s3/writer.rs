@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    client::map_err,
+    client::{collect, map_err, once_unless_refused, resuming},
     inner::{object_options, Inner},
 };
 use crate::{
@@ -363,12 +363,8 @@ impl S3Writer {
             .send()
             .await
             .map_err(|e| map_err("GetObject", &self.path, e))?;
-        let data = resp
-            .body
-            .collect()
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
-        Ok(data.into_bytes())
+        let (client, bucket) = (inner.client.clone(), inner.bucket.clone());
+        collect(resuming(client, bucket, self.key.clone(), 0, resp)).await
     }
 
     /// The first `len` (≥ 5 MiB) bytes of the committed object, as parts
@@ -425,6 +421,8 @@ impl S3Writer {
                 .key(&self.key),
             inner
         )
+        .customize()
+        .config_override(once_unless_refused())
         .send()
         .await
         .map_err(|e| map_err("CreateMultipartUpload", &self.path, e))?;

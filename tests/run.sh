@@ -56,7 +56,7 @@ fi
 # single test node needs (LMDB metadata; no SQLite, K2V or metrics endpoint).
 garage_version=2.5.0
 garage_dir="$HOME/.cache/berth/garage"
-if ! "$garage_dir/bin/garage" --version 2>/dev/null | grep -q "v$garage_version"; then
+if ! "$garage_dir/bin/garage" --version 2>/dev/null | grep -q "cargo:$garage_version "; then
   echo "installing: garage $garage_version into $garage_dir (a release build: about 11 minutes on 2 cores)"
   cargo install --quiet --locked "garage@$garage_version" --no-default-features --features bundled-libs,lmdb --root "$garage_dir"
 fi

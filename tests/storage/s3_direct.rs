@@ -64,11 +64,11 @@ impl Stack {
         keys
     }
 
-    /// Unfinished multipart uploads: moto lists them; s3s-fs (which does
-    /// not) keeps their parts as files, counted instead.
+    /// Unfinished multipart uploads: Garage and moto list them; s3s-fs
+    /// (which does not) keeps their parts as files, counted instead.
     async fn pending_uploads(&self) -> usize {
-        if self.s.kind != "moto" {
-            return self.s.pending_parts();
+        if self.s.kind == "s3s-fs" {
+            return self.s.pending_parts().await;
         }
         let r = self
             .s

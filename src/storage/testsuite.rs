@@ -342,6 +342,13 @@ async fn staged_writer(d: &dyn StorageDriver) {
     assert!(d.stat_object(p).await.unwrap_err().is_not_found());
     assert_eq!(w.commit().await.unwrap(), 6);
     assert_eq!(d.get_content(p).await.unwrap(), "staged");
+    let w = d
+        .staged_writer("/suite/staged/empty")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.commit().await.unwrap(), 0);
+    assert_eq!(d.stat_object("/suite/staged/empty").await.unwrap().size, 0);
 
     // Several parts' worth, committed.
     let big: Vec<u8> = (0..=250u8).cycle().take(12 * 1024 * 1024 + 7).collect();

@@ -87,6 +87,8 @@ struct Figures {
     small: Option<workloads::SmallResult>,
     head: Option<LoadResult>,
     get: Option<LoadResult>,
+    /// Manifest GET by digest, after the load's warm-up (registries only).
+    get_digest: Option<LoadResult>,
     /// (registries, store) cores during: monolithic push, small blobs, HEAD, GET.
     cpu: [Option<(f64, f64)>; 4],
 }
@@ -281,6 +283,22 @@ async fn measure(
         let w = watch();
         fig.get = run_load(addr, &get, &label, "manifest GET", notes).await;
         fig.cpu[3] = Some(w.cores());
+        let by_digest = LoadSpec::new(
+            Method::GET,
+            t.manifest_digest_path,
+            s.load.connections,
+            s.load.warmup,
+            s.load.duration,
+        )
+        .header(http::header::ACCEPT, workloads::MANIFEST_ACCEPT);
+        fig.get_digest = run_load(
+            addr,
+            &by_digest,
+            &label,
+            "manifest GET by digest, warm",
+            notes,
+        )
+        .await;
     }
     if let Err(e) = dep.check_running() {
         notes.push(format!("{label}: a process died: {e:#}"));
@@ -511,6 +529,13 @@ fn render_figures(s: &Settings, size: u64, figs: &[Figures]) -> String {
     row(
         format!("manifest GET c={} (req/s)", s.load.connections),
         &|f| num(f.get.map(|l| l.rps)),
+    );
+    row(
+        format!(
+            "manifest GET by digest, warm c={} (req/s)",
+            s.load.connections
+        ),
+        &|f| num(f.get_digest.map(|l| l.rps)),
     );
     row("  monolithic: 201 after last byte (s)".into(), &|f| {
         num(f.push_mono.map(|t| t.tail.as_secs_f64()))

@@ -322,6 +322,8 @@ pub(crate) fn percentile_ms(sorted: &[u32], q: f64) -> f64 {
 /// What the request loops hit in a registry.
 pub struct ManifestTarget {
     pub manifest_path: String,
+    /// The same manifest by digest (immutable: what a cache can answer).
+    pub manifest_digest_path: String,
     pub blob_path: String,
 }
 
@@ -411,6 +413,7 @@ pub async fn setup_manifest(
     // Read it back once: the loops below only check status codes.
     let target = ManifestTarget {
         manifest_path: format!("/v2/{repo}/manifests/v1"),
+        manifest_digest_path: format!("/v2/{repo}/manifests/{}", digest_of(&img.manifest)),
         blob_path: format!("/v2/{repo}/blobs/{}", img.layer_digest),
     };
     if get_manifest(&mut c, &target.manifest_path).await? != img.manifest {

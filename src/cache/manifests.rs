@@ -377,10 +377,13 @@ impl ManifestCache {
             self.ok(r, "fill");
             return;
         }
-        self.local().put(
-            Key::Tag(repo.to_string(), tag.to_string()),
-            Value::Tag(d.clone(), Instant::now() + ttl),
-        );
+        // A TTL past the clock's range is not cached rather than a panic.
+        if let Some(until) = Instant::now().checked_add(ttl) {
+            self.local().put(
+                Key::Tag(repo.to_string(), tag.to_string()),
+                Value::Tag(d.clone(), until),
+            );
+        }
     }
 
     /// A tag was pushed or deleted. Returns whether Redis (if any) took it.

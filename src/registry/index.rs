@@ -424,8 +424,128 @@ impl RepositoryIndex {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{atomic::AtomicUsize, Arc};
+
+    use async_trait::async_trait;
+
     use super::*;
     use crate::registry::catalog::repository_order;
+    use crate::storage::{
+        inmemory::InMemoryDriver, ByteStream, FileInfo, FileWriter, Result as StorageResult,
+        StorageDriver,
+    };
+
+    /// An in-memory store that counts requests and, when the entry of
+    /// `app` is deleted, lands a push to `app` right then (its revision
+    /// link): the window between the collector's delete and its second look.
+    #[derive(Default)]
+    struct Store {
+        inner: InMemoryDriver,
+        calls: AtomicUsize,
+        push_on_delete: AtomicBool,
+    }
+
+    impl Store {
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+        fn count(&self) {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait]
+    impl StorageDriver for Store {
+        fn name(&self) -> &'static str {
+            "store"
+        }
+        async fn get_content(&self, path: &str) -> StorageResult<Bytes> {
+            self.count();
+            self.inner.get_content(path).await
+        }
+        async fn put_content(&self, path: &str, content: Bytes) -> StorageResult<()> {
+            self.count();
+            self.inner.put_content(path, content).await
+        }
+        async fn reader(&self, p: &str, o: u64, l: Option<u64>) -> StorageResult<ByteStream> {
+            self.count();
+            self.inner.reader(p, o, l).await
+        }
+        async fn writer(&self, p: &str, o: u64) -> StorageResult<Box<dyn FileWriter>> {
+            self.count();
+            self.inner.writer(p, o).await
+        }
+        async fn stat(&self, path: &str) -> StorageResult<FileInfo> {
+            self.count();
+            self.inner.stat(path).await
+        }
+        async fn list(&self, path: &str) -> StorageResult<Vec<String>> {
+            self.count();
+            self.inner.list(path).await
+        }
+        async fn rename(&self, s: &str, d: &str) -> StorageResult<()> {
+            self.count();
+            self.inner.rename(s, d).await
+        }
+        async fn delete(&self, path: &str) -> StorageResult<()> {
+            self.count();
+            self.inner.delete(path).await?;
+            if path == entry("app") && self.push_on_delete.load(Ordering::SeqCst) {
+                revision(&self.inner, "app").await;
+            }
+            Ok(())
+        }
+    }
+
+    async fn revision(d: &InMemoryDriver, name: &str) {
+        let link = format!("{}/revisions/sha256/ab/link", layout::manifests_root(name));
+        d.put_content(&link, Bytes::from_static(b"sha256:ab"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_steady_push_costs_nothing_but_not_during_a_sweep() {
+        let store = Arc::new(Store::default());
+        let index = RepositoryIndex::new(store.clone());
+        index.note("app", false).await.unwrap();
+        assert_eq!(store.calls(), 2, "a new repository: HEAD, PUT");
+        index.note("app", false).await.unwrap();
+        assert_eq!(store.calls(), 2, "known: no request");
+        index.note("app", true).await.unwrap();
+        assert_eq!(store.calls(), 3, "sweeping: looked at again");
+        index.forget();
+        index.note("app", false).await.unwrap();
+        assert_eq!(store.calls(), 4, "forgotten at a sweep's edge");
+        assert_eq!(
+            index.entries().await.unwrap(),
+            HashSet::from(["app".into()])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_push_landing_during_the_removal_keeps_its_entry() {
+        let store = Arc::new(Store::default());
+        let index = RepositoryIndex::new(store.clone());
+        // Indexed, no revision left (all deleted): the collector removes it.
+        index.add("app").await.unwrap();
+        index.add("old").await.unwrap();
+        store.push_on_delete.store(true, Ordering::SeqCst);
+        let report = index
+            .reconcile(&HashSet::new(), &HashSet::new())
+            .await
+            .unwrap();
+        assert_eq!(report.removed, 1, "old is removed, app comes back");
+        assert_eq!(
+            index.entries().await.unwrap(),
+            HashSet::from(["app".into()])
+        );
+        assert!(index.has_revisions("app").await.unwrap());
+        assert!(
+            index.page(10, None).await.unwrap().is_some(),
+            "marked complete"
+        );
+    }
 
     #[test]
     fn key_order_is_catalog_order() {

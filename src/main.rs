@@ -82,6 +82,7 @@ enum IndexCommand {
         /// Configuration file, the same one `serve` uses.
         #[arg(long = "config", short = 'c', env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
+        /// The configuration file, given positionally.
         #[arg(conflicts_with = "config")]
         file: Option<PathBuf>,
     },

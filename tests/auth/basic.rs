@@ -111,6 +111,9 @@ async fn refused_request_writes_nothing() {
     let file = dir.path().join("htpasswd");
     std::fs::write(&file, entry("alice", "pw")).unwrap();
     let b = start(&file);
+    // The storage as the server left it at start (an empty one gets the
+    // repository index's `complete` marker).
+    let before = crate::common::files_under(&b.root);
     let http = crate::common::http::client();
     let r = http
         .post(b.url("/v2/x/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"))
@@ -119,7 +122,11 @@ async fn refused_request_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(!b.root.join("docker").exists(), "nothing reached storage");
+    assert_eq!(
+        crate::common::files_under(&b.root),
+        before,
+        "nothing reached storage"
+    );
     let r = http
         .post(b.url("/v2/x/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"))
         .header("authorization", basic("alice", "pw"))

@@ -102,26 +102,6 @@ fn token(chain: &[&Cert]) -> String {
     encode(&h, &claims, &key).unwrap()
 }
 
-/// Every file under `dir`, for "storage unchanged".
-fn tree(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            out.push(p.display().to_string());
-            if p.is_dir() {
-                dirs.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A monolithic blob push with `token`.
 async fn push(b: &Berth, token: &str) -> reqwest::Response {
     crate::common::http::client()
@@ -210,7 +190,7 @@ async fn forged_and_broken_chains_are_refused_and_a_real_one_accepted() {
         ("signer without digitalSignature", token(&[&no_sig])),
         ("intermediate missing", token(&[&under_deeper, &zero])),
     ];
-    let before = tree(&b.root);
+    let before = crate::common::files_under(&b.root);
     for (what, t) in &cases {
         let r = push(&b, t).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
@@ -221,7 +201,11 @@ async fn forged_and_broken_chains_are_refused_and_a_real_one_accepted() {
         assert!(www.contains("error=\"invalid_token\""), "{what}: {www}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{what}");
-        assert_eq!(tree(&b.root), before, "{what}: storage unchanged");
+        assert_eq!(
+            crate::common::files_under(&b.root),
+            before,
+            "{what}: storage unchanged"
+        );
     }
     assert!(b.logs().contains("x5c"), "refusals are logged with why");
 

@@ -31,6 +31,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Every file and directory under `dir`, sorted: compare two of these for
+/// "storage unchanged".
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.display().to_string());
+            if p.is_dir() {
+                dirs.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Poll `addr` until a TCP connect succeeds, at most `limit`.
 pub fn wait_for_port(addr: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;

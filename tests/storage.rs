@@ -7,6 +7,8 @@ mod common;
 mod limits;
 #[path = "storage/s3.rs"]
 mod s3;
+#[path = "storage/s3_faults.rs"]
+mod s3_faults;
 
 use berth::storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, testsuite};
 

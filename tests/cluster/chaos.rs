@@ -164,9 +164,16 @@ impl Worker {
         if r.status() != StatusCode::OK {
             return Err(failure("GET manifest", Some(&r)));
         }
-        let body = r.bytes().await.map_err(|_| failure("GET manifest body", None))?;
+        let body = r
+            .bytes()
+            .await
+            .map_err(|_| failure("GET manifest body", None))?;
         if sha256(&body) != p.digest {
-            self.tally.lock().unwrap().wrong.push(format!("{}:{}", p.repo, p.tag));
+            self.tally
+                .lock()
+                .unwrap()
+                .wrong
+                .push(format!("{}:{}", p.repo, p.tag));
             return Ok(());
         }
         for b in &p.blobs {
@@ -181,9 +188,16 @@ impl Worker {
             }
             // A body cut short is a failed read (the client retries), not
             // a wrong byte.
-            let got = r.bytes().await.map_err(|_| failure("GET blob body", None))?;
+            let got = r
+                .bytes()
+                .await
+                .map_err(|_| failure("GET blob body", None))?;
             if &sha256(&got) != b {
-                self.tally.lock().unwrap().wrong.push(format!("{}@{b}", p.repo));
+                self.tally
+                    .lock()
+                    .unwrap()
+                    .wrong
+                    .push(format!("{}@{b}", p.repo));
             }
         }
         self.tally.lock().unwrap().pulls += 1;
@@ -217,14 +231,10 @@ fn location(r: &reqwest::Response) -> String {
 }
 
 /// One client: image after image into its own repository, each a shared
-/// base layer, a layer of its own (every third chunked) and a config; and
-/// every few images a pull of an earlier one.
-async fn client(
-    w: Worker,
-    n: usize,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<Pushed>>>,
-) {
+/// base layer, a layer of its own (every third chunked) and a config; every
+/// fifth a layer alone (a cancelled job); every few images a pull of an
+/// earlier one.
+async fn client(w: Worker, n: usize, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<Pushed>>>) {
     let repo = format!("chaos/c{n}");
     let base = data(300 * 1024, 1000 + n as u64);
     let mut i = 0u64;
@@ -232,11 +242,21 @@ async fn client(
         i += 1;
         let seed = (n as u64) << 32 | i;
         let own = data(64 * 1024 + (i as usize % 7) * 97 * 1024, seed);
-        let config = format!(r#"{{"architecture":"amd64","os":"linux","n":"{seed}"}}"#)
-            .into_bytes();
+        let config =
+            format!(r#"{{"architecture":"amd64","os":"linux","n":"{seed}"}}"#).into_bytes();
+        if i % 5 == 0 {
+            // A cancelled job: a layer up, never a manifest. The collector's
+            // to sweep, once older than its grace period.
+            let orphan = data(32 * 1024, seed | 1 << 63);
+            w.retried(|| w.push_blob(&repo, &orphan, false)).await;
+            continue;
+        }
         let mut ok = true;
         for (blob, chunked) in [(&base, false), (&own, i % 3 == 0), (&config, false)] {
-            if w.retried(|| w.push_blob(&repo, blob, chunked)).await.is_none() {
+            if w.retried(|| w.push_blob(&repo, blob, chunked))
+                .await
+                .is_none()
+            {
                 ok = false;
                 break;
             }
@@ -246,7 +266,10 @@ async fn client(
         }
         let m = manifest(&config, &[&base, &own]);
         let tag = format!("v{i}");
-        if w.retried(|| w.put_manifest(&repo, &tag, &m)).await.is_none() {
+        if w.retried(|| w.put_manifest(&repo, &tag, &m))
+            .await
+            .is_none()
+        {
             continue;
         }
         let pushed = Pushed {
@@ -329,6 +352,13 @@ pub fn chaos_run() {
         String::from_utf8_lossy(&gc.stderr)
     );
 
+    let swept: u64 = gc_out
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("blobs_deleted="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(swept > 0, "the collector swept the orphans: {gc_out}");
+
     // Every acknowledged image, pulled once more with the cluster whole.
     let acked = acked.lock().unwrap().clone();
     let check = Worker {
@@ -359,5 +389,9 @@ pub fn chaos_run() {
     assert_eq!(wrong, Vec::<String>::new(), "wrong bytes read");
     assert_eq!(lost, Vec::<String>::new(), "acknowledged images lost");
     assert!(kills >= 3 && redis_done);
-    assert!(acked.len() >= 20, "too little work to tell: {}", acked.len());
+    assert!(
+        acked.len() >= 20,
+        "too little work to tell: {}",
+        acked.len()
+    );
 }

@@ -143,8 +143,15 @@ impl Cluster {
     pub fn restart(&mut self, i: usize) {
         let addr = self.replicas[i].addr.clone();
         let config = self.template.replace(ADDR, &addr);
-        self.replicas[i] = Berth::start_with(|_, _| config);
-        assert_eq!(self.replicas[i].addr, addr);
+        // The config names the address; the harness's own pick goes unused.
+        let mut b = Berth::start_with(|_, _| config);
+        assert!(
+            b.logs().contains(&format!("berth listening addr={addr}")),
+            "{}",
+            b.logs()
+        );
+        b.addr = addr;
+        self.replicas[i] = b;
     }
 
     /// Kill Redis and start an empty one on the same port.

@@ -244,7 +244,7 @@ async fn client(w: Worker, n: usize, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec
         let own = data(64 * 1024 + (i as usize % 7) * 97 * 1024, seed);
         let config =
             format!(r#"{{"architecture":"amd64","os":"linux","n":"{seed}"}}"#).into_bytes();
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             // A cancelled job: a layer up, never a manifest. The collector's
             // to sweep, once older than its grace period.
             let orphan = data(32 * 1024, seed | 1 << 63);
@@ -252,7 +252,11 @@ async fn client(w: Worker, n: usize, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec
             continue;
         }
         let mut ok = true;
-        for (blob, chunked) in [(&base, false), (&own, i % 3 == 0), (&config, false)] {
+        for (blob, chunked) in [
+            (&base, false),
+            (&own, i.is_multiple_of(3)),
+            (&config, false),
+        ] {
             if w.retried(|| w.push_blob(&repo, blob, chunked))
                 .await
                 .is_none()
@@ -279,7 +283,7 @@ async fn client(w: Worker, n: usize, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec
             blobs: vec![sha256(&config), sha256(&base), sha256(&own)],
         };
         acked.lock().unwrap().push(pushed.clone());
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             let earlier = {
                 let a = acked.lock().unwrap();
                 a[(i as usize * 7) % a.len()].clone()

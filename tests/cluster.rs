@@ -7,6 +7,8 @@
 
 mod common;
 
+#[path = "cluster/chaos.rs"]
+mod chaos;
 #[path = "cluster/client.rs"]
 mod client;
 #[path = "cluster/engine.rs"]
@@ -101,6 +103,12 @@ mod s3_faults {
     #[test]
     fn exhausted_retries_answer_503() {
         crate::faults::exhausted_retries_answer_503();
+    }
+
+    /// About 90 s: replicas killed, Redis restarted, GC, under load.
+    #[test]
+    fn chaos_run() {
+        crate::chaos::chaos_run();
     }
 }
 scenarios!(azure, Backend::Azure, lost_answer:);

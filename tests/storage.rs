@@ -13,6 +13,8 @@ mod limits;
 mod s3;
 #[path = "storage/s3_direct.rs"]
 mod s3_direct;
+#[path = "storage/s3_faults.rs"]
+mod s3_faults;
 
 use berth::storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, testsuite};
 

@@ -111,9 +111,7 @@ pub fn exhausted_retries_answer_503() {
                 slowdown: third,
                 internal: third,
                 reset: 1.0 - 2.0 * third,
-                latency: 0.0,
-                delay: std::time::Duration::ZERO,
-                seed: 12,
+                ..Faults::none(12)
             }),
             maxretries: Some(1),
         },

@@ -28,6 +28,8 @@ enum Store {
 /// `rootdirectory` of every replica: keys live under `berth/` in the bucket.
 const ROOT: &str = "/berth";
 const CONTAINER: &str = "registry";
+/// Stands for a replica's listen address in `Cluster::template`.
+const ADDR: &str = "@ADDR@";
 pub const REPLICAS: usize = 3;
 
 /// How a cluster is set up, beyond the backend.
@@ -52,6 +54,8 @@ pub struct Cluster {
     store: Store,
     /// The `storage:` section (driver only) every replica uses.
     storage: String,
+    /// A replica's whole config, with `ADDR` for its listen address.
+    template: String,
 }
 
 impl Cluster {
@@ -111,18 +115,15 @@ impl Cluster {
             assert_eq!(backend, Backend::S3, "maxretries is an S3 key");
             replica_storage += &format!("    maxretries: {n}\n");
         }
-        let storage_for_replicas = replica_storage;
         let redis = RedisServer::start();
+        // Every replica's config, its listen address left as ADDR.
+        let template = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n{replica_storage}  delete:\n    enabled: true\n  redirect:\n    disable: {}\n  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\nhttp:\n  addr: {ADDR}\n  secret: one-secret-for-every-replica\n",
+            !redirect,
+            redis.addr()
+        );
         let replicas: Vec<Berth> = (0..REPLICAS)
-            .map(|_| {
-                Berth::start_with(|_root, addr| {
-                    format!(
-                        "version: 0.1\nlog:\n  level: info\nstorage:\n{storage_for_replicas}  delete:\n    enabled: true\n  redirect:\n    disable: {}\n  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\nhttp:\n  addr: {addr}\n  secret: one-secret-for-every-replica\n",
-                        !redirect,
-                        redis.addr()
-                    )
-                })
-            })
+            .map(|_| Berth::start_with(|_root, addr| template.replace(ADDR, addr)))
             .collect();
         let addrs: Vec<String> = replicas.iter().map(|b| b.addr.clone()).collect();
         let nginx = Nginx::start(&addrs);
@@ -133,7 +134,43 @@ impl Cluster {
             proxy,
             store,
             storage,
+            template,
         }
+    }
+
+    /// Start replica `i` again (after `kill`) on its old address, which
+    /// nginx still names.
+    pub fn restart(&mut self, i: usize) {
+        let addr = self.replicas[i].addr.clone();
+        let config = self.template.replace(ADDR, &addr);
+        // The config names the address; the harness's own pick goes unused.
+        let mut b = Berth::start_with(|_, _| config);
+        assert!(
+            b.logs().contains(&format!("berth listening addr={addr}")),
+            "{}",
+            b.logs()
+        );
+        b.addr = addr;
+        self.replicas[i] = b;
+    }
+
+    /// Kill Redis and start an empty one on the same port.
+    pub fn restart_redis(&mut self) {
+        self.redis.restart();
+    }
+
+    /// `berth garbage-collect` on the replicas' config, with `args`.
+    pub fn garbage_collect(&self, args: &[&str]) -> std::process::Output {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yml");
+        std::fs::write(&path, self.template.replace(ADDR, "127.0.0.1:0")).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("garbage-collect")
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// `http://<balancer>`.

@@ -37,9 +37,24 @@ pub struct Faults {
     pub latency: f64,
     pub delay: Duration,
     pub seed: u64,
+    /// Only requests of this method suffer (None: all).
+    pub only: Option<&'static str>,
 }
 
 impl Faults {
+    /// No faults: set the ones wanted (`Faults { reset: 0.3, ..Faults::none(1) }`).
+    pub fn none(seed: u64) -> Faults {
+        Faults {
+            slowdown: 0.0,
+            internal: 0.0,
+            reset: 0.0,
+            latency: 0.0,
+            delay: Duration::ZERO,
+            seed,
+            only: None,
+        }
+    }
+
     /// `rate` of requests fail, in equal shares 503 SlowDown, 500
     /// InternalError and mid-body resets; as many again are delayed 50 ms.
     pub fn mixed(rate: f64, seed: u64) -> Faults {
@@ -50,6 +65,7 @@ impl Faults {
             latency: rate,
             delay: Duration::from_millis(50),
             seed,
+            only: None,
         }
     }
 }
@@ -301,11 +317,15 @@ async fn serve(
                 .into_bytes();
         }
         let body = read_body(&mut client, &req, false).await?;
-        if rng.random::<f64>() < f.latency {
+        let (delay, draw): (f64, f64) = (rng.random(), rng.random());
+        // Both are drawn for every request, so that `only` does not shift
+        // the sequence the others see.
+        let hit = f.only.is_none_or(|m| m == method);
+        let draw = if hit { draw } else { 1.0 };
+        if hit && delay < f.latency {
             counts.delays.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(f.delay).await;
         }
-        let draw: f64 = rng.random();
         if draw < f.slowdown {
             counts.slowdowns.fetch_add(1, Ordering::Relaxed);
             let e = s3_error(

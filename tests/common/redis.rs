@@ -90,6 +90,14 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// SIGKILL it (a crash; its data is gone), then start an empty one on
+    /// the same port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = Self::start_on(self.port, false);
+    }
+
     /// `redis-cli` against this node (`-c` follows cluster redirects).
     pub fn cli(&self, args: &[&str]) -> String {
         cli(self.port, args)

@@ -206,13 +206,17 @@ pub(super) fn resuming(
         bucket: String,
         key: String,
         etag: Option<String>,
-        /// Offset of the next byte, and one past the last one wanted.
+        /// Offset of the next byte, and one past the last one wanted (None
+        /// when the store sent no length: then a break is never the end).
         pos: u64,
-        end: u64,
+        end: Option<u64>,
         body: aws_sdk_s3::primitives::ByteStream,
         tries: u32,
     }
-    let len = resp.content_length().unwrap_or(0).max(0) as u64;
+    let end = resp
+        .content_length()
+        .and_then(|l| u64::try_from(l).ok())
+        .map(|l| start + l);
     let tries = client
         .config()
         .retry_config()
@@ -223,7 +227,7 @@ pub(super) fn resuming(
         key,
         etag: resp.e_tag().map(str::to_string),
         pos: start,
-        end: start + len,
+        end,
         body: resp.body,
         tries,
     };
@@ -236,7 +240,7 @@ pub(super) fn resuming(
                     return Some((Ok(chunk), st));
                 }
                 None => return None,
-                Some(Err(e)) if st.pos >= st.end => {
+                Some(Err(e)) if st.end.is_some_and(|end| st.pos >= end) => {
                     // Everything wanted came; only the tail of the exchange broke.
                     tracing::debug!(key = %st.key, "s3 body error after its last byte: {e}");
                     return None;
@@ -256,7 +260,10 @@ pub(super) fn resuming(
                         .get_object()
                         .bucket(&st.bucket)
                         .key(&st.key)
-                        .range(format!("bytes={}-{}", st.pos, st.end - 1))
+                        .range(match st.end {
+                            Some(end) => format!("bytes={}-{}", st.pos, end - 1),
+                            None => format!("bytes={}-", st.pos),
+                        })
                         .set_if_match(st.etag.clone())
                         .send()
                         .await;

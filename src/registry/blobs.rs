@@ -46,9 +46,9 @@ impl Registry {
             }
             known = scoped.descriptor;
         }
-        match self.read_link(&layout::layer_link(name, d)).await? {
-            Some(linked) if &linked == d => {}
-            _ => return Err(blob_unknown(d)),
+        // The link's path names its digest: that it exists is the answer.
+        if !self.link_present(&layout::layer_link(name, d)).await? {
+            return Err(blob_unknown(d));
         }
         let info = match known {
             Some(desc) => BlobInfo {
@@ -67,7 +67,7 @@ impl Registry {
             // for a gone blob forever. Re-reading the link after the fill closes
             // that window: a delete that cleared before our fill had already
             // removed the link, so we see it gone here and clear our own entry.
-            if self.read_link(&layout::layer_link(name, d)).await?.as_ref() != Some(d) {
+            if !self.link_present(&layout::layer_link(name, d)).await? {
                 if let Some(cache) = &self.cache {
                     cache.clear(Some(name), d).await;
                     // The fill wrote the global descriptor too; the blob may

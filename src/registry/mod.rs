@@ -155,6 +155,18 @@ impl Registry {
         }
     }
 
+    /// Whether a content-addressed link (one whose path names the digest
+    /// it holds, like a layer link) exists: one HeadObject on S3, where
+    /// reading it would be a GetObject of a few bytes, the request object
+    /// stores answer slowest (a small body often waits on a delayed ACK).
+    async fn link_present(&self, path: &str) -> Result<bool> {
+        match self.driver.stat_object(path).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn write_link(&self, path: &str, d: &Digest) -> Result<()> {
         Ok(self
             .driver

@@ -206,6 +206,7 @@ async fn an_unreachable_s3_is_a_503_with_retry_after() {
         "hidden-root-7q",
         "127.0.0.1",
         "GetObject",
+        "HeadObject",
         "/docker/registry",
     ];
     let r = c.get(&format!("/v2/s3gone/repo/blobs/{d}")).await;
@@ -219,7 +220,7 @@ async fn an_unreachable_s3_is_a_503_with_retry_after() {
     let logs = b.logs();
     assert!(
         logs.lines()
-            .any(|l| l.contains("request failed") && l.contains("s3 GetObject")),
+            .any(|l| l.contains("request failed") && l.contains("s3 HeadObject")),
         "the log keeps the cause: {logs}"
     );
 }

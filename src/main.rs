@@ -105,6 +105,24 @@ fn log_config_warnings(cfg: &Config) {
     }
 }
 
+/// The configuration at `path` (or the embedded default), or the exit code
+/// of a configuration error, said on stderr.
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("berth: {e}");
+        ExitCode::from(CONFIG_ERROR)
+    })
+}
+
+/// As [`load_config`], for the one-shot commands (garbage-collect, index
+/// rebuild): logging set up from it and its warnings logged.
+fn tool_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    let cfg = load_config(path)?;
+    berth::telemetry::init_logging(&cfg.log);
+    log_config_warnings(&cfg);
+    Ok(cfg)
+}
+
 fn main() -> ExitCode {
     // Before any TLS client or listener is built (see the function's doc).
     berth::config::tls::install_default_provider();
@@ -112,12 +130,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, file } => {
             berth::storage::budget::return_freed_buffers_promptly();
-            let cfg = match Config::load(config.or(file).as_deref()) {
+            let cfg = match load_config(config.or(file).as_deref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("berth: {e}");
-                    return ExitCode::from(CONFIG_ERROR);
-                }
+                Err(code) => return code,
             };
             if let Err(e) = berth::auth::check(&cfg) {
                 eprintln!("berth: configuration error: {e}");
@@ -151,15 +166,10 @@ fn main() -> ExitCode {
             delete_untagged,
             grace_period,
         } => {
-            let cfg = match Config::load(config.or(file).as_deref()) {
+            let cfg = match tool_config(config.or(file).as_deref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("berth: {e}");
-                    return ExitCode::from(CONFIG_ERROR);
-                }
+                Err(code) => return code,
             };
-            berth::telemetry::init_logging(&cfg.log);
-            log_config_warnings(&cfg);
             if grace_period < std::time::Duration::from_secs(60) && !dry_run {
                 tracing::warn!(
                     ?grace_period,
@@ -188,15 +198,10 @@ fn main() -> ExitCode {
         Command::Index {
             command: IndexCommand::Rebuild { config, file },
         } => {
-            let cfg = match Config::load(config.or(file).as_deref()) {
+            let cfg = match tool_config(config.or(file).as_deref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("berth: {e}");
-                    return ExitCode::from(CONFIG_ERROR);
-                }
+                Err(code) => return code,
             };
-            berth::telemetry::init_logging(&cfg.log);
-            log_config_warnings(&cfg);
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(berth::server::index_rebuild(&cfg)) {
                 Ok(report) => {
@@ -210,12 +215,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Healthcheck { config, file, addr } => {
-            let cfg = match Config::load(config.or(file).as_deref()) {
+            let cfg = match load_config(config.or(file).as_deref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("berth: {e}");
-                    return ExitCode::from(CONFIG_ERROR);
-                }
+                Err(code) => return code,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

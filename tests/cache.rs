@@ -254,20 +254,7 @@ async fn redis_cluster() {
 
 #[test]
 fn redis_config_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("c.yml");
-    let check = |yaml: &str| {
-        std::fs::write(&f, yaml).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["config", "check"])
-            .arg(&f)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let check = |yaml: &str| crate::common::config_check(yaml, &[]);
     let (code, err) = check("storage:\n  cache:\n    blobdescriptor: redis\n");
     assert_eq!(code, Some(2));
     assert!(err.contains("redis"), "{err}");

@@ -9,19 +9,8 @@ use crate::client::{header, location, Client};
 use crate::common::Berth;
 
 fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("config.yml");
-    std::fs::write(&f, yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["config", "check"])
-        .arg(&f)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, err) = crate::common::config_check(yaml, env);
+    (code.expect("config check exited by a signal"), err)
 }
 
 #[test]

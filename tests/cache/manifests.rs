@@ -35,17 +35,22 @@ fn start(root: Option<&std::path::Path>, cache: &str, top: &str) -> (Berth, Stri
     (b, debug)
 }
 
-/// Storage operations the process made so far, but the sweep watcher's
-/// once-a-second listing (no request path here lists).
-async fn storage_requests(debug: &str) -> u64 {
-    let text = client()
+/// The debug listener's Prometheus exposition.
+async fn metrics_text(debug: &str) -> String {
+    client()
         .get(format!("http://{debug}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Storage operations the process made so far, but the sweep watcher's
+/// once-a-second listing (no request path here lists).
+async fn storage_requests(debug: &str) -> u64 {
+    let text = metrics_text(debug).await;
     text.lines()
         .filter(|l| l.starts_with("registry_storage_action_seconds_count{"))
         .filter(|l| !l.contains("action=\"List\""))
@@ -55,14 +60,7 @@ async fn storage_requests(debug: &str) -> u64 {
 
 /// One series' value.
 async fn metric(debug: &str, series: &str) -> u64 {
-    let text = client()
-        .get(format!("http://{debug}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(debug).await;
     text.lines()
         .find_map(|l| l.strip_prefix(series))
         .unwrap_or_else(|| panic!("no {series} in {text}"))
@@ -333,20 +331,7 @@ async fn without_redis_another_replica_sees_a_pushed_tag_within_the_ttl() {
 
 #[test]
 fn manifest_cache_config_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("c.yml");
-    let check = |yaml: &str| {
-        std::fs::write(&f, yaml).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["config", "check"])
-            .arg(&f)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let check = |yaml: &str| crate::common::config_check(yaml, &[]);
     let (code, err) = check("storage:\n  cache:\n    manifests:\n      tagttl: soon\n");
     assert_eq!(code, Some(2));
     assert!(err.contains("storage.cache.manifests.tagttl"), "{err}");

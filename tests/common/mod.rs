@@ -49,6 +49,23 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// `berth config check` of `yaml` with `env` set: the exit code and stderr.
+pub fn config_check(yaml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("config.yml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["config", "check"])
+        .arg(&f)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Poll `addr` until a TCP connect succeeds, at most `limit`.
 pub fn wait_for_port(addr: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;

@@ -53,46 +53,73 @@ async fn collects_on_azure() {
     core_scenario(&az.yaml("registry", "/berth"), "").await;
 }
 
+/// A Berth on the filesystem with Redis as its cache, and the config
+/// sections a collector run on the same storage and Redis takes.
+struct RedisBacked {
+    // Fields drop in this order: the server first, Redis last.
+    berth: Berth,
+    storage: String,
+    cache: String,
+    /// The storage root, removed on drop.
+    _dir: tempfile::TempDir,
+    redis: RedisServer,
+}
+
+impl RedisBacked {
+    fn start() -> RedisBacked {
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let storage = filesystem(dir.path().to_str().unwrap());
+        let cache = format!(
+            "  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\n",
+            redis.addr()
+        );
+        let berth = Berth::start_with(|_root, addr| config(&storage, &cache, addr));
+        RedisBacked {
+            redis,
+            _dir: dir,
+            storage,
+            cache,
+            berth,
+        }
+    }
+}
+
 #[tokio::test]
 async fn redis_cache_never_answers_for_a_swept_blob() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let storage = filesystem(dir.path().to_str().unwrap());
-    let cache = format!(
-        "  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\n",
-        redis.addr()
-    );
-    let berth = Berth::start_with(|_root, addr| config(&storage, &cache, addr));
-    let c = Client::new(berth.url(""));
+    let r = RedisBacked::start();
+    let c = Client::new(r.berth.url(""));
     let repo = "cached/app";
     let orphan = noise(3, 999);
     let d = c.push_blob(repo, &orphan).await;
     assert_eq!(c.head_blob(repo, &d).await, StatusCode::OK);
-    assert_eq!(redis.cli(&["EXISTS", &format!("blobs::{d}")]), "1");
+    assert_eq!(r.redis.cli(&["EXISTS", &format!("blobs::{d}")]), "1");
     assert_eq!(
-        redis.cli(&["SISMEMBER", &format!("repository::{repo}::blobs"), &d]),
+        r.redis
+            .cli(&["SISMEMBER", &format!("repository::{repo}::blobs"), &d]),
         "1"
     );
 
     let run = gc(
-        &config(&storage, &cache, "127.0.0.1:0"),
+        &config(&r.storage, &r.cache, "127.0.0.1:0"),
         &["-d", "--grace-period", "0s"],
     );
     assert_eq!(run.count("blobs_deleted"), 1);
     assert_eq!(
-        redis.cli(&["EXISTS", &format!("blobs::{d}")]),
+        r.redis.cli(&["EXISTS", &format!("blobs::{d}")]),
         "1",
         "a dry run clears nothing"
     );
 
     let run = gc(
-        &config(&storage, &cache, "127.0.0.1:0"),
+        &config(&r.storage, &r.cache, "127.0.0.1:0"),
         &["--grace-period", "0s"],
     );
     assert_eq!(run.count("blobs_deleted"), 1, "{}", run.stdout);
-    assert_eq!(redis.cli(&["EXISTS", &format!("blobs::{d}")]), "0");
+    assert_eq!(r.redis.cli(&["EXISTS", &format!("blobs::{d}")]), "0");
     assert_eq!(
-        redis.cli(&["SISMEMBER", &format!("repository::{repo}::blobs"), &d]),
+        r.redis
+            .cli(&["SISMEMBER", &format!("repository::{repo}::blobs"), &d]),
         "0"
     );
     assert_eq!(c.head_blob(repo, &d).await, StatusCode::NOT_FOUND);
@@ -105,15 +132,8 @@ async fn redis_cache_never_answers_for_a_swept_blob() {
 /// collector removed it, and Redis keeps none of its entries.
 #[tokio::test]
 async fn redis_manifest_cache_never_answers_for_a_collected_manifest() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let storage = filesystem(dir.path().to_str().unwrap());
-    let cache = format!(
-        "  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\n",
-        redis.addr()
-    );
-    let berth = Berth::start_with(|_root, addr| config(&storage, &cache, addr));
-    let c = Client::new(berth.url(""));
+    let r = RedisBacked::start();
+    let c = Client::new(r.berth.url(""));
     let repo = "cached/untagged";
     let m = c
         .push_image(repo, "", b"{\"untagged\":1}", &[&noise(5, 777)])
@@ -126,16 +146,16 @@ async fn redis_manifest_cache_never_answers_for_a_collected_manifest() {
     }
     let links = format!("berth::repository::{repo}::manifests");
     let bytes = format!("berth::manifest::{}", m.digest);
-    assert_eq!(redis.cli(&["HEXISTS", &links, &m.digest]), "1");
-    assert_eq!(redis.cli(&["EXISTS", &bytes]), "1");
+    assert_eq!(r.redis.cli(&["HEXISTS", &links, &m.digest]), "1");
+    assert_eq!(r.redis.cli(&["EXISTS", &bytes]), "1");
 
     let run = gc(
-        &config(&storage, &cache, "127.0.0.1:0"),
+        &config(&r.storage, &r.cache, "127.0.0.1:0"),
         &["-m", "--grace-period", "0s"],
     );
     assert_eq!(run.count("manifests_deleted"), 1, "{}", run.stdout);
-    assert_eq!(redis.cli(&["HEXISTS", &links, &m.digest]), "0");
-    assert_eq!(redis.cli(&["EXISTS", &bytes]), "0");
+    assert_eq!(r.redis.cli(&["HEXISTS", &links, &m.digest]), "0");
+    assert_eq!(r.redis.cli(&["EXISTS", &bytes]), "0");
     assert_eq!(
         c.get_manifest(repo, &m.digest).await.0,
         StatusCode::NOT_FOUND

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::Digest as _;
+use sha2::{Digest as _, Sha256};
 
 use super::{
     blobs::BlobInfo,
@@ -20,7 +20,7 @@ use super::{
     upload_state::UploadState,
     Registry,
 };
-use crate::storage::{layout, ByteStream, Resume};
+use crate::storage::{layout, ByteStream, FileWriter, Resume};
 
 /// The bytes a chunk says it carries (`Content-Range: <start>-<end>`): never
 /// empty, and its length fits in a u64.
@@ -198,17 +198,25 @@ impl Registry {
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<UploadState> {
-        self.write_chunk(state, range, body, false).await
+        let (mut state, writer, hasher) = self.write_chunk(state, range, body).await?;
+        state.offset = writer.close().await?;
+        match &hasher {
+            Some(h) => state.set_hasher(h),
+            None => state.hash.clear(),
+        }
+        Ok(state)
     }
 
-    /// Write a chunk; `last` commits the upload's data as one whole object.
+    /// Write a chunk at the state's offset; the caller closes the writer (a
+    /// PATCH) or commits it (the final PUT). Returns the state with its
+    /// offset unchanged, the open writer and the upload's SHA-256 so far
+    /// (when the state carries it).
     async fn write_chunk(
         &self,
         mut state: UploadState,
         range: Option<ChunkRange>,
         body: ByteStream,
-        last: bool,
-    ) -> Result<UploadState> {
+    ) -> Result<(UploadState, Box<dyn FileWriter>, Option<Sha256>)> {
         if let Some(r) = range {
             if r.start() != state.offset {
                 return Err(out_of_order(
@@ -270,17 +278,7 @@ impl Registry {
                 }
             });
         }
-        let size = if last {
-            writer.commit().await?
-        } else {
-            writer.close().await?
-        };
-        state.offset = size;
-        match &hasher {
-            Some(h) => state.set_hasher(h),
-            None => state.hash.clear(),
-        }
-        Ok(state)
+        Ok((state, writer, hasher))
     }
 
     /// Append the last chunk (if any), verify `expected`, and commit the blob.
@@ -304,51 +302,75 @@ impl Registry {
                     .await;
             }
         }
-        let state = self.write_chunk(state, range, body, true).await?;
+        let (state, writer, hasher) = self.write_chunk(state, range, body).await?;
+        let size = writer.size();
         let data = layout::upload_data(&state.name, &state.id);
-        let actual = match (expected.algorithm(), state.hasher()?) {
-            (Algorithm::Sha256, Some(h)) => {
-                Digest::from_parts(Algorithm::Sha256, &hex::encode(h.finalize()))?
-            }
-            // Only SHA-256 runs alongside the upload, and only while the client
-            // carries it; anything else costs one read of the stored data.
-            (other, _) => {
-                let mut h = other.hasher();
-                let mut r = self.driver.reader(&data, 0, None).await?;
-                while let Some(chunk) = r.next().await {
-                    h.update(&chunk.map_err(crate::storage::StorageError::from)?);
-                }
-                h.finish()
-            }
+        let blob = layout::blob_data(expected);
+        let hashed = match (expected.algorithm(), hasher) {
+            (Algorithm::Sha256, Some(h)) => Some(Digest::from_parts(
+                Algorithm::Sha256,
+                &hex::encode(h.finalize()),
+            )?),
+            _ => None,
         };
         // The upload's directory holds its start marker and committed data:
         // deleted by name, with no listing (on S3).
         let dir = layout::upload_dir(&state.name, &state.id);
         let all = [layout::UPLOAD_STARTED_AT, layout::UPLOAD_DATA];
-        if &actual != expected {
-            self.driver.delete_known(&dir, &all).await?;
-            return Err(Error::new(
-                Code::DigestInvalid,
-                format!("digest mismatch: content is {actual}, client said {expected}"),
-            ));
-        }
-        let left = if self.stat_global_blob(expected).await?.is_none() {
-            self.driver
-                .rename(&data, &layout::blob_data(expected))
-                .await?;
+        let left = if hashed.as_ref() == Some(expected)
+            && self.stat_global_blob(expected).await?.is_none()
+        {
+            // Verified before anything is committed, and new: the writer puts
+            // it in the blob store itself where it can (S3: a blob that fit
+            // in its buffer, one PutObject instead of a PutObject, a copy and
+            // a delete); otherwise it is committed and moved.
+            if !writer.commit_to(&blob).await?.1 {
+                self.driver.rename(&data, &blob).await?;
+            }
             &all[..1]
         } else {
-            &all[..]
+            writer.commit().await?;
+            // Only SHA-256 runs alongside the upload, and only while the
+            // client carries it; anything else costs one read of the data.
+            let verified = hashed.is_some();
+            let actual = match hashed {
+                Some(d) => d,
+                None => self.digest_of(&data, expected.algorithm()).await?,
+            };
+            if &actual != expected {
+                self.driver.delete_known(&dir, &all).await?;
+                return Err(Error::new(
+                    Code::DigestInvalid,
+                    format!("digest mismatch: content is {actual}, client said {expected}"),
+                ));
+            }
+            // A verified SHA-256 reaches here only when the blob store has it.
+            if !verified && self.stat_global_blob(expected).await?.is_none() {
+                self.driver.rename(&data, &blob).await?;
+                &all[..1]
+            } else {
+                &all[..]
+            }
         };
         self.write_link(&layout::layer_link(&state.name, expected), expected)
             .await?;
         self.driver.delete_known(&dir, left).await?;
         let info = BlobInfo {
             digest: expected.clone(),
-            size: state.offset,
+            size,
         };
         self.remember(Some(&state.name), &info).await;
         Ok(info)
+    }
+
+    /// The digest of stored data, read whole.
+    async fn digest_of(&self, path: &str, algorithm: Algorithm) -> Result<Digest> {
+        let mut h = algorithm.hasher();
+        let mut r = self.driver.reader(path, 0, None).await?;
+        while let Some(chunk) = r.next().await {
+            h.update(&chunk.map_err(crate::storage::StorageError::from)?);
+        }
+        Ok(h.finish())
     }
 
     pub async fn cancel_upload(&self, state: &UploadState) -> Result<()> {

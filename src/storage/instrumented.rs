@@ -190,13 +190,13 @@ struct InstrumentedWriter {
 
 impl InstrumentedWriter {
     /// Close or commit the inner writer, observed as `action`.
-    async fn finish<F>(
+    async fn finish<T, F>(
         self: Box<Self>,
         action: StorageAction,
         op: impl FnOnce(Box<dyn FileWriter>) -> F,
-    ) -> Result<u64>
+    ) -> T
     where
-        F: Future<Output = Result<u64>>,
+        F: Future<Output = T>,
     {
         let InstrumentedWriter {
             inner,
@@ -223,6 +223,11 @@ impl FileWriter for InstrumentedWriter {
 
     async fn commit(self: Box<Self>) -> Result<u64> {
         self.finish(StorageAction::WriterCommit, |w| w.commit())
+            .await
+    }
+
+    async fn commit_to(self: Box<Self>, dest: &str) -> Result<(u64, bool)> {
+        self.finish(StorageAction::WriterCommit, |w| w.commit_to(dest))
             .await
     }
 }

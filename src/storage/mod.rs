@@ -117,6 +117,17 @@ pub trait FileWriter: Send {
     /// Finish the object: durable, and readable as one object at its path
     /// (an upload's final PUT). Returns the size.
     async fn commit(self: Box<Self>) -> Result<u64>;
+    /// Finish the object at `dest` instead, when the driver can put it
+    /// there without a copy (S3: bytes that never left the writer's buffer
+    /// go up in one PutObject at `dest`, rather than a PutObject here and a
+    /// CopyObject there). Returns the size and whether the object is at
+    /// `dest`; `false`: it was committed at the writer's own path, as by
+    /// `commit`, and the caller moves it. `dest` is replaced whole, as by
+    /// `rename`; the writer's path is left with nothing of it.
+    async fn commit_to(self: Box<Self>, dest: &str) -> Result<(u64, bool)> {
+        let _ = dest;
+        Ok((self.commit().await?, false))
+    }
 }
 
 /// A writer of one new whole object, straight at its final path, that

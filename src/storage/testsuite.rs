@@ -31,6 +31,7 @@ pub async fn run_all(d: &dyn StorageDriver) {
     resume_writer(d).await;
     staged_writer(d).await;
     delete_known(d).await;
+    commit_elsewhere(d).await;
 }
 
 async fn content_round_trip(d: &dyn StorageDriver) {
@@ -390,4 +391,42 @@ async fn delete_known(d: &dyn StorageDriver) {
     assert!(d.stat(dir).await.unwrap_err().is_not_found());
     // Already gone: no error.
     d.delete_known(dir, &["startedat"]).await.unwrap();
+}
+
+/// `commit_to`: the object ends whole at the destination (replacing what
+/// was there) or, where the driver says it could not, at the writer's path;
+/// never half at both, and the upload's state is gone either way.
+async fn commit_elsewhere(d: &dyn StorageDriver) {
+    let dest = "/suite/elsewhere/blob";
+    d.put_content(dest, Bytes::from_static(b"old")).await.unwrap();
+    // Small, resumed once (as a PATCH then the final PUT).
+    let p = "/suite/elsewhere/upload/data";
+    let mut w = d.writer(p, 0).await.unwrap();
+    w.write(Bytes::from_static(b"hello ")).await.unwrap();
+    w.close().await.unwrap();
+    let mut w = d.writer(p, 6).await.unwrap();
+    w.write(Bytes::from_static(b"world")).await.unwrap();
+    let (size, moved) = w.commit_to(dest).await.unwrap();
+    assert_eq!(size, 11);
+    let at = if moved { dest } else { p };
+    assert_eq!(d.get_content(at).await.unwrap(), "hello world");
+    if moved {
+        assert!(d.stat_object(p).await.unwrap_err().is_not_found());
+        assert_eq!(d.stored_size(p).await.unwrap(), None, "no state left");
+    } else {
+        assert_eq!(d.get_content(dest).await.unwrap(), "old");
+    }
+    // Large (past any part size): wherever it went, it is whole.
+    let p = "/suite/elsewhere/large/data";
+    let chunk = Bytes::from(vec![3u8; 1024 * 1024]);
+    let mut w = d.writer(p, 0).await.unwrap();
+    for _ in 0..12 {
+        w.write(chunk.clone()).await.unwrap();
+    }
+    let dest = "/suite/elsewhere/large-blob";
+    let (size, moved) = w.commit_to(dest).await.unwrap();
+    assert_eq!(size, 12 * 1024 * 1024);
+    let at = if moved { dest } else { p };
+    assert_eq!(d.stat_object(at).await.unwrap().size, size);
+    assert_eq!(collect(d.reader(at, size - 4, None).await.unwrap()).await, [3u8; 4]);
 }

@@ -345,6 +345,11 @@ async fn requests_per_direct_push() {
     st.c.push_blob("app", &data(12 * MIB, 52), &[12 * MIB])
         .await;
     let chunked = count(r0);
+    // docker's way: the whole layer in one PATCH, then an empty PUT.
+    let layer = data(64 * 1024, 53);
+    let r0 = d.requests();
+    let small_chunked = st.c.push_blob("app", &layer, &[layer.len()]).await;
+    let small_patch = count(r0);
     let r0 = d.requests();
     let head = |digest: String| {
         let url = st.c.url(&format!("/v2/app/blobs/{digest}"));
@@ -358,7 +363,7 @@ async fn requests_per_direct_push() {
     eprintln!(
         "S3 requests: 2-byte POST+PUT {small_put}, 2-byte POST ?digest= {small_post}, \
          12 MiB POST+PUT {big_put}, 12 MiB POST+PATCH+PUT {chunked}, blob HEAD {head_present}, \
-         blob HEAD missing {head_missing}"
+         blob HEAD missing {head_missing}, 64 KiB POST+PATCH+PUT {small_patch}"
     );
     assert!(!small.is_empty());
     // POST: startedat PUT. PUT: upload state GET and startedat HEAD (at
@@ -374,6 +379,13 @@ async fn requests_per_direct_push() {
     // the offset and resumes), UploadPart, Complete, state DELETE, blob
     // HEAD, CopyObject, DeleteObject, link PUT, startedat DELETE.
     assert_eq!(chunked, 15);
+    // POST 1; PATCH: state GET and startedat HEAD, state PUT (the bytes
+    // stay in it, under a part); PUT: state GET, blob HEAD (new), PutObject
+    // of the blob from the state's bytes (no upload data object, no copy),
+    // state DELETE, link PUT, startedat DELETE.
+    assert_eq!(small_patch, 10);
+    let (_, pulled) = st.c.pull_blob("app", &small_chunked).await;
+    assert!(pulled == layer, "the blob reads back whole");
     assert_eq!(head_present, 2, "link GET, blob HEAD");
     assert_eq!(head_missing, 1, "link GET (missing)");
 

@@ -569,13 +569,37 @@ impl FileWriter for S3Writer {
             }
         }
         self.inner.remember_size(&self.key, size);
+        self.forget_state().await?;
+        Ok(size)
+    }
+
+    /// Bytes that all fit in the buffer (no part sent, no multipart upload
+    /// begun: a blob under `chunksize` pushed by PATCH) go to `dest` in one
+    /// PutObject; anything else completes here, as `commit`.
+    async fn commit_to(mut self: Box<Self>, dest: &str) -> Result<(u64, bool)> {
+        if self.upload_id.is_some() || !self.parts.is_empty() {
+            return Ok((self.commit().await?, false));
+        }
+        let size = self.size();
+        let dest_key = self.inner.key(dest)?;
+        let data = self.buf.split().freeze();
+        self.inner.put(&dest_key, dest, data).await?;
+        self.forget_state().await?;
+        Ok((size, true))
+    }
+}
+
+impl S3Writer {
+    /// Delete the state object, if any, and abort a replaced upload: the
+    /// object is whole elsewhere now.
+    async fn forget_state(&mut self) -> Result<()> {
         if self.state_exists {
             self.inner
                 .delete_keys(&[self.state_key()], &self.path)
                 .await?;
         }
         self.abort_stale().await;
-        Ok(size)
+        Ok(())
     }
 }
 

@@ -17,6 +17,8 @@ use crate::{data::random_bytes, servers::run, servers::Dockerd};
 const IMAGE: &str = "loadtest-img:1";
 const BASE: &str = "loadtest-base:1";
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Layers of the built image: the base and 3 COPY layers.
+pub const LAYERS: usize = 4;
 
 /// Debian's client matches Debian's dockerd; any other is a fallback.
 fn docker_bin() -> PathBuf {

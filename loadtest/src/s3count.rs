@@ -92,6 +92,9 @@ fn parse_line(line: &str) -> Option<(&str, u16, &str, bool)> {
 }
 
 /// Requests of one operation (summed over its repetitions).
+/// What a sweep-marker poll's listing URI carries (`prefix=…/gc/sweeps/`).
+const SWEEP_POLL: &str = "gc%2Fsweeps%2F";
+
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
     pub total: usize,
@@ -99,6 +102,10 @@ pub struct Tally {
     pub by_op: BTreeMap<&'static str, (usize, usize)>,
     /// Lines in the window that named another deployment's root.
     pub stray: usize,
+    /// A server's poll for garbage-collection sweep markers (a listing of
+    /// `gc/sweeps/`, once a second per replica whatever it is doing): not
+    /// the operation's, so not in `total`.
+    pub background: usize,
 }
 
 impl Tally {
@@ -106,6 +113,10 @@ impl Tally {
         let Some((method, status, uri, copy)) = parse_line(line) else {
             return;
         };
+        if uri.contains(SWEEP_POLL) {
+            self.background += 1;
+            return;
+        }
         // Bucket-level requests (DeleteObjects: the keys are in the body)
         // name no root: they belong to the operation running now.
         if !uri.contains(root) && roots.iter().any(|r| uri.contains(r.as_str())) {
@@ -587,6 +598,48 @@ async fn docker_counts(
     sp.finish_and_clear();
 }
 
+/// Issue 11's request targets: a docker push at most half distribution's in
+/// the same configuration; a docker pull (with Redis: nothing to look up
+/// twice) no request beyond the objects it must fetch — the tag link, the
+/// manifest, the config and each layer.
+fn targets(labels: &[String], rows: &[Row]) -> Vec<String> {
+    let cell = |row: &str, label: &str| {
+        let r = rows.iter().find(|r| r.name.starts_with(row))?;
+        let j = labels.iter().position(|l| l == label)?;
+        r.cells[j].as_ref().map(|t| t.total as f64 / r.n.max(1) as f64)
+    };
+    let mut out = Vec::new();
+    for (berth, dist) in [
+        ("berth x1 + redis", "dist x1 + redis"),
+        ("berth x1", "dist x1"),
+    ] {
+        let ratio = cell("docker push", berth)
+            .zip(cell("docker push", dist))
+            .map(|(b, d)| b / d.max(1.0));
+        out.push(crate::report::target_line(
+            "docker push",
+            ratio,
+            Some(0.5),
+            "x",
+            format!("S3 requests, {berth} / {dist}"),
+            true,
+        ));
+    }
+    let needed = (crate::docker::LAYERS + 3) as f64;
+    out.push(crate::report::target_line(
+        "docker pull",
+        cell("docker pull", "berth x1 + redis"),
+        Some(needed),
+        "requests",
+        format!(
+            "berth x1 + redis; {needed} objects: tag link, manifest, config, {} layers",
+            crate::docker::LAYERS
+        ),
+        true,
+    ));
+    out
+}
+
 fn render(kind: StoreKind, labels: &[String], rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -615,6 +668,20 @@ fn render(kind: StoreKind, labels: &[String], rows: &[Row]) -> String {
         );
     }
     out.push_str(&crate::report::table(&t));
+    let background: usize = rows
+        .iter()
+        .flat_map(|r| r.cells.iter().flatten())
+        .map(|t| t.background)
+        .sum();
+    let _ = writeln!(
+        out,
+        "(not counted above: {background} listings of gc/sweeps/ in the windows, each replica's \
+         poll for garbage-collection markers, once a second whatever it serves)"
+    );
+    let _ = writeln!(out, "\nTargets (S3 requests)");
+    for line in targets(labels, rows) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "\nS3 requests by kind, per operation");
     for (j, label) in labels.iter().enumerate() {
         let _ = writeln!(out, "{label}");
@@ -679,11 +746,14 @@ mod tests {
             r#"GET 200 "/loadtest?list-type=2&prefix=cnt1%2Fdocker" "-""#,
             r#"GET 200 "/loadtest/cnt2/docker/x" "-""#,
             r#"GET 200 "/loadtest/elsewhere" "-""#,
+            r#"GET 200 "/loadtest/?list-type=2&delimiter=%2F&prefix=cnt1%2Fdocker%2Fregistry%2Fv2%2Fgc%2Fsweeps%2F" "-""#,
+            r#"GET 200 "/loadtest/?list-type=2&delimiter=%2F&prefix=cnt2%2Fdocker%2Fregistry%2Fv2%2Fgc%2Fsweeps%2F" "-""#,
         ] {
             t.add_line(l, "cnt1", &roots);
         }
         assert_eq!(t.total, 4);
         assert_eq!(t.stray, 1);
+        assert_eq!(t.background, 2, "sweep polls, whoever's");
         assert_eq!(
             t.breakdown(1),
             "CopyObject 1, GetObject 1, HeadObject 1 (1 failed), ListObjectsV2 1"

@@ -606,7 +606,9 @@ fn targets(labels: &[String], rows: &[Row]) -> Vec<String> {
     let cell = |row: &str, label: &str| {
         let r = rows.iter().find(|r| r.name.starts_with(row))?;
         let j = labels.iter().position(|l| l == label)?;
-        r.cells[j].as_ref().map(|t| t.total as f64 / r.n.max(1) as f64)
+        r.cells[j]
+            .as_ref()
+            .map(|t| t.total as f64 / r.n.max(1) as f64)
     };
     let mut out = Vec::new();
     for (berth, dist) in [

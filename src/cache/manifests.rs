@@ -9,10 +9,12 @@
 //! the blob-descriptor cache's is: remembered only after the repository's
 //! link was read, forgotten by a delete, never answering for a repository
 //! that does not link the digest. It is kept in Redis when there is one
-//! (every replica's deletes reach it), in process only with
+//! (every replica's deletes reach it), in process with
 //! `storage.cache.blobdescriptor: inmemory` and no Redis (one replica, as
-//! that setting already declares), and not at all otherwise: a GET by
-//! digest then reads the link (one request) and takes the bytes from here.
+//! that setting already declares), and otherwise in process for `tagttl`
+//! like a tag: a delete on this replica forgets it at once, one on another
+//! replica is seen within the TTL (as a tag pushed there is), and a warm
+//! GET by digest reads the link once per TTL rather than on every request.
 //!
 //! A tag's digest is trusted for `tagttl`: in Redis when there is one (a
 //! push or delete on any replica removes it), else in process (a push or
@@ -73,8 +75,20 @@ enum Key {
 
 enum Value {
     Body(Bytes),
-    Link,
+    /// Trusted until the instant, if any.
+    Link(Option<Instant>),
     Tag(Digest, Instant),
+}
+
+/// Where links may be remembered in process, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalLinks {
+    /// Redis holds them (or `tagttl` is zero: never in process).
+    No,
+    /// Until invalidated: one replica (`blobdescriptor: inmemory`).
+    Always,
+    /// For `tagttl`: replicas without a shared tier.
+    For(Duration),
 }
 
 fn charge(k: &Key, v: &Value) -> usize {
@@ -152,7 +166,7 @@ struct Inner {
     local: Mutex<Local>,
     shared: Option<Shared>,
     tag_ttl: Duration,
-    local_links: bool,
+    local_links: LocalLinks,
     bypass: AtomicBool,
     /// Bumped by every in-process invalidation of a link: a fill that
     /// looked before it is dropped (see [`ManifestCache::fill`]).
@@ -175,7 +189,12 @@ impl ManifestCache {
                     bytes: 0,
                     max: usize::try_from(settings.size).unwrap_or(usize::MAX),
                 }),
-                local_links: settings.local_links && shared.is_none(),
+                local_links: match (&shared, settings.local_links) {
+                    (Some(_), _) => LocalLinks::No,
+                    (None, true) => LocalLinks::Always,
+                    (None, false) if settings.tag_ttl.is_zero() => LocalLinks::No,
+                    (None, false) => LocalLinks::For(settings.tag_ttl),
+                },
                 shared,
                 tag_ttl: settings.tag_ttl,
                 bypass: AtomicBool::new(false),
@@ -266,12 +285,18 @@ impl ManifestCache {
                     }
                 }
             }
-            None if self.inner.local_links => {
-                look.linked = self
-                    .local()
-                    .lru
-                    .get(&Key::Link(repo.to_string(), d.clone()))
-                    .is_some();
+            None if self.inner.local_links != LocalLinks::No => {
+                let key = Key::Link(repo.to_string(), d.clone());
+                let mut local = self.local();
+                look.linked = match local.lru.get(&key) {
+                    Some(Value::Link(None)) => true,
+                    Some(Value::Link(Some(until))) if Instant::now() < *until => true,
+                    Some(_) => {
+                        local.remove(&key);
+                        false
+                    }
+                    None => false,
+                };
             }
             None => {}
         }
@@ -293,11 +318,16 @@ impl ManifestCache {
             }
             // Under the lock that invalidations take after bumping the
             // epoch: either it is seen changed here, or the removal follows.
-            if !look.linked
-                && self.inner.local_links
-                && self.inner.epoch.load(Ordering::SeqCst) == epoch
+            let until = match self.inner.local_links {
+                LocalLinks::No => None,
+                LocalLinks::Always => Some(None),
+                // A TTL past the clock's range is not cached rather than a panic.
+                LocalLinks::For(ttl) => Instant::now().checked_add(ttl).map(Some),
+            };
+            if let Some(until) =
+                until.filter(|_| !look.linked && self.inner.epoch.load(Ordering::SeqCst) == epoch)
             {
-                local.put(Key::Link(repo.to_string(), d.clone()), Value::Link);
+                local.put(Key::Link(repo.to_string(), d.clone()), Value::Link(until));
             }
         }
         if let Some(shared) = &self.inner.shared {
@@ -525,6 +555,49 @@ mod tests {
         c.fill_body(&big_d, &big, false).await;
         assert!(c.body(&big_d).await.is_none());
         assert!(c.body(&manifest(14).0).await.is_some());
+    }
+
+    /// No Redis and no `inmemory` declaration: a link is trusted for the
+    /// tag TTL, forgotten at once by a delete here, and gone after the TTL.
+    #[tokio::test]
+    async fn links_without_a_shared_tier_last_the_tag_ttl() {
+        let replica = |ttl| {
+            ManifestCache::new(
+                ManifestCacheSettings {
+                    tag_ttl: ttl,
+                    ..Default::default()
+                },
+                None,
+            )
+        };
+        let (d, body) = manifest(0);
+        let c = replica(Duration::from_secs(3600));
+        let look = c.lookup("r", &d).await;
+        c.fill("r", &d, &body, look).await;
+        let look = c.lookup("r", &d).await;
+        assert!(
+            look.linked && look.body.is_some(),
+            "warm: no storage request"
+        );
+        c.forget_link("r", &d).await;
+        assert!(!c.lookup("r", &d).await.linked, "a delete here forgets it");
+
+        let c = replica(Duration::from_millis(1));
+        let look = c.lookup("r", &d).await;
+        c.fill("r", &d, &body, look).await;
+        let until = Instant::now() + Duration::from_millis(1);
+        while Instant::now() <= until {
+            std::hint::spin_loop();
+        }
+        assert!(
+            !c.lookup("r", &d).await.linked,
+            "expired: read the link again"
+        );
+
+        let c = replica(Duration::ZERO);
+        let look = c.lookup("r", &d).await;
+        c.fill("r", &d, &body, look).await;
+        assert!(!c.lookup("r", &d).await.linked, "tagttl 0: never trusted");
     }
 
     #[tokio::test]

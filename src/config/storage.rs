@@ -148,16 +148,18 @@ pub struct CacheConfig {
 /// `storage.cache.manifests` (Berth's own; distribution ignores unknown keys
 /// of `storage.cache`): manifests are immutable by digest, so their bytes
 /// are kept in process (`size` bytes, least recently used out first) and,
-/// with a `redis:` section, in Redis for `redisttl`; a tag's digest is
-/// trusted for `tagttl` (invalidated by pushes and deletes: on this replica,
-/// and through Redis on all of them).
+/// with a `redis:` section, in Redis for `redisttl`; a tag's digest (and,
+/// with neither Redis nor `blobdescriptor: inmemory`, a digest's repository
+/// link) is trusted for `tagttl` (invalidated by pushes and deletes: on this
+/// replica, and through Redis on all of them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ManifestCacheConfig {
     /// Bytes of manifests (and tag entries) one replica keeps; 0: none.
     #[serde(deserialize_with = "super::s3::number")]
     pub size: u64,
-    /// How long a tag's digest is served without reading the tag link.
+    /// How long a tag's digest (without Redis: a repository link too) is
+    /// served without reading its link.
     pub tagttl: String,
     /// How long a manifest's bytes stay in Redis (`redis:` set); 0: not kept.
     pub redisttl: String,

@@ -329,6 +329,46 @@ async fn without_redis_another_replica_sees_a_pushed_tag_within_the_ttl() {
     }
 }
 
+#[tokio::test]
+async fn without_redis_a_digest_is_trusted_for_the_ttl_then_read_again() {
+    // Warm by digest: the link once per TTL, no request in between.
+    let (b, debug) = start(None, "    manifests:\n      tagttl: 1h\n", "");
+    let (d, body) = push_image(&b, "m/dttl", "v1", "digest ttl").await;
+    assert_eq!(requests_for(&b, &debug, "m/dttl", &d, &body).await, 1);
+    assert_eq!(requests_for(&b, &debug, "m/dttl", &d, &body).await, 0);
+    // A delete here is seen at once.
+    delete(&b, "m/dttl", &d).await;
+    assert_eq!(
+        fetch(&b, Method::GET, "m/dttl", &d).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // A delete on another replica: within the TTL at most.
+    let ttl = Duration::from_secs(2);
+    let cache = "    manifests:\n      tagttl: 2s\n";
+    let (one, _) = start(None, cache, "");
+    let (two, _) = start(Some(&one.root), cache, "");
+    let (d, _) = push_image(&one, "m/dttl", "v1", "deleted elsewhere").await;
+    assert_eq!(
+        fetch(&two, Method::GET, "m/dttl", &d).await.0,
+        StatusCode::OK
+    );
+    delete(&one, "m/dttl", &d).await;
+    let deleted = Instant::now();
+    loop {
+        let (status, _, _) = fetch(&two, Method::GET, "m/dttl", &d).await;
+        if deleted.elapsed() > ttl {
+            assert_eq!(status, StatusCode::NOT_FOUND, "served beyond the TTL");
+            break;
+        }
+        assert!(
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+            "{status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn manifest_cache_config_errors() {
     let check = |yaml: &str| crate::common::config_check(yaml, &[]);

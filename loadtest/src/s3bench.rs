@@ -581,7 +581,7 @@ fn store_bin(args: &S3Args, kind: StoreKind) -> Option<&Path> {
 
 /// Issue 11's targets for one Berth process (redirects off, no Redis)
 /// against the same requests straight to the store.
-fn store_targets(berth: &Figures, alone: &Figures) -> Vec<String> {
+fn store_targets(berth: &Figures, alone: &Figures, nginx: Option<LoadResult>) -> Vec<String> {
     let ratio = |b: Option<f64>, a: Option<f64>| b.zip(a).map(|(b, a)| b / a.max(1e-9));
     let blob = |f: &Figures| {
         (
@@ -612,7 +612,7 @@ fn store_targets(berth: &Figures, alone: &Figures) -> Vec<String> {
             "HeadObject",
         ),
     ];
-    lines
+    let mut out: Vec<String> = lines
         .iter()
         .map(|(name, v, bound, what)| {
             crate::report::target_line(
@@ -624,7 +624,38 @@ fn store_targets(berth: &Figures, alone: &Figures) -> Vec<String> {
                 false,
             )
         })
-        .collect()
+        .collect();
+    out.push(crate::report::target_line(
+        "manifest GET by digest, warm",
+        ratio(berth.get_digest.map(|l| l.rps), nginx.map(|l| l.rps)),
+        Some(0.3),
+        "x",
+        format!("{} / nginx 1 KiB GET, as on the filesystem", berth.label),
+        false,
+    ));
+    out
+}
+
+/// The reference for a warm manifest GET by digest: nginx serving a 1 KiB
+/// file with the same load, started and stopped here so that it shares the
+/// machine with nothing else.
+async fn nginx_small_get(s: &Settings, dir: &Path, notes: &mut Vec<String>) -> Option<LoadResult> {
+    let nginx = keep(notes, "nginx start", crate::servers::start_nginx(dir).await)?;
+    let get = LoadSpec::new(
+        Method::GET,
+        "/small.bin",
+        s.load.connections,
+        s.load.warmup,
+        s.load.duration,
+    );
+    let r = run_load(nginx.addr, &get, "nginx", "1 KiB GET", notes).await;
+    if let Some(r) = r {
+        note(format!(
+            "nginx: 1 KiB GET {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+            r.rps, r.p50_ms, r.p99_ms
+        ));
+    }
+    r
 }
 
 /// A part's CPU note, taken once its processes are all stopped.
@@ -690,6 +721,7 @@ pub async fn run(args: S3Args) -> Result<String> {
                 "{label} alone (SigV4 requests straight to the store)"
             ));
             let alone = store_alone(&s, &store, &blobs, &small, &mut notes).await;
+            let nginx = nginx_small_get(&s, &dir, &mut notes).await;
             let mut figs = run_part(
                 &s,
                 &specs,
@@ -721,7 +753,7 @@ pub async fn run(args: S3Args) -> Result<String> {
                     s.load.duration.as_secs_f64()
                 ),
             );
-            targets = store_targets(&figs[0], &alone);
+            targets = store_targets(&figs[0], &alone, nginx);
             figs.push(alone);
             out.push_str(&render_figures(&s, s.blob_size, &figs));
         }

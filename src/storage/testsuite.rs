@@ -398,7 +398,9 @@ async fn delete_known(d: &dyn StorageDriver) {
 /// never half at both, and the upload's state is gone either way.
 async fn commit_elsewhere(d: &dyn StorageDriver) {
     let dest = "/suite/elsewhere/blob";
-    d.put_content(dest, Bytes::from_static(b"old")).await.unwrap();
+    d.put_content(dest, Bytes::from_static(b"old"))
+        .await
+        .unwrap();
     // Small, resumed once (as a PATCH then the final PUT).
     let p = "/suite/elsewhere/upload/data";
     let mut w = d.writer(p, 0).await.unwrap();
@@ -428,5 +430,8 @@ async fn commit_elsewhere(d: &dyn StorageDriver) {
     assert_eq!(size, 12 * 1024 * 1024);
     let at = if moved { dest } else { p };
     assert_eq!(d.stat_object(at).await.unwrap().size, size);
-    assert_eq!(collect(d.reader(at, size - 4, None).await.unwrap()).await, [3u8; 4]);
+    assert_eq!(
+        collect(d.reader(at, size - 4, None).await.unwrap()).await,
+        [3u8; 4]
+    );
 }

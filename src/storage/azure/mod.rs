@@ -43,6 +43,20 @@
 //!   fails with `Conflict` (a 416 for its PATCH) instead of interleaving, and
 //!   the blob stays exactly as the first left it.
 //!
+//! # Blobs written in place
+//!
+//! [`StorageDriver::staged_writer`] (a blob whose digest is known before its
+//! first byte) is the same block writer on the blob's own name, committed by
+//! one Put Block List of exactly its own blocks — one Put Blob from memory
+//! when it never filled a block — once the registry has verified the digest;
+//! how it stays invisible until then and what two of them at once do is in
+//! [`staged`].
+//!
+//! # Requests
+//!
+//! Every HTTP request is counted ([`AzureDriver::requests`]), object_store's
+//! and [`rest`]'s alike: the client both use comes from [`counting`].
+//!
 //! # Other calls
 //!
 //! `rename` is Copy Blob (waiting while Azure reports the copy pending, as

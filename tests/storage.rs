@@ -2,6 +2,8 @@
 
 #[path = "storage/azure.rs"]
 mod azure;
+#[path = "storage/azure_direct.rs"]
+mod azure_direct;
 #[path = "storage/azure_redirect.rs"]
 mod azure_redirect;
 #[path = "storage/catalog.rs"]

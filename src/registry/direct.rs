@@ -7,7 +7,9 @@
 //! body or a dropped client leave nothing. A blob that is already stored is
 //! not looked for first (clients HEAD before they push, so that request
 //! would almost always be wasted): it is verified the same way and replaced
-//! by the same bytes.
+//! by the same bytes. Two pushes of one blob at once both succeed, whichever
+//! commits last (on Azure the first commit discards the other's staged
+//! blocks: that one finds the blob committed and takes it as its own).
 //!
 //! The request body is read by [`pump`], shared with the chunked path.
 
@@ -170,7 +172,20 @@ impl Registry {
                 format!("digest mismatch: content is {actual}, client said {expected}"),
             ));
         }
-        let size = w.commit().await?;
+        let size = match w.commit().await {
+            Ok(size) => size,
+            // Another push of this blob committed at its path first and
+            // displaced ours (Azure: its Put Block List discarded our staged
+            // blocks). Content-addressed, and verified by that push before it
+            // committed: the blob there at our size is our blob.
+            Err(e @ storage::StorageError::Conflict { .. }) => {
+                match self.driver.stat_object(&layout::blob_data(expected)).await {
+                    Ok(info) if info.size == written => info.size,
+                    _ => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         debug_assert_eq!(size, written);
         self.write_link(&layout::layer_link(name, expected), expected)
             .await?;

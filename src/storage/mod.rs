@@ -131,19 +131,25 @@ pub trait FileWriter: Send {
 }
 
 /// A writer of one new whole object, straight at its final path, that
-/// nobody sees until `commit` (an S3 multipart upload on the blob's key): the
-/// caller verifies what it wrote before it decides. Dropped without `commit`
-/// or `abort` (a request cancelled mid-body), it leaves nothing either: the
-/// driver discards it in the background.
+/// nobody sees until `commit` (an S3 multipart upload on the blob's key,
+/// Azure blocks staged on the blob's name): the caller verifies what it
+/// wrote before it decides. Dropped without `commit` or `abort` (a request
+/// cancelled mid-body), it leaves nothing visible either: the driver
+/// discards it in the background (S3), or the backend does (Azure drops
+/// uncommitted blocks).
 #[async_trait]
 pub trait StagedWriter: Send {
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
     /// Bytes written so far.
     fn size(&self) -> u64;
     /// Make the object visible at its path, whole and durable, replacing any
-    /// object there. Returns the size.
+    /// object there. Returns the size. `Conflict` when another writer's
+    /// commit at the same path discarded what this one had staged (Azure):
+    /// the object there is that writer's, and nothing of this one's is.
     async fn commit(self: Box<Self>) -> Result<u64>;
-    /// Discard everything written: nothing of it stays on the backend.
+    /// Discard everything written: nothing of it is visible, and nothing of
+    /// it is left running; what stays on the backend (Azure's uncommitted
+    /// blocks) the backend discards.
     async fn abort(self: Box<Self>);
 }
 

@@ -43,6 +43,20 @@
 //!   fails with `Conflict` (a 416 for its PATCH) instead of interleaving, and
 //!   the blob stays exactly as the first left it.
 //!
+//! # Blobs written in place
+//!
+//! [`StorageDriver::staged_writer`] (a blob whose digest is known before its
+//! first byte) is the same block writer on the blob's own name, committed by
+//! one Put Block List of exactly its own blocks — one Put Blob from memory
+//! when it never filled a block — once the registry has verified the digest;
+//! how it stays invisible until then and what two of them at once do is in
+//! [`staged`].
+//!
+//! # Requests
+//!
+//! Every HTTP request is counted ([`AzureDriver::requests`]), object_store's
+//! and [`rest`]'s alike: the client both use comes from [`counting`].
+//!
 //! # Other calls
 //!
 //! `rename` is Copy Blob (waiting while Azure reports the copy pending, as
@@ -58,17 +72,25 @@
 //! the bytes; so it does, with a warning, if signing fails (say the
 //! identity may not get a delegation key).
 
+mod counting;
 mod rest;
+mod staged;
 mod writer;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{
     azure::{MicrosoftAzure, MicrosoftAzureBuilder},
-    client::{HttpConnector, ReqwestConnector},
+    client::HttpConnector,
     list::{PaginatedListOptions, PaginatedListStore},
     path::Path as ObjectPath,
     signer::Signer,
@@ -76,12 +98,14 @@ use object_store::{
 };
 
 use self::{
+    counting::CountingConnector,
     rest::{backend, Condition, Rest},
+    staged::AzureStaged,
     writer::{AzureWriter, BLOCK_ID_LEN},
 };
 use super::{
     budget::BufferBudget, check_path, listing::PageCollector, ByteStream, FileInfo, FileWriter,
-    ListPage, Result, StorageDriver, StorageError,
+    ListPage, Result, StagedWriter, StorageDriver, StorageError,
 };
 use crate::config::azure::{AzureAuth, AzureSettings};
 
@@ -100,6 +124,8 @@ pub struct AzureDriver {
     redirect: bool,
     /// Room for the writers' block buffers, shared by all of them.
     budget: BufferBudget,
+    /// HTTP requests sent so far ([`counting`]).
+    requests: Arc<AtomicU64>,
 }
 
 /// How long a redirect URL stays valid (distribution's value).
@@ -165,7 +191,10 @@ impl AzureDriver {
             AzureAuth::Default => MicrosoftAzureBuilder::from_env(),
             _ => MicrosoftAzureBuilder::new(),
         };
+        let requests = Arc::new(AtomicU64::new(0));
+        let connector = CountingConnector(requests.clone());
         let builder = builder
+            .with_http_connector(connector.clone())
             .with_account(&s.account)
             .with_container_name(&s.container)
             .with_endpoint(s.service_url.clone())
@@ -181,7 +210,7 @@ impl AzureDriver {
             AzureAuth::Default => builder,
         };
         let store = builder.build().map_err(|e| backend("configuration", e))?;
-        let http = ReqwestConnector::default()
+        let http = connector
             .connect(&options)
             .map_err(|e| backend("http client", e))?;
         let mut container_url = url;
@@ -195,6 +224,7 @@ impl AzureDriver {
             credentials: store.credentials().clone(),
             account: s.account.clone(),
             container_url,
+            tasks: Default::default(),
         });
         Ok(AzureDriver {
             store,
@@ -204,7 +234,31 @@ impl AzureDriver {
             copy_delay: s.copy_poll_delay,
             redirect: false,
             budget: BufferBudget::default(),
+            requests,
         })
+    }
+
+    /// HTTP requests sent to Azure so far (each attempt of a retried call;
+    /// signing a SAS locally is free).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Wait until the blocks that dropped writers were sending (requests
+    /// cancelled mid-body) have stopped.
+    pub async fn settled(&self) {
+        let tasks = &self.rest.tasks;
+        tasks.close();
+        tasks.wait().await;
+        tasks.reopen();
+    }
+
+    /// How many blocks are staged at `path` and not committed (what a staged
+    /// writer sent and nobody committed: Azure discards them after 7 days or
+    /// at the next commit there). For tests and diagnostics.
+    pub async fn uncommitted_blocks(&self, path: &str) -> Result<usize> {
+        let key = self.key(path)?;
+        Ok(self.rest.uncommitted(&key).await?.map_or(0, |b| b.len()))
     }
 
     /// Take writers' block buffers from `budget` (`storage.uploadbuffers`)
@@ -410,6 +464,22 @@ impl StorageDriver for AzureDriver {
             }
         }
         Ok(w)
+    }
+
+    /// Blocks staged on the blob's own name, committed by one Put Block
+    /// List (one Put Blob under a block) once verified (see [`staged`]).
+    async fn staged_writer(&self, path: &str) -> Result<Option<Box<dyn StagedWriter>>> {
+        let key = self.key(path)?;
+        let room = self.budget.reserve(writer::BLOCK_SIZE as u64).await?;
+        let w = AzureWriter::new(
+            self.rest.clone(),
+            key,
+            Vec::new(),
+            0,
+            Condition::None,
+            (room, self.budget.clone()),
+        );
+        Ok(Some(Box::new(AzureStaged(Box::new(w)))))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {

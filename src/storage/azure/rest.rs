@@ -12,6 +12,7 @@ use object_store::{
     azure::{AzureAuthorizer, AzureCredentialProvider},
     client::{HttpClient, HttpRequestBody, HttpResponse},
 };
+use tokio_util::task::TaskTracker;
 use url::Url;
 
 use super::super::{Result, StorageError};
@@ -40,6 +41,20 @@ pub(super) struct BlockList {
     pub etag: Option<String>,
 }
 
+/// What a Put Block List did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Listed {
+    /// The blob is the list, committed.
+    Committed,
+    /// Its condition did not hold (412, or 409 BlobAlreadyExists).
+    Refused,
+    /// A block it names as uncommitted is not staged on the blob (400
+    /// InvalidBlockList): another commit at this name discarded it (a
+    /// Put Block List drops every uncommitted block it does not name), or
+    /// an earlier attempt of this same call landed and committed it.
+    BlocksGone,
+}
+
 /// Whether Put Block List may replace what is there.
 pub(super) enum Condition {
     /// The blob must still carry this ETag.
@@ -55,6 +70,10 @@ pub(super) struct Rest {
     pub account: String,
     /// `<serviceurl>/<container>`
     pub container_url: Url,
+    /// Put Block calls that writers send while they fill their next block;
+    /// a dropped writer aborts its own ([`super::AzureDriver::settled`]
+    /// waits until they are gone).
+    pub tasks: TaskTracker,
 }
 
 impl Rest {
@@ -140,10 +159,24 @@ impl Rest {
 
     /// Get Block List (committed); `None` if the blob does not exist.
     pub async fn block_list(&self, key: &str) -> Result<Option<BlockList>> {
+        self.get_block_list(key, "committed").await
+    }
+
+    /// The blocks staged at `key` and not committed (Get Block List,
+    /// uncommitted); `None` when there is neither a blob nor a staged block.
+    pub async fn uncommitted(&self, key: &str) -> Result<Option<Vec<Block>>> {
+        Ok(self
+            .get_block_list(key, "uncommitted")
+            .await?
+            .map(|l| l.blocks))
+    }
+
+    /// Get Block List of one `list_type`: its blocks in `blocks`.
+    async fn get_block_list(&self, key: &str, list_type: &str) -> Result<Option<BlockList>> {
         let mut url = self.blob_url(key);
         url.query_pairs_mut()
             .append_pair("comp", "blocklist")
-            .append_pair("blocklisttype", "committed");
+            .append_pair("blocklisttype", list_type);
         let resp = self
             .send("get block list", Method::GET, &url, &[], Bytes::new())
             .await?;
@@ -160,7 +193,12 @@ impl Rest {
             .bytes()
             .await
             .map_err(|e| backend("get block list", e))?;
-        let blocks = parse_committed(&String::from_utf8_lossy(&body))
+        let section = if list_type == "committed" {
+            "CommittedBlocks"
+        } else {
+            "UncommittedBlocks"
+        };
+        let blocks = parse_blocks(&String::from_utf8_lossy(&body), section)
             .ok_or_else(|| backend("get block list", "unreadable XML"))?;
         Ok(Some(BlockList { blocks, size, etag }))
     }
@@ -179,16 +217,35 @@ impl Rest {
         }
     }
 
+    /// Put Blob: the blob becomes `data`, whole, replacing what was there
+    /// (and discarding blocks staged at its name).
+    pub async fn put_blob(&self, key: &str, data: Bytes) -> Result<()> {
+        let url = self.blob_url(key);
+        let resp = self
+            .send(
+                "put blob",
+                Method::PUT,
+                &url,
+                &[("x-ms-blob-type", "BlockBlob")],
+                data,
+            )
+            .await?;
+        if resp.status() == StatusCode::CREATED {
+            Ok(())
+        } else {
+            Err(Self::unexpected("put blob", resp).await)
+        }
+    }
+
     /// Put Block List: the blob becomes `committed` (kept from its committed
-    /// list) followed by `staged` (uncommitted blocks), atomically. Returns
-    /// false when `condition` did not hold (412/409).
+    /// list) followed by `staged` (uncommitted blocks), atomically.
     pub async fn put_block_list(
         &self,
         key: &str,
         committed: &[String],
         staged: &[String],
         condition: &Condition,
-    ) -> Result<bool> {
+    ) -> Result<Listed> {
         let mut xml = String::with_capacity(64 + 96 * (committed.len() + staged.len()));
         xml.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
         for id in committed {
@@ -214,10 +271,12 @@ impl Rest {
                 Bytes::from(xml.into_bytes()),
             )
             .await?;
+        let code = error_code(resp.headers());
         match resp.status() {
-            StatusCode::CREATED => Ok(true),
-            StatusCode::PRECONDITION_FAILED => Ok(false),
-            StatusCode::CONFLICT if error_code(resp.headers()) == "BlobAlreadyExists" => Ok(false),
+            StatusCode::CREATED => Ok(Listed::Committed),
+            StatusCode::PRECONDITION_FAILED => Ok(Listed::Refused),
+            StatusCode::CONFLICT if code == "BlobAlreadyExists" => Ok(Listed::Refused),
+            StatusCode::BAD_REQUEST if code == "InvalidBlockList" => Ok(Listed::BlocksGone),
             _ => Err(Self::unexpected("put block list", resp).await),
         }
     }
@@ -329,15 +388,16 @@ fn error_code(h: &HeaderMap) -> String {
     header_str(h, "x-ms-error-code").unwrap_or("").to_string()
 }
 
-/// The `<CommittedBlocks>` of a Get Block List answer. Block names are base64
-/// and sizes decimal, so a small scanner is enough.
-pub(super) fn parse_committed(xml: &str) -> Option<Vec<Block>> {
+/// The blocks of one `section` (`CommittedBlocks`, `UncommittedBlocks`) of a
+/// Get Block List answer. Block names are base64 and sizes decimal, so a
+/// small scanner is enough.
+pub(super) fn parse_blocks(xml: &str, section: &str) -> Option<Vec<Block>> {
     if !xml.contains("<BlockList") {
         return None;
     }
     let section = match (
-        xml.find("<CommittedBlocks>"),
-        xml.find("</CommittedBlocks>"),
+        xml.find(&format!("<{section}>")),
+        xml.find(&format!("</{section}>")),
     ) {
         (Some(a), Some(b)) if a < b => &xml[a..b],
         _ => return Some(Vec::new()), // `<CommittedBlocks />` or absent: none
@@ -363,13 +423,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_committed_blocks_only() {
+    fn parses_one_section() {
         let xml = r#"<?xml version="1.0" encoding="utf-8"?>
 <BlockList><CommittedBlocks><Block><Name>QUFB</Name><Size>4194304</Size></Block>
 <Block><Name>QkJC+/==</Name><Size>7</Size></Block></CommittedBlocks>
 <UncommittedBlocks><Block><Name>Q0ND</Name><Size>1</Size></Block></UncommittedBlocks></BlockList>"#;
         assert_eq!(
-            parse_committed(xml).unwrap(),
+            parse_blocks(xml, "CommittedBlocks").unwrap(),
             [
                 Block {
                     id: "QUFB".into(),
@@ -382,12 +442,24 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse_committed("<BlockList><CommittedBlocks /></BlockList>").unwrap(),
+            parse_blocks(xml, "UncommittedBlocks").unwrap(),
+            [Block {
+                id: "Q0ND".into(),
+                size: 1
+            }]
+        );
+        assert_eq!(
+            parse_blocks(
+                "<BlockList><CommittedBlocks /></BlockList>",
+                "CommittedBlocks"
+            )
+            .unwrap(),
             []
         );
-        assert!(parse_committed("<html>proxy error</html>").is_none());
-        assert!(parse_committed(
-            "<BlockList><CommittedBlocks><Block><Name>x</Name><Size>big</Size></Block></CommittedBlocks></BlockList>"
+        assert!(parse_blocks("<html>proxy error</html>", "CommittedBlocks").is_none());
+        assert!(parse_blocks(
+            "<BlockList><CommittedBlocks><Block><Name>x</Name><Size>big</Size></Block></CommittedBlocks></BlockList>",
+            "CommittedBlocks"
         )
         .is_none());
     }

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
-use super::rest::{backend, Condition, Rest};
+use super::rest::{backend, Condition, Listed, Rest};
 use crate::storage::{
     budget::{BufferBudget, Reservation},
     FileWriter, Result, StorageError,
@@ -33,12 +33,12 @@ fn block_id(offset: u64) -> String {
 }
 
 pub(super) struct AzureWriter {
-    rest: Arc<Rest>,
-    key: String,
+    pub(super) rest: Arc<Rest>,
+    pub(super) key: String,
     /// Committed blocks kept from before this writer (a prefix of the list).
     base: Vec<String>,
     /// Blocks this writer staged, in order.
-    staged: Vec<String>,
+    pub(super) staged: Vec<String>,
     buf: BytesMut,
     /// Offset of `buf`'s first byte.
     buf_offset: u64,
@@ -91,7 +91,7 @@ impl AzureWriter {
         let (rest, key) = (self.rest.clone(), self.key.clone());
         match self.budget.try_reserve(data.len() as u64) {
             Some(room) => {
-                self.inflight = Some(tokio::spawn(async move {
+                self.inflight = Some(self.rest.tasks.spawn(async move {
                     let _room = room;
                     rest.put_block(&key, &id, data).await
                 }));
@@ -101,20 +101,41 @@ impl AzureWriter {
         }
     }
 
-    /// Stage what is left and commit base + staged as the blob's content.
-    async fn finish(mut self: Box<Self>) -> Result<u64> {
+    /// Stage what is left in the buffer and wait for every block sent.
+    pub(super) async fn flush(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf).freeze();
             self.stage(rest).await?;
         }
-        self.settle().await?;
-        let applied = self
+        self.settle().await
+    }
+
+    /// The bytes that never filled a block, when no block was sent at all:
+    /// the whole content so far, still in memory.
+    pub(super) fn unsent(&mut self) -> Option<Bytes> {
+        (self.staged.is_empty() && self.inflight.is_none() && self.buf_offset == 0)
+            .then(|| std::mem::take(&mut self.buf).freeze())
+    }
+
+    /// Stop the block in flight, if any, and wait until it has stopped.
+    pub(super) async fn cancel(&mut self) {
+        if let Some(task) = self.inflight.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Stage what is left and commit base + staged as the blob's content.
+    async fn finish(mut self: Box<Self>) -> Result<u64> {
+        self.flush().await?;
+        let listed = self
             .rest
             .put_block_list(&self.key, &self.base, &self.staged, &self.condition)
             .await?;
-        if !applied {
-            // Either another writer changed the blob since this one opened it,
-            // or a retried Put Block List of ours had already landed.
+        if listed != Listed::Committed {
+            // Either another writer changed the blob since this one opened it
+            // (and maybe discarded our blocks), or a retried Put Block List
+            // of ours had already landed.
             let now = self.rest.block_list(&self.key).await?;
             let ours = self.base.iter().chain(&self.staged);
             let landed = now.is_some_and(|l| {
@@ -130,6 +151,16 @@ impl AzureWriter {
             }
         }
         Ok(self.size())
+    }
+}
+
+impl Drop for AzureWriter {
+    /// A writer dropped mid-way (its request cancelled) stops the block it
+    /// was sending: nobody will commit it.
+    fn drop(&mut self) {
+        if let Some(task) = self.inflight.take() {
+            task.abort();
+        }
     }
 }
 

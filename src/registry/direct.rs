@@ -178,10 +178,18 @@ impl Registry {
             // displaced ours (Azure: its Put Block List discarded our staged
             // blocks). Content-addressed, and verified by that push before it
             // committed: the blob there at our size is our blob.
-            Err(e @ storage::StorageError::Conflict { .. }) => {
+            Err(storage::StorageError::Conflict { .. }) => {
                 match self.driver.stat_object(&layout::blob_data(expected)).await {
                     Ok(info) if info.size == written => info.size,
-                    _ => return Err(e.into()),
+                    // Not the upload conflict the spec's 416 is about: the
+                    // other push's blob is gone or not ours (a sweep in
+                    // between); nothing of ours stands and the session is
+                    // kept, so the same PUT again is clean.
+                    _ => {
+                        return Err(Error::unavailable(format!(
+                            "another push of {expected} displaced this one; push it again"
+                        )));
+                    }
                 }
             }
             Err(e) => return Err(e.into()),

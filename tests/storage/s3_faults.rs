@@ -196,3 +196,41 @@ async fn parts_are_in_flight_while_the_next_fills_within_the_budget() {
         assert_eq!(budget.available(), budget.total(), "all given back");
     }
 }
+
+/// A part that fails (every UploadPart answered 500, no retries) while later
+/// ones are in flight fails the writer, whose multipart upload is aborted
+/// once its other parts have ended: nothing is left in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_part_fails_the_writer_and_its_upload_is_aborted() {
+    let s = S3Server::garage();
+    let proxy = FaultProxy::start(
+        &s.endpoint,
+        Faults {
+            internal: 1.0,
+            only: Some("PUT"),
+            ..Faults::none(1)
+        },
+    );
+    let d = through(&s, &proxy, 0);
+    let body = xorshift_bytes(95, (PARTS_IN_FLIGHT + 2) * MIN_PART as usize);
+    let mut w = d.staged_writer("/failing").await.unwrap().unwrap();
+    let written = async {
+        for c in body.chunks(MIB) {
+            w.write(Bytes::copy_from_slice(c)).await?;
+        }
+        w.commit().await
+    };
+    let e = written.await.unwrap_err();
+    assert!(matches!(e, StorageError::Unavailable(_)), "{e}");
+    d.settled().await;
+    let uploads = s
+        .client()
+        .list_multipart_uploads()
+        .bucket(&s.bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploads.uploads().len(), 0, "the upload was aborted");
+    assert!(d.stat("/failing").await.unwrap_err().is_not_found());
+    assert!(proxy.counts.get()[2] >= 1, "parts were refused");
+}

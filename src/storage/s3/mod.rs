@@ -187,7 +187,7 @@ impl S3Driver {
     }
 
     /// Wait until the multipart uploads of writers dropped so far (requests
-    /// cancelled mid-body) are aborted.
+    /// cancelled mid-body) are aborted, and the parts in flight so far ended.
     pub async fn settled(&self) {
         let tasks = &self.inner.background;
         tasks.close();

@@ -3,7 +3,10 @@
 //! bodies, the store never sees the request), breaks the connection
 //! mid-body (half a request body reaches the store, or half a successful
 //! response's body reaches Berth, then a TCP reset; a bodiless or failed
-//! answer is cut before its head), and delays requests. Each connection
+//! answer is cut before its head), and delays requests. It can also hold
+//! requests at a gate until the test opens it, and counts how many of them
+//! were in progress at once (to observe a client's concurrency without
+//! timing anything). Each connection
 //! draws from its own RNG seeded from the run's seed and the connection's
 //! number, so a run's faults are reproducible up to the order in which
 //! connections are opened. It runs on a thread of its own (usable from sync
@@ -39,6 +42,9 @@ pub struct Faults {
     pub seed: u64,
     /// Only requests of this method suffer (None: all).
     pub only: Option<&'static str>,
+    /// Requests whose first line contains this wait (their body read) until
+    /// [`FaultProxy::open_gate`]; counted in `Counts::held` and `peak`.
+    pub hold: Option<&'static str>,
 }
 
 impl Faults {
@@ -52,6 +58,7 @@ impl Faults {
             delay: Duration::ZERO,
             seed,
             only: None,
+            hold: None,
         }
     }
 
@@ -66,6 +73,7 @@ impl Faults {
             delay: Duration::from_millis(50),
             seed,
             only: None,
+            hold: None,
         }
     }
 }
@@ -78,6 +86,12 @@ pub struct Counts {
     pub internals: AtomicU64,
     pub resets: AtomicU64,
     pub delays: AtomicU64,
+    /// Requests matching `Faults::hold` waiting at the closed gate now.
+    pub held: AtomicU64,
+    /// The most requests matching `Faults::hold` in progress at once (from
+    /// their body was read to their answer).
+    pub peak: AtomicU64,
+    matching: AtomicU64,
 }
 
 impl Counts {
@@ -91,12 +105,38 @@ impl Counts {
         ]
         .map(|c| c.load(Ordering::Relaxed))
     }
+
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// A request matching `Faults::hold`, counted as in progress while it lives.
+struct InProgress<'a>(&'a Counts);
+
+impl<'a> InProgress<'a> {
+    fn new(c: &'a Counts) -> Self {
+        let now = c.matching.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak.fetch_max(now, Ordering::SeqCst);
+        InProgress(c)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.matching.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct FaultProxy {
     /// `127.0.0.1:<port>`.
     pub addr: String,
     pub counts: Arc<Counts>,
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -114,6 +154,8 @@ impl FaultProxy {
         let counts = Arc::new(Counts::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let c = counts.clone();
+        let gate = Arc::new(tokio::sync::watch::Sender::new(false));
+        let g = gate.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -131,8 +173,9 @@ impl FaultProxy {
                             faults.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                         );
                         let (up, c) = (upstream.clone(), c.clone());
+                        let gate = g.subscribe();
                         tokio::spawn(async move {
-                            let _ = serve(conn, &up, faults, rng, &c).await;
+                            let _ = serve(conn, &up, faults, rng, &c, gate).await;
                         });
                     }
                 };
@@ -146,6 +189,7 @@ impl FaultProxy {
         FaultProxy {
             addr,
             counts,
+            gate,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -154,6 +198,11 @@ impl FaultProxy {
     /// `http://<addr>`, to use as `regionendpoint`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Let the held requests (and all later ones) through.
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
     }
 }
 
@@ -292,6 +341,7 @@ async fn serve(
     f: Faults,
     mut rng: StdRng,
     counts: &Counts,
+    mut gate: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut client = BufReader::new(client);
     let mut up: Option<BufReader<TcpStream>> = None;
@@ -317,6 +367,19 @@ async fn serve(
                 .into_bytes();
         }
         let body = read_body(&mut client, &req, false).await?;
+        let _in_progress = match f.hold {
+            Some(h) if req.first.contains(h) => {
+                let counted = InProgress::new(counts);
+                counts.held.fetch_add(1, Ordering::SeqCst);
+                let opened = gate.wait_for(|open| *open).await.is_ok();
+                counts.held.fetch_sub(1, Ordering::SeqCst);
+                if !opened {
+                    return Ok(());
+                }
+                Some(counted)
+            }
+            _ => None,
+        };
         let (delay, draw): (f64, f64) = (rng.random(), rng.random());
         // Both are drawn for every request, so that `only` does not shift
         // the sequence the others see.

@@ -192,7 +192,11 @@ async fn broken_and_dropped_bodies_leave_nothing(s: S3Server) {
     let d = digest.clone();
     let push = tokio::spawn(async move { registry.push_blob("app", &d, body).await });
     reached.await.unwrap();
-    assert!(st.pending_uploads().await > 0, "a part was sent");
+    // The part is in flight while the body waits: until it has landed.
+    until("a part to be sent", || async {
+        st.pending_uploads().await > 0
+    })
+    .await;
     push.abort();
     assert!(push.await.unwrap_err().is_cancelled());
     st.d.settled().await;
@@ -251,7 +255,11 @@ async fn retried_first_patch(s: S3Server) {
     let registry = st.registry.clone();
     let append = tokio::spawn(async move { registry.append_upload(session, None, body).await });
     reached.await.unwrap();
-    assert!(st.pending_uploads().await > 0, "a part was sent");
+    // The part is in flight while the body waits: until it has landed.
+    until("a part to be sent", || async {
+        st.pending_uploads().await > 0
+    })
+    .await;
     append.abort();
     assert!(append.await.unwrap_err().is_cancelled());
     st.d.settled().await;

@@ -44,7 +44,8 @@ pub(super) struct Inner {
     /// Sizes of objects this driver just committed, so that the rename that
     /// follows a finished upload needs no HeadObject.
     pub(super) committed: Mutex<HashMap<String, u64>>,
-    /// Aborts of dropped writers' multipart uploads, running in the background.
+    /// Writers' parts in flight, and aborts of dropped writers' multipart
+    /// uploads, running in the background.
     pub(super) background: tokio_util::task::TaskTracker,
 }
 

@@ -22,7 +22,9 @@
 //! is its buffer, reserved from the driver's [`BufferBudget`]: 5 MiB when it
 //! opens (waiting for it, bounded), and for each part as much more, up to
 //! `chunksize`, as is free at that moment — so under memory pressure parts
-//! shrink towards 5 MiB rather than anyone waiting while holding memory.
+//! shrink towards 5 MiB rather than anyone waiting while holding memory. A
+//! filled part goes out on a task of its own while the next one fills, a few
+//! at a time, each holding budget of its own taken the same way ([`parts`]).
 //! 10,000 parts is S3's limit: an upload that would need more ends with
 //! `TooLarge`, its recorded state untouched. `commit()`
 //! uploads the buffer as the last part and completes the multipart upload (or,
@@ -67,9 +69,11 @@
 
 mod client;
 mod inner;
+mod parts;
 mod writer;
 
 pub use client::http_client;
+pub use parts::MAX_IN_FLIGHT as PARTS_IN_FLIGHT;
 
 use std::{
     sync::{
@@ -183,7 +187,7 @@ impl S3Driver {
     }
 
     /// Wait until the multipart uploads of writers dropped so far (requests
-    /// cancelled mid-body) are aborted.
+    /// cancelled mid-body) are aborted, and the parts in flight so far ended.
     pub async fn settled(&self) {
         let tasks = &self.inner.background;
         tasks.close();

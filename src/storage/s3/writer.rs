@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_s3::{primitives::ByteStream as S3Body, types::CompletedPart};
+use aws_sdk_s3::types::CompletedPart;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::{
     client::{collect, map_err, once_unless_refused, resuming},
     inner::{object_options, Inner},
+    parts::{Pipeline, Target, MAX_IN_FLIGHT},
 };
 use crate::{
     config::s3::{MAX_SINGLE, MIN_PART},
@@ -29,10 +30,10 @@ pub(super) const MAX_PARTS: usize = 10_000;
 const EXTRA_STEP: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Part {
-    n: i32,
-    size: u64,
-    etag: String,
+pub(super) struct Part {
+    pub n: i32,
+    pub size: u64,
+    pub etag: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -102,8 +103,11 @@ pub(super) struct S3Writer {
     path: String,
     key: String,
     upload_id: Option<String>,
+    /// Parts answered by the store, in order.
     parts: Vec<Part>,
     parts_size: u64,
+    /// Parts sent after those, not answered yet (see [`super::parts`]).
+    inflight: Pipeline,
     /// The part being filled; allocated at its full size when it starts, so
     /// it never grows (and never holds more than its reservation).
     buf: BytesMut,
@@ -112,7 +116,8 @@ pub(super) struct S3Writer {
     /// 5 MiB held for the writer's whole life: with it a writer can always
     /// finish a part without waiting for more (see [`crate::storage::budget`]).
     _base: Reservation,
-    /// What the current part has beyond 5 MiB, when the budget had it free.
+    /// What the current part has beyond 5 MiB, when the budget had it free;
+    /// it goes with the part when it is sent.
     extra: Option<Reservation>,
     budget: BufferBudget,
     /// A state object exists for this key (rewrite or delete it at the end).
@@ -244,6 +249,8 @@ impl StagedWriter for Staged {
 
     async fn abort(mut self: Box<Self>) {
         let w = &mut self.0;
+        // A part that lands after the abort would stay.
+        std::mem::take(&mut w.inflight).finish().await;
         if let Some(id) = w.upload_id.take() {
             w.unrecorded = false;
             w.inner.abort(&w.key, &id).await;
@@ -266,6 +273,7 @@ impl S3Writer {
             upload_id: None,
             parts: Vec::new(),
             parts_size: 0,
+            inflight: Pipeline::default(),
             buf: BytesMut::new(),
             target: 0,
             _base: base,
@@ -280,7 +288,7 @@ impl S3Writer {
     }
 
     fn size(&self) -> u64 {
-        self.parts_size + self.buf.len() as u64
+        self.parts_size + self.inflight.bytes() + self.buf.len() as u64
     }
 
     /// Take up the recorded upload at `offset` (at most its size): in the
@@ -333,16 +341,17 @@ impl S3Writer {
             .try_reserve_up_to(chunk.saturating_sub(MIN_PART), EXTRA_STEP);
         let extra = self.extra.as_ref().map_or(0, Reservation::bytes);
         self.target = (MIN_PART + extra).min(chunk) as usize;
-        self.buf = BytesMut::with_capacity(self.target);
+        // An empty buffer of this size is still there when the last part
+        // went out straight from the caller's chunk.
+        if !self.buf.is_empty() || self.buf.capacity() != self.target {
+            self.buf = BytesMut::with_capacity(self.target);
+        }
     }
 
-    /// Send the filled buffer as a part and give back its extra room.
+    /// Send the buffer as a part.
     async fn flush_part(&mut self) -> Result<()> {
         let data = std::mem::take(&mut self.buf).freeze();
-        let sent = self.upload_part(data).await;
-        self.extra = None;
-        self.target = 0;
-        sent
+        self.send(data).await
     }
 
     fn state_key(&self) -> String {
@@ -380,6 +389,7 @@ impl S3Writer {
             let upload_id = self.ensure_upload().await?;
             let inner = &self.inner;
             let n = self.parts.len() as i32 + 1;
+            debug_assert!(self.inflight.is_empty(), "copied before any part is sent");
             let r = inner
                 .client
                 .upload_part_copy()
@@ -435,12 +445,18 @@ impl S3Writer {
         Ok(id)
     }
 
-    /// Send a part. The last of S3's part numbers is kept for `commit`, so
-    /// that an upload that reached the limit can still be finished with what
-    /// its buffer holds.
-    async fn upload_part(&mut self, data: Bytes) -> Result<()> {
+    /// Send `data` as the next part, with the current part's extra room; the
+    /// next `write` starts a new part. In flight when the budget has room for
+    /// it beyond the writer's base (so that the base is free for the next
+    /// part), after waiting for older parts up to [`MAX_IN_FLIGHT`]; without
+    /// room, sent on the base's room and waited for. The last of S3's part
+    /// numbers is kept for `commit`, so that an upload that reached the limit
+    /// can still be finished with what its buffer holds.
+    async fn send(&mut self, data: Bytes) -> Result<()> {
+        let extra = self.extra.take();
+        self.target = 0;
         let limit = self.inner.max_parts - usize::from(!self.finishing);
-        if self.parts.len() >= limit {
+        if self.parts.len() + self.inflight.len() >= limit {
             // The recorded state is untouched: the upload resumes where the
             // last request left it, it just cannot grow past this.
             return Err(StorageError::TooLarge {
@@ -453,27 +469,51 @@ impl S3Writer {
             });
         }
         let upload_id = self.ensure_upload().await?;
-        let inner = &self.inner;
-        let n = self.parts.len() as i32 + 1;
-        let size = data.len() as u64;
-        let r = inner
-            .client
-            .upload_part()
-            .bucket(&inner.bucket)
-            .key(&self.key)
-            .upload_id(upload_id)
-            .part_number(n)
-            .content_length(size as i64)
-            .body(S3Body::from(data))
-            .send()
-            .await
-            .map_err(|e| map_err("UploadPart", &self.path, e))?;
-        self.parts.push(Part {
-            n,
-            size,
-            etag: r.e_tag().unwrap_or_default().to_string(),
-        });
-        self.parts_size += size;
+        let n = (self.parts.len() + self.inflight.len()) as i32 + 1;
+        let covered = extra.as_ref().map_or(0, Reservation::bytes);
+        let mut room: Vec<Reservation> = extra.into_iter().collect();
+        let need = (data.len() as u64).saturating_sub(covered);
+        let own = loop {
+            if self.inflight.len() < MAX_IN_FLIGHT {
+                if let Some(r) = self.budget.try_reserve(need) {
+                    break Some(r);
+                }
+            }
+            if self.inflight.is_empty() {
+                break None;
+            }
+            self.settle_one().await?;
+        };
+        let alone = own.is_none();
+        room.extend(own);
+        let to = Target {
+            inner: &self.inner,
+            key: &self.key,
+            path: &self.path,
+            upload_id: &upload_id,
+        };
+        self.inflight.start(to, n, data, room);
+        if alone {
+            self.settle_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Take the oldest part's answer, waiting for it.
+    async fn settle_one(&mut self) -> Result<()> {
+        if let Some(part) = self.inflight.next().await {
+            let part = part?;
+            self.parts_size += part.size;
+            self.parts.push(part);
+        }
+        Ok(())
+    }
+
+    /// Wait for every part in flight.
+    async fn settle(&mut self) -> Result<()> {
+        while !self.inflight.is_empty() {
+            self.settle_one().await?;
+        }
         Ok(())
     }
 
@@ -494,13 +534,17 @@ impl FileWriter for S3Writer {
             return Ok(());
         }
         self.dirty = true;
+        // Parts answered meanwhile: a failure ends this write.
+        while self.inflight.oldest_ended() {
+            self.settle_one().await?;
+        }
         while !chunk.is_empty() {
             if self.target == 0 {
                 self.begin_part();
             }
             if self.buf.is_empty() && chunk.len() >= self.target {
                 let data = chunk.split_to(self.target);
-                self.upload_part(data).await?;
+                self.send(data).await?;
                 continue;
             }
             let take = (self.target - self.buf.len()).min(chunk.len());
@@ -524,6 +568,7 @@ impl FileWriter for S3Writer {
         if self.buf.len() as u64 >= MIN_PART {
             self.flush_part().await?;
         }
+        self.settle().await?;
         let header = Header {
             upload_id: self.upload_id.clone(),
             parts: self.parts.clone(),
@@ -540,11 +585,13 @@ impl FileWriter for S3Writer {
         let size = self.size();
         let data = self.buf.split().freeze();
         self.finishing = true;
+        let sent = !self.parts.is_empty() || !self.inflight.is_empty();
         match self.upload_id.clone() {
-            Some(id) if !self.parts.is_empty() => {
+            Some(id) if sent => {
                 if !data.is_empty() {
-                    self.upload_part(data).await?;
+                    self.send(data).await?;
                 }
+                self.settle().await?;
                 let parts = self
                     .parts
                     .iter()
@@ -605,8 +652,12 @@ impl S3Writer {
 
 impl Drop for S3Writer {
     /// A writer dropped mid-way (a failed PATCH) that started an upload no
-    /// state records: abort it rather than leave its parts billed.
+    /// state records: abort it rather than leave its parts billed, once its
+    /// parts in flight have ended (one that landed later would stay). Parts
+    /// in flight of a recorded upload are cancelled, as a dropped request's
+    /// part always was: the recorded state does not name them.
     fn drop(&mut self) {
+        let parts = std::mem::take(&mut self.inflight);
         if !self.unrecorded {
             return;
         }
@@ -615,7 +666,10 @@ impl Drop for S3Writer {
             return;
         };
         let (inner, key) = (self.inner.clone(), self.key.clone());
-        let abort = async move { inner.abort(&key, &id).await };
+        let abort = async move {
+            parts.finish().await;
+            inner.abort(&key, &id).await
+        };
         rt.spawn(self.inner.background.track_future(abort));
     }
 }

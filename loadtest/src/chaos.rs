@@ -109,15 +109,16 @@ struct Done {
 async fn wait_until(deadline: Instant, start: Instant, pb: &ProgressBar, tally: &RefCell<Tally>) {
     // Bounded: each pass sleeps until the deadline or a second.
     while Instant::now() < deadline {
-        let t = tally.borrow();
-        pb.set_message(format!(
-            "chaos {:.0} s: {} jobs, {} errors, {} pulls",
-            start.elapsed().as_secs_f64(),
-            t.jobs,
-            t.total_errors(),
-            t.pulls
-        ));
-        drop(t);
+        pb.set_message({
+            let t = tally.borrow();
+            format!(
+                "chaos {:.0} s: {} jobs, {} errors, {} pulls",
+                start.elapsed().as_secs_f64(),
+                t.jobs,
+                t.total_errors(),
+                t.pulls
+            )
+        });
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
     }
@@ -138,7 +139,7 @@ pub async fn run(args: ChaosArgs) -> Result<(String, bool)> {
     setup::finish_work_dir(tmp, args.keep, &mut notes);
     let (mut text, ok) = result?;
     for n in notes {
-        let _ = writeln!(text, "{n}");
+        let _ = write!(text, "\n{n}");
     }
     Ok((text, ok))
 }
@@ -187,7 +188,11 @@ async fn run_in(s: &Settings, berth: &Path, garage: &Path, dir: &Path) -> Result
                 dep.start_again(i).await?;
                 done.kills += 1;
                 let up = start.elapsed().as_secs_f64() - t;
-                pb.suspend(|| note(format!("{t:.0} s: replica {i} killed, up again in {up:.1} s")));
+                pb.suspend(|| {
+                    note(format!(
+                        "{t:.0} s: replica {i} killed, up again in {up:.1} s"
+                    ))
+                });
             }
             Fault::Redis => {
                 dep.restart_redis().await?;
@@ -273,7 +278,12 @@ async fn run_in(s: &Settings, berth: &Path, garage: &Path, dir: &Path) -> Result
         ledger.acked(),
         checks.len() - by_digest
     );
-    let _ = writeln!(out, "lost: {}; wrong bytes read: {}", lost.len(), wrong.len());
+    let _ = writeln!(
+        out,
+        "lost: {}; wrong bytes read: {}",
+        lost.len(),
+        wrong.len()
+    );
     for l in lost.iter().take(10) {
         let _ = writeln!(out, "  lost: {l}");
     }
@@ -316,8 +326,7 @@ async fn run_in(s: &Settings, berth: &Path, garage: &Path, dir: &Path) -> Result
             Some(wrong.len() as f64),
             Some(0.0),
             "reads",
-            "a 200 whose bytes do not hash to the digest asked for, during the run or after"
-                .into(),
+            "a 200 whose bytes do not hash to the digest asked for, during the run or after".into(),
             true,
         ),
     ];

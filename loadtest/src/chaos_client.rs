@@ -16,8 +16,8 @@ use bytes::Bytes;
 
 use crate::{
     chaos_plan::{
-        base_layer, failure_kind, job, Image, LayerSpec, Ledger, Tally, Upload, BASES, DEFAULT_WAIT,
-        MOVING_TAG,
+        base_layer, failure_kind, job, Image, LayerSpec, Ledger, Tally, Upload, BASES,
+        DEFAULT_WAIT, MOVING_TAG,
     },
     data::{digest_of, random_bytes, BlobData},
     http::ReqBody,
@@ -89,8 +89,14 @@ impl Blob {
 /// One step of a job, tried as a whole.
 enum Step<'a> {
     Blob(&'a Blob),
-    Manifest { tag: &'a str, body: &'a Bytes },
-    Pull { image: &'a Image, reference: &'a str },
+    Manifest {
+        tag: &'a str,
+        body: &'a Bytes,
+    },
+    Pull {
+        image: &'a Image,
+        reference: &'a str,
+    },
 }
 
 impl Step<'_> {

@@ -460,7 +460,10 @@ mod tests {
             ("pull: connection refused".into(), DEFAULT_WAIT)
         );
         let e = anyhow::anyhow!("response has no Location");
-        assert_eq!(failure_kind("push blob", &e).0, "push blob: response has no Location");
+        assert_eq!(
+            failure_kind("push blob", &e).0,
+            "push blob: response has no Location"
+        );
         let mut t = Tally::default();
         t.error("a".into());
         t.error("a".into());

@@ -150,8 +150,15 @@ impl Deployment {
             .dir
             .join(format!("{}{}.{}", self.kind.label(), i + 1, self.restarts));
         let (kind, addr) = (r.kind, r.addr);
-        self.regs[i] =
-            spawn_registry(kind, &self.bin, &rdir, &self.configs[i], addr, PathBuf::new()).await?;
+        self.regs[i] = spawn_registry(
+            kind,
+            &self.bin,
+            &rdir,
+            &self.configs[i],
+            addr,
+            PathBuf::new(),
+        )
+        .await?;
         Ok(())
     }
 

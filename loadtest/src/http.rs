@@ -309,7 +309,10 @@ pub async fn digest_body(resp: Response<Incoming>) -> Result<(u64, String)> {
             h.update(&data);
         }
     }
-    Ok((n, format!("sha256:{}", crate::data::hex(h.finalize().as_slice()))))
+    Ok((
+        n,
+        format!("sha256:{}", crate::data::hex(h.finalize().as_slice())),
+    ))
 }
 
 /// The Location header as path-and-query (absolute URLs are stripped of

@@ -15,7 +15,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     data::{hex, BlobData},
-    http::{digest_body, drain, expect, location, read_body, with_query, Client, ReqBody, Unexpected},
+    http::{
+        digest_body, drain, expect, location, read_body, with_query, Client, ReqBody, Unexpected,
+    },
     regclient::{Endpoint, Session},
     workloads::{MANIFEST_ACCEPT, OCI_MANIFEST},
 };
@@ -148,9 +150,7 @@ pub async fn put_whole(
     digest: &str,
 ) -> Result<()> {
     let path = with_query(loc, "digest", digest);
-    let resp = s.send(Method::PUT, &path, &[OCTET], body).await?;
-    drain(expect(resp, StatusCode::CREATED, "PUT blob").await?, None).await?;
-    Ok(())
+    send_whole(s, Method::PUT, &path, body, "PUT blob").await
 }
 
 /// A whole blob in one request, no session: `POST
@@ -163,8 +163,19 @@ pub async fn post_whole(
     digest: &str,
 ) -> Result<()> {
     let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
-    let resp = s.send(Method::POST, &path, &[OCTET], body).await?;
-    drain(expect(resp, StatusCode::CREATED, "POST blob").await?, None).await?;
+    send_whole(s, Method::POST, &path, body, "POST blob").await
+}
+
+/// A request carrying a whole blob, answered 201 when it is in.
+async fn send_whole(
+    s: &mut Session,
+    method: Method,
+    path: &str,
+    body: &dyn Fn() -> ReqBody,
+    what: &str,
+) -> Result<()> {
+    let resp = s.send(method, path, &[OCTET], body).await?;
+    drain(expect(resp, StatusCode::CREATED, what).await?, None).await?;
     Ok(())
 }
 

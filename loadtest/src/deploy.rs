@@ -1,8 +1,10 @@
 //! A registry deployment on S3: one or more registry processes sharing
 //! `http.secret`, the bucket and a root directory, optionally a Redis for the
 //! blob-descriptor cache, and (for more than one process) nginx in front,
-//! round-robin. Clients talk to [`Deployment::addr`] only. Everything is
-//! stopped when the deployment is dropped (front first, Redis last).
+//! round-robin. Clients talk to [`Deployment::addr`] only. A registry or
+//! Redis can be killed and started again in place (`loadtest chaos`).
+//! Everything is stopped when the deployment is dropped (front first, Redis
+//! last).
 
 use std::{
     fmt::Write as _,
@@ -14,7 +16,7 @@ use anyhow::{bail, Result};
 
 use crate::{
     servers::{free_port, spawn_registry, start_proxy, Proxy, RegistryKind, RegistryServer},
-    stores::{start_redis, Redis, ACCESS_KEY, BUCKET, SECRET_KEY},
+    stores::{start_redis, start_redis_at, Redis, ACCESS_KEY, BUCKET, SECRET_KEY},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +99,15 @@ pub struct Deployment {
     front: Option<Proxy>,
     pub regs: Vec<RegistryServer>,
     redis: Option<Redis>,
+    kind: RegistryKind,
+    bin: PathBuf,
+    /// `<dir>/<root>`: every process's files.
+    dir: PathBuf,
+    /// Each registry's config, to start it again as it was.
+    configs: Vec<String>,
+    /// Processes started again so far (each gets a fresh directory, so the
+    /// logs of the ones before stay).
+    restarts: usize,
 }
 
 impl Deployment {
@@ -116,6 +127,53 @@ impl Deployment {
 
     pub fn pids(&self) -> Vec<u32> {
         self.regs.iter().map(|r| r.proc.pid()).collect()
+    }
+
+    /// Registry `i`'s whole config (what a tool such as `garbage-collect`
+    /// is run with).
+    pub fn config(&self, i: usize) -> &str {
+        &self.configs[i]
+    }
+
+    /// SIGKILL registry `i`, as a crash would. Its address stays in nginx's
+    /// list: requests to it fail until [`Deployment::start_again`].
+    pub fn kill(&mut self, i: usize) {
+        self.regs[i].proc.kill();
+    }
+
+    /// Start registry `i` again, after [`Deployment::kill`], on its old
+    /// address with its old config; ready once `GET /v2/` answers.
+    pub async fn start_again(&mut self, i: usize) -> Result<()> {
+        self.restarts += 1;
+        let r = &self.regs[i];
+        let rdir = self
+            .dir
+            .join(format!("{}{}.{}", self.kind.label(), i + 1, self.restarts));
+        let (kind, addr) = (r.kind, r.addr);
+        self.regs[i] = spawn_registry(
+            kind,
+            &self.bin,
+            &rdir,
+            &self.configs[i],
+            addr,
+            PathBuf::new(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// SIGKILL Redis and start an empty one on the same address (the
+    /// registries reconnect to it).
+    pub async fn restart_redis(&mut self) -> Result<()> {
+        let Some(old) = self.redis.as_mut() else {
+            bail!("this deployment has no Redis");
+        };
+        old.proc.kill();
+        let addr = old.addr;
+        self.restarts += 1;
+        let name = format!("redis.{}", self.restarts);
+        self.redis = Some(start_redis_at(&self.dir, &name, addr).await?);
+        Ok(())
     }
 }
 
@@ -138,6 +196,7 @@ pub async fn deploy(
         None
     };
     let mut regs = Vec::new();
+    let mut configs = Vec::new();
     for i in 1..=spec.replicas {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let config = s3_config(
@@ -149,6 +208,7 @@ pub async fn deploy(
         );
         let rdir = dir.join(format!("{}{i}", spec.kind.label()));
         regs.push(spawn_registry(spec.kind, bin, &rdir, &config, addr, PathBuf::new()).await?);
+        configs.push(config);
     }
     let (front, addr) = if spec.replicas > 1 {
         let upstreams: Vec<SocketAddr> = regs.iter().map(|r| r.addr).collect();
@@ -165,6 +225,11 @@ pub async fn deploy(
         front,
         regs,
         redis,
+        kind: spec.kind,
+        bin: bin.to_path_buf(),
+        dir,
+        configs,
+        restarts: 0,
     })
 }
 

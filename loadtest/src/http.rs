@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -224,7 +224,37 @@ fn short(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
 }
 
-/// The response if it has status `want`, else an error with the body's start.
+/// An answer with another status than the one expected: the error
+/// [`expect`] returns, which a caller that sorts failures by kind (`loadtest
+/// chaos`) finds with `downcast_ref`.
+#[derive(Debug)]
+pub struct Unexpected {
+    pub what: String,
+    pub want: StatusCode,
+    pub status: StatusCode,
+    /// The body's start (an OCI error's JSON, nginx's HTML page, …).
+    pub body: String,
+    /// `Retry-After` in seconds, if the answer had one.
+    pub retry_after: Option<u64>,
+}
+
+impl std::fmt::Display for Unexpected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: expected {}, got {}: {}",
+            self.what,
+            self.want,
+            self.status,
+            self.body.trim_end()
+        )
+    }
+}
+
+impl std::error::Error for Unexpected {}
+
+/// The response if it has status `want`, else an [`Unexpected`] error with
+/// the body's start.
 pub async fn expect(
     resp: Response<Incoming>,
     want: StatusCode,
@@ -234,9 +264,19 @@ pub async fn expect(
         return Ok(resp);
     }
     let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok());
     let body = read_body(resp).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-    bail!("{what}: expected {want}, got {status}: {}", text.trim_end())
+    Err(Unexpected {
+        what: what.to_string(),
+        want,
+        status,
+        body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+        retry_after,
+    }
+    .into())
 }
 
 /// The whole body (small responses only).
@@ -257,6 +297,22 @@ pub async fn drain(resp: Response<Incoming>, progress: Option<&ProgressBar>) -> 
         }
     }
     Ok(n)
+}
+
+/// Read the body, hashing it as it comes: its length and `sha256:<hex>`.
+pub async fn digest_body(resp: Response<Incoming>) -> Result<(u64, String)> {
+    let mut body = resp.into_body();
+    let (mut n, mut h) = (0u64, Sha256::new());
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            n += data.len() as u64;
+            h.update(&data);
+        }
+    }
+    Ok((
+        n,
+        format!("sha256:{}", crate::data::hex(h.finalize().as_slice())),
+    ))
 }
 
 /// The Location header as path-and-query (absolute URLs are stripped of

@@ -7,10 +7,16 @@
 //! scenarios against any registry by URL; `loadtest versus`: the same
 //! scenarios against Berth and distribution side by side, with a PNG chart.
 //! `loadtest flood`: a client's throughput and latency while slowloris and
-//! idle connections flood Berth's listener. See README.md.
+//! idle connections flood Berth's listener. `loadtest chaos`: a bounded
+//! chaos run (replicas killed, Redis restarted, garbage collection) under a
+//! CI-style workload; every acknowledged image must pull byte-exact. See
+//! README.md.
 
 mod authbench;
 mod blobload;
+mod chaos;
+mod chaos_client;
+mod chaos_plan;
 mod chart;
 mod compare;
 mod cpu;
@@ -73,6 +79,38 @@ enum Command {
     /// A normal client's throughput and latency alone and during a flood of
     /// slowloris and idle keep-alive connections; Berth's memory; PASS/FAIL.
     Flood(FloodArgs),
+    /// Three Berth replicas behind nginx on Garage with Redis under CI-style
+    /// clients, a replica SIGKILLed and restarted every `--kill-every`,
+    /// Redis restarted once, garbage collection once; then every
+    /// acknowledged image pulled byte-exact. Errors per kind, PASS/FAIL.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ChaosArgs {
+    /// How long the clients push and pull [default: 180s, quick 60s].
+    #[arg(long, value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// A replica is SIGKILLed and started again this often (in turn).
+    #[arg(long, value_parser = parse_secs, default_value = "30s")]
+    pub kill_every: f64,
+    /// Concurrent CI clients, each pushing into its own repository.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// A one-minute run.
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub bins: setup::BinaryArgs,
+    /// garage binary [default: ~/.cache/berth/garage/bin, then PATH].
+    #[arg(long)]
+    pub garage: Option<PathBuf>,
+    /// Directory for the run's temporary directory.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Keep the temporary directory (configs, logs, Garage's data) afterwards.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -402,6 +440,10 @@ fn main() -> ExitCode {
             },
             Command::Flood(args) => tokio::select! {
                 r = flood::run(args) => r,
+                e = interrupted() => e,
+            },
+            Command::Chaos(args) => tokio::select! {
+                r = chaos::run(args) => r,
                 e = interrupted() => e,
             },
         }

@@ -1,19 +1,23 @@
 //! Registry operations as docker performs them, on a [`Session`]: blob HEAD,
-//! cross-repository mount, upload (POST, one streamed PATCH, PUT ?digest=),
-//! manifest PUT/GET/HEAD and blob GET. Each returns the payload bytes moved,
+//! cross-repository mount, upload (POST, one streamed PATCH, PUT ?digest=;
+//! or the whole blob in the PUT, or in one POST ?digest=), manifest
+//! PUT/GET/HEAD and blob GET. Each returns the payload bytes moved,
 //! for the MB/s figures; a status other than the expected one is an error.
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
-use http::{header, HeaderName, Method, StatusCode};
+use http::{header, HeaderName, Method, Response, StatusCode};
+use hyper::body::Incoming;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use crate::{
     data::{hex, BlobData},
-    http::{drain, expect, location, read_body, with_query, Client, ReqBody},
+    http::{
+        digest_body, drain, expect, location, read_body, with_query, Client, ReqBody, Unexpected,
+    },
     regclient::{Endpoint, Session},
     workloads::{MANIFEST_ACCEPT, OCI_MANIFEST},
 };
@@ -35,7 +39,14 @@ pub async fn blob_exists(s: &mut Session, repo: &str, digest: &str) -> Result<bo
     match status {
         StatusCode::OK => Ok(true),
         StatusCode::NOT_FOUND => Ok(false),
-        other => bail!("HEAD blob: {other}"),
+        other => Err(Unexpected {
+            what: "HEAD blob".into(),
+            want: StatusCode::OK,
+            status: other,
+            body: String::new(),
+            retry_after: None,
+        }
+        .into()),
     }
 }
 
@@ -127,16 +138,44 @@ pub async fn upload(
 
 /// A small blob (config) in one `PUT ?digest=` after the POST.
 pub async fn put_small(s: &mut Session, loc: &str, data: &Bytes, digest: &str) -> Result<()> {
-    let body = || ReqBody::full(data.clone());
-    let resp = s
-        .send(
-            Method::PUT,
-            &with_query(loc, "digest", digest),
-            &[OCTET],
-            &body,
-        )
-        .await?;
-    drain(expect(resp, StatusCode::CREATED, "PUT blob").await?, None).await?;
+    put_whole(s, loc, &|| ReqBody::full(data.clone()), digest).await
+}
+
+/// A whole blob (`body` makes it) in the `PUT ?digest=` that closes the
+/// session at `loc` (docker's monolithic push).
+pub async fn put_whole(
+    s: &mut Session,
+    loc: &str,
+    body: &dyn Fn() -> ReqBody,
+    digest: &str,
+) -> Result<()> {
+    let path = with_query(loc, "digest", digest);
+    send_whole(s, Method::PUT, &path, body, "PUT blob").await
+}
+
+/// A whole blob in one request, no session: `POST
+/// /v2/<repo>/blobs/uploads/?digest=<digest>` with the body (the spec's
+/// single-POST monolithic upload).
+pub async fn post_whole(
+    s: &mut Session,
+    repo: &str,
+    body: &dyn Fn() -> ReqBody,
+    digest: &str,
+) -> Result<()> {
+    let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+    send_whole(s, Method::POST, &path, body, "POST blob").await
+}
+
+/// A request carrying a whole blob, answered 201 when it is in.
+async fn send_whole(
+    s: &mut Session,
+    method: Method,
+    path: &str,
+    body: &dyn Fn() -> ReqBody,
+    what: &str,
+) -> Result<()> {
+    let resp = s.send(method, path, &[OCTET], body).await?;
+    drain(expect(resp, StatusCode::CREATED, what).await?, None).await?;
     Ok(())
 }
 
@@ -165,15 +204,44 @@ pub async fn get_manifest(
     repo: &str,
     reference: &str,
 ) -> Result<(StatusCode, Bytes)> {
-    let path = format!("/v2/{repo}/manifests/{reference}");
-    let accept = [(header::ACCEPT, MANIFEST_ACCEPT)];
-    let resp = s.send(Method::GET, &path, &accept, &empty).await?;
+    let resp = manifest_response(s, repo, reference).await?;
     let status = resp.status();
     Ok((status, read_body(resp).await?))
 }
 
+/// GET a manifest that must be there (200, else [`Unexpected`]): its bytes.
+pub async fn get_manifest_ok(s: &mut Session, repo: &str, reference: &str) -> Result<Bytes> {
+    let resp = manifest_response(s, repo, reference).await?;
+    read_body(expect(resp, StatusCode::OK, "GET manifest").await?).await
+}
+
+async fn manifest_response(
+    s: &mut Session,
+    repo: &str,
+    reference: &str,
+) -> Result<Response<Incoming>> {
+    let path = format!("/v2/{repo}/manifests/{reference}");
+    let accept = [(header::ACCEPT, MANIFEST_ACCEPT)];
+    s.send(Method::GET, &path, &accept, &empty).await
+}
+
 /// GET a blob, streamed and discarded; its length must be `size`.
 pub async fn get_blob(s: &mut Session, repo: &str, digest: &str, size: u64) -> Result<u64> {
+    let n = drain(blob_response(s, repo, digest).await?, None).await?;
+    if n != size {
+        bail!("GET blob {digest}: {n} bytes, expected {size}");
+    }
+    Ok(n)
+}
+
+/// GET a blob, hashing it as it streams: its length and the digest of the
+/// bytes served (the caller compares them with what it asked for).
+pub async fn get_blob_digest(s: &mut Session, repo: &str, digest: &str) -> Result<(u64, String)> {
+    digest_body(blob_response(s, repo, digest).await?).await
+}
+
+/// A blob GET's 200 response, following a storage redirect.
+async fn blob_response(s: &mut Session, repo: &str, digest: &str) -> Result<Response<Incoming>> {
     let path = format!("/v2/{repo}/blobs/{digest}");
     let resp = s.send(Method::GET, &path, &[], &empty).await?;
     let resp = if resp.status().is_redirection() {
@@ -192,11 +260,7 @@ pub async fn get_blob(s: &mut Session, repo: &str, digest: &str, size: u64) -> R
     } else {
         resp
     };
-    let n = drain(expect(resp, StatusCode::OK, "GET blob").await?, None).await?;
-    if n != size {
-        bail!("GET blob {digest}: {n} bytes, expected {size}");
-    }
-    Ok(n)
+    expect(resp, StatusCode::OK, "GET blob").await
 }
 
 /// A descriptor as manifests list them.

@@ -95,7 +95,6 @@ impl Proc {
         if self.stopped {
             return;
         }
-        self.stopped = true;
         let pid = self.child.id() as libc::pid_t;
         if matches!(self.child.try_wait(), Ok(None)) {
             // SAFETY: plain kill(2) on our own child.
@@ -109,6 +108,14 @@ impl Proc {
             }
         }
         // Whatever is left of the group (nginx workers, dockerd's containerd).
+        self.kill();
+    }
+
+    /// SIGKILL the process group now and reap the child: a crash, with no
+    /// draining and no cleanup (`loadtest chaos` does this to replicas).
+    pub fn kill(&mut self) {
+        self.stopped = true;
+        let pid = self.child.id() as libc::pid_t;
         // SAFETY: the group is the child's own (process_group(0) above).
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         let _ = self.child.kill();
@@ -178,6 +185,21 @@ impl RegistryKind {
     }
 }
 
+/// Keep the caller's environment out of a registry process (`serve` or a
+/// tool such as `garbage-collect`): both registries read REGISTRY_*
+/// overrides. AWS_* too: the S3 drivers get static keys from the config, and
+/// distribution's aws-sdk-go panics at start when AWS_CA_BUNDLE is set
+/// ("unable to load custom CA bundle, HTTPClient's transport unsupported type").
+pub fn clean_registry_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k_str = k.to_string_lossy();
+        if k_str.starts_with("REGISTRY_") || k_str.starts_with("AWS_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+}
+
 /// A registry on a fresh filesystem root.
 pub struct RegistryServer {
     pub kind: RegistryKind,
@@ -225,17 +247,7 @@ pub async fn spawn_registry(
         RegistryKind::Berth => cmd.arg("serve").arg("--config").arg(&config_path),
         RegistryKind::Distribution => cmd.arg("serve").arg(&config_path),
     };
-    // Both read REGISTRY_* overrides: keep the caller's out of the comparison.
-    // AWS_* too: the S3 drivers get static keys from the config, and
-    // distribution's aws-sdk-go panics at start when AWS_CA_BUNDLE is set
-    // ("unable to load custom CA bundle, HTTPClient's transport unsupported type").
-    for (k, _) in std::env::vars_os() {
-        let k_str = k.to_string_lossy();
-        if k_str.starts_with("REGISTRY_") || k_str.starts_with("AWS_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.env_remove("RUST_LOG");
+    clean_registry_env(&mut cmd);
     let mut proc = Proc::spawn(
         kind.label(),
         &mut cmd,

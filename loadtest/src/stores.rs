@@ -288,9 +288,15 @@ pub struct Redis {
 }
 
 pub async fn start_redis(dir: &Path, name: &str) -> Result<Redis> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    start_redis_at(dir, name, addr).await
+}
+
+/// An empty redis-server on `addr` (a restart keeps its clients' address),
+/// its files in `<dir>/<name>`.
+pub async fn start_redis_at(dir: &Path, name: &str, addr: SocketAddr) -> Result<Redis> {
     let dir = dir.join(name);
     fs::create_dir_all(&dir)?;
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let mut cmd = Command::new("redis-server");
     cmd.args(["--bind", "127.0.0.1", "--port", &addr.port().to_string()])
         .args(["--save", "", "--appendonly", "no"])

@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use crate::{
     common::{azurite::Azurite, http::sha256},
-    s3::{data, Client, MIB},
+    s3::{data, error_code, with_digest, Client, MIB},
 };
 
 /// The registry in-process on an Azure driver, to look behind it.
@@ -72,25 +72,6 @@ impl Stack {
         names
     }
 
-    async fn post(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
-        self.c
-            .http
-            .post(self.c.url(path))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// A new session's Location.
-    async fn start_upload(&self, name: &str) -> String {
-        let r = self
-            .post(&format!("/v2/{name}/blobs/uploads/"), vec![])
-            .await;
-        assert_eq!(r.status(), 202);
-        r.headers()["location"].to_str().unwrap().to_string()
-    }
-
     /// No writer holds buffer room any more.
     fn budget_free(&self) -> bool {
         self.budget.available() == self.budget.total()
@@ -101,18 +82,6 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.server.abort();
     }
-}
-
-fn with_digest(loc: &str, digest: &str) -> String {
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    format!("{loc}{sep}digest={digest}")
-}
-
-async fn error_code(r: reqwest::Response) -> (u16, String) {
-    let status = r.status().as_u16();
-    let body: serde_json::Value = r.json().await.unwrap_or_default();
-    let code = body["errors"][0]["code"].as_str().unwrap_or_default();
-    (status, code.to_string())
 }
 
 fn blob_path(digest: &str) -> String {
@@ -132,7 +101,7 @@ async fn azure_wrong_digest_leaves_nothing() {
     let st = Stack::start().await;
     let body = data(12 * MIB, 21);
     let claimed = sha256(b"something else");
-    let loc = st.start_upload("app").await;
+    let loc = st.c.start_upload("app").await;
     let r =
         st.c.http
             .put(st.c.url(&with_digest(&loc, &claimed)))
@@ -147,9 +116,9 @@ async fn azure_wrong_digest_leaves_nothing() {
     // Two at least; the third was in flight when the digest was checked.
     assert!(st.d.uncommitted_blocks(&at).await.unwrap() >= 2);
 
-    let r = st
-        .post(&format!("/v2/app/blobs/uploads/?digest={claimed}"), body)
-        .await;
+    let r =
+        st.c.post(&format!("/v2/app/blobs/uploads/?digest={claimed}"), body)
+            .await;
     assert_eq!(error_code(r).await, (400, "DIGEST_INVALID".into()));
     assert_eq!(st.names().await, Vec::<String>::new());
     assert!(st.d.stat_object(&at).await.unwrap_err().is_not_found());
@@ -341,8 +310,8 @@ async fn azure_requests_per_direct_push() {
 
     let tiny = b"ab".to_vec();
     let r0 = d.requests();
-    let r = st
-        .post(
+    let r =
+        st.c.post(
             &format!("/v2/app/blobs/uploads/?digest={}", sha256(&tiny)),
             tiny,
         )
@@ -380,7 +349,7 @@ async fn azure_requests_per_direct_push() {
 async fn azure_dropped_client_leaves_nothing() {
     use tokio::io::AsyncWriteExt;
     let st = Stack::start().await;
-    let loc = url::Url::parse(&st.c.url(&st.start_upload("app").await)).unwrap();
+    let loc = url::Url::parse(&st.c.url(&st.c.start_upload("app").await)).unwrap();
     let id = loc.path().rsplit('/').next().unwrap().to_string();
     let claimed = sha256(b"never sent whole");
     let target = format!("{}?{}&digest={claimed}", loc.path(), loc.query().unwrap());

@@ -386,6 +386,25 @@ impl Client {
         }
     }
 
+    /// POST `body` to `path`.
+    pub(crate) async fn post(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A new upload session's Location.
+    pub(crate) async fn start_upload(&self, name: &str) -> String {
+        let r = self
+            .post(&format!("/v2/{name}/blobs/uploads/"), vec![])
+            .await;
+        assert_eq!(r.status(), 202);
+        r.headers()["location"].to_str().unwrap().to_string()
+    }
+
     /// POST, one PATCH per chunk, then PUT with the digest.
     pub(crate) async fn push_blob(&self, name: &str, blob: &[u8], chunks: &[usize]) -> String {
         let digest = sha256(blob);
@@ -571,4 +590,18 @@ async fn requests_per_push_and_pull() {
     assert!(small <= 6, "small push: {small}");
     assert!(pull <= 2, "blob GET: {pull}");
     server.abort();
+}
+
+/// `loc` with `digest=` added to its query.
+pub(crate) fn with_digest(loc: &str, digest: &str) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={digest}")
+}
+
+/// A response's status and first OCI error code.
+pub(crate) async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    let code = body["errors"][0]["code"].as_str().unwrap_or_default();
+    (status, code.to_string())
 }

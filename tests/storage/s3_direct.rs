@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use crate::{
     common::{http::sha256, s3::S3Server},
-    s3::{data, driver, Client, MIB},
+    s3::{data, driver, error_code, with_digest, Client, MIB},
 };
 
 /// The registry in-process on an S3 driver, to look behind it.
@@ -80,43 +80,12 @@ impl Stack {
             .unwrap();
         r.uploads().len()
     }
-
-    async fn post(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
-        self.c
-            .http
-            .post(self.c.url(path))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// A new session's Location.
-    async fn start_upload(&self, name: &str) -> String {
-        let r = self
-            .post(&format!("/v2/{name}/blobs/uploads/"), vec![])
-            .await;
-        assert_eq!(r.status(), 202);
-        r.headers()["location"].to_str().unwrap().to_string()
-    }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         self.server.abort();
     }
-}
-
-fn with_digest(loc: &str, digest: &str) -> String {
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    format!("{loc}{sep}digest={digest}")
-}
-
-async fn error_code(r: reqwest::Response) -> (u16, String) {
-    let status = r.status().as_u16();
-    let body: serde_json::Value = r.json().await.unwrap_or_default();
-    let code = body["errors"][0]["code"].as_str().unwrap_or_default();
-    (status, code.to_string())
 }
 
 /// A wrong digest, on `PUT ?digest=` after POST and on `POST ?digest=`, with
@@ -126,7 +95,7 @@ async fn wrong_digest_leaves_nothing(s: S3Server) {
     let st = Stack::start(s).await;
     let body = data(12 * MIB, 21);
     let claimed = sha256(b"something else");
-    let loc = st.start_upload("app").await;
+    let loc = st.c.start_upload("app").await;
     let r =
         st.c.http
             .put(st.c.url(&with_digest(&loc, &claimed)))
@@ -138,9 +107,9 @@ async fn wrong_digest_leaves_nothing(s: S3Server) {
     assert_eq!(st.keys().await, Vec::<String>::new());
     assert_eq!(st.pending_uploads().await, 0);
 
-    let r = st
-        .post(&format!("/v2/app/blobs/uploads/?digest={claimed}"), body)
-        .await;
+    let r =
+        st.c.post(&format!("/v2/app/blobs/uploads/?digest={claimed}"), body)
+            .await;
     assert_eq!(error_code(r).await, (400, "DIGEST_INVALID".into()));
     assert_eq!(st.keys().await, Vec::<String>::new());
     assert_eq!(st.pending_uploads().await, 0);
@@ -248,7 +217,7 @@ async fn retried_first_patch(s: S3Server) {
     // Dropped mid-body.
     let blob = data(12 * MIB, 33);
     let first = 6 * MIB;
-    let loc = st.start_upload("app").await;
+    let loc = st.c.start_upload("app").await;
     let (id, token) = id_and_token(&st.c, &loc);
     let session = st.registry.resume_upload("app", &id, &token).await.unwrap();
     let (body, reached) = body_of_11_mib(false);
@@ -277,7 +246,7 @@ async fn retried_first_patch(s: S3Server) {
 
     // Answer lost.
     let blob = data(12 * MIB, 31);
-    let loc = st.start_upload("app").await;
+    let loc = st.c.start_upload("app").await;
     let lost = patch(&loc, &blob[..first]).await.unwrap();
     assert_eq!(lost.status(), 202);
     let r = patch(&loc, &blob[..first]).await.unwrap();
@@ -338,8 +307,8 @@ async fn requests_per_direct_push() {
     let small_put = count(r0);
     let r0 = d.requests();
     let tiny = b"ab".to_vec();
-    let r = st
-        .post(
+    let r =
+        st.c.post(
             &format!("/v2/app/blobs/uploads/?digest={}", sha256(&tiny)),
             tiny,
         )
@@ -465,7 +434,7 @@ where
 async fn dropped_client_leaves_nothing(s: S3Server) {
     use tokio::io::AsyncWriteExt;
     let st = Stack::start(s).await;
-    let loc = url::Url::parse(&st.c.url(&st.start_upload("app").await)).unwrap();
+    let loc = url::Url::parse(&st.c.url(&st.c.start_upload("app").await)).unwrap();
     let (id, _) = id_and_token(&st.c, loc.as_str());
     let target = format!(
         "{}?{}&digest={}",

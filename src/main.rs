@@ -19,11 +19,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// and v3 alike; libmimalloc-sys names the options around it, not this one).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed pages go back to the OS at once rather than 10 ms later: the
-/// upload buffer budget bounds what Berth holds, and with the delay 100
-/// concurrent uploads' freed part buffers lingered as RSS 30 MiB past
-/// `storage.uploadbuffers.budget`'s bound (`loadtest s3 --only budget`); at
-/// once they stay within it, at no cost the benchmarks could see.
+/// Freed pages go back to the OS at once rather than 10 ms later, so that
+/// RSS follows `storage.uploadbuffers.budget`: with the delay, 100
+/// concurrent uploads' freed part buffers lingered as RSS 30 MiB past the
+/// budget's bound (`loadtest s3 --only budget`: peak 285 MiB, 232 MiB at
+/// once), at no cost the benchmarks could see. (Under glibc's malloc the
+/// same needed `M_MMAP_THRESHOLD` pinned at 1 MiB.)
 fn tune_allocator() {
     // SAFETY: sets a process-wide option mimalloc reads on each purge; any
     // value is valid (0: purge immediately).
@@ -154,7 +155,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, file } => {
-            berth::storage::budget::return_freed_buffers_promptly();
             let cfg = match load_config(config.or(file).as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,

@@ -150,23 +150,6 @@ impl BufferBudget {
     }
 }
 
-/// Have glibc's malloc serve every allocation of 1 MiB or more (the part and
-/// block buffers) straight from mmap, so that a freed buffer leaves the
-/// resident set at once and RSS follows the budget. Left alone, glibc raises
-/// its mmap threshold to the largest buffer freed (up to 32 MiB) and carves
-/// later buffers from its arenas, where freed memory stays resident and
-/// fragments: `loadtest s3 --only budget --quick` (100 uploads, 128 MiB
-/// budget) peaked at 271 MiB RSS that way and at 196 MiB with this.
-/// Called once when the server starts; other allocators are left as they are.
-pub fn return_freed_buffers_promptly() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a malloc parameter; called before the
-    // runtime starts, with a valid parameter and value.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

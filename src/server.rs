@@ -89,6 +89,22 @@ pub fn blob_descriptor_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescript
     Ok(Some(BlobDescriptorCache::new(backend)))
 }
 
+/// With no `blobdescriptor` configured: what this replica read of a blob (its
+/// repository's link, its size) trusted for `storage.cache.manifests.tagttl`,
+/// like a tag or a manifest's link (deletes here forget it at once; one on
+/// another replica is seen within the TTL; garbage-collection sweeps flush
+/// it). `tagttl: 0s`: none, every HEAD and GET reads the link and stats the
+/// data.
+fn replica_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescriptorCache>> {
+    let (_, ttl, _) = cfg
+        .storage
+        .cache
+        .manifests
+        .settings()
+        .map_err(anyhow::Error::msg)?;
+    Ok((!ttl.is_zero()).then(|| BlobDescriptorCache::new(Arc::new(InMemoryCache::expiring(ttl)))))
+}
+
 /// `storage.cache.manifests`, with Redis as its shared tier when `redis:` is
 /// configured; links in process only for a declared single replica
 /// (`blobdescriptor: inmemory`).
@@ -143,7 +159,7 @@ pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::R
         m.register_manifest_cache(manifests.stats());
     }
     let registry = registry.with_manifest_cache(manifests);
-    let registry = match blob_descriptor_cache(cfg)? {
+    let registry = match blob_descriptor_cache(cfg)?.or(replica_cache(cfg)?) {
         Some(cache) => {
             if let Some(m) = &metrics {
                 m.register_cache(cache.stats.clone());

@@ -369,6 +369,55 @@ async fn without_redis_a_digest_is_trusted_for_the_ttl_then_read_again() {
     }
 }
 
+/// No `blobdescriptor` configured: a blob's link and size are trusted for
+/// `tagttl` too. A warm HEAD needs no storage request; a blob DELETE here is
+/// seen at once, one on another replica within the TTL.
+#[tokio::test]
+async fn without_a_blob_cache_a_blob_is_trusted_for_the_ttl() {
+    let (b, debug) = start(None, "    manifests:\n      tagttl: 1h\n", "");
+    let d = push_blob(&b, "b/ttl", b"a layer").await;
+    let head = |b: &Berth, d: &str| client().head(b.url(&format!("/v2/b/ttl/blobs/{d}"))).send();
+    assert_eq!(head(&b, &d).await.unwrap().status(), StatusCode::OK);
+    let before = storage_requests(&debug).await;
+    for _ in 0..5 {
+        assert_eq!(head(&b, &d).await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(storage_requests(&debug).await - before, 0, "warm HEADs");
+    let del = client()
+        .delete(b.url(&format!("/v2/b/ttl/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), StatusCode::ACCEPTED);
+    assert_eq!(head(&b, &d).await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    let ttl = Duration::from_secs(2);
+    let cache = "    manifests:\n      tagttl: 2s\n";
+    let (one, _) = start(None, cache, "");
+    let (two, _) = start(Some(&one.root), cache, "");
+    let d = push_blob(&one, "b/ttl", b"another layer").await;
+    assert_eq!(head(&two, &d).await.unwrap().status(), StatusCode::OK);
+    let del = client()
+        .delete(one.url(&format!("/v2/b/ttl/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), StatusCode::ACCEPTED);
+    let deleted = Instant::now();
+    loop {
+        let status = head(&two, &d).await.unwrap().status();
+        if deleted.elapsed() > ttl {
+            assert_eq!(status, StatusCode::NOT_FOUND, "served beyond the TTL");
+            break;
+        }
+        assert!(
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+            "{status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn manifest_cache_config_errors() {
     let check = |yaml: &str| crate::common::config_check(yaml, &[]);

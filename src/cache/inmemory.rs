@@ -86,6 +86,10 @@ impl CacheBackend for InMemoryCache {
     fn name(&self) -> &'static str {
         "inmemory"
     }
+
+    fn expires(&self) -> bool {
+        self.ttl.is_some()
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,11 @@ pub trait CacheBackend: Send + Sync {
         Ok(())
     }
     fn name(&self) -> &'static str;
+    /// Entries answer for a bounded time only (a replica's own short-lived
+    /// memory): a fill that raced a delete is wrong for that time at most.
+    fn expires(&self) -> bool {
+        false
+    }
 }
 
 /// Counters a metrics endpoint can read.
@@ -98,6 +103,11 @@ pub struct BlobDescriptorCache {
 }
 
 impl BlobDescriptorCache {
+    /// See [`CacheBackend::expires`].
+    pub fn expires(&self) -> bool {
+        self.backend.expires()
+    }
+
     pub fn new(backend: Arc<dyn CacheBackend>) -> Self {
         BlobDescriptorCache {
             backend,

@@ -60,14 +60,16 @@ impl Registry {
                 .await?
                 .ok_or_else(|| blob_unknown(d))?,
         };
-        if self.cache.is_some() {
+        if let Some(cache) = &self.cache {
             self.remember(Some(name), &info).await;
             // A delete may have run between our read of the link and our fill:
             // its invalidation would then precede our entry, which would answer
             // for a gone blob forever. Re-reading the link after the fill closes
             // that window: a delete that cleared before our fill had already
             // removed the link, so we see it gone here and clear our own entry.
-            if !self.link_present(&layout::layer_link(name, d)).await? {
+            // An expiring entry answers for its TTL at most, as it would for
+            // another replica's delete: no second read.
+            if !cache.expires() && !self.link_present(&layout::layer_link(name, d)).await? {
                 if let Some(cache) = &self.cache {
                     cache.clear(Some(name), d).await;
                     // The fill wrote the global descriptor too; the blob may

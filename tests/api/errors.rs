@@ -191,9 +191,11 @@ async fn text_of(url: &str) -> String {
 async fn an_unreachable_s3_is_a_503_with_retry_after() {
     let s3 = S3Server::s3s_fs();
     let endpoint = s3.endpoint.clone();
+    // tagttl 0s: no per-replica memory of the pushed blob, so the GET and
+    // HEAD below go to the store (a warm entry would answer without it).
     let b = Berth::start_with(|_root, addr| {
         format!(
-            "storage:\n{}http:\n  addr: {addr}\n  secret: s\n",
+            "storage:\n{}  cache:\n    manifests:\n      tagttl: 0s\nhttp:\n  addr: {addr}\n  secret: s\n",
             s3.yaml("/hidden-root-7q")
         )
     });

@@ -106,8 +106,8 @@ fn replica_cache(cfg: &Config) -> anyhow::Result<Option<BlobDescriptorCache>> {
 }
 
 /// `storage.cache.manifests`, with Redis as its shared tier when `redis:` is
-/// configured; links in process only for a declared single replica
-/// (`blobdescriptor: inmemory`).
+/// configured; without it, links in process until invalidated for a declared
+/// single replica (`blobdescriptor: inmemory`), else for `tagttl`.
 pub fn manifest_cache(cfg: &Config) -> anyhow::Result<crate::cache::manifests::ManifestCache> {
     use crate::cache::manifests::{ManifestCache, ManifestCacheSettings};
     let (size, tag_ttl, redis_ttl) = cfg

@@ -51,7 +51,8 @@ pub struct ManifestCacheSettings {
     pub tag_ttl: Duration,
     /// Zero: bytes are not kept in Redis.
     pub redis_ttl: Duration,
-    /// Links may be remembered in process (a single replica, no Redis).
+    /// Links may be remembered in process until invalidated (a declared
+    /// single replica, no Redis); otherwise, without Redis, for `tag_ttl`.
     pub local_links: bool,
 }
 

@@ -17,6 +17,8 @@ mod s3;
 mod s3_direct;
 #[path = "storage/s3_faults.rs"]
 mod s3_faults;
+#[path = "storage/s3_readahead.rs"]
+mod s3_readahead;
 
 use berth::storage::{filesystem::FilesystemDriver, inmemory::InMemoryDriver, testsuite};
 

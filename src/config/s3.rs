@@ -58,6 +58,15 @@ pub struct S3Config {
     pub multipartcopymaxconcurrency: u64,
     #[serde(default = "default_copy_chunk", deserialize_with = "number")]
     pub multipartcopythresholdsize: u64,
+    /// Berth's: reads of a blob this large or larger are fetched as ranged
+    /// GetObjects of `readaheadchunksize`, up to `readaheadmaxconcurrency`
+    /// of them ahead of the one being sent (0: one GetObject per read).
+    #[serde(default = "default_read_ahead_threshold", deserialize_with = "number")]
+    pub readaheadthresholdsize: u64,
+    #[serde(default = "default_read_ahead_chunk", deserialize_with = "number")]
+    pub readaheadchunksize: u64,
+    #[serde(default = "default_read_ahead", deserialize_with = "number")]
+    pub readaheadmaxconcurrency: u64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rootdirectory: String,
     #[serde(default = "default_storage_class")]
@@ -98,12 +107,35 @@ fn default_copy_chunk() -> u64 {
 fn default_copy_concurrency() -> u64 {
     100
 }
+fn default_read_ahead_threshold() -> u64 {
+    READ_AHEAD_THRESHOLD
+}
+fn default_read_ahead_chunk() -> u64 {
+    READ_AHEAD_CHUNK
+}
+fn default_read_ahead() -> u64 {
+    READ_AHEAD
+}
 fn default_storage_class() -> String {
     "STANDARD".into()
 }
 fn default_acl() -> String {
     "private".into()
 }
+/// `readaheadthresholdsize`: reads this large or larger are split (see
+/// storage/s3/readahead.rs). Below it a read is one GetObject, so a docker
+/// pull of ordinary layers costs one request per layer.
+pub const READ_AHEAD_THRESHOLD: u64 = 64 << 20;
+/// `readaheadchunksize`: the size of each ranged GetObject (the upper end of
+/// AWS's 8-16 MiB advice, so few requests).
+pub const READ_AHEAD_CHUNK: u64 = 16 << 20;
+/// `readaheadmaxconcurrency`: chunks fetched ahead of the one being sent.
+/// Three gave a pull from Garage 0.87-0.92x GetObject's speed where one
+/// GetObject gave 0.74-0.77x (see storage/s3/readahead.rs); each holds a
+/// chunk of budget, only while it is free.
+pub const READ_AHEAD: u64 = 3;
+/// The most chunks a read may have ahead.
+pub const MAX_READ_AHEAD: u64 = 64;
 /// Five attempts: at a 10 % failure rate one request in 100,000 still fails.
 pub const DEFAULT_MAX_RETRIES: u64 = 4;
 /// Beyond this the backoff (capped at 20 s a wait) outlasts any client's patience.
@@ -166,6 +198,9 @@ impl Default for S3Config {
             multipartcopychunksize: default_copy_chunk(),
             multipartcopymaxconcurrency: default_copy_concurrency(),
             multipartcopythresholdsize: default_copy_chunk(),
+            readaheadthresholdsize: default_read_ahead_threshold(),
+            readaheadchunksize: default_read_ahead_chunk(),
+            readaheadmaxconcurrency: default_read_ahead(),
             rootdirectory: String::new(),
             storageclass: default_storage_class(),
             objectacl: default_acl(),
@@ -262,6 +297,20 @@ impl S3Config {
                 "{}: {} is above {MAX_SINGLE} (5 GiB, S3's single-copy limit)",
                 key("multipartcopythresholdsize"),
                 self.multipartcopythresholdsize
+            ));
+        }
+        if self.readaheadchunksize < (1 << 20) || self.readaheadchunksize > MAX_CHUNK {
+            return Err(format!(
+                "{}: {} is outside 1048576 (1 MiB) ..= {MAX_CHUNK} (512 MiB)",
+                key("readaheadchunksize"),
+                self.readaheadchunksize
+            ));
+        }
+        if self.readaheadmaxconcurrency > MAX_READ_AHEAD {
+            return Err(format!(
+                "{}: {} is above {MAX_READ_AHEAD}",
+                key("readaheadmaxconcurrency"),
+                self.readaheadmaxconcurrency
             ));
         }
         if self.maxretries > MAX_RETRIES {

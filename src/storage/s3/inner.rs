@@ -36,6 +36,8 @@ pub(super) struct Inner {
     pub(super) copy_chunk: u64,
     pub(super) copy_concurrency: usize,
     pub(super) copy_threshold: u64,
+    /// How large reads are split into ranged GetObjects fetched ahead.
+    pub(super) read_ahead: super::readahead::ReadAhead,
     pub(super) encryption: Option<(ServerSideEncryption, Option<String>)>,
     pub(super) storage_class: Option<StorageClass>,
     pub(super) acl: Option<ObjectCannedAcl>,

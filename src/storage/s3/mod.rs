@@ -70,6 +70,7 @@
 mod client;
 mod inner;
 mod parts;
+mod readahead;
 mod writer;
 
 pub use client::http_client;
@@ -152,6 +153,11 @@ impl S3Driver {
                 copy_chunk: cfg.multipartcopychunksize,
                 copy_concurrency: cfg.multipartcopymaxconcurrency.min(1000) as usize,
                 copy_threshold: cfg.multipartcopythresholdsize.min(MAX_SINGLE),
+                read_ahead: readahead::ReadAhead {
+                    threshold: cfg.readaheadthresholdsize,
+                    chunk: cfg.readaheadchunksize,
+                    ahead: cfg.readaheadmaxconcurrency as usize,
+                },
                 encryption,
                 storage_class,
                 acl,
@@ -232,10 +238,14 @@ impl StorageDriver for S3Driver {
                 })
             };
         }
+        let plan = inner.read_ahead;
         let range = match len {
             None if offset == 0 => None,
             None => Some(format!("bytes={offset}-")),
-            Some(l) => Some(format!("bytes={offset}-{}", offset.saturating_add(l) - 1)),
+            Some(l) => Some(format!(
+                "bytes={offset}-{}",
+                offset.saturating_add(plan.first_len(l)) - 1
+            )),
         };
         let resp = inner
             .client
@@ -261,13 +271,24 @@ impl StorageDriver for S3Driver {
             }
             Err(e) => return Err(map_err("GetObject", path, e)),
         };
-        Ok(client::resuming(
-            inner.client.clone(),
-            inner.bucket.clone(),
-            key,
-            offset,
-            resp,
-        ))
+        Ok(match len {
+            Some(l) if plan.splits(l) => readahead::stream(
+                inner.clone(),
+                self.budget.clone(),
+                key,
+                plan,
+                offset,
+                offset.saturating_add(l),
+                resp,
+            ),
+            _ => client::resuming(
+                inner.client.clone(),
+                inner.bucket.clone(),
+                key,
+                offset,
+                resp,
+            ),
+        })
     }
 
     async fn writer(&self, path: &str, offset: u64) -> Result<Box<dyn FileWriter>> {

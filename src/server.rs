@@ -159,6 +159,16 @@ pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::R
         m.register_manifest_cache(manifests.stats());
     }
     let registry = registry.with_manifest_cache(manifests);
+    let proxy = cfg.proxy.as_ref().map(|p| p.settings()).transpose();
+    let registry = match proxy.map_err(anyhow::Error::msg)?.flatten() {
+        Some(settings) => {
+            let proxy = crate::proxy::ProxyCache::new(&settings)
+                .map_err(|e| anyhow::anyhow!("proxy: {}", e.message))?;
+            tracing::info!(upstream = %settings.remote, "pull-through cache of {}", settings.remote);
+            registry.with_proxy(Arc::new(proxy))
+        }
+        None => registry,
+    };
     let registry = match blob_descriptor_cache(cfg)?.or(replica_cache(cfg)?) {
         Some(cache) => {
             if let Some(m) = &metrics {

@@ -235,6 +235,9 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         if let Err(e) = state.registry.check_writable() {
             return axum::response::IntoResponse::into_response(e);
         }
+        if let Some(proxy) = route.repository().and_then(|n| state.registry.mirror_of(n)) {
+            return axum::response::IntoResponse::into_response(proxy.refuse_write());
+        }
     }
     let result = match (&method, route) {
         (&Method::GET | &Method::HEAD, Route::Base) => Ok(base::version_check()),

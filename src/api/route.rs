@@ -34,6 +34,19 @@ impl Route {
         }
     }
 
+    /// The repository the route names, if any.
+    pub fn repository(&self) -> Option<&str> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Blob { name, .. }
+            | Route::UploadStart { name }
+            | Route::Upload { name, .. }
+            | Route::Manifest { name, .. }
+            | Route::Tags { name }
+            | Route::Referrers { name, .. } => Some(name),
+        }
+    }
+
     /// The accesses a request on this route needs, in the order a challenge
     /// lists them. `mount_from` is the `from` of a cross-repository mount.
     pub fn required_access(&self, method: &Method, mount_from: Option<&str>) -> Vec<Access> {

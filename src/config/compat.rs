@@ -39,10 +39,6 @@ macro_rules! tolerated_section {
 }
 
 tolerated_section!(
-    /// `proxy:` — pull-through cache.
-    ProxySection { remoteurl, username, password, ttl, exec }
-);
-tolerated_section!(
     /// `middleware:` — lists of `{name, options, disabled}` per injection point.
     MiddlewareSection { registry, repository, storage }
 );
@@ -140,10 +136,16 @@ const S3_SDK: &str = "Berth's S3 client (the AWS SDK for Rust) uses its own defa
 pub(super) const RULES: &[Rule] = &[
     // Top level.
     refuse(
-        "proxy.remoteurl",
+        "proxy.exec",
         Present,
-        "a pull-through cache is not supported yet; Berth would serve an ordinary, \
-         writable registry instead of a read-only mirror of proxy.remoteurl",
+        "credential helpers for the upstream are not supported yet; set proxy.username \
+         and proxy.password",
+    ),
+    warn(
+        "proxy.ttl",
+        Present,
+        "cached content is not evicted yet: it stays until deleted (garbage-collect \
+         removes what no tag or manifest references)",
     ),
     refuse("middleware.registry", AnyEnabled, MIDDLEWARE),
     refuse("middleware.repository", AnyEnabled, MIDDLEWARE),

@@ -18,6 +18,7 @@ mod env_selectors;
 pub mod listing;
 pub mod notifications;
 pub mod observability;
+pub mod proxy;
 pub mod redis;
 pub mod s3;
 mod storage;
@@ -70,9 +71,10 @@ pub struct Config {
     /// distribution's periodic health checks.
     #[serde(default)]
     pub health: observability::HealthConfig,
-    // distribution's sections Berth does not act on (see `compat`).
+    /// distribution's pull-through cache (see [`proxy`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<compat::ProxySection>,
+    pub proxy: Option<proxy::ProxyConfig>,
+    // distribution's sections Berth does not act on (see `compat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub middleware: Option<compat::MiddlewareSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -478,6 +480,9 @@ impl Config {
                 "log.formatter: {:?} is not one of text, json, logstash",
                 self.log.formatter
             )));
+        }
+        if let Some(p) = &self.proxy {
+            p.settings().map_err(ConfigError)?;
         }
         self.tracing.validate().map_err(ConfigError)?;
         self.health.validate().map_err(ConfigError)?;

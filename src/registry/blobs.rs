@@ -27,8 +27,19 @@ fn blob_unknown(d: &Digest) -> Error {
 }
 
 impl Registry {
-    /// The blob's size, if `name` links it and the data exists.
+    /// The blob's size, if `name` links it and the data exists; in a
+    /// mirrored repository, a blob missing here is fetched from upstream.
     pub async fn stat_blob(&self, name: &str, d: &Digest) -> Result<BlobInfo> {
+        match self.stat_local_blob(name, d).await {
+            Err(e) if e.code == Code::BlobUnknown => match self.mirror_of(name) {
+                Some(proxy) => proxy.fill_blob(self, name, d).await,
+                None => Err(e),
+            },
+            found => found,
+        }
+    }
+
+    async fn stat_local_blob(&self, name: &str, d: &Digest) -> Result<BlobInfo> {
         validate_name(name)?;
         // The repository's link and the global descriptor in one cache
         // round trip: a blob new to this repository (a mount, a push of a

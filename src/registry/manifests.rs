@@ -69,6 +69,32 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<PutManifest> {
+        self.store_manifest(name, reference, content_type, body, true)
+            .await
+    }
+
+    /// A manifest a pull-through cache fetched: stored like a pushed one,
+    /// but its blobs are not here yet (each comes on its own pull), so
+    /// they are not checked (distribution's `SkipLayerVerification`).
+    pub(crate) async fn store_fetched_manifest(
+        &self,
+        name: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest> {
+        self.store_manifest(name, reference, content_type, body, false)
+            .await
+    }
+
+    async fn store_manifest(
+        &self,
+        name: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        check_references: bool,
+    ) -> Result<PutManifest> {
         validate_name(name)?;
         if body.len() > MAX_MANIFEST_SIZE {
             return Err(too_large());
@@ -87,7 +113,9 @@ impl Registry {
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
         let manifest = Manifest::parse(&body, content_type)?;
-        self.check_references(name, &manifest).await?;
+        if check_references {
+            self.check_references(name, &manifest).await?;
+        }
 
         self.driver
             .put_content(&layout::blob_data(&digest), body.clone())
@@ -201,7 +229,23 @@ impl Registry {
     /// By digest: no storage request when the cache knows the repository
     /// links it and has its bytes. By tag: the tag link (none while the tag
     /// cache holds it), then the bytes as by digest.
+    /// In a mirrored repository, through the pull-through cache.
     pub async fn get_manifest(&self, name: &str, reference: &Reference) -> Result<StoredManifest> {
+        match self.mirror_of(name) {
+            Some(proxy) => {
+                validate_name(name)?;
+                proxy.manifest(self, name, reference).await
+            }
+            None => self.local_manifest(name, reference).await,
+        }
+    }
+
+    /// What storage has for `reference`, mirrored or not.
+    pub(crate) async fn local_manifest(
+        &self,
+        name: &str,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
         validate_name(name)?;
         let (digest, body) = match reference {
             Reference::Digest(d) => (d.clone(), self.manifest_by_digest(name, d).await?),

@@ -44,6 +44,8 @@ pub struct Registry {
     limits: catalog::ListingLimits,
     /// The repository index behind the catalog.
     index: std::sync::Arc<index::RepositoryIndex>,
+    /// The upstream this registry mirrors (`proxy:`), if it is a cache.
+    proxy: Option<std::sync::Arc<crate::proxy::ProxyCache>>,
 }
 
 impl Registry {
@@ -58,6 +60,7 @@ impl Registry {
             own_sweep_marker: Default::default(),
             limits: Default::default(),
             index: std::sync::Arc::new(index::RepositoryIndex::new(driver.clone())),
+            proxy: None,
             driver,
         }
     }
@@ -89,6 +92,17 @@ impl Registry {
         } else {
             Ok(())
         }
+    }
+
+    /// Mirror an upstream registry (`proxy:`): see [`crate::proxy`].
+    pub fn with_proxy(mut self, proxy: std::sync::Arc<crate::proxy::ProxyCache>) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// The pull-through cache `name` is served by, if it is mirrored.
+    pub fn mirror_of(&self, name: &str) -> Option<&crate::proxy::ProxyCache> {
+        self.proxy.as_deref().filter(|p| p.mirrors(name))
     }
 
     /// Answer blob lookups from a blob-descriptor cache first.

@@ -251,8 +251,8 @@ fn stray_variables_are_skipped_with_a_warning() {
 fn behaviour_changing_keys_are_refused() {
     for (yaml, key) in [
         (
-            "proxy:\n  remoteurl: https://registry-1.docker.io\n  username: u\n",
-            "proxy.remoteurl",
+            "proxy:\n  remoteurl: https://registry-1.docker.io\n  exec:\n    command: h\n",
+            "proxy.exec",
         ),
         (
             "middleware:\n  storage:\n    - name: cloudfront\n      options: {baseurl: x}\n",

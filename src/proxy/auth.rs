@@ -196,7 +196,10 @@ mod tests {
         assert!(may_send_account(&hub, &u("https://auth.docker.io/token")));
         assert!(may_send_account(&hub, &u("https://registry-1.docker.io/t")));
         assert!(!may_send_account(&hub, &u("https://evil.example/token")));
-        assert!(!may_send_account(&hub, &u("https://docker.io.evil.example/")));
+        assert!(!may_send_account(
+            &hub,
+            &u("https://docker.io.evil.example/")
+        ));
         let local = u("http://127.0.0.1:5000");
         assert!(may_send_account(&local, &u("http://127.0.0.1:5001/token")));
         assert!(!may_send_account(&local, &u("http://127.0.0.2/token")));

@@ -43,7 +43,10 @@ pub struct RemoteManifest {
 impl Upstream {
     pub fn new(s: &ProxySettings) -> Result<Upstream> {
         let base = Url::parse(&s.remote).map_err(|e| {
-            Error::new(Code::Unknown, format!("proxy.remoteurl {:?}: {e}", s.remote))
+            Error::new(
+                Code::Unknown,
+                format!("proxy.remoteurl {:?}: {e}", s.remote),
+            )
         })?;
         let client = reqwest::Client::builder()
             .connect_timeout(s.timeout)
@@ -263,7 +266,10 @@ async fn check(resp: reqwest::Response, missing: Code, what: &str) -> Result<req
         ),
         _ => Error::new(
             Code::Unavailable,
-            format!("the upstream registry answered {} for {what}", status.as_u16()),
+            format!(
+                "the upstream registry answered {} for {what}",
+                status.as_u16()
+            ),
         )
         .with_retry_after(retry_after.unwrap_or(RETRY_AFTER)),
     })

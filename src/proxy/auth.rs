@@ -104,7 +104,7 @@ pub fn may_send_account(upstream: &reqwest::Url, realm: &reqwest::Url) -> bool {
     }
     let parent = |h: &str| {
         let labels: Vec<&str> = h.rsplitn(3, '.').collect();
-        (labels.len() == 3 && !h.parse::<std::net::IpAddr>().is_ok())
+        (labels.len() == 3 && h.parse::<std::net::IpAddr>().is_err())
             .then(|| format!("{}.{}", labels[1], labels[0]).to_ascii_lowercase())
     };
     matches!((parent(u), parent(r)), (Some(a), Some(b)) if a == b)

@@ -1,0 +1,11 @@
+//! The pull-through cache (`proxy:`) against real upstreams on 127.0.0.1:
+//! CNCF distribution 2.8 (Debian's `docker-registry`) behind token auth
+//! from Berth's token server, and Berth itself.
+
+mod common;
+
+#[path = "proxy/mirror.rs"]
+mod mirror;
+#[path = "token_server/support.rs"]
+#[allow(dead_code)]
+mod support;

@@ -1,0 +1,213 @@
+//! One upstream mirrored whole (distribution's `proxy:` form): content
+//! fetched once, verified and served from the mirror's own storage; writes
+//! refused; tags checked upstream after `tagttl`; cached content served
+//! while the upstream is gone; wrong bytes never cached; one upstream fetch
+//! for many clients pulling the same blob at once.
+
+use crate::{
+    common::{distribution::Distribution, files_under, Berth},
+    support::*,
+};
+
+/// A Berth mirroring `remote`, with `extra` lines under `proxy:`.
+fn mirror(remote: &str, extra: &str) -> Berth {
+    Berth::start_with(|root, addr| {
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             http:\n  addr: {addr}\n  secret: mirror\nproxy:\n  remoteurl: {remote}\n{extra}"
+        )
+    })
+}
+
+/// distribution trusting Berth's token server `realm` (signing cert `cert`).
+fn token_upstream(realm: &str, cert: &str) -> Distribution {
+    Distribution::start(|dir, addr| {
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             http:\n  addr: {addr}\n  secret: upstream\n\
+             auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
+            root = dir.join("data").display(),
+        )
+    })
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn pull(base: &str, repo: &str, reference: &str) -> Resp {
+    send(
+        "GET",
+        &format!("{base}/v2/{repo}/manifests/{reference}"),
+        Auth::None,
+        &[("accept", OCI_MANIFEST)],
+        vec![],
+    )
+}
+
+/// The manifest's blobs (config first), as digests.
+fn blobs_of(manifest: &Resp) -> Vec<String> {
+    let m = manifest.json();
+    let mut v = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+    for l in m["layers"].as_array().unwrap() {
+        v.push(l["digest"].as_str().unwrap().to_string());
+    }
+    v
+}
+
+fn error_code(r: &Resp) -> String {
+    r.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn a_mirror_of_a_token_protected_upstream_serves_what_it_cached_and_refuses_writes() {
+    let secrets = Secrets::new(KeyKind::EcP256, &[("ci", "ci-pass"), ("alice", "alice-pass")]);
+    let tokens = start_fixture("ci-push.yml", &secrets, "");
+    let upstream = token_upstream(&token_url(&tokens), &secrets.path("token.crt"));
+    let up = upstream.url("");
+    let put = push_image(&up, "library/app", "v1", Some(("ci", "ci-pass")));
+    assert_eq!(put.status, 201, "{}", put.text());
+    let digest = put.header("docker-content-digest").unwrap().to_string();
+
+    // The mirror logs in upstream as alice (pull only), with tags checked on
+    // every pull so that the upstream's absence below is noticed at once.
+    let m = mirror(&up, "  username: alice\n  password: alice-pass\n  tagttl: 0s\n");
+    let base = m.url("");
+    let r = pull(&base, "library/app", "v1");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), m.logs());
+    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    let blobs = blobs_of(&r);
+    for b in &blobs {
+        let r = get(&m.url(&format!("/v2/library/app/blobs/{b}")), Auth::None);
+        assert_eq!(r.status, 200, "{b}: {}\n{}", r.text(), m.logs());
+        assert_eq!(&sha256(&r.body), b, "the mirror served other bytes");
+    }
+    // By digest too, and everything is in the mirror's own storage.
+    let r = pull(&base, "library/app", &digest);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stored = files_under(&m.root);
+    for b in &blobs {
+        let hex = b.strip_prefix("sha256:").unwrap();
+        assert!(
+            stored.iter().any(|f| f.contains(hex) && f.ends_with("/data")),
+            "{b} not stored: {stored:?}"
+        );
+    }
+
+    // Writes are refused as distribution's proxy refuses them, and leave
+    // storage as it was.
+    for (method, path) in [
+        ("POST", "/v2/library/app/blobs/uploads/"),
+        ("PUT", "/v2/library/app/manifests/v2"),
+        ("DELETE", &format!("/v2/library/app/manifests/{digest}")),
+        ("DELETE", &format!("/v2/library/app/blobs/{}", blobs[0])),
+    ] {
+        let r = send(method, &m.url(path), Auth::None, &[], b"{}".to_vec());
+        assert_eq!((r.status, error_code(&r)), (405, "UNSUPPORTED".into()), "{method} {path}");
+    }
+    assert_eq!(files_under(&m.root), stored);
+
+    // Upstream gone: what the mirror has is still served, the tag included
+    // (past its TTL); what it lacks is a retryable 503.
+    drop(upstream);
+    let r = pull(&base, "library/app", "v1");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), m.logs());
+    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    let r = get(&m.url(&format!("/v2/library/app/blobs/{}", blobs[1])), Auth::None);
+    assert_eq!(r.status, 200);
+    let r = pull(&base, "library/other", "v1");
+    assert_eq!((r.status, error_code(&r)), (503, "UNAVAILABLE".into()), "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+}
+
+#[test]
+fn a_moved_tag_is_seen_after_the_ttl_and_not_before() {
+    let upstream = Berth::start();
+    let up = upstream.url("");
+    assert_eq!(push_image(&up, "team/app", "latest", None).status, 201);
+    let patient = mirror(&up, "  tagttl: 1h\n");
+    let eager = mirror(&up, "  tagttl: 0s\n");
+    let first = pull(&patient.url(""), "team/app", "latest");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(pull(&eager.url(""), "team/app", "latest").status, 200);
+
+    // The tag moves upstream (another image under the same tag).
+    let moved = push_image(&up, "team/app", "latest-new", None);
+    assert_eq!(moved.status, 201);
+    let new_digest = moved.header("docker-content-digest").unwrap().to_string();
+    let body = pull(&up, "team/app", &new_digest).body;
+    let r = send(
+        "PUT",
+        &upstream.url("/v2/team/app/manifests/latest"),
+        Auth::None,
+        &[("content-type", OCI_MANIFEST)],
+        body,
+    );
+    assert_eq!(r.status, 201);
+
+    // Within its TTL the mirror serves what it has; past it, the new one.
+    let r = pull(&patient.url(""), "team/app", "latest");
+    assert_eq!(r.header("docker-content-digest"), first.header("docker-content-digest"));
+    let r = pull(&eager.url(""), "team/app", "latest");
+    assert_eq!(r.header("docker-content-digest"), Some(new_digest.as_str()));
+}
+
+#[test]
+fn wrong_bytes_from_the_upstream_are_refused_and_never_cached() {
+    let upstream = Distribution::start(|dir, addr| {
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n  secret: upstream\n",
+            dir.join("data").display()
+        )
+    });
+    let up = upstream.url("");
+    assert_eq!(push_image(&up, "bad/app", "v1", None).status, 201);
+    let layer = blobs_of(&pull(&up, "bad/app", "v1"))[1].clone();
+    // Same length, other bytes, in the upstream's own storage.
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    let data = upstream
+        .dir
+        .path()
+        .join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let m = mirror(&up, "");
+    assert_eq!(pull(&m.url(""), "bad/app", "v1").status, 200);
+    for _ in 0..2 {
+        let r = get(&m.url(&format!("/v2/bad/app/blobs/{layer}")), Auth::None);
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(
+            !files_under(&m.root).iter().any(|f| f.contains(hex)),
+            "the wrong bytes entered the cache"
+        );
+    }
+}
+
+#[test]
+fn clients_pulling_one_missing_blob_at_once_cause_one_upstream_fetch() {
+    let upstream = Berth::start();
+    let up = upstream.url("");
+    assert_eq!(push_image(&up, "fan/app", "v1", None).status, 201);
+    let m = mirror(&up, "");
+    let layer = blobs_of(&pull(&m.url(""), "fan/app", "v1"))[1].clone();
+    let url = m.url(&format!("/v2/fan/app/blobs/{layer}"));
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || get(&url, Auth::None))
+        })
+        .collect();
+    for c in clients {
+        let r = c.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(sha256(&r.body), layer);
+    }
+    let path = format!("/v2/fan/app/blobs/{layer}");
+    let fetches = upstream
+        .logs()
+        .lines()
+        .filter(|l| l.contains("method=GET") && l.contains(&path))
+        .count();
+    assert_eq!(fetches, 1, "upstream GETs of the layer");
+}

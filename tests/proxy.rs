@@ -4,8 +4,12 @@
 
 mod common;
 
+#[path = "proxy/gate.rs"]
+mod gate;
 #[path = "proxy/mirror.rs"]
 mod mirror;
+#[path = "proxy/streaming.rs"]
+mod streaming;
 #[path = "token_server/support.rs"]
 #[allow(dead_code)]
 mod support;

@@ -30,6 +30,9 @@ pub struct ProxyConfig {
     pub tagttl: String,
     /// Berth's: see [`DEFAULT_TIMEOUT`].
     pub timeout: String,
+    /// Berth's: where blobs being fetched are spooled for the clients that
+    /// read them meanwhile (default: the system's temporary directory).
+    pub spooldir: String,
     // distribution's, warned or refused (see `compat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Tolerated,
@@ -44,6 +47,7 @@ pub struct ProxySettings {
     pub credentials: Option<(String, String)>,
     pub tag_ttl: Duration,
     pub timeout: Duration,
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl ProxyConfig {
@@ -77,6 +81,11 @@ impl ProxyConfig {
                 .then(|| (self.username.clone(), self.password.clone())),
             tag_ttl: duration("tagttl", &self.tagttl, DEFAULT_TAG_TTL)?,
             timeout,
+            spool_dir: if self.spooldir.trim().is_empty() {
+                std::env::temp_dir()
+            } else {
+                self.spooldir.trim().into()
+            },
         }))
     }
 }

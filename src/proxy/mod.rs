@@ -26,6 +26,7 @@
 //! lookups call into it; it calls back into the registry for storage.
 
 pub mod auth;
+mod fill;
 pub mod upstream;
 
 use std::{
@@ -33,8 +34,6 @@ use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
-
-use futures::{future::Shared, FutureExt};
 
 use crate::{
     config::proxy::ProxySettings,
@@ -48,15 +47,22 @@ use crate::{
 };
 use upstream::Upstream;
 
-type Fill = Shared<futures::future::BoxFuture<'static, std::result::Result<BlobInfo, Error>>>;
+use fill::Fill;
+
+/// Fetches under way by digest, each with its number.
+type Fills = HashMap<Digest, (u64, Arc<Fill>)>;
 
 pub struct ProxyCache {
     upstream: Arc<Upstream>,
     tag_ttl: Duration,
     /// When each (repository, tag) was last found current upstream.
     checked: Mutex<HashMap<(String, String), Instant>>,
-    /// Blob fetches under way on this replica.
-    fills: Arc<Mutex<HashMap<Digest, Fill>>>,
+    /// Blob fetches under way on this replica, each with a number so that
+    /// a fetch that ends removes itself and not a later one.
+    fills: Arc<Mutex<Fills>>,
+    next_fill: std::sync::atomic::AtomicU64,
+    /// Where fetches spool what clients read before it is stored.
+    spool_dir: std::path::PathBuf,
 }
 
 impl ProxyCache {
@@ -66,6 +72,8 @@ impl ProxyCache {
             tag_ttl: s.tag_ttl,
             checked: Mutex::default(),
             fills: Arc::default(),
+            next_fill: Default::default(),
+            spool_dir: s.spool_dir.clone(),
         })
     }
 
@@ -216,69 +224,52 @@ impl ProxyCache {
         })
     }
 
-    /// Make sure blob `d` of mirrored `name` is here, fetching it once.
+    /// Blob `d` of mirrored `name`, missing here: its size as soon as the
+    /// upstream says it, the fetch running on (one per blob on this
+    /// replica, whoever asks).
     pub async fn fill_blob(&self, reg: &Registry, name: &str, d: &Digest) -> Result<BlobInfo> {
-        let fill = {
-            let mut fills = self.fills.lock().unwrap();
-            match fills.get(d) {
-                Some(f) => f.clone(),
-                None => {
-                    let fetch = self.fetch_blob(reg.clone(), name.to_string(), d.clone());
-                    let fills_after = self.fills.clone();
-                    let key = d.clone();
-                    let f = async move {
-                        let r = fetch.await;
-                        fills_after.lock().unwrap().remove(&key);
-                        r
-                    }
-                    .boxed()
-                    .shared();
-                    // Driven by a task of its own: a client that leaves does
-                    // not stop the fetch the others wait for.
-                    tokio::spawn(f.clone());
-                    fills.insert(d.clone(), f.clone());
-                    f
-                }
-            }
-        };
-        fill.await
+        let fill = self.fill(reg, name, d)?;
+        let size = fill.size().await?;
+        Ok(BlobInfo {
+            digest: d.clone(),
+            size,
+        })
     }
 
-    fn fetch_blob(
-        &self,
-        reg: Registry,
-        name: String,
-        d: Digest,
-    ) -> impl std::future::Future<Output = Result<BlobInfo>> + Send + 'static {
-        let upstream = self.upstream.clone();
-        async move {
-            let started = Instant::now();
-            let (body, _len) = upstream.blob(&name, &d).await?;
-            let info = reg.push_blob(&name, &d, body).await.map_err(|e| {
-                if e.code == Code::DigestInvalid {
-                    tracing::error!(
-                        repository = name,
-                        digest = %d,
-                        "proxy: the upstream sent bytes that are not this blob; not cached"
-                    );
-                    Error::new(
-                        Code::Unavailable,
-                        format!("the upstream registry sent wrong bytes for {d}"),
-                    )
-                    .with_retry_after(Duration::from_secs(5))
-                } else {
-                    e
-                }
-            })?;
-            tracing::info!(
-                repository = name,
-                digest = %d,
-                size = info.size,
-                ms = started.elapsed().as_millis() as u64,
-                "proxy: cached a blob"
-            );
-            Ok(info)
+    /// The fetch of `d` under way on this replica, if any: reads of the blob
+    /// follow it until it is stored.
+    pub fn in_flight(&self, d: &Digest) -> Option<Arc<Fill>> {
+        self.fills.lock().unwrap().get(d).map(|(_, f)| f.clone())
+    }
+
+    fn fill(&self, reg: &Registry, name: &str, d: &Digest) -> Result<Arc<Fill>> {
+        let mut fills = self.fills.lock().unwrap();
+        if let Some((_, f)) = fills.get(d) {
+            return Ok(f.clone());
         }
+        let id = self
+            .next_fill
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let upstream = self.upstream.clone();
+        let (repo, digest) = (name.to_string(), d.clone());
+        let fetch = async move { upstream.blob(&repo, &digest).await };
+        let (registry, key) = (self.fills.clone(), d.clone());
+        let done = move || {
+            let mut fills = registry.lock().unwrap();
+            if fills.get(&key).is_some_and(|(n, _)| *n == id) {
+                fills.remove(&key);
+            }
+        };
+        let f = Fill::start(
+            reg.clone(),
+            name.to_string(),
+            d.clone(),
+            &self.spool_dir,
+            fetch,
+            done,
+        )?;
+        fills.insert(d.clone(), (id, f.clone()));
+        Ok(f)
     }
 }
 

@@ -133,6 +133,10 @@ impl Registry {
 
     /// Stream `len` bytes (or to the end) of a blob from `offset`.
     pub async fn read_blob(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<ByteStream> {
+        // A mirrored blob still on its way from upstream: behind its fetch.
+        if let Some(fill) = self.proxy.as_ref().and_then(|p| p.in_flight(d)) {
+            return fill.reader(offset, len).await;
+        }
         self.driver
             .reader(&layout::blob_data(d), offset, len)
             .await

@@ -164,7 +164,14 @@ pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::R
         Some(settings) => {
             let proxy = crate::proxy::ProxyCache::new(&settings)
                 .map_err(|e| anyhow::anyhow!("proxy: {}", e.message))?;
-            tracing::info!(upstream = %settings.remote, "pull-through cache of {}", settings.remote);
+            for m in &settings.mirrors {
+                tracing::info!(
+                    prefix = %m.prefix,
+                    upstream = %m.remote,
+                    "pull-through cache of {}",
+                    m.remote
+                );
+            }
             registry.with_proxy(Arc::new(proxy))
         }
         None => registry,

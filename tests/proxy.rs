@@ -8,6 +8,8 @@ mod common;
 mod gate;
 #[path = "proxy/mirror.rs"]
 mod mirror;
+#[path = "proxy/prefixes.rs"]
+mod prefixes;
 #[path = "proxy/streaming.rs"]
 mod streaming;
 #[path = "token_server/support.rs"]

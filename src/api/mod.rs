@@ -235,8 +235,10 @@ async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response
         if let Err(e) = state.registry.check_writable() {
             return axum::response::IntoResponse::into_response(e);
         }
-        if let Some(proxy) = route.repository().and_then(|n| state.registry.mirror_of(n)) {
-            return axum::response::IntoResponse::into_response(proxy.refuse_write());
+        if let Some(name) = route.repository() {
+            if let Some(proxy) = state.registry.mirror_of(name) {
+                return axum::response::IntoResponse::into_response(proxy.refuse_write(name));
+            }
         }
     }
     let result = match (&method, route) {

@@ -1,5 +1,8 @@
-//! The pull-through cache (distribution's `proxy:`): the whole registry
-//! mirrors one upstream. What the mirror has it serves from storage, in
+//! The pull-through cache (`proxy:`): the whole registry mirrors one
+//! upstream (distribution's form), or repositories under a prefix mirror
+//! theirs (`proxy.mirrors`, Berth's form: `dockerhub/library/alpine` is
+//! Docker Hub's `library/alpine`; a one-part Docker Hub name gets its
+//! `library/`). What the mirror has it serves from storage, in
 //! the normal layout (so GC, backup and every replica treat it like pushed
 //! content); what it lacks it fetches once, verifies against its digest
 //! and stores before serving.
@@ -11,10 +14,9 @@
 //!   last checked, then checked with a HEAD upstream (Docker Hub does not
 //!   count it against its pull limit): the same digest costs nothing more,
 //!   a moved tag is fetched by its new digest. Checks are per replica.
-//! - **Blobs** missing here are fetched by one task per blob and replica
-//!   (every client pulling it meanwhile waits for that one fetch, and a
-//!   client that leaves does not stop it), streamed into storage through
-//!   the registry's digest-verified direct write: wrong bytes never enter
+//! - **Blobs** missing here are fetched by one task per blob and replica,
+//!   into storage through the registry's digest-verified direct write while
+//!   clients read behind the fetch (see [`fill`]): wrong bytes never enter
 //!   the cache.
 //! - **Upstream down or rate-limiting**: whatever the cache has is served
 //!   (tags past their TTL too), with a warning; what it lacks is a 503 (or
@@ -27,6 +29,7 @@
 
 pub mod auth;
 mod fill;
+mod manifests;
 pub mod upstream;
 
 use std::{
@@ -45,16 +48,35 @@ use crate::{
         Registry,
     },
 };
-use upstream::Upstream;
-
 use fill::Fill;
+use upstream::Upstream;
 
 /// Fetches under way by digest, each with its number.
 type Fills = HashMap<Digest, (u64, Arc<Fill>)>;
 
-pub struct ProxyCache {
+/// Docker Hub's hosts: a one-part name there is an official image under
+/// `library/`.
+const DOCKER_HUB: [&str; 3] = ["registry-1.docker.io", "docker.io", "index.docker.io"];
+
+/// One upstream and the repositories it serves.
+struct Mirror {
+    /// Empty: every repository.
+    prefix: String,
     upstream: Arc<Upstream>,
     tag_ttl: Duration,
+    docker_hub: bool,
+}
+
+/// Where a mirrored repository comes from.
+pub(crate) struct Route {
+    upstream: Arc<Upstream>,
+    /// The repository's name upstream.
+    remote: String,
+    tag_ttl: Duration,
+}
+
+pub struct ProxyCache {
+    mirrors: Vec<Mirror>,
     /// When each (repository, tag) was last found current upstream.
     checked: Mutex<HashMap<(String, String), Instant>>,
     /// Blob fetches under way on this replica, each with a number so that
@@ -67,9 +89,23 @@ pub struct ProxyCache {
 
 impl ProxyCache {
     pub fn new(s: &ProxySettings) -> Result<ProxyCache> {
+        let mut mirrors = Vec::new();
+        for m in &s.mirrors {
+            let upstream = Upstream::new(&m.remote, m.credentials.clone(), s.timeout)?;
+            let host = reqwest::Url::parse(&m.remote)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+            mirrors.push(Mirror {
+                prefix: m.prefix.clone(),
+                upstream: Arc::new(upstream),
+                tag_ttl: m.tag_ttl,
+                docker_hub: host.is_some_and(|h| DOCKER_HUB.contains(&h.as_str())),
+            });
+        }
+        // Longest prefix first, so the most specific mirror wins.
+        mirrors.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
         Ok(ProxyCache {
-            upstream: Arc::new(Upstream::new(s)?),
-            tag_ttl: s.tag_ttl,
+            mirrors,
             checked: Mutex::default(),
             fills: Arc::default(),
             next_fill: Default::default(),
@@ -77,158 +113,77 @@ impl ProxyCache {
         })
     }
 
-    /// Whether `name` is mirrored (in distribution's form, every repository).
-    pub fn mirrors(&self, _name: &str) -> bool {
-        true
+    /// Where `name` comes from, if it is mirrored.
+    fn route(&self, name: &str) -> Option<Route> {
+        self.mirrors.iter().find_map(|m| {
+            let remote = if m.prefix.is_empty() {
+                name
+            } else {
+                name.strip_prefix(m.prefix.as_str())?.strip_prefix('/')?
+            };
+            if remote.is_empty() {
+                return None;
+            }
+            let remote = if m.docker_hub && !remote.contains('/') {
+                format!("library/{remote}")
+            } else {
+                remote.to_string()
+            };
+            Some(Route {
+                upstream: m.upstream.clone(),
+                remote,
+                tag_ttl: m.tag_ttl,
+            })
+        })
     }
 
-    /// The refusal of a write to a mirrored repository.
-    pub fn refuse_write(&self) -> Error {
+    /// Whether `name` is mirrored.
+    pub fn mirrors(&self, name: &str) -> bool {
+        self.route(name).is_some()
+    }
+
+    /// The refusal of a write to mirrored `name`.
+    pub fn refuse_write(&self, name: &str) -> Error {
+        let from = self
+            .route(name)
+            .map(|r| format!("{} of {}", r.remote, r.upstream.url()))
+            .unwrap_or_default();
         Error::new(
             Code::Unsupported,
             format!(
-                "this registry is a pull-through cache of {}: pushes and deletes are not \
-                 supported",
-                self.upstream.url()
+                "{name} is a pull-through cache ({from}): pushes and deletes are not supported"
             ),
         )
     }
 
-    /// A manifest of a mirrored repository.
+    /// A manifest of mirrored `name`.
     pub async fn manifest(
         &self,
         reg: &Registry,
         name: &str,
         reference: &Reference,
     ) -> Result<StoredManifest> {
+        let route = self.route(name).ok_or_else(|| not_mirrored(name))?;
         match reference {
             Reference::Digest(d) => match reg.local_manifest(name, reference).await {
                 Err(e) if e.code == Code::ManifestUnknown => {
-                    self.fetch_manifest(reg, name, reference, d).await
+                    self.fetch_manifest(reg, &route, name, reference, d).await
                 }
                 found => found,
             },
-            Reference::Tag(tag) => self.manifest_by_tag(reg, name, tag, reference).await,
+            Reference::Tag(tag) => {
+                self.manifest_by_tag(reg, &route, name, tag, reference)
+                    .await
+            }
         }
-    }
-
-    async fn manifest_by_tag(
-        &self,
-        reg: &Registry,
-        name: &str,
-        tag: &str,
-        reference: &Reference,
-    ) -> Result<StoredManifest> {
-        let key = (name.to_string(), tag.to_string());
-        let fresh = self
-            .checked
-            .lock()
-            .unwrap()
-            .get(&key)
-            .is_some_and(|at| at.elapsed() < self.tag_ttl);
-        let local = match reg.local_manifest(name, reference).await {
-            Ok(m) => Some(m),
-            Err(e) if e.code == Code::ManifestUnknown => None,
-            Err(e) => return Err(e),
-        };
-        if let (true, Some(m)) = (fresh, &local) {
-            return Ok(m.clone());
-        }
-        let upstream = match self.upstream.manifest_digest(name, tag).await {
-            Ok(Some(d)) => d,
-            // No digest in the HEAD's answer: the manifest itself tells.
-            Ok(None) => {
-                let m = self.upstream.manifest(name, tag).await?;
-                let d = Digest::of(crate::digest::Algorithm::Sha256, &m.body);
-                if local.as_ref().is_none_or(|l| l.digest != d) {
-                    let stored = self
-                        .store_manifest(reg, name, reference, &d, m.body, m.content_type)
-                        .await?;
-                    self.checked.lock().unwrap().insert(key, Instant::now());
-                    return Ok(stored);
-                }
-                d
-            }
-            Err(e) if e.code == Code::ManifestUnknown => return Err(e),
-            Err(e) => {
-                return match local {
-                    Some(m) => {
-                        tracing::warn!(
-                            repository = name,
-                            tag,
-                            code = e.code.as_str(),
-                            "proxy: upstream unreachable, serving the cached tag"
-                        );
-                        Ok(m)
-                    }
-                    None => Err(e),
-                }
-            }
-        };
-        let stored = match local {
-            Some(m) if m.digest == upstream => m,
-            _ => {
-                // Moved or new: its bytes by digest (maybe already here
-                // under another tag), then the tag.
-                let by_digest = Reference::Digest(upstream.clone());
-                let m = match reg.local_manifest(name, &by_digest).await {
-                    Ok(m) => m,
-                    Err(e) if e.code == Code::ManifestUnknown => {
-                        let r = self.upstream.manifest(name, &upstream.to_string()).await?;
-                        check_digest(&upstream, &r.body)?;
-                        StoredManifest {
-                            digest: upstream.clone(),
-                            media_type: String::new(),
-                            body: r.body,
-                        }
-                    }
-                    Err(e) => return Err(e),
-                };
-                self.store_manifest(reg, name, reference, &upstream, m.body, None)
-                    .await?
-            }
-        };
-        self.checked.lock().unwrap().insert(key, Instant::now());
-        Ok(stored)
-    }
-
-    async fn fetch_manifest(
-        &self,
-        reg: &Registry,
-        name: &str,
-        reference: &Reference,
-        d: &Digest,
-    ) -> Result<StoredManifest> {
-        let m = self.upstream.manifest(name, &d.to_string()).await?;
-        check_digest(d, &m.body)?;
-        self.store_manifest(reg, name, reference, d, m.body, m.content_type)
-            .await
-    }
-
-    async fn store_manifest(
-        &self,
-        reg: &Registry,
-        name: &str,
-        reference: &Reference,
-        d: &Digest,
-        body: bytes::Bytes,
-        content_type: Option<String>,
-    ) -> Result<StoredManifest> {
-        reg.store_fetched_manifest(name, reference, content_type.as_deref(), body.clone())
-            .await?;
-        tracing::info!(repository = name, digest = %d, ?reference, "proxy: cached a manifest");
-        Ok(StoredManifest {
-            digest: d.clone(),
-            media_type: crate::registry::manifest::Manifest::media_type_of(&body),
-            body,
-        })
     }
 
     /// Blob `d` of mirrored `name`, missing here: its size as soon as the
     /// upstream says it, the fetch running on (one per blob on this
     /// replica, whoever asks).
     pub async fn fill_blob(&self, reg: &Registry, name: &str, d: &Digest) -> Result<BlobInfo> {
-        let fill = self.fill(reg, name, d)?;
+        let route = self.route(name).ok_or_else(|| not_mirrored(name))?;
+        let fill = self.fill(reg, &route, name, d)?;
         let size = fill.size().await?;
         Ok(BlobInfo {
             digest: d.clone(),
@@ -242,7 +197,7 @@ impl ProxyCache {
         self.fills.lock().unwrap().get(d).map(|(_, f)| f.clone())
     }
 
-    fn fill(&self, reg: &Registry, name: &str, d: &Digest) -> Result<Arc<Fill>> {
+    fn fill(&self, reg: &Registry, route: &Route, name: &str, d: &Digest) -> Result<Arc<Fill>> {
         let mut fills = self.fills.lock().unwrap();
         if let Some((_, f)) = fills.get(d) {
             return Ok(f.clone());
@@ -250,8 +205,8 @@ impl ProxyCache {
         let id = self
             .next_fill
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let upstream = self.upstream.clone();
-        let (repo, digest) = (name.to_string(), d.clone());
+        let upstream = route.upstream.clone();
+        let (repo, digest) = (route.remote.clone(), d.clone());
         let fetch = async move { upstream.blob(&repo, &digest).await };
         let (registry, key) = (self.fills.clone(), d.clone());
         let done = move || {
@@ -273,16 +228,6 @@ impl ProxyCache {
     }
 }
 
-/// Bytes the upstream sent for `d` must hash to it.
-fn check_digest(d: &Digest, body: &[u8]) -> Result<()> {
-    let actual = Digest::of(d.algorithm(), body);
-    if &actual == d {
-        Ok(())
-    } else {
-        Err(Error::new(
-            Code::Unavailable,
-            format!("the upstream registry sent a manifest that is not {d} ({actual})"),
-        )
-        .with_retry_after(Duration::from_secs(5)))
-    }
+fn not_mirrored(name: &str) -> Error {
+    Error::new(Code::NameUnknown, format!("{name} is not mirrored"))
 }

@@ -9,7 +9,6 @@ use reqwest::{header, Method, StatusCode, Url};
 
 use super::auth::{may_send_account, parse_challenge, parse_token, Challenge, Tokens};
 use crate::{
-    config::proxy::ProxySettings,
     digest::Digest,
     registry::error::{Code, Error, Result},
     storage::ByteStream,
@@ -41,22 +40,22 @@ pub struct RemoteManifest {
 }
 
 impl Upstream {
-    pub fn new(s: &ProxySettings) -> Result<Upstream> {
-        let base = Url::parse(&s.remote).map_err(|e| {
-            Error::new(
-                Code::Unknown,
-                format!("proxy.remoteurl {:?}: {e}", s.remote),
-            )
-        })?;
+    pub fn new(
+        remote: &str,
+        account: Option<(String, String)>,
+        timeout: Duration,
+    ) -> Result<Upstream> {
+        let base = Url::parse(remote)
+            .map_err(|e| Error::new(Code::Unknown, format!("proxy remoteurl {remote:?}: {e}")))?;
         let client = reqwest::Client::builder()
-            .connect_timeout(s.timeout)
-            .read_timeout(s.timeout)
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
             .build()
             .map_err(|e| Error::new(Code::Unknown, format!("upstream client: {e}")))?;
         Ok(Upstream {
             base,
             client,
-            account: s.credentials.clone(),
+            account,
             tokens: Tokens::default(),
         })
     }

@@ -23,6 +23,8 @@ mod image;
 mod images;
 #[path = "clients/interop.rs"]
 mod interop;
+#[path = "clients/mirror.rs"]
+mod mirror;
 #[path = "clients/oci.rs"]
 mod oci;
 #[path = "clients/skopeo.rs"]

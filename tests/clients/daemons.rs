@@ -46,6 +46,14 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start() -> Dockerd {
+        Dockerd::start_with_mirrors(&[])
+    }
+
+    /// An engine whose Docker Hub pulls go to `mirrors` (daemon.json's
+    /// `registry-mirrors`). Its fallback to Docker Hub itself goes through
+    /// a proxy that refuses (`127.0.0.1:9`), so a pull that did not use the
+    /// mirror fails here instead of leaving the machine.
+    pub fn start_with_mirrors(mirrors: &[&str]) -> Dockerd {
         require_tool("dockerd", "docker.io");
         require_tool("docker", "docker.io");
         // Under /tmp, not $TMPDIR: containerd's unix sockets live below the
@@ -55,8 +63,9 @@ impl Dockerd {
             .tempdir_in("/tmp")
             .unwrap();
         let p = |name: &str| dir.path().join(name);
-        // An empty daemon.json so a host /etc/docker/daemon.json cannot leak in.
-        fs::write(p("daemon.json"), "{}").unwrap();
+        // Our own daemon.json so a host /etc/docker/daemon.json cannot leak in.
+        let config = serde_json::json!({ "registry-mirrors": mirrors });
+        fs::write(p("daemon.json"), config.to_string()).unwrap();
         fs::create_dir_all(p("cli")).unwrap();
         let child = Command::new("dockerd")
             .arg("--config-file")
@@ -69,6 +78,9 @@ impl Dockerd {
             .arg(p("exec"))
             .arg("--pidfile")
             .arg(p("docker.pid"))
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.1,localhost")
             .stdin(Stdio::null())
             .stdout(fs::File::create(p("dockerd.log")).unwrap())
             .stderr(fs::File::create(p("dockerd.err.log")).unwrap())

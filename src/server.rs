@@ -172,6 +172,9 @@ pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::R
                     m.remote
                 );
             }
+            if let Some(m) = &metrics {
+                m.register_collectors("proxy", proxy.metrics().collectors());
+            }
             registry.with_proxy(Arc::new(proxy))
         }
         None => registry,

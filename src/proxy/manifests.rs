@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ProxyCache, Route};
+use super::{metrics::Outcome, ProxyCache, Route};
 use crate::{
     digest::Digest,
     registry::{
@@ -36,6 +36,7 @@ impl ProxyCache {
             Err(e) => return Err(e),
         };
         if let (true, Some(m)) = (fresh, &local) {
+            self.count(route, Outcome::Hit);
             return Ok(m.clone());
         }
         let upstream = match route.upstream.manifest_digest(&route.remote, tag).await {
@@ -45,6 +46,7 @@ impl ProxyCache {
                 let m = route.upstream.manifest(&route.remote, tag).await?;
                 let d = Digest::of(crate::digest::Algorithm::Sha256, &m.body);
                 if local.as_ref().is_none_or(|l| l.digest != d) {
+                    self.count(route, Outcome::Miss);
                     let stored = self
                         .store_manifest(reg, name, reference, &d, m.body, m.content_type)
                         .await?;
@@ -57,6 +59,7 @@ impl ProxyCache {
             Err(e) => {
                 return match local {
                     Some(m) => {
+                        self.count(route, Outcome::Stale);
                         tracing::warn!(
                             repository = name,
                             tag,
@@ -70,8 +73,12 @@ impl ProxyCache {
             }
         };
         let stored = match local {
-            Some(m) if m.digest == upstream => m,
+            Some(m) if m.digest == upstream => {
+                self.count(route, Outcome::Hit);
+                m
+            }
             _ => {
+                self.count(route, Outcome::Miss);
                 // Moved or new: its bytes by digest (maybe already here
                 // under another tag), then the tag.
                 let by_digest = Reference::Digest(upstream.clone());

@@ -30,6 +30,7 @@
 pub mod auth;
 mod fill;
 mod manifests;
+pub mod metrics;
 pub mod upstream;
 
 use std::{
@@ -49,6 +50,7 @@ use crate::{
     },
 };
 use fill::Fill;
+use metrics::{Kind, Outcome, ProxyMetrics};
 use upstream::Upstream;
 
 /// Fetches under way by digest, each with its number.
@@ -85,13 +87,16 @@ pub struct ProxyCache {
     next_fill: std::sync::atomic::AtomicU64,
     /// Where fetches spool what clients read before it is stored.
     spool_dir: std::path::PathBuf,
+    metrics: ProxyMetrics,
 }
 
 impl ProxyCache {
     pub fn new(s: &ProxySettings) -> Result<ProxyCache> {
+        let metrics = ProxyMetrics::default();
         let mut mirrors = Vec::new();
         for m in &s.mirrors {
-            let upstream = Upstream::new(&m.remote, m.credentials.clone(), s.timeout)?;
+            let upstream =
+                Upstream::new(&m.remote, m.credentials.clone(), s.timeout, metrics.clone())?;
             let host = reqwest::Url::parse(&m.remote)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
@@ -110,7 +115,27 @@ impl ProxyCache {
             fills: Arc::default(),
             next_fill: Default::default(),
             spool_dir: s.spool_dir.clone(),
+            metrics,
         })
+    }
+
+    /// The counters to expose (see [`metrics`]).
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+
+    /// Count a manifest request of a mirrored repository.
+    fn count(&self, route: &Route, outcome: Outcome) {
+        self.metrics
+            .served(route.upstream.url(), Kind::Manifest, outcome);
+    }
+
+    /// Count a blob of mirrored `name` served from the cache.
+    pub fn blob_hit(&self, name: &str) {
+        if let Some(r) = self.route(name) {
+            self.metrics
+                .served(r.upstream.url(), Kind::Blob, Outcome::Hit);
+        }
     }
 
     /// Where `name` comes from, if it is mirrored.
@@ -167,9 +192,13 @@ impl ProxyCache {
         match reference {
             Reference::Digest(d) => match reg.local_manifest(name, reference).await {
                 Err(e) if e.code == Code::ManifestUnknown => {
+                    self.count(&route, Outcome::Miss);
                     self.fetch_manifest(reg, &route, name, reference, d).await
                 }
-                found => found,
+                found => {
+                    self.count(&route, Outcome::Hit);
+                    found
+                }
             },
             Reference::Tag(tag) => {
                 self.manifest_by_tag(reg, &route, name, tag, reference)
@@ -183,6 +212,8 @@ impl ProxyCache {
     /// replica, whoever asks).
     pub async fn fill_blob(&self, reg: &Registry, name: &str, d: &Digest) -> Result<BlobInfo> {
         let route = self.route(name).ok_or_else(|| not_mirrored(name))?;
+        self.metrics
+            .served(route.upstream.url(), Kind::Blob, Outcome::Miss);
         let fill = self.fill(reg, &route, name, d)?;
         let size = fill.size().await?;
         Ok(BlobInfo {

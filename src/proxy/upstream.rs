@@ -8,6 +8,7 @@ use bytes::Bytes;
 use reqwest::{header, Method, StatusCode, Url};
 
 use super::auth::{may_send_account, parse_challenge, parse_token, Challenge, Tokens};
+use super::metrics::ProxyMetrics;
 use crate::{
     digest::Digest,
     registry::error::{Code, Error, Result},
@@ -28,6 +29,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 pub struct Upstream {
     base: Url,
+    /// The upstream's URL as the metrics name it.
+    label: String,
+    metrics: ProxyMetrics,
     client: reqwest::Client,
     account: Option<(String, String)>,
     tokens: Tokens,
@@ -44,6 +48,7 @@ impl Upstream {
         remote: &str,
         account: Option<(String, String)>,
         timeout: Duration,
+        metrics: ProxyMetrics,
     ) -> Result<Upstream> {
         let base = Url::parse(remote)
             .map_err(|e| Error::new(Code::Unknown, format!("proxy remoteurl {remote:?}: {e}")))?;
@@ -53,6 +58,8 @@ impl Upstream {
             .build()
             .map_err(|e| Error::new(Code::Unknown, format!("upstream client: {e}")))?;
         Ok(Upstream {
+            label: remote.to_string(),
+            metrics,
             base,
             client,
             account,
@@ -60,9 +67,16 @@ impl Upstream {
         })
     }
 
-    /// The upstream's URL, for logs.
+    /// The upstream's URL, for logs and metrics.
     pub fn url(&self) -> &str {
-        self.base.as_str()
+        &self.label
+    }
+
+    /// Count an exchange with the upstream.
+    fn counted(&self, r: reqwest::Result<reqwest::Response>) -> reqwest::Result<reqwest::Response> {
+        let status = r.as_ref().ok().map(|r| r.status().as_u16());
+        self.metrics.upstream_request(&self.label, status);
+        r
     }
 
     /// The digest the upstream has for `reference` (a HEAD: free of Docker
@@ -88,6 +102,7 @@ impl Upstream {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let body = resp.bytes().await.map_err(|e| unavailable(&path, e))?;
+        self.metrics.upstream_bytes(&self.label, body.len() as u64);
         Ok(RemoteManifest { body, content_type })
     }
 
@@ -112,6 +127,10 @@ impl Upstream {
                 )),
             }
         });
+        let (metrics, label) = (self.metrics.clone(), self.label.clone());
+        let body = futures::TryStreamExt::inspect_ok(body, move |c| {
+            metrics.upstream_bytes(&label, c.len() as u64)
+        });
         Ok((Box::pin(body), len))
     }
 
@@ -135,9 +154,8 @@ impl Upstream {
         };
         let cached = self.tokens.get(&scope).map(|t| format!("Bearer {t}"));
         let had_token = cached.is_some();
-        let resp = request(cached)
-            .send()
-            .await
+        let resp = self
+            .counted(request(cached).send().await)
             .map_err(|e| unavailable(path, e))?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
@@ -166,9 +184,7 @@ impl Upstream {
             }
             None => return Ok(resp),
         };
-        request(Some(auth))
-            .send()
-            .await
+        self.counted(request(Some(auth)).send().await)
             .map_err(|e| unavailable(path, e))
     }
 
@@ -203,7 +219,9 @@ impl Upstream {
                 );
             }
         }
-        let resp = req.send().await.map_err(|e| unavailable(realm, e))?;
+        let resp = self
+            .counted(req.send().await)
+            .map_err(|e| unavailable(realm, e))?;
         let resp = check(resp, Code::Unknown, realm).await?;
         let body = resp.bytes().await.map_err(|e| unavailable(realm, e))?;
         let (token, life) = parse_token(&body).map_err(|e| {

@@ -30,12 +30,16 @@ impl Registry {
     /// The blob's size, if `name` links it and the data exists; in a
     /// mirrored repository, a blob missing here is fetched from upstream.
     pub async fn stat_blob(&self, name: &str, d: &Digest) -> Result<BlobInfo> {
-        match self.stat_local_blob(name, d).await {
-            Err(e) if e.code == Code::BlobUnknown => match self.mirror_of(name) {
-                Some(proxy) => proxy.fill_blob(self, name, d).await,
-                None => Err(e),
+        let found = self.stat_local_blob(name, d).await;
+        match self.mirror_of(name) {
+            None => found,
+            Some(proxy) => match found {
+                Err(e) if e.code == Code::BlobUnknown => proxy.fill_blob(self, name, d).await,
+                found => {
+                    proxy.blob_hit(name);
+                    found
+                }
             },
-            found => found,
         }
     }
 

@@ -321,6 +321,15 @@ impl Metrics {
         }
     }
 
+    /// Expose a capability's own collectors (`what` names it in a warning).
+    pub fn register_collectors(&self, what: &str, collectors: Vec<Box<dyn Collector>>) {
+        for c in collectors {
+            if let Err(e) = self.registry.register(c) {
+                tracing::warn!(error = %e, "{what} metrics not registered");
+            }
+        }
+    }
+
     /// Expose the webhook notification metrics (`notify::metrics`).
     pub fn register_notifications(&self, m: &crate::notify::metrics::NotifyMetrics) {
         for c in m.collectors() {

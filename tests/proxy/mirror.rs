@@ -242,3 +242,75 @@ fn clients_pulling_one_missing_blob_at_once_cause_one_upstream_fetch() {
         .count();
     assert_eq!(fetches, 1, "upstream GETs of the layer");
 }
+
+/// The sum of the series of `name` whose labels include every `labels` pair
+/// (`k="v"`), in a Prometheus text exposition.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|kv| l.contains(kv)))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn the_cache_counts_hits_misses_and_upstream_traffic() {
+    let upstream = Berth::start();
+    let up = upstream.url("");
+    assert_eq!(push_image(&up, "team/app", "v1", None).status, 201);
+    let debug = format!("127.0.0.1:{}", crate::common::free_port());
+    let m = Berth::start_with(|root, addr| {
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             http:\n  addr: {addr}\n  secret: mirror\n  debug:\n    addr: {debug}\n\
+             proxy:\n  remoteurl: {up}\n  tagttl: 1h\n"
+        )
+    });
+    assert!(crate::common::wait_for_port(
+        &debug,
+        std::time::Duration::from_secs(20)
+    ));
+    let mut bodies = 0;
+    for _ in 0..2 {
+        let r = pull(&m.url(""), "team/app", "v1");
+        assert_eq!(r.status, 200);
+        for b in blobs_of(&r) {
+            let blob = get(&m.url(&format!("/v2/team/app/blobs/{b}")), Auth::None);
+            assert_eq!(blob.status, 200);
+            bodies += blob.body.len();
+        }
+        bodies += r.body.len();
+    }
+    let text = get(&format!("http://{debug}/metrics"), Auth::None).text();
+    let up_label = format!("upstream=\"{up}\"");
+    let count = |kind: &str, result: &str| {
+        metric(
+            &text,
+            "registry_proxy_requests_total",
+            &[
+                &up_label,
+                &format!("kind=\"{kind}\""),
+                &format!("result=\"{result}\""),
+            ],
+        )
+    };
+    assert_eq!(count("manifest", "miss"), 1.0, "{text}");
+    assert_eq!(count("manifest", "hit"), 1.0);
+    assert_eq!(count("blob", "miss"), 2.0);
+    assert_eq!(count("blob", "hit"), 2.0);
+    assert_eq!(count("manifest", "stale"), 0.0);
+    // Upstream: the tag's HEAD, the manifest's GET, one GET per blob; the
+    // bodies received are what the first round served.
+    assert_eq!(
+        metric(
+            &text,
+            "registry_proxy_upstream_requests_total",
+            &[&up_label, "status=\"200\""]
+        ),
+        4.0
+    );
+    assert_eq!(
+        metric(&text, "registry_proxy_upstream_bytes_total", &[&up_label]),
+        (bodies / 2) as f64
+    );
+}

@@ -162,8 +162,12 @@ pub fn build_registry(cfg: &Config, metrics: &Option<Arc<Metrics>>) -> anyhow::R
     let proxy = cfg.proxy.as_ref().map(|p| p.settings()).transpose();
     let registry = match proxy.map_err(anyhow::Error::msg)?.flatten() {
         Some(settings) => {
-            let proxy = crate::proxy::ProxyCache::new(&settings)
+            let mut proxy = crate::proxy::ProxyCache::new(&settings)
                 .map_err(|e| anyhow::anyhow!("proxy: {}", e.message))?;
+            // With Redis, one upstream fetch per blob in the whole cluster.
+            if let Some(r) = &cfg.redis {
+                proxy = proxy.with_lock(Arc::new(RedisCache::new(r).map_err(anyhow::Error::msg)?));
+            }
             for m in &settings.mirrors {
                 tracing::info!(
                     prefix = %m.prefix,

@@ -2,6 +2,8 @@
 //! CNCF distribution 2.8 (Debian's `docker-registry`) behind token auth
 //! from Berth's token server, and Berth itself.
 
+#[path = "proxy/cluster.rs"]
+mod cluster;
 mod common;
 
 #[path = "proxy/gate.rs"]

@@ -275,6 +275,61 @@ impl RedisCache {
     }
 }
 
+/// A lock its holder can renew and release without touching a later
+/// holder's: the value is the holder's token, checked by a script.
+impl RedisCache {
+    /// Take `key` for `ttl` if nobody holds it: the holder's token.
+    pub async fn lock_owned(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, String> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(&owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        let set: Option<String> = self.query(cmd).await?;
+        Ok(set.map(|_| owner))
+    }
+
+    /// Extend `owner`'s hold on `key` to `ttl` from now; false if it lost it.
+    pub async fn renew_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, String> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+             return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+        )
+        .arg(1)
+        .arg(key)
+        .arg(owner)
+        .arg(ttl.as_millis().max(1) as u64);
+        let n: i64 = self.query(cmd).await?;
+        Ok(n == 1)
+    }
+
+    /// Release `key` if `owner` still holds it.
+    pub async fn unlock(&self, key: &str, owner: &str) -> Result<(), String> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+             return redis.call('DEL', KEYS[1]) else return 0 end",
+        )
+        .arg(1)
+        .arg(key)
+        .arg(owner);
+        let _: i64 = self.query(cmd).await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl CacheBackend for RedisCache {
     async fn get(&self, repo: Option<&str>, d: &Digest) -> Result<Option<Descriptor>, String> {

@@ -40,6 +40,7 @@ use std::{
 };
 
 use crate::{
+    cache::redis::RedisCache,
     config::proxy::ProxySettings,
     digest::Digest,
     registry::{
@@ -88,6 +89,8 @@ pub struct ProxyCache {
     /// Where fetches spool what clients read before it is stored.
     spool_dir: std::path::PathBuf,
     metrics: ProxyMetrics,
+    /// Redis, when configured: one fetch of a blob in the whole cluster.
+    lock: Option<Arc<RedisCache>>,
 }
 
 impl ProxyCache {
@@ -116,7 +119,14 @@ impl ProxyCache {
             next_fill: Default::default(),
             spool_dir: s.spool_dir.clone(),
             metrics,
+            lock: None,
         })
+    }
+
+    /// Coordinate fetches across replicas through `redis`.
+    pub fn with_lock(mut self, redis: Arc<RedisCache>) -> Self {
+        self.lock = Some(redis);
+        self
     }
 
     /// The counters to expose (see [`metrics`]).
@@ -208,18 +218,43 @@ impl ProxyCache {
     }
 
     /// Blob `d` of mirrored `name`, missing here: its size as soon as the
-    /// upstream says it, the fetch running on (one per blob on this
-    /// replica, whoever asks).
+    /// upstream says it, the fetch running on. One fetch per blob on this
+    /// replica, whoever asks; with Redis, one in the cluster: a replica that
+    /// finds another's fetch under way waits for the blob to be stored (its
+    /// clients get their answer then, not while it streams), and takes over
+    /// if that replica's lock lapses (it died).
     pub async fn fill_blob(&self, reg: &Registry, name: &str, d: &Digest) -> Result<BlobInfo> {
         let route = self.route(name).ok_or_else(|| not_mirrored(name))?;
         self.metrics
             .served(route.upstream.url(), Kind::Blob, Outcome::Miss);
-        let fill = self.fill(reg, &route, name, d)?;
-        let size = fill.size().await?;
-        Ok(BlobInfo {
-            digest: d.clone(),
-            size,
-        })
+        let mut wait = Duration::from_millis(50);
+        loop {
+            if let Some(fill) = self.in_flight(d) {
+                return sized(d, &fill).await;
+            }
+            // Fetched meanwhile (for another repository, or by another replica).
+            if let Some(info) = reg.link_stored_blob(name, d).await? {
+                return Ok(info);
+            }
+            let hold = match &self.lock {
+                None => None,
+                Some(redis) => match redis.lock_owned(&fill_key(d), LOCK_TTL).await {
+                    Ok(Some(owner)) => Some((redis.clone(), owner)),
+                    Ok(None) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                    Err(e) => {
+                        // Without the lock, at worst a second upstream fetch.
+                        tracing::warn!("proxy: fill lock for {d}: {e}; fetching anyway");
+                        None
+                    }
+                },
+            };
+            let fill = self.fill(reg, &route, name, d, hold)?;
+            return sized(d, &fill).await;
+        }
     }
 
     /// The fetch of `d` under way on this replica, if any: reads of the blob
@@ -228,9 +263,23 @@ impl ProxyCache {
         self.fills.lock().unwrap().get(d).map(|(_, f)| f.clone())
     }
 
-    fn fill(&self, reg: &Registry, route: &Route, name: &str, d: &Digest) -> Result<Arc<Fill>> {
+    /// Start (or join) this replica's fetch of `d`; `hold` is the cluster
+    /// lock taken for it, renewed while it runs and released when it ends.
+    fn fill(
+        &self,
+        reg: &Registry,
+        route: &Route,
+        name: &str,
+        d: &Digest,
+        hold: Option<(Arc<RedisCache>, String)>,
+    ) -> Result<Arc<Fill>> {
         let mut fills = self.fills.lock().unwrap();
         if let Some((_, f)) = fills.get(d) {
+            // Joined a fetch of ours after all: the claim is not needed.
+            if let Some((redis, owner)) = hold {
+                let key = fill_key(d);
+                tokio::spawn(async move { redis.unlock(&key, &owner).await });
+            }
             return Ok(f.clone());
         }
         let id = self
@@ -240,11 +289,13 @@ impl ProxyCache {
         let (repo, digest) = (route.remote.clone(), d.clone());
         let fetch = async move { upstream.blob(&repo, &digest).await };
         let (registry, key) = (self.fills.clone(), d.clone());
+        let (ended, ended_rx) = tokio::sync::oneshot::channel::<()>();
         let done = move || {
             let mut fills = registry.lock().unwrap();
             if fills.get(&key).is_some_and(|(n, _)| *n == id) {
                 fills.remove(&key);
             }
+            let _ = ended.send(());
         };
         let f = Fill::start(
             reg.clone(),
@@ -254,9 +305,54 @@ impl ProxyCache {
             fetch,
             done,
         )?;
+        if let Some((redis, owner)) = hold {
+            tokio::spawn(hold_while_filling(redis, fill_key(d), owner, ended_rx));
+        }
         fills.insert(d.clone(), (id, f.clone()));
         Ok(f)
     }
+}
+
+/// How long a replica's claim on a blob's fetch lasts unless renewed (a
+/// replica that dies mid-fetch gives it up this long after).
+const LOCK_TTL: Duration = Duration::from_secs(30);
+
+fn fill_key(d: &Digest) -> String {
+    format!("berth:proxy:fill:{d}")
+}
+
+/// Renew the claim on a fetch until it ends, then release it.
+async fn hold_while_filling(
+    redis: Arc<RedisCache>,
+    key: String,
+    owner: String,
+    mut ended: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut ended => break,
+            _ = tokio::time::sleep(LOCK_TTL / 3) => {
+                match redis.renew_lock(&key, &owner, LOCK_TTL).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("proxy: lost the claim on {key}; another replica may fetch too");
+                        return;
+                    }
+                    Err(e) => tracing::warn!("proxy: renewing {key}: {e}"),
+                }
+            }
+        }
+    }
+    if let Err(e) = redis.unlock(&key, &owner).await {
+        tracing::warn!("proxy: releasing {key}: {e}");
+    }
+}
+
+async fn sized(d: &Digest, fill: &Fill) -> Result<BlobInfo> {
+    Ok(BlobInfo {
+        digest: d.clone(),
+        size: fill.size().await?,
+    })
 }
 
 fn not_mirrored(name: &str) -> Error {

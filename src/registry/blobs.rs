@@ -178,6 +178,22 @@ impl Registry {
         Ok(())
     }
 
+    /// Link blob `d` into `name` if its data is stored (a mirror's fetch of
+    /// it for another repository, or on another replica, already verified
+    /// it): `None` when it is not stored.
+    pub(crate) async fn link_stored_blob(
+        &self,
+        name: &str,
+        d: &Digest,
+    ) -> Result<Option<BlobInfo>> {
+        let Some(info) = self.stat_blob_data(d).await? else {
+            return Ok(None);
+        };
+        self.write_link(&layout::layer_link(name, d), d).await?;
+        self.remember(Some(name), &info).await;
+        Ok(Some(info))
+    }
+
     /// Cross-repository mount: link a blob `from` links into `name`. `None` when
     /// it is not mountable, and the caller falls back to an upload session.
     pub async fn mount_blob(&self, name: &str, d: &Digest, from: &str) -> Result<Option<BlobInfo>> {

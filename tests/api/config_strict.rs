@@ -188,8 +188,8 @@ fn an_unknown_variable_in_a_known_section_exits_2_naming_it() {
     );
     refused_by_both(
         base,
-        &[("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")],
-        "REGISTRY_PROXY_REMOTEURL",
+        &[("REGISTRY_PROXY_REMOTEURI", "https://registry-1.docker.io")],
+        "REGISTRY_PROXY_REMOTEURI",
     );
 }
 

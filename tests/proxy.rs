@@ -10,10 +10,14 @@ mod common;
 mod gate;
 #[path = "proxy/mirror.rs"]
 mod mirror;
+#[path = "proxy/outages.rs"]
+mod outages;
 #[path = "proxy/prefixes.rs"]
 mod prefixes;
 #[path = "proxy/streaming.rs"]
 mod streaming;
+#[path = "proxy/stub.rs"]
+mod stub;
 #[path = "token_server/support.rs"]
 #[allow(dead_code)]
 mod support;

@@ -21,6 +21,10 @@ pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(60);
 /// `proxy.timeout`: an upstream request with no answer (headers) by then
 /// fails, and the client gets 503 with `Retry-After` (or the cached copy).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// `proxy.claimttl`: how long a replica's claim (in Redis) on fetching a
+/// blob lasts unless renewed; a replica that dies mid-fetch holds the
+/// other replicas' pulls of that blob up this long at most.
+pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -39,6 +43,8 @@ pub struct ProxyConfig {
     /// Berth's: where blobs being fetched are spooled for the clients that
     /// read them meanwhile (default: the system's temporary directory).
     pub spooldir: String,
+    /// Berth's: see [`DEFAULT_CLAIM_TTL`].
+    pub claimttl: String,
     // distribution's, warned or refused (see `compat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Tolerated,
@@ -73,6 +79,7 @@ pub struct MirrorSettings {
 pub struct ProxySettings {
     pub mirrors: Vec<MirrorSettings>,
     pub timeout: Duration,
+    pub claim_ttl: Duration,
     pub spool_dir: PathBuf,
 }
 
@@ -169,9 +176,14 @@ impl ProxyConfig {
         if timeout.is_zero() {
             return Err("proxy.timeout: must be more than 0s".into());
         }
+        let claim_ttl = duration("proxy.claimttl", &self.claimttl, DEFAULT_CLAIM_TTL)?;
+        if claim_ttl < Duration::from_secs(1) {
+            return Err("proxy.claimttl: must be at least 1s".into());
+        }
         Ok(Some(ProxySettings {
             mirrors,
             timeout,
+            claim_ttl,
             spool_dir: if self.spooldir.trim().is_empty() {
                 std::env::temp_dir()
             } else {

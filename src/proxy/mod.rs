@@ -91,6 +91,8 @@ pub struct ProxyCache {
     metrics: ProxyMetrics,
     /// Redis, when configured: one fetch of a blob in the whole cluster.
     lock: Option<Arc<RedisCache>>,
+    /// How long a claim on a fetch lasts unless renewed (`proxy.claimttl`).
+    claim_ttl: Duration,
 }
 
 impl ProxyCache {
@@ -120,6 +122,7 @@ impl ProxyCache {
             spool_dir: s.spool_dir.clone(),
             metrics,
             lock: None,
+            claim_ttl: s.claim_ttl,
         })
     }
 
@@ -238,7 +241,7 @@ impl ProxyCache {
             }
             let hold = match &self.lock {
                 None => None,
-                Some(redis) => match redis.lock_owned(&fill_key(d), LOCK_TTL).await {
+                Some(redis) => match redis.lock_owned(&fill_key(d), self.claim_ttl).await {
                     Ok(Some(owner)) => Some((redis.clone(), owner)),
                     Ok(None) => {
                         tokio::time::sleep(wait).await;
@@ -285,6 +288,7 @@ impl ProxyCache {
         let id = self
             .next_fill
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(repository = name, digest = %d, "proxy: fetching a blob from upstream");
         let upstream = route.upstream.clone();
         let (repo, digest) = (route.remote.clone(), d.clone());
         let fetch = async move { upstream.blob(&repo, &digest).await };
@@ -306,45 +310,58 @@ impl ProxyCache {
             done,
         )?;
         if let Some((redis, owner)) = hold {
-            tokio::spawn(hold_while_filling(redis, fill_key(d), owner, ended_rx));
+            let claim = Claim {
+                redis,
+                key: fill_key(d),
+                owner,
+                ttl: self.claim_ttl,
+            };
+            tokio::spawn(claim.hold_until(ended_rx));
         }
         fills.insert(d.clone(), (id, f.clone()));
         Ok(f)
     }
 }
 
-/// How long a replica's claim on a blob's fetch lasts unless renewed (a
-/// replica that dies mid-fetch gives it up this long after).
-const LOCK_TTL: Duration = Duration::from_secs(30);
-
 fn fill_key(d: &Digest) -> String {
     format!("berth:proxy:fill:{d}")
 }
 
-/// Renew the claim on a fetch until it ends, then release it.
-async fn hold_while_filling(
+/// A replica's claim in Redis on fetching one blob.
+struct Claim {
     redis: Arc<RedisCache>,
     key: String,
     owner: String,
-    mut ended: tokio::sync::oneshot::Receiver<()>,
-) {
-    loop {
-        tokio::select! {
-            _ = &mut ended => break,
-            _ = tokio::time::sleep(LOCK_TTL / 3) => {
-                match redis.renew_lock(&key, &owner, LOCK_TTL).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!("proxy: lost the claim on {key}; another replica may fetch too");
-                        return;
+    ttl: Duration,
+}
+
+impl Claim {
+    /// Renew the claim until the fetch ends, then release it.
+    async fn hold_until(self, mut ended: tokio::sync::oneshot::Receiver<()>) {
+        let Claim {
+            redis,
+            key,
+            owner,
+            ttl,
+        } = self;
+        loop {
+            tokio::select! {
+                _ = &mut ended => break,
+                _ = tokio::time::sleep(ttl / 3) => {
+                    match redis.renew_lock(&key, &owner, ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!("proxy: lost the claim on {key}; another replica may fetch too");
+                            return;
+                        }
+                        Err(e) => tracing::warn!("proxy: renewing {key}: {e}"),
                     }
-                    Err(e) => tracing::warn!("proxy: renewing {key}: {e}"),
                 }
             }
         }
-    }
-    if let Err(e) = redis.unlock(&key, &owner).await {
-        tracing::warn!("proxy: releasing {key}: {e}");
+        if let Err(e) = redis.unlock(&key, &owner).await {
+            tracing::warn!("proxy: releasing {key}: {e}");
+        }
     }
 }
 

@@ -1,0 +1,144 @@
+//! An upstream that rate-limits, and a replica killed in the middle of a
+//! fetch: what the mirror has is still served, 429 is passed on with its
+//! `Retry-After`, and nothing half-fetched is ever stored.
+
+use std::time::{Duration, Instant};
+
+use crate::{
+    common::{files_under, noise::xorshift_bytes, redis::RedisServer, Berth},
+    gate::Gate,
+    stub::Stub,
+    support::*,
+};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MIB: usize = 1024 * 1024;
+
+fn mirror_on(root: &std::path::Path, proxy: &str) -> Berth {
+    Berth::start_on_root_with(root, |root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: m\n\
+             proxy:\n{proxy}"
+        )
+    })
+}
+
+fn pull(base: &str, repo: &str, reference: &str) -> Resp {
+    send(
+        "GET",
+        &format!("{base}/v2/{repo}/manifests/{reference}"),
+        Auth::None,
+        &[("accept", OCI_MANIFEST)],
+        vec![],
+    )
+}
+
+#[test]
+fn a_rate_limiting_upstream_is_passed_on_and_the_cache_still_serves() {
+    let upstream = Berth::start();
+    let put = push_image(&upstream.url(""), "team/app", "v1", None);
+    assert_eq!(put.status, 201);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let layer = {
+        let m = mirror_on(&root, &format!("  remoteurl: {}\n", upstream.url("")));
+        let r = pull(&m.url(""), "team/app", "v1");
+        assert_eq!(r.status, 200);
+        let layer = r.json()["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let b = get(&m.url(&format!("/v2/team/app/blobs/{layer}")), Auth::None);
+        assert_eq!(b.status, 200);
+        layer
+    };
+    // The same storage, mirroring an upstream that now refuses everyone
+    // with 429, and checking tags on every pull.
+    let limited = Stub::start("429 Too Many Requests", &[("Retry-After", "7")]);
+    let m = mirror_on(
+        &root,
+        &format!("  remoteurl: {}\n  tagttl: 0s\n", limited.url()),
+    );
+    let r = pull(&m.url(""), "team/app", "v1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("docker-content-digest"),
+        put.header("docker-content-digest")
+    );
+    let b = get(&m.url(&format!("/v2/team/app/blobs/{layer}")), Auth::None);
+    assert_eq!(b.status, 200);
+    for path in [
+        "/v2/team/other/manifests/v1".to_string(),
+        format!("/v2/team/app/blobs/sha256:{}", "0".repeat(64)),
+    ] {
+        let r = get(&m.url(&path), Auth::None);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (429, "TOOMANYREQUESTS".into()),
+            "{path}: {}",
+            r.text()
+        );
+        assert_eq!(r.header("retry-after"), Some("7"), "{path}");
+    }
+}
+
+#[test]
+fn a_replica_killed_mid_fetch_leaves_nothing_and_the_next_pull_refills() {
+    let upstream = Berth::start();
+    let layer = xorshift_bytes(31, 8 * MIB);
+    let digest = sha256(&layer);
+    let hex = digest.strip_prefix("sha256:").unwrap().to_string();
+    let put = send(
+        "POST",
+        &upstream.url(&format!("/v2/kill/app/blobs/uploads/?digest={digest}")),
+        Auth::None,
+        &[("content-type", "application/octet-stream")],
+        layer.clone(),
+    );
+    assert_eq!(put.status, 201);
+    let gate = Gate::start(&upstream.addr, MIB as u64);
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let proxy = format!(
+        "  remoteurl: {}\n  claimttl: 2s\nredis:\n  addr: {}\n",
+        gate.url(),
+        redis.addr()
+    );
+    let mut doomed = mirror_on(&root, &proxy);
+    let survivor = mirror_on(&root, &proxy);
+    let url = format!("/v2/kill/app/blobs/{digest}");
+
+    // The doomed replica starts the fetch (the gate holds it after 1 MiB)
+    // and streams its beginning to a client ...
+    let first = doomed.url(&url);
+    let client = std::thread::spawn(move || {
+        crate::common::http::exchange(crate::common::http::builder(), |c| c.get(&first))
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !doomed.logs().contains("proxy: fetching") {
+        assert!(Instant::now() < deadline, "{}", doomed.logs());
+        std::thread::yield_now();
+    }
+    // ... and dies.
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    let cut = client.join().unwrap();
+    assert!(
+        !matches!(&cut, Ok(r) if r.status == 200 && r.body == layer),
+        "a client of the killed replica got the whole blob"
+    );
+    let stored = || {
+        files_under(&root)
+            .iter()
+            .any(|f| f.contains(&hex) && f.ends_with("/data"))
+    };
+    assert!(!stored(), "half a blob was stored");
+
+    // The other replica takes over once the dead one's claim lapses.
+    gate.open();
+    let r = get(&survivor.url(&url), Auth::None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == layer);
+    assert!(stored());
+}

@@ -6,6 +6,8 @@
 mod cluster;
 mod common;
 
+#[path = "proxy/eviction.rs"]
+mod eviction;
 #[path = "proxy/gate.rs"]
 mod gate;
 #[path = "proxy/mirror.rs"]

@@ -141,12 +141,6 @@ pub(super) const RULES: &[Rule] = &[
         "credential helpers for the upstream are not supported yet; set proxy.username \
          and proxy.password",
     ),
-    warn(
-        "proxy.ttl",
-        Present,
-        "cached content is not evicted yet: it stays until deleted (garbage-collect \
-         removes what no tag or manifest references)",
-    ),
     refuse("middleware.registry", AnyEnabled, MIDDLEWARE),
     refuse("middleware.repository", AnyEnabled, MIDDLEWARE),
     refuse("middleware.storage", AnyEnabled, MIDDLEWARE),

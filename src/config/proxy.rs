@@ -21,6 +21,8 @@ pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(60);
 /// `proxy.timeout`: an upstream request with no answer (headers) by then
 /// fails, and the client gets 503 with `Retry-After` (or the cached copy).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// `proxy.ttl` (distribution's default).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(168 * 3600);
 /// `proxy.claimttl`: how long a replica's claim (in Redis) on fetching a
 /// blob lasts unless renewed; a replica that dies mid-fetch holds the
 /// other replicas' pulls of that blob up this long at most.
@@ -45,9 +47,11 @@ pub struct ProxyConfig {
     pub spooldir: String,
     /// Berth's: see [`DEFAULT_CLAIM_TTL`].
     pub claimttl: String,
-    // distribution's, warned or refused (see `compat`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl: Tolerated,
+    /// distribution's: what the cache fetched and nobody pulled for this
+    /// long is removed by garbage collection ([`DEFAULT_TTL`]; `0` keeps
+    /// everything).
+    pub ttl: String,
+    // distribution's, refused (see `compat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exec: Tolerated,
 }
@@ -80,6 +84,8 @@ pub struct ProxySettings {
     pub mirrors: Vec<MirrorSettings>,
     pub timeout: Duration,
     pub claim_ttl: Duration,
+    /// `None`: nothing expires.
+    pub ttl: Option<Duration>,
     pub spool_dir: PathBuf,
 }
 
@@ -180,10 +186,16 @@ impl ProxyConfig {
         if claim_ttl < Duration::from_secs(1) {
             return Err("proxy.claimttl: must be at least 1s".into());
         }
+        // distribution writes `0` (a Go duration of zero) for "never".
+        let ttl = match self.ttl.trim() {
+            "0" => Duration::ZERO,
+            t => duration("proxy.ttl", t, DEFAULT_TTL)?,
+        };
         Ok(Some(ProxySettings {
             mirrors,
             timeout,
             claim_ttl,
+            ttl: (!ttl.is_zero()).then_some(ttl),
             spool_dir: if self.spooldir.trim().is_empty() {
                 std::env::temp_dir()
             } else {

@@ -75,6 +75,15 @@ impl ProxyCache {
         let stored = match local {
             Some(m) if m.digest == upstream => {
                 self.count(route, Outcome::Hit);
+                // Checked just now: the tag's age is what eviction reads.
+                if let Err(e) = reg.refresh_tag(name, tag, &upstream).await {
+                    tracing::warn!(
+                        repository = name,
+                        tag,
+                        "proxy: refreshing the tag: {}",
+                        e.message
+                    );
+                }
                 m
             }
             _ => {

@@ -143,6 +143,13 @@ impl Registry {
         })
     }
 
+    /// Rewrite `tag`'s current link (to `d`, as it is): a mirror records
+    /// that it checked the tag upstream, for eviction (`proxy.ttl`).
+    pub(crate) async fn refresh_tag(&self, name: &str, tag: &str, d: &Digest) -> Result<()> {
+        self.write_link(&layout::tag_current_link(name, tag), d)
+            .await
+    }
+
     /// Every blob and child manifest must already be in the repository.
     /// Checked [`REFERENCE_CHECKS_AT_ONCE`] at a time, stopping at the first
     /// missing one (the checks still running are dropped).

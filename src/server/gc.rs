@@ -33,6 +33,22 @@ pub async fn garbage_collect(cfg: &Config, opts: &GcOptions) -> anyhow::Result<G
             registry = registry.with_cache(cache);
         }
     }
+    // A pull-through cache: which repositories are mirrored, and what
+    // `proxy.ttl` lets expire (see `registry::gc::expire`).
+    let mut opts = opts.clone();
+    if let Some(settings) = cfg
+        .proxy
+        .as_ref()
+        .map(|p| p.settings())
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .flatten()
+    {
+        let proxy = crate::proxy::ProxyCache::new(&settings)
+            .map_err(|e| anyhow::anyhow!("proxy: {}", e.message))?;
+        registry = registry.with_proxy(std::sync::Arc::new(proxy));
+        opts.expire_mirrored = settings.ttl;
+    }
     // Interrupted (Ctrl-C, a CronJob's SIGTERM): ask the run to stop between
     // two deletes (never inside one, which would leave a cache entry behind);
     // it takes its sweep marker down itself, so servers use their cache again.
@@ -42,7 +58,7 @@ pub async fn garbage_collect(cfg: &Config, opts: &GcOptions) -> anyhow::Result<G
         tracing::warn!("garbage collection: stopping after the current delete");
         stop.cancel();
     });
-    let result = registry.garbage_collect(opts).await;
+    let result = registry.garbage_collect(&opts).await;
     watcher.abort();
     // What went wrong, without the spec's error code (it means nothing on a
     // terminal): the cause where there is one (the operator may read it).

@@ -97,6 +97,12 @@ impl Registry {
     /// One pass over every repository.
     pub(super) async fn mark(&self, opts: &super::GcOptions, cutoff: SystemTime) -> Result<Marked> {
         let delete_untagged = opts.delete_untagged;
+        // Mirrored repositories lose what was fetched before this (`expire`).
+        let expiry = opts.expire_mirrored.map(|ttl| {
+            SystemTime::now()
+                .checked_sub(ttl)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        });
         let repositories = self.repository_dirs().await?;
         let mut marked = Marked {
             repositories: Vec::new(),
@@ -107,7 +113,11 @@ impl Registry {
         };
         for repo in &repositories {
             super::interrupted(opts)?;
-            self.mark_repository(repo, delete_untagged, cutoff, &mut marked)
+            let (delete_untagged, young) = match expiry {
+                Some(before) if self.mirror_of(repo).is_some() => (true, before.min(cutoff)),
+                _ => (delete_untagged, cutoff),
+            };
+            self.mark_repository(repo, delete_untagged, young, &mut marked)
                 .await?;
         }
         marked.repositories = repositories;
@@ -118,7 +128,8 @@ impl Registry {
         &self,
         repo: &str,
         delete_untagged: bool,
-        cutoff: SystemTime,
+        // Untagged revisions written since are kept.
+        young: SystemTime,
         marked: &mut Marked,
     ) -> Result<()> {
         let revisions = self.revisions(repo).await?;
@@ -156,7 +167,7 @@ impl Registry {
             // whose bytes are missing (left as it is, never half-removed).
             let mut roots: HashSet<Digest> = self.tagged(repo).await?.into_iter().collect();
             for r in &revisions {
-                if r.modified >= cutoff || refs.get(&r.digest).is_some_and(Option::is_none) {
+                if r.modified >= young || refs.get(&r.digest).is_some_and(Option::is_none) {
                     roots.insert(r.digest.clone());
                 }
             }

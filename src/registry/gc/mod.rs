@@ -57,6 +57,7 @@
 //! touches. Times are compared as the store records them: the grace period
 //! must exceed its timestamp precision (S3: one second) and clock skew.
 
+mod expire;
 mod mark;
 mod sweep;
 mod untagged;
@@ -90,6 +91,9 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Wait this long after announcing the sweep before re-marking and deleting.
     pub notice: Duration,
+    /// `proxy.ttl`: remove what mirrored repositories fetched (tags: last
+    /// checked upstream) longer ago than this (see `expire`).
+    pub expire_mirrored: Option<Duration>,
     /// Cancelled (Ctrl-C, a CronJob's SIGTERM): the run stops between two
     /// deletes — never between a blob's delete and its cache clears — ends
     /// its sweep and returns an error.
@@ -103,6 +107,7 @@ impl Default for GcOptions {
             delete_untagged: false,
             grace: Duration::from_secs(3600),
             notice: watch::NOTICE,
+            expire_mirrored: None,
             stop: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -147,6 +152,8 @@ pub struct GcReport {
     /// manifest revision left); see [`super::index`].
     pub index_added: usize,
     pub index_removed: usize,
+    /// Tags of mirrored repositories not pulled within `proxy.ttl`.
+    pub tags_expired: usize,
 }
 
 /// One summary line, `key=value` so scripts can read it; with a dry run the
@@ -168,6 +175,9 @@ impl fmt::Display for GcReport {
             self.index_added,
             self.index_removed,
         )?;
+        if self.tags_expired > 0 {
+            write!(f, " mirrored_tags_expired={}", self.tags_expired)?;
+        }
         if self.dry_run {
             write!(f, " (dry run: nothing was deleted)")?;
         }
@@ -248,6 +258,15 @@ impl Registry {
             dry_run: opts.dry_run,
             ..GcReport::default()
         };
+        if let Some(ttl) = opts.expire_mirrored {
+            let before = SystemTime::now()
+                .checked_sub(ttl)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let repositories = self.repository_dirs().await?;
+            report.tags_expired = self
+                .expire_mirrored_tags(&repositories, before, opts.dry_run)
+                .await?;
+        }
         let first = self.mark(opts, cutoff).await?;
         let blobs = self.list_blobs().await?;
         hook(GcPhase::Marked).await;

@@ -9,8 +9,9 @@
 //! `loadtest flood`: a client's throughput and latency while slowloris and
 //! idle connections flood Berth's listener. `loadtest chaos`: a bounded
 //! chaos run (replicas killed, Redis restarted, garbage collection) under a
-//! CI-style workload; every acknowledged image must pull byte-exact. See
-//! README.md.
+//! CI-style workload; every acknowledged image must pull byte-exact.
+//! `loadtest proxy`: the pull-through cache against the upstream alone and
+//! distribution's proxy. See README.md.
 
 mod authbench;
 mod blobload;
@@ -27,6 +28,7 @@ mod flood;
 mod http;
 mod opstats;
 mod progress;
+mod proxybench;
 mod reference;
 mod regclient;
 mod regops;
@@ -84,6 +86,25 @@ enum Command {
     /// Redis restarted once, garbage collection once; then every
     /// acknowledged image pulled byte-exact. Errors per kind, PASS/FAIL.
     Chaos(ChaosArgs),
+    /// The pull-through cache: cold and warm pulls through Berth's and
+    /// distribution's `proxy:` against the upstream alone, and many
+    /// clients pulling one uncached image at once (upstream GETs per blob).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Layers of the image.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Size of each layer [default: 32MiB, quick 8MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub layer_size: Option<u64>,
+    /// Clients pulling the uncached image at once.
+    #[arg(long, default_value_t = 20)]
+    pub clients: usize,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -444,6 +465,10 @@ fn main() -> ExitCode {
             },
             Command::Chaos(args) => tokio::select! {
                 r = chaos::run(args) => r,
+                e = interrupted() => e,
+            },
+            Command::Proxy(args) => tokio::select! {
+                r = proxybench::run(args) => r,
                 e = interrupted() => e,
             },
         }

@@ -4,7 +4,9 @@
 //! side by side. Per mirror: a cold pull (nothing cached), a warm pull, and
 //! `--clients` clients pulling the same uncached image at once on a fresh
 //! mirror, with the upstream blob GETs each case caused; the same pull
-//! straight from the upstream is the reference. PASS/FAIL lines for Berth.
+//! straight from the upstream is the reference for warm pulls, and
+//! distribution's proxy for cold ones (both write every byte to their
+//! storage). PASS/FAIL lines for Berth.
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Instant};
 
@@ -353,14 +355,30 @@ pub async fn run(args: ProxyArgs) -> Result<(String, bool)> {
             num(warm_ratio)
         ),
     );
-    let cold_ratio = berth_f.cold_s.map(|c| direct / c);
-    verdict(
-        cold_ratio.map(|r| r >= 0.5),
-        format!(
-            "cold pull through the mirror: {} x >= 0.50 x the pull straight from upstream",
-            num(cold_ratio)
-        ),
-    );
+    // A cold pull writes every byte to the mirror's storage: its reference
+    // is the other mirror doing the same, not a pull from a warm upstream.
+    let dist_f = results
+        .iter()
+        .find(|(k, _)| *k == RegistryKind::Distribution)
+        .map(|(_, f)| f.clone());
+    if let Some(dist) = dist_f {
+        let cold = berth_f.cold_s.zip(dist.cold_s).map(|(b, d)| d / b);
+        verdict(
+            cold.map(|r| r >= 0.9),
+            format!(
+                "cold pull: {} x >= 0.90 x distribution's proxy (speed)",
+                num(cold)
+            ),
+        );
+        let crowd = berth_f.crowd_s.zip(dist.crowd_s).map(|(b, d)| d / b);
+        verdict(
+            crowd.map(|r| r >= 1.0),
+            format!(
+                "{clients} clients at once, cold: {} x >= 1.00 x distribution's proxy (speed)",
+                num(crowd)
+            ),
+        );
+    }
     for n in &notes {
         text += &format!("- {n}\n");
     }

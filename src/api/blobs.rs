@@ -30,11 +30,11 @@ pub async fn get(
 ) -> ApiResult {
     let d: Digest = digest.parse()?;
     let reg = &state.registry;
-    let info = reg.stat_blob(name, &d).await?;
+    let (info, cache) = reg.find_blob(name, &d).await?;
     let head = req.method() == Method::HEAD;
     if !head {
         if let Some(url) = reg.blob_redirect(&d, "GET").await? {
-            state.notifier.blob_pulled(ctx, name, &d, info.size);
+            state.notifier.blob_pulled(ctx, name, &d, info.size, cache);
             return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
         }
     }
@@ -69,7 +69,7 @@ pub async fn get(
     } else {
         let stream = reg.read_blob(&d, start, Some(len)).await?;
         // A pull is a GET served (ranges included, as distribution counts them).
-        state.notifier.blob_pulled(ctx, name, &d, info.size);
+        state.notifier.blob_pulled(ctx, name, &d, info.size, cache);
         Body::from_stream(stream)
     };
     let mut resp = (status, common, body).into_response();

@@ -63,6 +63,10 @@ pub struct Target {
     /// With `notifications.events.includereferences`: what a manifest points at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub references: Option<Vec<Descriptor>>,
+    /// Berth's, on pulls of a mirrored repository (`proxy:`): `hit` when
+    /// served from the cache, `miss` when fetched from upstream for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
 }
 
 /// The request that caused the event, taken once per request in `api`.

@@ -222,13 +222,21 @@ impl Notifier {
     }
 
     /// A blob GET was answered (HEAD is an existence check, not a pull).
-    pub fn blob_pulled(&self, ctx: &RequestContext, repo: &str, digest: &Digest, size: u64) {
+    /// `cache`: for a mirrored repository, `hit` or `miss` (see [`Target`]).
+    pub fn blob_pulled(
+        &self,
+        ctx: &RequestContext,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        cache: Option<&str>,
+    ) {
         if self.wants_pulls() {
-            self.publish(
-                ctx,
-                Action::Pull,
-                Self::blob_target(ctx, repo, digest, size),
-            );
+            let target = Target {
+                cache: cache.map(str::to_string),
+                ..Self::blob_target(ctx, repo, digest, size)
+            };
+            self.publish(ctx, Action::Pull, target);
         }
     }
 
@@ -263,7 +271,10 @@ impl Notifier {
         tag: Option<&str>,
     ) {
         if self.wants_pulls() {
-            let target = self.manifest_target(ctx, repo, &m.digest, &m.media_type, &m.body, tag);
+            let target = Target {
+                cache: m.cache.map(str::to_string),
+                ..self.manifest_target(ctx, repo, &m.digest, &m.media_type, &m.body, tag)
+            };
             self.publish(ctx, Action::Pull, target);
         }
     }

@@ -17,8 +17,9 @@ use std::{io, path::PathBuf, sync::Arc};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use std::io::Write;
 use tokio::{
-    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncSeekExt},
     sync::{mpsc, watch},
 };
 
@@ -34,6 +35,8 @@ use crate::{
 
 /// What a reader reads at most at once from the spool.
 const READ_PIECE: usize = 256 * 1024;
+/// Pieces of the upstream's body spooled in one write at most.
+const SPOOL_BATCH: usize = 64;
 /// Pieces on their way to the storage write; a slow store slows the fetch
 /// (and its readers) rather than filling memory.
 const STORE_QUEUE: usize = 4;
@@ -90,7 +93,6 @@ impl Fill {
             Error::new(Code::Unavailable, "cannot spool a blob from upstream")
                 .with_retry_after(std::time::Duration::from_secs(5))
         })?;
-        let file = tokio::fs::File::from_std(file);
         let (tx, rx) = watch::channel(Progress::default());
         let fill = Arc::new(Fill {
             spool: Spool(path),
@@ -214,11 +216,11 @@ async fn run(
     reg: Registry,
     name: String,
     d: Digest,
-    mut spool: tokio::fs::File,
+    spool: std::fs::File,
     tx: &watch::Sender<Progress>,
     fetch: impl std::future::Future<Output = Result<(ByteStream, Option<u64>)>>,
 ) -> std::result::Result<BlobInfo, Error> {
-    let (mut body, size) = fetch.await?;
+    let (body, size) = fetch.await?;
     tx.send_modify(|p| p.size = size);
     let (pieces, queue) = mpsc::channel::<io::Result<Bytes>>(STORE_QUEUE);
     let queue = futures::stream::unfold(queue, |mut q| async move {
@@ -227,27 +229,55 @@ async fn run(
     let store = reg.push_blob(&name, &d, Box::pin(queue));
     let spooling = d.clone();
     let feed = async move {
-        while let Some(piece) = body.next().await {
-            let piece = match piece {
-                Ok(p) => p,
+        // What has arrived, spooled in one blocking write per batch: a
+        // write and a flush per piece made a cold pull spool-bound.
+        let mut batches = body.ready_chunks(SPOOL_BATCH);
+        let mut spool = Some(spool);
+        while let Some(batch) = batches.next().await {
+            let mut ok = Vec::with_capacity(batch.len());
+            let mut broke = None;
+            for piece in batch {
+                match piece {
+                    Ok(p) => ok.push(p),
+                    Err(e) => {
+                        broke = Some(e);
+                        break;
+                    }
+                }
+            }
+            let file = spool
+                .take()
+                .expect("the spool is put back after each batch");
+            let pieces_out = ok.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                let mut file = file;
+                for p in &pieces_out {
+                    file.write_all(p)?;
+                }
+                Ok::<_, io::Error>(file)
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+            match written {
+                Ok(file) => spool = Some(file),
                 Err(e) => {
-                    let _ = pieces.send(Err(e)).await;
+                    tracing::warn!("proxy: spooling {spooling}: {e}");
+                    let _ = pieces
+                        .send(Err(io::Error::other(format!("spool: {e}"))))
+                        .await;
                     return;
                 }
-            };
-            let spooled = async {
-                spool.write_all(&piece).await?;
-                spool.flush().await
-            };
-            if let Err(e) = spooled.await {
-                tracing::warn!("proxy: spooling {spooling}: {e}");
-                let e = io::Error::other(format!("spool: {e}"));
+            }
+            let n: u64 = ok.iter().map(|p| p.len() as u64).sum();
+            tx.send_modify(|p| p.written += n);
+            for piece in ok {
+                if pieces.send(Ok(piece)).await.is_err() {
+                    return; // the storage write ended (and says why)
+                }
+            }
+            if let Some(e) = broke {
                 let _ = pieces.send(Err(e)).await;
                 return;
-            }
-            tx.send_modify(|p| p.written += piece.len() as u64);
-            if pieces.send(Ok(piece)).await.is_err() {
-                return; // the storage write ended (and says why)
             }
         }
     };

@@ -103,6 +103,7 @@ impl ProxyCache {
                             digest: upstream.clone(),
                             media_type: String::new(),
                             body: r.body,
+                            cache: None,
                         }
                     }
                     Err(e) => return Err(e),
@@ -148,6 +149,7 @@ impl ProxyCache {
             digest: d.clone(),
             media_type: crate::registry::manifest::Manifest::media_type_of(&body),
             body,
+            cache: Some("miss"),
         })
     }
 }

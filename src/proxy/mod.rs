@@ -202,7 +202,7 @@ impl ProxyCache {
         reference: &Reference,
     ) -> Result<StoredManifest> {
         let route = self.route(name).ok_or_else(|| not_mirrored(name))?;
-        match reference {
+        let found = match reference {
             Reference::Digest(d) => match reg.local_manifest(name, reference).await {
                 Err(e) if e.code == Code::ManifestUnknown => {
                     self.count(&route, Outcome::Miss);
@@ -217,7 +217,12 @@ impl ProxyCache {
                 self.manifest_by_tag(reg, &route, name, tag, reference)
                     .await
             }
-        }
+        };
+        // Not fetched for this request: served from the cache.
+        found.map(|mut m| {
+            m.cache.get_or_insert("hit");
+            m
+        })
     }
 
     /// Blob `d` of mirrored `name`, missing here: its size as soon as the

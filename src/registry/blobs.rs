@@ -30,14 +30,27 @@ impl Registry {
     /// The blob's size, if `name` links it and the data exists; in a
     /// mirrored repository, a blob missing here is fetched from upstream.
     pub async fn stat_blob(&self, name: &str, d: &Digest) -> Result<BlobInfo> {
+        Ok(self.find_blob(name, d).await?.0)
+    }
+
+    /// [`stat_blob`](Self::stat_blob), and for a mirrored repository whether
+    /// the blob was in the cache (`hit`) or fetched for this request
+    /// (`miss`), as pull events say.
+    pub async fn find_blob(
+        &self,
+        name: &str,
+        d: &Digest,
+    ) -> Result<(BlobInfo, Option<&'static str>)> {
         let found = self.stat_local_blob(name, d).await;
         match self.mirror_of(name) {
-            None => found,
+            None => Ok((found?, None)),
             Some(proxy) => match found {
-                Err(e) if e.code == Code::BlobUnknown => proxy.fill_blob(self, name, d).await,
+                Err(e) if e.code == Code::BlobUnknown => {
+                    Ok((proxy.fill_blob(self, name, d).await?, Some("miss")))
+                }
                 found => {
                     proxy.blob_hit(name);
-                    found
+                    Ok((found?, Some("hit")))
                 }
             },
         }

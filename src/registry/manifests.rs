@@ -44,6 +44,9 @@ pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
     pub body: Bytes,
+    /// A mirrored repository's: `hit` (from the cache) or `miss` (fetched
+    /// from upstream for this request); `None` elsewhere.
+    pub cache: Option<&'static str>,
 }
 
 /// What a successful PUT reports.
@@ -283,6 +286,7 @@ impl Registry {
             media_type: Manifest::media_type_of(&body),
             digest,
             body,
+            cache: None,
         })
     }
 

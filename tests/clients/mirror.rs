@@ -1,5 +1,6 @@
 //! The pull-through cache with real clients: the Docker engine pulling
-//! Docker Hub names through Berth as its `registry-mirrors` entry, and
+//! Docker Hub names through Berth as its `registry-mirrors` entry and a
+//! `proxy.mirrors` prefix by its own name, and
 //! skopeo copying a multi-arch index through a `proxy.mirrors` prefix. The
 //! upstream ("Docker Hub") is another Berth on 127.0.0.1.
 
@@ -30,7 +31,7 @@ fn gets(b: &Berth, part: &str) -> usize {
 }
 
 #[test]
-fn docker_pulls_docker_hub_names_through_berth_as_its_registry_mirror() {
+fn docker_pulls_through_berth_as_its_registry_mirror_and_by_prefix() {
     let hub = Berth::start();
     let mirror = mirror_of(&hub, "  remoteurl: {upstream}\n");
     let d = Dockerd::start_with_mirrors(&[&mirror.url("")]);
@@ -66,6 +67,22 @@ fn docker_pulls_docker_hub_names_through_berth_as_its_registry_mirror() {
     assert_eq!(
         gets(&hub, "/v2/library/mirrortest/blobs/"),
         3,
+        "{}",
+        hub.logs()
+    );
+
+    // The prefix form, pulled by its own name from a second mirror.
+    let prefixed = mirror_of(
+        &hub,
+        "  mirrors:\n    - prefix: hub\n      remoteurl: {upstream}\n",
+    );
+    d.remove_all_images();
+    let name = format!("{}/hub/library/mirrortest:v1", prefixed.addr);
+    d.ok(&["pull", &name]);
+    assert_eq!(d.inspect(&name, "{{.Id}}"), image.id);
+    assert_eq!(
+        gets(&hub, "/v2/library/mirrortest/blobs/"),
+        6,
         "{}",
         hub.logs()
     );

@@ -314,3 +314,54 @@ fn the_cache_counts_hits_misses_and_upstream_traffic() {
         (bodies / 2) as f64
     );
 }
+
+#[test]
+fn pull_events_say_whether_the_cache_served_them() {
+    let upstream = Berth::start();
+    assert_eq!(
+        push_image(&upstream.url(""), "team/app", "v1", None).status,
+        201
+    );
+    let hook = crate::stub::Recorder::start();
+    let m = Berth::start_with(|root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: m\n\
+             proxy:\n  remoteurl: {}\n  tagttl: 1h\n\
+             notifications:\n  endpoints:\n    - name: hook\n      url: {}\n      backoff: 50ms\n",
+            upstream.url(""),
+            hook.url()
+        )
+    });
+    for _ in 0..2 {
+        let r = pull(&m.url(""), "team/app", "v1");
+        assert_eq!(r.status, 200);
+        let layer = blobs_of(&r)[1].clone();
+        assert_eq!(
+            get(&m.url(&format!("/v2/team/app/blobs/{layer}")), Auth::None).status,
+            200
+        );
+    }
+    // Delivery is asynchronous: wait (bounded) for the four pull events.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let pulls = loop {
+        let pulls: Vec<_> = hook
+            .events()
+            .into_iter()
+            .filter(|e| e["action"] == "pull")
+            .collect();
+        if pulls.len() >= 4 {
+            break pulls;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pulls:?}");
+        std::thread::yield_now();
+    };
+    let caches = |blob: bool| -> Vec<String> {
+        pulls
+            .iter()
+            .filter(|e| (e["target"]["mediaType"] == "application/octet-stream") == blob)
+            .map(|e| e["target"]["cache"].as_str().unwrap_or("none").to_string())
+            .collect()
+    };
+    assert_eq!(caches(false), ["miss", "hit"], "manifest pulls: {pulls:?}");
+    assert_eq!(caches(true), ["miss", "hit"], "blob pulls: {pulls:?}");
+}

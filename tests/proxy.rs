@@ -16,6 +16,8 @@ mod mirror;
 mod outages;
 #[path = "proxy/prefixes.rs"]
 mod prefixes;
+#[path = "proxy/shared.rs"]
+mod shared;
 #[path = "proxy/streaming.rs"]
 mod streaming;
 #[path = "proxy/stub.rs"]

@@ -7,38 +7,25 @@ use std::time::{Duration, Instant};
 use crate::{
     common::{free_port, noise::xorshift_bytes, redis::RedisServer, wait_for_port, Berth},
     gate::Gate,
+    shared::{gets, metric, push_blob, MIB},
     support::*,
 };
 
-const MIB: usize = 1024 * 1024;
-
 /// Blob requests a replica has taken (its miss counter).
 fn misses(debug: &str) -> f64 {
-    get(&format!("http://{debug}/metrics"), Auth::None)
-        .text()
-        .lines()
-        .filter(|l| {
-            l.starts_with("registry_proxy_requests_total{")
-                && l.contains("kind=\"blob\"")
-                && l.contains("result=\"miss\"")
-        })
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
-        .sum()
+    let text = get(&format!("http://{debug}/metrics"), Auth::None).text();
+    metric(
+        &text,
+        "registry_proxy_requests_total",
+        &["kind=\"blob\"", "result=\"miss\""],
+    )
 }
 
 #[test]
 fn twenty_clients_on_three_replicas_cause_one_upstream_fetch() {
     let upstream = Berth::start();
     let layer = xorshift_bytes(21, 8 * MIB);
-    let digest = sha256(&layer);
-    let put = send(
-        "POST",
-        &upstream.url(&format!("/v2/fleet/app/blobs/uploads/?digest={digest}")),
-        Auth::None,
-        &[("content-type", "application/octet-stream")],
-        layer.clone(),
-    );
-    assert_eq!(put.status, 201, "{}", put.text());
+    let digest = push_blob(&upstream, "fleet/app", &layer);
     // The upstream's answers stop after 1 MiB, so every client asks while
     // the one fetch is under way.
     let gate = Gate::start(&upstream.addr, MIB as u64);
@@ -90,11 +77,6 @@ fn twenty_clients_on_three_replicas_cause_one_upstream_fetch() {
         assert_eq!(r.status, 200, "{}", r.text());
         assert!(r.body == layer, "a client got other bytes");
     }
-    let path = format!("/v2/fleet/app/blobs/{digest}");
-    let fetches = upstream
-        .logs()
-        .lines()
-        .filter(|l| l.contains("method=GET") && l.contains(&path))
-        .count();
+    let fetches = gets(&upstream, &format!("/v2/fleet/app/blobs/{digest}"));
     assert_eq!(fetches, 1, "upstream GETs of the blob");
 }

@@ -7,24 +7,13 @@ use std::process::Command;
 
 use crate::{
     common::{files_under, Berth},
+    shared::pull,
     support::*,
 };
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn pull(base: &str, repo: &str) -> Resp {
-    send(
-        "GET",
-        &format!("{base}/v2/{repo}/manifests/v1"),
-        Auth::None,
-        &[("accept", OCI_MANIFEST)],
-        vec![],
-    )
-}
-
 /// Pull `repo:v1` and its blobs through `m`; its layer's digest.
 fn pull_image(m: &Berth, repo: &str) -> String {
-    let r = pull(&m.url(""), repo);
+    let r = pull(&m.url(""), repo, "v1");
     assert_eq!(r.status, 200, "{repo}: {}", r.text());
     let m_json = r.json();
     for d in [&m_json["config"]["digest"], &m_json["layers"][0]["digest"]] {

@@ -6,18 +6,9 @@
 
 use crate::{
     common::{distribution::Distribution, files_under, http::exchange, Berth},
+    shared::{blobs_of, gets, metric, mirror, pull, OCI_MANIFEST},
     support::*,
 };
-
-/// A Berth mirroring `remote`, with `extra` lines under `proxy:`.
-fn mirror(remote: &str, extra: &str) -> Berth {
-    Berth::start_with(|root, addr| {
-        format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
-             http:\n  addr: {addr}\n  secret: mirror\nproxy:\n  remoteurl: {remote}\n{extra}"
-        )
-    })
-}
 
 /// distribution trusting Berth's token server `realm` (signing cert `cert`).
 fn token_upstream(realm: &str, cert: &str) -> Distribution {
@@ -29,35 +20,6 @@ fn token_upstream(realm: &str, cert: &str) -> Distribution {
             root = dir.join("data").display(),
         )
     })
-}
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn pull(base: &str, repo: &str, reference: &str) -> Resp {
-    send(
-        "GET",
-        &format!("{base}/v2/{repo}/manifests/{reference}"),
-        Auth::None,
-        &[("accept", OCI_MANIFEST)],
-        vec![],
-    )
-}
-
-/// The manifest's blobs (config first), as digests.
-fn blobs_of(manifest: &Resp) -> Vec<String> {
-    let m = manifest.json();
-    let mut v = vec![m["config"]["digest"].as_str().unwrap().to_string()];
-    for l in m["layers"].as_array().unwrap() {
-        v.push(l["digest"].as_str().unwrap().to_string());
-    }
-    v
-}
-
-fn error_code(r: &Resp) -> String {
-    r.json()["errors"][0]["code"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[test]
@@ -75,10 +37,9 @@ fn a_mirror_of_a_token_protected_upstream_serves_what_it_cached_and_refuses_writ
 
     // The mirror logs in upstream as alice (pull only), with tags checked on
     // every pull so that the upstream's absence below is noticed at once.
-    let m = mirror(
-        &up,
-        "  username: alice\n  password: alice-pass\n  tagttl: 0s\n",
-    );
+    let m = mirror(&format!(
+        "  remoteurl: {up}\n  username: alice\n  password: alice-pass\n  tagttl: 0s\n"
+    ));
     let base = m.url("");
     let r = pull(&base, "library/app", "v1");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), m.logs());
@@ -113,7 +74,7 @@ fn a_mirror_of_a_token_protected_upstream_serves_what_it_cached_and_refuses_writ
     ] {
         let r = send(method, &m.url(path), Auth::None, &[], b"{}".to_vec());
         assert_eq!(
-            (r.status, error_code(&r)),
+            (r.status, r.error_code()),
             (405, "UNSUPPORTED".into()),
             "{method} {path}"
         );
@@ -133,7 +94,7 @@ fn a_mirror_of_a_token_protected_upstream_serves_what_it_cached_and_refuses_writ
     assert_eq!(r.status, 200);
     let r = pull(&base, "library/other", "v1");
     assert_eq!(
-        (r.status, error_code(&r)),
+        (r.status, r.error_code()),
         (503, "UNAVAILABLE".into()),
         "{}",
         r.text()
@@ -146,8 +107,8 @@ fn a_moved_tag_is_seen_after_the_ttl_and_not_before() {
     let upstream = Berth::start();
     let up = upstream.url("");
     assert_eq!(push_image(&up, "team/app", "latest", None).status, 201);
-    let patient = mirror(&up, "  tagttl: 1h\n");
-    let eager = mirror(&up, "  tagttl: 0s\n");
+    let patient = mirror(&format!("  remoteurl: {up}\n  tagttl: 1h\n"));
+    let eager = mirror(&format!("  remoteurl: {up}\n  tagttl: 0s\n"));
     let first = pull(&patient.url(""), "team/app", "latest");
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(pull(&eager.url(""), "team/app", "latest").status, 200);
@@ -198,7 +159,7 @@ fn wrong_bytes_from_the_upstream_are_refused_and_never_cached() {
     bytes[0] ^= 0xff;
     std::fs::write(&data, bytes).unwrap();
 
-    let m = mirror(&up, "");
+    let m = mirror(&format!("  remoteurl: {up}\n"));
     assert_eq!(pull(&m.url(""), "bad/app", "v1").status, 200);
     // The pull streams: its body breaks off before the last byte (which
     // waits for the digest) rather than ever completing with wrong bytes.
@@ -220,7 +181,7 @@ fn clients_pulling_one_missing_blob_at_once_cause_one_upstream_fetch() {
     let upstream = Berth::start();
     let up = upstream.url("");
     assert_eq!(push_image(&up, "fan/app", "v1", None).status, 201);
-    let m = mirror(&up, "");
+    let m = mirror(&format!("  remoteurl: {up}\n"));
     let layer = blobs_of(&pull(&m.url(""), "fan/app", "v1"))[1].clone();
     let url = m.url(&format!("/v2/fan/app/blobs/{layer}"));
     let clients: Vec<_> = (0..20)
@@ -234,23 +195,8 @@ fn clients_pulling_one_missing_blob_at_once_cause_one_upstream_fetch() {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(sha256(&r.body), layer);
     }
-    let path = format!("/v2/fan/app/blobs/{layer}");
-    let fetches = upstream
-        .logs()
-        .lines()
-        .filter(|l| l.contains("method=GET") && l.contains(&path))
-        .count();
+    let fetches = gets(&upstream, &format!("/v2/fan/app/blobs/{layer}"));
     assert_eq!(fetches, 1, "upstream GETs of the layer");
-}
-
-/// The sum of the series of `name` whose labels include every `labels` pair
-/// (`k="v"`), in a Prometheus text exposition.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|kv| l.contains(kv)))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
-        .sum()
 }
 
 #[test]
@@ -323,15 +269,12 @@ fn pull_events_say_whether_the_cache_served_them() {
         201
     );
     let hook = crate::stub::Recorder::start();
-    let m = Berth::start_with(|root, addr| {
-        format!(
-            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: m\n\
-             proxy:\n  remoteurl: {}\n  tagttl: 1h\n\
-             notifications:\n  endpoints:\n    - name: hook\n      url: {}\n      backoff: 50ms\n",
-            upstream.url(""),
-            hook.url()
-        )
-    });
+    let m = mirror(&format!(
+        "  remoteurl: {}\n  tagttl: 1h\n\
+         notifications:\n  endpoints:\n    - name: hook\n      url: {}\n      backoff: 50ms\n",
+        upstream.url(""),
+        hook.url()
+    ));
     for _ in 0..2 {
         let r = pull(&m.url(""), "team/app", "v1");
         assert_eq!(r.status, 200);

@@ -7,31 +7,10 @@ use std::time::{Duration, Instant};
 use crate::{
     common::{files_under, noise::xorshift_bytes, redis::RedisServer, Berth},
     gate::Gate,
+    shared::{mirror_on, pull, push_blob, MIB},
     stub::Stub,
     support::*,
 };
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MIB: usize = 1024 * 1024;
-
-fn mirror_on(root: &std::path::Path, proxy: &str) -> Berth {
-    Berth::start_on_root_with(root, |root, addr| {
-        format!(
-            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: m\n\
-             proxy:\n{proxy}"
-        )
-    })
-}
-
-fn pull(base: &str, repo: &str, reference: &str) -> Resp {
-    send(
-        "GET",
-        &format!("{base}/v2/{repo}/manifests/{reference}"),
-        Auth::None,
-        &[("accept", OCI_MANIFEST)],
-        vec![],
-    )
-}
 
 #[test]
 fn a_rate_limiting_upstream_is_passed_on_and_the_cache_still_serves() {
@@ -86,16 +65,8 @@ fn a_rate_limiting_upstream_is_passed_on_and_the_cache_still_serves() {
 fn a_replica_killed_mid_fetch_leaves_nothing_and_the_next_pull_refills() {
     let upstream = Berth::start();
     let layer = xorshift_bytes(31, 8 * MIB);
-    let digest = sha256(&layer);
+    let digest = push_blob(&upstream, "kill/app", &layer);
     let hex = digest.strip_prefix("sha256:").unwrap().to_string();
-    let put = send(
-        "POST",
-        &upstream.url(&format!("/v2/kill/app/blobs/uploads/?digest={digest}")),
-        Auth::None,
-        &[("content-type", "application/octet-stream")],
-        layer.clone(),
-    );
-    assert_eq!(put.status, 201);
     let gate = Gate::start(&upstream.addr, MIB as u64);
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();

@@ -5,24 +5,9 @@
 
 use crate::{
     common::{config_check, htpasswd, Berth},
+    shared::pull,
     support::*,
 };
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn pull(base: &str, repo: &str, reference: &str, creds: Option<(&str, &str)>) -> Resp {
-    let auth = match creds {
-        Some((u, p)) => Auth::Basic(u, p),
-        None => Auth::None,
-    };
-    send(
-        "GET",
-        &format!("{base}/v2/{repo}/manifests/{reference}"),
-        auth,
-        &[("accept", OCI_MANIFEST)],
-        vec![],
-    )
-}
 
 /// A Berth that wants Basic auth (`puller`/`pull-pass`) for everything,
 /// holding `repo:tag` (pushed by an open Berth on the same storage first),
@@ -63,13 +48,13 @@ fn prefixes_mirror_several_upstreams_beside_writable_repositories() {
         )
     });
     let base = m.url("");
-    let r = pull(&base, "open/team/app", "v1", None);
+    let r = pull(&base, "open/team/app", "v1");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), m.logs());
     assert_eq!(
         r.header("docker-content-digest"),
         a.header("docker-content-digest")
     );
-    let r = pull(&base, "vendor/guarded/tools/cli", "v2", None);
+    let r = pull(&base, "vendor/guarded/tools/cli", "v2");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), m.logs());
     assert_eq!(
         r.header("docker-content-digest"),
@@ -90,13 +75,13 @@ fn prefixes_mirror_several_upstreams_beside_writable_repositories() {
     for repo in ["local/app", "open"] {
         let r = push_image(&base, repo, "v1", None);
         assert_eq!(r.status, 201, "{repo}: {}", r.text());
-        assert_eq!(pull(&base, repo, "v1", None).status, 200);
+        assert_eq!(pull(&base, repo, "v1").status, 200);
     }
     // Under a prefix: read-only.
     let r = push_image(&base, "open/team/app", "v9", None);
     assert_eq!((r.status, r.error_code()), (405, "UNSUPPORTED".into()));
     // Not upstream: the upstream's 404.
-    let r = pull(&base, "open/team/nothing", "v1", None);
+    let r = pull(&base, "open/team/nothing", "v1");
     assert_eq!((r.status, r.error_code()), (404, "MANIFEST_UNKNOWN".into()));
 }
 
@@ -110,7 +95,7 @@ fn an_upstream_refusing_the_mirrors_account_is_denied_not_unknown() {
             guarded.url("")
         )
     });
-    let r = pull(&m.url(""), "tools/cli", "v2", None);
+    let r = pull(&m.url(""), "tools/cli", "v2");
     assert_eq!(
         (r.status, r.error_code()),
         (403, "DENIED".into()),

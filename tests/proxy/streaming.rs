@@ -11,25 +11,16 @@ use crate::{
         Berth,
     },
     gate::Gate,
+    shared::{gets, push_blob, MIB},
     support::*,
 };
-
-const MIB: usize = 1024 * 1024;
 
 #[test]
 fn a_first_pull_streams_while_the_blob_is_fetched_and_one_fetch_serves_all() {
     let upstream = Berth::start();
     let layer = xorshift_bytes(7, 16 * MIB);
-    let digest = sha256(&layer);
+    let digest = push_blob(&upstream, "big/app", &layer);
     let hex = digest.strip_prefix("sha256:").unwrap().to_string();
-    let put = send(
-        "POST",
-        &upstream.url(&format!("/v2/big/app/blobs/uploads/?digest={digest}")),
-        Auth::None,
-        &[("content-type", "application/octet-stream")],
-        layer.clone(),
-    );
-    assert_eq!(put.status, 201, "{}", put.text());
 
     // The upstream's answers stop after 4 MiB until the gate opens.
     let gate = Gate::start(&upstream.addr, 4 * MIB as u64);
@@ -82,11 +73,6 @@ fn a_first_pull_streams_while_the_blob_is_fetched_and_one_fetch_serves_all() {
     assert_eq!(r.status, 200);
     assert_eq!(sha256(&r.body), digest);
     assert!(stored());
-    let path = format!("/v2/big/app/blobs/{digest}");
-    let fetches = upstream
-        .logs()
-        .lines()
-        .filter(|l| l.contains("method=GET") && l.contains(&path))
-        .count();
+    let fetches = gets(&upstream, &format!("/v2/big/app/blobs/{digest}"));
     assert_eq!(fetches, 1, "upstream GETs of the blob");
 }

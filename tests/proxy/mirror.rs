@@ -41,6 +41,7 @@ fn a_mirror_of_a_token_protected_upstream_serves_what_it_cached_and_refuses_writ
         "  remoteurl: {up}\n  username: alice\n  password: alice-pass\n  tagttl: 0s\n"
     ));
     let base = m.url("");
+    let tokens_before = gets(&tokens, "/auth/token");
     let r = pull(&base, "library/app", "v1");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), m.logs());
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
@@ -53,6 +54,14 @@ fn a_mirror_of_a_token_protected_upstream_serves_what_it_cached_and_refuses_writ
     // By digest too, and everything is in the mirror's own storage.
     let r = pull(&base, "library/app", &digest);
     assert_eq!(r.status, 200, "{}", r.text());
+    // One token for the scope served every upstream request above (a tag
+    // HEAD, a manifest GET, one GET per blob): it is kept until it expires.
+    assert_eq!(
+        gets(&tokens, "/auth/token") - tokens_before,
+        1,
+        "{}",
+        tokens.logs()
+    );
     let stored = files_under(&m.root);
     for b in &blobs {
         let hex = b.strip_prefix("sha256:").unwrap();

@@ -18,5 +18,7 @@ mod distribution;
 mod flow;
 #[path = "token_server/oauth.rs"]
 mod oauth;
+#[path = "token_server/oidc.rs"]
+mod oidc;
 #[path = "token_server/support.rs"]
 mod support;

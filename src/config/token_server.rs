@@ -63,6 +63,76 @@ pub struct TokenServerConfig {
     pub trustedproxies: Vec<String>,
     #[serde(default)]
     pub throttle: ThrottleConfig,
+    /// CI jobs logging in with their OIDC ID token as the password (see
+    /// [`crate::auth::token_server::oidc`]): the issuers trusted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc: Vec<OidcIssuerConfig>,
+}
+
+/// One trusted OIDC issuer (GitHub Actions, GitLab CI, …).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuerConfig {
+    /// The tokens' `iss`, exactly (`https://token.actions.githubusercontent.com`).
+    #[serde(default)]
+    pub issuer: String,
+    /// Accepted `aud` values: the token must name one of them.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Where the signing keys are: empty for OpenID discovery
+    /// (`<issuer>/.well-known/openid-configuration`), else a JWKS URL or file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jwks: String,
+    /// A PEM CA bundle trusted (besides the system's) for the issuer's HTTPS.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cafile: String,
+    /// The claim whose value names the account (`repository`, `project_path`).
+    #[serde(default = "default_oidc_account")]
+    pub account: String,
+    /// Put before the account name (`github:`), so CI identities never
+    /// collide with people's accounts in the ACL.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub accountprefix: String,
+    /// label → claim: the claims ACL rules match as labels (`ref`,
+    /// `ref_protected`, `environment`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Slack for `exp`, `nbf` and `iat`, seconds.
+    #[serde(default = "default_oidc_leeway")]
+    pub leeway: u64,
+    /// The issuer's keys are fetched again after this (default `1h`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub keysmaxage: String,
+    /// A token with an unknown `kid` fetches the keys again at most this
+    /// often (default `10s`): key rotation works, random `kid`s cannot
+    /// hammer the issuer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub keysrefresh: String,
+}
+
+impl OidcIssuerConfig {
+    /// (`keysmaxage`, `keysrefresh`), defaults applied.
+    pub fn key_times(&self) -> Result<(std::time::Duration, std::time::Duration), String> {
+        let parse = |v: &str, default: u64| {
+            if v.trim().is_empty() {
+                Ok(std::time::Duration::from_secs(default))
+            } else {
+                humantime::parse_duration(v.trim()).map_err(|e| format!("{v:?}: {e}"))
+            }
+        };
+        Ok((
+            parse(&self.keysmaxage, 3600)?,
+            parse(&self.keysrefresh, 10)?,
+        ))
+    }
+}
+
+fn default_oidc_account() -> String {
+    "sub".into()
+}
+
+fn default_oidc_leeway() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -157,9 +227,37 @@ impl TokenServerConfig {
         if self.x5c && self.certificate.is_empty() {
             return Err("token_server.certificate: required with x5c: true".into());
         }
-        if self.htpasswd.is_empty() && self.users.is_empty() && !self.anonymous {
+        for (i, o) in self.oidc.iter().enumerate() {
+            let key = |k: &str| format!("token_server.oidc[{i}].{k}");
+            if !o.issuer.starts_with("https://") {
+                return Err(format!(
+                    "{}: {:?} must be an https:// URL",
+                    key("issuer"),
+                    o.issuer
+                ));
+            }
+            if o.audience.iter().all(|a| a.trim().is_empty()) {
+                return Err(format!(
+                    "{}: required (the aud your CI jobs request)",
+                    key("audience")
+                ));
+            }
+            if o.account.trim().is_empty() {
+                return Err(format!("{}: required (a claim name)", key("account")));
+            }
+            o.key_times()
+                .map_err(|e| format!("{}: {e}", key("keysmaxage / keysrefresh")))?;
+            if o.jwks.starts_with("http://") {
+                return Err(format!("{}: must be https:// or a file", key("jwks")));
+            }
+        }
+        if self.htpasswd.is_empty()
+            && self.users.is_empty()
+            && !self.anonymous
+            && self.oidc.is_empty()
+        {
             return Err(
-                "token_server: no accounts (set htpasswd, users or anonymous: true)".into(),
+                "token_server: no accounts (set htpasswd, users, oidc or anonymous: true)".into(),
             );
         }
         for user in self.users.keys() {

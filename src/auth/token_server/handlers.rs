@@ -23,7 +23,7 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use super::{scope, Issued, TokenServer};
+use super::{oidc::Refusal, scope, Issued, TokenServer};
 use crate::auth::bcrypt_queue;
 
 /// POST bodies larger than this are refused: a form holds a few fields.
@@ -84,6 +84,20 @@ fn too_many(wait: Duration, why: &str) -> Box<Response> {
     );
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    Box::new(resp)
+}
+
+/// The login cannot be checked right now (an OIDC issuer's keys out of
+/// reach): never an "allow", a retryable refusal.
+fn unavailable(why: &str) -> Box<Response> {
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "temporarily_unavailable",
+        why,
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
     Box::new(resp)
 }
 
@@ -183,18 +197,60 @@ impl TokenServer {
         })
     }
 
-    async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> Result<String> {
+    async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> Result<Login> {
         self.throttled(user, client)?;
+        if let Some(oidc) = self.oidc.as_ref().filter(|o| o.claims(password)) {
+            return match oidc.verify(password).await {
+                Ok(id) => {
+                    self.attempt(true);
+                    tracing::info!(account = %id.account, labels = ?id.labels, "token server: OIDC login");
+                    Ok(Login {
+                        account: id.account,
+                        labels: Some(id.labels),
+                        refreshable: false,
+                    })
+                }
+                Err(Refusal::Invalid(why)) => {
+                    self.failed(user, client, &format!("ID token refused: {why}"));
+                    Err(unauthorized(self, "invalid ID token"))
+                }
+                Err(Refusal::Unavailable(why)) => {
+                    tracing::warn!(reason = why, "token server: OIDC issuer unreachable");
+                    Err(unavailable(
+                        "the ID token's issuer cannot be reached; retry later",
+                    ))
+                }
+            };
+        }
         match self.accounts.verify(user, password).await {
             Ok(true) => {
                 self.attempt(true);
-                return Ok(user.to_string());
+                return Ok(Login::account(user));
             }
             Ok(false) => {}
             Err(busy) => return Err(too_many(bcrypt_queue::RETRY_AFTER, &busy.to_string())),
         }
         self.failed(user, client, "invalid username or password");
         Err(unauthorized(self, "invalid username or password"))
+    }
+}
+
+/// Who logged in.
+struct Login {
+    account: String,
+    /// From an ID token's claims; `None`: the account's configured labels.
+    labels: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Refresh tokens are never issued for ID-token logins.
+    refreshable: bool,
+}
+
+impl Login {
+    fn account(name: &str) -> Login {
+        Login {
+            account: name.to_string(),
+            labels: None,
+            refreshable: true,
+        }
     }
 }
 
@@ -223,22 +279,39 @@ async fn get_token(ts: &TokenServer, req: &Parts) -> Result<Response> {
     let p = Params::parse(req.uri.query().unwrap_or("").as_bytes());
     ts.check_service(&p)?;
     let scopes = p.scopes()?;
-    let account = match credentials(ts, &req.headers)? {
-        Some((user, password)) => ts.login(&user, &password, client).await?,
-        None if ts.anonymous => String::new(),
+    let (user, login) = match credentials(ts, &req.headers)? {
+        Some((user, password)) => {
+            let login = ts.login(&user, &password, client).await?;
+            (user, login)
+        }
+        None if ts.anonymous => (String::new(), Login::account("")),
         None => return Err(unauthorized(ts, "authentication required")),
     };
-    if p.one("account").is_some_and(|a| a != account) {
+    // `account` is the login name given (an ID token's account is its own).
+    if p.one("account").is_some_and(|a| a != user) {
         return Err(bad_request("account does not match the credentials"));
     }
-    let offline = p.one("offline_token") == Some("true") && !account.is_empty();
-    let via = if account.is_empty() {
-        "anonymous"
-    } else {
-        "basic"
+    let offline =
+        p.one("offline_token") == Some("true") && !login.account.is_empty() && login.refreshable;
+    let via = match (&login, login.account.is_empty()) {
+        (_, true) => "anonymous",
+        (
+            Login {
+                labels: Some(_), ..
+            },
+            _,
+        ) => "oidc",
+        _ => "basic",
     };
     let issued = ts
-        .issue(&account, &scopes, client, offline, via)
+        .issue(
+            &login.account,
+            login.labels.as_ref(),
+            &scopes,
+            client,
+            offline,
+            via,
+        )
         .await
         .map_err(internal)?;
     let mut body = json!({
@@ -276,7 +349,7 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
     ts.check_service(&p)?;
     let scopes = p.scopes()?;
     let grant = p.one("grant_type").unwrap_or_default();
-    let account = match p.one("grant_type") {
+    let login = match p.one("grant_type") {
         Some("password") => {
             let (Some(user), Some(password)) = (p.one("username"), p.one("password")) else {
                 return Err(bad_request("username and password are required"));
@@ -291,7 +364,7 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
             match ts.refresh_account(token) {
                 Ok(account) => {
                     ts.attempt(true);
-                    account
+                    Login::account(&account)
                 }
                 Err(why) => {
                     ts.failed("(refresh token)", client, &why);
@@ -309,7 +382,12 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
         }
         None => return Err(bad_request("grant_type is required")),
     };
-    let offline = p.one("access_type") == Some("offline");
+    let offline = p.one("access_type") == Some("offline") && login.refreshable;
+    let via = if login.labels.is_some() {
+        "oidc"
+    } else {
+        grant
+    };
     let Issued {
         token,
         refresh_token,
@@ -317,7 +395,14 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
         issued_at,
         scope,
     } = ts
-        .issue(&account, &scopes, client, offline, grant)
+        .issue(
+            &login.account,
+            login.labels.as_ref(),
+            &scopes,
+            client,
+            offline,
+            via,
+        )
         .await
         .map_err(internal)?;
     let mut body = json!({

@@ -18,6 +18,7 @@ pub mod acl;
 mod handlers;
 pub mod keys;
 mod matchers;
+pub mod oidc;
 pub mod scope;
 
 use std::{
@@ -52,6 +53,8 @@ pub struct TokenServer {
     labels: BTreeMap<String, BTreeMap<String, Vec<String>>>,
     key: Arc<SigningKey>,
     accounts: Accounts,
+    /// Trusted OIDC issuers, for CI jobs' ID tokens (`token_server.oidc`).
+    oidc: Option<oidc::Oidc>,
     acl: Acl,
     throttle: Throttle,
     /// Who a request comes from (`http.trustedproxies`), shared with `/v2/`.
@@ -158,6 +161,7 @@ impl TokenServer {
             labels: cfg.labels.clone(),
             key: Arc::new(SigningKey::load(cfg)?),
             accounts: Accounts::new(cfg, logins.queue.clone())?,
+            oidc: oidc::Oidc::new(&cfg.oidc)?,
             acl: Acl::compile(&cfg.acl)?,
             throttle: Throttle::new(&cfg.throttle),
             clients: logins.clients.clone(),
@@ -179,12 +183,19 @@ impl TokenServer {
         format!("berth-refresh-token:{}", self.service)
     }
 
-    /// The access entries `account` gets for `scopes`.
-    fn grant(&self, account: &str, scopes: &[Scope], ip: Option<IpAddr>) -> Vec<Entry> {
+    /// The access entries `account` gets for `scopes`, matched with
+    /// `labels` (an ID token's claims) or else the account's configured ones.
+    fn grant(
+        &self,
+        account: &str,
+        labels: Option<&BTreeMap<String, Vec<String>>>,
+        scopes: &[Scope],
+        ip: Option<IpAddr>,
+    ) -> Vec<Entry> {
         let empty = BTreeMap::new();
         let who = Subject {
             account,
-            labels: self.labels.get(account).unwrap_or(&empty),
+            labels: labels.unwrap_or_else(|| self.labels.get(account).unwrap_or(&empty)),
             ip,
         };
         scopes
@@ -214,16 +225,17 @@ impl TokenServer {
     }
 
     /// Sign an access token (and a refresh token if `offline`) for `account`,
-    /// who authenticated `via` (basic, anonymous, password, refresh_token).
+    /// who authenticated `via` (basic, anonymous, password, refresh_token, oidc).
     async fn issue(
         &self,
         account: &str,
+        labels: Option<&BTreeMap<String, Vec<String>>>,
         scopes: &[Scope],
         ip: Option<IpAddr>,
         offline: bool,
         via: &str,
     ) -> Result<Issued, String> {
-        let access = self.grant(account, scopes, ip);
+        let access = self.grant(account, labels, scopes, ip);
         let scope = scopes
             .iter()
             .zip(&access)
@@ -338,8 +350,14 @@ mod tests {
     async fn refresh_tokens_are_not_access_tokens() {
         let ts = server();
         // No static users: an anonymous-only server issues no refresh tokens.
-        assert!(ts.issue("", &[], None, true, "anonymous").await.is_err());
-        let issued = ts.issue("", &[], None, false, "anonymous").await.unwrap();
+        assert!(ts
+            .issue("", None, &[], None, true, "anonymous")
+            .await
+            .is_err());
+        let issued = ts
+            .issue("", None, &[], None, false, "anonymous")
+            .await
+            .unwrap();
         assert!(ts.refresh_account(&issued.token).is_err(), "wrong audience");
     }
 }

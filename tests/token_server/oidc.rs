@@ -1,0 +1,302 @@
+//! Keyless CI logins: ID tokens from a local OIDC issuer (HTTPS with its
+//! own CA, OpenID discovery, a JWKS whose keys rotate mid-test) as the
+//! password. A job token for the right repository and ref pushes; a wrong
+//! audience, an expired token, a foreign issuer, an unknown `kid`,
+//! `alg: none`, HS256 keyed with the public key, and a token whose claims
+//! name another repository are all refused, and storage is unchanged.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::{
+    common::{pki, Berth},
+    support::*,
+};
+
+const AUDIENCE: &str = "registry.example.com";
+
+/// A signing key of the issuer: its `kid`, private key, public JWK.
+struct IssuerKey {
+    kid: String,
+    encoding: EncodingKey,
+    jwk: Value,
+    public_pem: String,
+}
+
+impl IssuerKey {
+    fn new(kid: &str) -> IssuerKey {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = kp.public_key_raw();
+        // Uncompressed point: 0x04 || x || y.
+        let (x, y) = (&raw[1..33], &raw[33..65]);
+        IssuerKey {
+            kid: kid.into(),
+            encoding: EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+            jwk: json!({
+                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+            }),
+            public_pem: kp.public_key_pem(),
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(self.kid.clone());
+        encode(&h, claims, &self.encoding).unwrap()
+    }
+}
+
+/// The issuer: discovery and JWKS over HTTPS on 127.0.0.1.
+struct Issuer {
+    url: String,
+    ca_pem: String,
+    jwks: Arc<Mutex<Vec<Value>>>,
+    fetches: Arc<Mutex<usize>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Issuer {
+    fn start(keys: &[&IssuerKey]) -> Issuer {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = pki::Ca::root("test oidc ca");
+        let leaf = ca.server(&["127.0.0.1"]);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let jwks: Arc<Mutex<Vec<Value>>> =
+            Arc::new(Mutex::new(keys.iter().map(|k| k.jwk.clone()).collect()));
+        let fetches = Arc::new(Mutex::new(0));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (issuer, set, count) = (url.clone(), jwks.clone(), fetches.clone());
+        rt.spawn(async move {
+            let discovery = json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") });
+            let app = axum::Router::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    axum::routing::get(move || async move { axum::Json(discovery) }),
+                )
+                .route(
+                    "/jwks",
+                    axum::routing::get(move || async move {
+                        *count.lock().unwrap() += 1;
+                        let keys = set.lock().unwrap().clone();
+                        axum::Json(json!({ "keys": keys }))
+                    }),
+                );
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+                leaf.cert_pem.into_bytes(),
+                leaf.key_pem.into_bytes(),
+            )
+            .await
+            .unwrap();
+            axum_server::from_tcp_rustls(listener, config)
+                .unwrap()
+                .serve(app.into_make_service())
+                .await
+                .unwrap();
+        });
+        Issuer {
+            url,
+            ca_pem: ca.pem(),
+            jwks,
+            fetches,
+            _rt: rt,
+        }
+    }
+
+    fn publish(&self, keys: &[&IssuerKey]) {
+        *self.jwks.lock().unwrap() = keys.iter().map(|k| k.jwk.clone()).collect();
+    }
+
+    /// A GitHub Actions-like job token.
+    fn claims(&self, repository: &str, git_ref: &str) -> Value {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        json!({
+            "iss": self.url, "aud": AUDIENCE, "sub": format!("repo:{repository}:ref:{git_ref}"),
+            "repository": repository, "repository_owner": repository.split('/').next().unwrap(),
+            "ref": git_ref, "iat": now, "nbf": now, "exp": now + 300,
+        })
+    }
+}
+
+/// Berth with its token server trusting `issuer` (CI jobs of `org/app` on
+/// main push `org/app/**`; any other job token pulls) and alice's password.
+/// The failed-login throttle is off: this test fails many logins on purpose
+/// (refused ID tokens count toward it like wrong passwords).
+fn registry(secrets: &Secrets, issuer: &Issuer) -> Berth {
+    let ca = pki::write(secrets.dir.path(), "oidc-ca.pem", &issuer.ca_pem);
+    let dir = secrets.dir.path().display().to_string();
+    let url = issuer.url.clone();
+    Berth::start_with(move |root, addr| {
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             http:\n  addr: {addr}\n  secret: s\n\
+             auth:\n  token:\n    realm: http://{addr}/auth/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {dir}/token.crt\n\
+             token_server:\n  issuer: {ISSUER}\n  service: {SERVICE}\n  signingkey: {dir}/token.key\n  htpasswd: {dir}/htpasswd\n\
+             \x20 throttle:\n    maxfailures: 0\n\
+             \x20 oidc:\n    - issuer: {url}\n      audience: [{AUDIENCE}]\n      cafile: {ca}\n      account: repository\n      accountprefix: \"github:\"\n      keysrefresh: 0s\n      labels:\n        repository: repository\n        ref: ref\n\
+             \x20 acl:\n    - match: {{account: \"/github:.+/\", labels: {{repository: org/app, ref: refs/heads/main}}, name: \"org/app/**\"}}\n      actions: [pull, push]\n\
+             \x20   - match: {{account: \"/github:.+/\"}}\n      actions: [pull]\n\
+             \x20   - match: {{account: alice}}\n      actions: [pull]\n",
+            ca = ca.display(),
+        )
+    })
+}
+
+/// The actions a token issued to `user` with `password` grants on `repo`,
+/// or the token server's refusal status.
+fn granted_as(b: &Berth, user: &str, password: &str, repo: &str) -> Result<Vec<String>, u16> {
+    let r = fetch_token(
+        b,
+        &[
+            ("service", SERVICE),
+            ("scope", &format!("repository:{repo}:pull,push")),
+        ],
+        Auth::Basic(user, password),
+    );
+    if r.status != 200 {
+        return Err(r.status);
+    }
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    Ok(granted(&jwt_parts(&token).1, repo))
+}
+
+/// [`granted_as`] a CI job (any user name goes with an ID token).
+fn granted_to(b: &Berth, password: &str, repo: &str) -> Result<Vec<String>, u16> {
+    granted_as(b, "ci", password, repo)
+}
+
+#[test]
+fn ci_jobs_log_in_with_their_id_token_and_get_what_their_claims_allow() {
+    let k1 = IssuerKey::new("k1");
+    let issuer = Issuer::start(&[&k1]);
+    let secrets = Secrets::new(KeyKind::EcP256, &[("alice", "alice-pass")]);
+    let b = registry(&secrets, &issuer);
+
+    // The right repository on main: push; elsewhere: pull.
+    let main = k1.sign(&issuer.claims("org/app", "refs/heads/main"));
+    assert_eq!(
+        granted_to(&b, &main, "org/app/api").map(|mut a| {
+            a.sort();
+            a
+        }),
+        Ok(vec!["pull".to_string(), "push".to_string()]),
+        "{}",
+        b.logs()
+    );
+    assert_eq!(
+        granted_to(&b, &main, "other/app"),
+        Ok(vec!["pull".to_string()])
+    );
+    // A branch, and a fork naming its own repository: no push.
+    let branch = k1.sign(&issuer.claims("org/app", "refs/heads/feature"));
+    assert_eq!(
+        granted_to(&b, &branch, "org/app/api"),
+        Ok(vec!["pull".to_string()])
+    );
+    let fork = k1.sign(&issuer.claims("evil/app", "refs/heads/main"));
+    assert_eq!(
+        granted_to(&b, &fork, "org/app/api"),
+        Ok(vec!["pull".to_string()])
+    );
+    // People still log in with passwords.
+    assert_eq!(
+        granted_as(&b, "alice", "alice-pass", "org/app/api"),
+        Ok(vec!["pull".to_string()])
+    );
+
+    // Refused outright.
+    let mut c = issuer.claims("org/app", "refs/heads/main");
+    c["aud"] = json!("someone-else");
+    let wrong_audience = k1.sign(&c);
+    let mut c = issuer.claims("org/app", "refs/heads/main");
+    c["exp"] = json!(c["iat"].as_u64().unwrap() - 3600);
+    let expired = k1.sign(&c);
+    let stranger = IssuerKey::new("k1");
+    let forged = stranger.sign(&issuer.claims("org/app", "refs/heads/main"));
+    let other = Issuer::start(&[&stranger]);
+    let foreign = stranger.sign(&other.claims("org/app", "refs/heads/main"));
+    let unknown_kid =
+        IssuerKey::new("k-unknown").sign(&issuer.claims("org/app", "refs/heads/main"));
+    let payload = URL_SAFE_NO_PAD.encode(issuer.claims("org/app", "refs/heads/main").to_string());
+    let alg_none = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#));
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("k1".into());
+    let hs256 = encode(
+        &h,
+        &issuer.claims("org/app", "refs/heads/main"),
+        &EncodingKey::from_secret(k1.public_pem.as_bytes()),
+    )
+    .unwrap();
+    for (what, token) in [
+        ("wrong audience", &wrong_audience),
+        ("expired", &expired),
+        ("signed by another key with the same kid", &forged),
+        ("foreign issuer", &foreign),
+        ("unknown kid", &unknown_kid),
+        ("alg none", &alg_none),
+        ("HS256 keyed with the public key", &hs256),
+    ] {
+        assert_eq!(granted_to(&b, token, "org/app/api"), Err(401), "{what}");
+    }
+    assert!(!b.logs().contains(&main), "an ID token was logged");
+
+    // Key rotation: the issuer now signs with k2; the first k2 token makes
+    // Berth fetch the keys again, and k1 tokens stop working once k1 is gone.
+    let k2 = IssuerKey::new("k2");
+    issuer.publish(&[&k2]);
+    let fetched = *issuer.fetches.lock().unwrap();
+    let rotated = k2.sign(&issuer.claims("org/app", "refs/heads/main"));
+    assert_eq!(
+        granted_to(&b, &rotated, "org/app/api").map(|a| a.len()),
+        Ok(2)
+    );
+    assert!(*issuer.fetches.lock().unwrap() > fetched);
+    let old = k1.sign(&issuer.claims("org/app", "refs/heads/main"));
+    assert_eq!(granted_to(&b, &old, "org/app/api"), Err(401));
+
+    // Never a refresh token for an ID-token login.
+    let r = send(
+        "POST",
+        &token_url(&b),
+        Auth::None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!(
+            "grant_type=password&service={SERVICE}&client_id=docker&access_type=offline&username=ci&password={rotated}&scope=repository:org/app/api:pull"
+        )
+        .into_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("refresh_token").is_none(), "{}", r.text());
+}
+
+#[test]
+fn a_job_pushes_with_its_id_token_and_a_fork_cannot() {
+    let k1 = IssuerKey::new("k1");
+    let issuer = Issuer::start(&[&k1]);
+    let secrets = Secrets::new(KeyKind::EcP256, &[("alice", "alice-pass")]);
+    let b = registry(&secrets, &issuer);
+    let base = b.url("");
+    let fork = k1.sign(&issuer.claims("evil/app", "refs/heads/main"));
+    let before = files(&b.root);
+    let r = push_image(&base, "org/app/api", "v1", Some(("ci", &fork)));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(files(&b.root), before, "a refused push stored something");
+    let main = k1.sign(&issuer.claims("org/app", "refs/heads/main"));
+    let r = push_image(&base, "org/app/api", "v1", Some(("ci", &main)));
+    assert_eq!(r.status, 201, "{}", r.text());
+}

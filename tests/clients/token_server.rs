@@ -122,3 +122,59 @@ fn docker_login_push_pull_through_the_token_server() {
         .join("docker/registry/v2/repositories/team/other")
         .exists());
 }
+
+#[test]
+fn docker_logs_in_with_a_ci_id_token_and_pushes() {
+    use crate::common::oidc::{Issuer, IssuerKey, AUDIENCE};
+
+    let work = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let p = |n: &str| work.path().join(n).display().to_string();
+    std::fs::write(p("token.key"), key.serialize_pem()).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["berth-token".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(p("token.crt"), cert.pem()).unwrap();
+    let signer = IssuerKey::new("job-key");
+    let issuer = Issuer::start(&[&signer]);
+    std::fs::write(p("oidc-ca.pem"), &issuer.ca_pem).unwrap();
+    let berth = Berth::start_with(|root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n\
+             auth:\n  token:\n    realm: http://{addr}/auth/token\n    service: berth-test\n    \
+             issuer: berth-test-issuer\n    rootcertbundle: {crt}\n\
+             token_server:\n  issuer: berth-test-issuer\n  service: berth-test\n  signingkey: {key}\n  \
+             oidc:\n    - issuer: {iss}\n      audience: [{AUDIENCE}]\n      cafile: {ca}\n      \
+             account: repository\n      accountprefix: \"github:\"\n      labels: {{repository: repository, ref: ref}}\n  \
+             acl:\n    - match: {{labels: {{repository: org/app, ref: refs/heads/main}}, name: \"org/app/**\"}}\n      \
+             actions: [pull, push]\n",
+            key = p("token.key"),
+            crt = p("token.crt"),
+            iss = issuer.url,
+            ca = p("oidc-ca.pem"),
+        )
+    });
+    let d = Dockerd::start();
+    import_base(&d, work.path(), "berth-oidc/base:1");
+    let reference = format!("{}/org/app/api:1", berth.addr);
+    build(
+        &d,
+        work.path(),
+        "berth-oidc/base:1",
+        &reference,
+        &[("job.txt", "pushed by a CI job\n")],
+    );
+    let id_token = signer.sign(&issuer.claims("org/app", "refs/heads/main"));
+    let login = run(
+        &mut d.cli(&["login", "-u", "ci", "-p", &id_token, &berth.addr]),
+        Duration::from_secs(60),
+    );
+    assert!(login.status.success(), "{}\n{}", login.all(), berth.logs());
+    push(&d, &reference);
+    assert!(
+        issued(&berth, &["account=\"github:org/app\"", "via=oidc", "push"]),
+        "{}",
+        berth.logs()
+    );
+}

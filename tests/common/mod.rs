@@ -9,6 +9,7 @@ pub mod faults;
 pub mod htpasswd;
 pub mod http;
 pub mod noise;
+pub mod oidc;
 pub mod pki;
 pub mod process;
 pub mod redis;

@@ -5,133 +5,17 @@
 //! `alg: none`, HS256 keyed with the public key, and a token whose claims
 //! name another repository are all refused, and storage is unchanged.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
-};
-
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::{
-    common::{pki, Berth},
+    common::{
+        oidc::{Issuer, IssuerKey, AUDIENCE},
+        pki, Berth,
+    },
     support::*,
 };
-
-const AUDIENCE: &str = "registry.example.com";
-
-/// A signing key of the issuer: its `kid`, private key, public JWK.
-struct IssuerKey {
-    kid: String,
-    encoding: EncodingKey,
-    jwk: Value,
-    public_pem: String,
-}
-
-impl IssuerKey {
-    fn new(kid: &str) -> IssuerKey {
-        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let raw = kp.public_key_raw();
-        // Uncompressed point: 0x04 || x || y.
-        let (x, y) = (&raw[1..33], &raw[33..65]);
-        IssuerKey {
-            kid: kid.into(),
-            encoding: EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
-            jwk: json!({
-                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
-            }),
-            public_pem: kp.public_key_pem(),
-        }
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut h = Header::new(Algorithm::ES256);
-        h.kid = Some(self.kid.clone());
-        encode(&h, claims, &self.encoding).unwrap()
-    }
-}
-
-/// The issuer: discovery and JWKS over HTTPS on 127.0.0.1.
-struct Issuer {
-    url: String,
-    ca_pem: String,
-    jwks: Arc<Mutex<Vec<Value>>>,
-    fetches: Arc<Mutex<usize>>,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Issuer {
-    fn start(keys: &[&IssuerKey]) -> Issuer {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = pki::Ca::root("test oidc ca");
-        let leaf = ca.server(&["127.0.0.1"]);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
-        let jwks: Arc<Mutex<Vec<Value>>> =
-            Arc::new(Mutex::new(keys.iter().map(|k| k.jwk.clone()).collect()));
-        let fetches = Arc::new(Mutex::new(0));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (issuer, set, count) = (url.clone(), jwks.clone(), fetches.clone());
-        rt.spawn(async move {
-            let discovery = json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") });
-            let app = axum::Router::new()
-                .route(
-                    "/.well-known/openid-configuration",
-                    axum::routing::get(move || async move { axum::Json(discovery) }),
-                )
-                .route(
-                    "/jwks",
-                    axum::routing::get(move || async move {
-                        *count.lock().unwrap() += 1;
-                        let keys = set.lock().unwrap().clone();
-                        axum::Json(json!({ "keys": keys }))
-                    }),
-                );
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-                leaf.cert_pem.into_bytes(),
-                leaf.key_pem.into_bytes(),
-            )
-            .await
-            .unwrap();
-            axum_server::from_tcp_rustls(listener, config)
-                .unwrap()
-                .serve(app.into_make_service())
-                .await
-                .unwrap();
-        });
-        Issuer {
-            url,
-            ca_pem: ca.pem(),
-            jwks,
-            fetches,
-            _rt: rt,
-        }
-    }
-
-    fn publish(&self, keys: &[&IssuerKey]) {
-        *self.jwks.lock().unwrap() = keys.iter().map(|k| k.jwk.clone()).collect();
-    }
-
-    /// A GitHub Actions-like job token.
-    fn claims(&self, repository: &str, git_ref: &str) -> Value {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        json!({
-            "iss": self.url, "aud": AUDIENCE, "sub": format!("repo:{repository}:ref:{git_ref}"),
-            "repository": repository, "repository_owner": repository.split('/').next().unwrap(),
-            "ref": git_ref, "iat": now, "nbf": now, "exp": now + 300,
-        })
-    }
-}
 
 /// Berth with its token server trusting `issuer` (CI jobs of `org/app` on
 /// main push `org/app/**`; any other job token pulls) and alice's password.
@@ -299,4 +183,32 @@ fn a_job_pushes_with_its_id_token_and_a_fork_cannot() {
     let main = k1.sign(&issuer.claims("org/app", "refs/heads/main"));
     let r = push_image(&base, "org/app/api", "v1", Some(("ci", &main)));
     assert_eq!(r.status, 201, "{}", r.text());
+}
+
+#[test]
+fn distribution_accepts_tokens_issued_for_id_token_logins() {
+    let k1 = IssuerKey::new("k1");
+    let issuer = Issuer::start(&[&k1]);
+    let secrets = Secrets::new(KeyKind::Rsa, &[("alice", "alice-pass")]);
+    let berth = registry(&secrets, &issuer);
+    let cert = secrets.path("token.crt");
+    let realm = token_url(&berth);
+    let dist = crate::common::distribution::Distribution::start(|dir, addr| {
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             http:\n  addr: {addr}\n  secret: interop\n\
+             auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
+            root = dir.join("data").display(),
+        )
+    });
+    let job = k1.sign(&issuer.claims("org/app", "refs/heads/main"));
+    let put = push_image(&dist.url(""), "org/app/api", "v1", Some(("ci", &job)));
+    assert_eq!(put.status, 201, "{}\n{}", put.text(), dist.logs());
+    let pulled = pull_manifest(
+        &dist.url(""),
+        "org/app/api",
+        "v1",
+        Some(("alice", "alice-pass")),
+    );
+    assert_eq!(pulled.status, 200, "{}", pulled.text());
 }

@@ -212,3 +212,26 @@ fn distribution_accepts_tokens_issued_for_id_token_logins() {
     );
     assert_eq!(pulled.status, 200, "{}", pulled.text());
 }
+
+#[test]
+fn an_issuer_that_is_down_fails_its_own_logins_only() {
+    let k1 = IssuerKey::new("k1");
+    let issuer = Issuer::start(&[&k1]);
+    let job = k1.sign(&issuer.claims("org/app", "refs/heads/main"));
+    let secrets = Secrets::new(KeyKind::EcP256, &[("alice", "alice-pass")]);
+    let warm = registry(&secrets, &issuer);
+    // Keys fetched once while the issuer answers ...
+    assert!(granted_to(&warm, &job, "org/app/api").is_ok());
+    let cold = registry(&secrets, &issuer);
+    drop(issuer);
+    // ... keep serving the tokens they verify; a registry that never got
+    // them answers 503 (retry), never an allow; passwords work throughout.
+    assert!(granted_to(&warm, &job, "org/app/api").is_ok());
+    assert_eq!(granted_to(&cold, &job, "org/app/api"), Err(503));
+    for b in [&warm, &cold] {
+        assert_eq!(
+            granted_as(b, "alice", "alice-pass", "org/app/api"),
+            Ok(vec!["pull".to_string()])
+        );
+    }
+}

@@ -67,6 +67,44 @@ pub struct TokenServerConfig {
     /// [`crate::auth::token_server::oidc`]): the issuers trusted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oidc: Vec<OidcIssuerConfig>,
+    /// People logging in against a directory (see
+    /// [`crate::auth::token_server::ldap`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapConfig>,
+}
+
+/// `token_server.ldap`: an LDAP directory or Active Directory.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldaps://host:636` or `ldap://host:389` (with `starttls`), tried in order.
+    pub url: Vec<String>,
+    pub starttls: bool,
+    /// A PEM CA bundle trusted besides the system's. TLS is always verified.
+    pub cafile: String,
+    /// The service account that searches for users.
+    pub binddn: String,
+    pub bindpassword: String,
+    /// Read once at start (a mounted secret), instead of `bindpassword`.
+    pub bindpasswordfile: String,
+    /// Where users are searched (subtree).
+    pub basedn: String,
+    /// `{username}` is replaced by the login name, escaped (RFC 4515):
+    /// default `(uid={username})`; Active Directory: `(sAMAccountName={username})`.
+    pub userfilter: String,
+    /// The user entry's attribute listing its groups' DNs (default
+    /// `memberOf`); each group's first RDN value becomes a label value.
+    pub groupattribute: String,
+    /// Or search groups under this DN with `groupfilter` (`{dn}` is the
+    /// user's DN, escaped; default `(member={dn})`), naming them by `cn`.
+    pub groupbasedn: String,
+    pub groupfilter: String,
+    /// The ACL label groups go under (default `group`).
+    pub grouplabel: String,
+    /// A directory request with no answer by then fails the login (503).
+    pub timeout: String,
+    /// A successful login is remembered this long (default `60s`; `0s` never).
+    pub cachettl: String,
 }
 
 /// One trusted OIDC issuer (GitHub Actions, GitLab CI, …).
@@ -251,13 +289,18 @@ impl TokenServerConfig {
                 return Err(format!("{}: must be https:// or a file", key("jwks")));
             }
         }
+        if let Some(l) = &self.ldap {
+            l.validate()?;
+        }
         if self.htpasswd.is_empty()
             && self.users.is_empty()
             && !self.anonymous
             && self.oidc.is_empty()
+            && self.ldap.is_none()
         {
             return Err(
-                "token_server: no accounts (set htpasswd, users, oidc or anonymous: true)".into(),
+                "token_server: no accounts (set htpasswd, users, ldap, oidc or anonymous: true)"
+                    .into(),
             );
         }
         for user in self.users.keys() {
@@ -266,6 +309,62 @@ impl TokenServerConfig {
                     "token_server.users: {user:?} is not a valid user name"
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl LdapConfig {
+    /// (timeout, cache TTL), defaults applied.
+    pub fn durations(&self) -> Result<(std::time::Duration, std::time::Duration), String> {
+        let parse = |key: &str, v: &str, default: u64| {
+            if v.trim().is_empty() {
+                Ok(std::time::Duration::from_secs(default))
+            } else {
+                humantime::parse_duration(v.trim())
+                    .map_err(|e| format!("token_server.ldap.{key}: {v:?}: {e}"))
+            }
+        };
+        Ok((
+            parse("timeout", &self.timeout, 10)?,
+            parse("cachettl", &self.cachettl, 60)?,
+        ))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.url.is_empty() {
+            return Err("token_server.ldap.url: required (ldaps://host:636)".into());
+        }
+        for u in &self.url {
+            let plain = u.starts_with("ldap://");
+            if !plain && !u.starts_with("ldaps://") {
+                return Err(format!(
+                    "token_server.ldap.url: {u:?} must be ldaps:// or ldap://"
+                ));
+            }
+            // Passwords never cross the network in clear text.
+            if plain && !self.starttls {
+                return Err(format!(
+                    "token_server.ldap.url: {u:?} is plain LDAP; use ldaps:// or set starttls: true"
+                ));
+            }
+        }
+        if self.basedn.trim().is_empty() {
+            return Err("token_server.ldap.basedn: required".into());
+        }
+        if !self.userfilter.is_empty() && !self.userfilter.contains("{username}") {
+            return Err("token_server.ldap.userfilter: must contain {username}".into());
+        }
+        if self.binddn.is_empty()
+            != (self.bindpassword.is_empty() && self.bindpasswordfile.is_empty())
+        {
+            return Err(
+                "token_server.ldap.binddn: give it with bindpassword or bindpasswordfile".into(),
+            );
+        }
+        let (timeout, _) = self.durations()?;
+        if timeout.is_zero() {
+            return Err("token_server.ldap.timeout: must be more than 0s".into());
         }
         Ok(())
     }

@@ -63,6 +63,11 @@ impl Accounts {
         })
     }
 
+    /// No static users and no htpasswd file (logins go to the directory).
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.htpasswd.is_none()
+    }
+
     /// Does `password` match `user`? Err when the bcrypt queue is full.
     pub async fn verify(&self, user: &str, password: &str) -> Result<bool, Busy> {
         if !acceptable(user, password) || user.is_empty() {

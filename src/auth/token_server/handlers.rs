@@ -206,6 +206,7 @@ impl TokenServer {
                     tracing::info!(account = %id.account, labels = ?id.labels, "token server: OIDC login");
                     Ok(Login {
                         account: id.account,
+                        via: "oidc",
                         labels: Some(id.labels),
                         refreshable: false,
                     })
@@ -222,13 +223,46 @@ impl TokenServer {
                 }
             };
         }
-        match self.accounts.verify(user, password).await {
+        // Local accounts first (none configured: no bcrypt stand-in to pay).
+        let local = match self.accounts.is_empty() {
+            true => Ok(false),
+            false => self.accounts.verify(user, password).await,
+        };
+        match local {
             Ok(true) => {
                 self.attempt(true);
                 return Ok(Login::account(user));
             }
             Ok(false) => {}
             Err(busy) => return Err(too_many(bcrypt_queue::RETRY_AFTER, &busy.to_string())),
+        }
+        if let Some(directory) = &self.directory {
+            return match directory.login(user, password).await {
+                Ok(person) => {
+                    self.attempt(true);
+                    // The account's configured labels, and its groups.
+                    let mut labels = self
+                        .labels
+                        .get(&person.account)
+                        .cloned()
+                        .unwrap_or_default();
+                    labels.extend(person.labels);
+                    Ok(Login {
+                        account: person.account,
+                        via: "ldap",
+                        labels: Some(labels),
+                        refreshable: false,
+                    })
+                }
+                Err(super::ldap::Refusal::Invalid(why)) => {
+                    self.failed(user, client, &format!("directory: {why}"));
+                    Err(unauthorized(self, "invalid username or password"))
+                }
+                Err(super::ldap::Refusal::Unavailable(why)) => {
+                    tracing::warn!(reason = why, "token server: directory unreachable");
+                    Err(unavailable("the directory cannot be reached; retry later"))
+                }
+            };
         }
         self.failed(user, client, "invalid username or password");
         Err(unauthorized(self, "invalid username or password"))
@@ -238,6 +272,8 @@ impl TokenServer {
 /// Who logged in.
 struct Login {
     account: String,
+    /// How: `basic` (a password), `oidc`, `ldap`, `refresh_token`, `anonymous`.
+    via: &'static str,
     /// From an ID token's claims; `None`: the account's configured labels.
     labels: Option<std::collections::BTreeMap<String, Vec<String>>>,
     /// Refresh tokens are never issued for ID-token logins.
@@ -248,6 +284,7 @@ impl Login {
     fn account(name: &str) -> Login {
         Login {
             account: name.to_string(),
+            via: "basic",
             labels: None,
             refreshable: true,
         }
@@ -293,15 +330,10 @@ async fn get_token(ts: &TokenServer, req: &Parts) -> Result<Response> {
     }
     let offline =
         p.one("offline_token") == Some("true") && !login.account.is_empty() && login.refreshable;
-    let via = match (&login, login.account.is_empty()) {
-        (_, true) => "anonymous",
-        (
-            Login {
-                labels: Some(_), ..
-            },
-            _,
-        ) => "oidc",
-        _ => "basic",
+    let via = if login.account.is_empty() {
+        "anonymous"
+    } else {
+        login.via
     };
     let issued = ts
         .issue(
@@ -364,7 +396,10 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
             match ts.refresh_account(token) {
                 Ok(account) => {
                     ts.attempt(true);
-                    Login::account(&account)
+                    Login {
+                        via: "refresh_token",
+                        ..Login::account(&account)
+                    }
                 }
                 Err(why) => {
                     ts.failed("(refresh token)", client, &why);
@@ -383,10 +418,10 @@ async fn post_token(ts: &TokenServer, req: Request<Body>) -> Result<Response> {
         None => return Err(bad_request("grant_type is required")),
     };
     let offline = p.one("access_type") == Some("offline") && login.refreshable;
-    let via = if login.labels.is_some() {
-        "oidc"
-    } else {
-        grant
+    // A password grant says so; a refresh grant or an ID token, what it was.
+    let via = match login.via {
+        "basic" => grant,
+        other => other,
     };
     let Issued {
         token,

@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod acl;
 mod handlers;
 pub mod keys;
+pub mod ldap;
 mod matchers;
 pub mod oidc;
 pub mod scope;
@@ -55,6 +56,8 @@ pub struct TokenServer {
     accounts: Accounts,
     /// Trusted OIDC issuers, for CI jobs' ID tokens (`token_server.oidc`).
     oidc: Option<oidc::Oidc>,
+    /// A directory people log in against (`token_server.ldap`).
+    directory: Option<ldap::Directory>,
     acl: Acl,
     throttle: Throttle,
     /// Who a request comes from (`http.trustedproxies`), shared with `/v2/`.
@@ -162,6 +165,7 @@ impl TokenServer {
             key: Arc::new(SigningKey::load(cfg)?),
             accounts: Accounts::new(cfg, logins.queue.clone())?,
             oidc: oidc::Oidc::new(&cfg.oidc)?,
+            directory: ldap::Directory::new(cfg.ldap.as_ref())?,
             acl: Acl::compile(&cfg.acl)?,
             throttle: Throttle::new(&cfg.throttle),
             clients: logins.clients.clone(),

@@ -1,0 +1,343 @@
+//! People logging in against a directory (`token_server.ldap`): OpenLDAP,
+//! Active Directory or anything that speaks LDAPv3.
+//!
+//! A login is: connect (the `url`s in order; `ldaps://`, or StartTLS on
+//! `ldap://`; the certificate always verified against the system's roots
+//! and `cafile`), bind as the service account, search `basedn` for the one
+//! entry `userfilter` finds with the login name escaped (RFC 4515: a `*`
+//! or `)` in a name matches nothing but itself), then bind as that entry
+//! with the password given. Its groups — the DNs in `groupattribute`
+//! (`memberOf`), or the entries a group search finds — become the values
+//! of the `grouplabel` label (each group's first RDN value: `platform` for
+//! `cn=platform,ou=groups,…`), which ACL rules match like static labels.
+//!
+//! - An empty password is refused before anything is sent: LDAP takes it
+//!   as an unauthenticated bind, which "succeeds".
+//! - A success is remembered for `cachettl`, keyed by a hash of the name
+//!   and password, as htpasswd's bcrypt successes are.
+//! - A directory that cannot be reached (or answers too slowly:
+//!   `timeout`) fails the login closed with 503; a wrong password or an
+//!   unknown user is a failed login (401, counted by the throttle).
+//! - Refresh tokens are not issued for directory logins: a removed or
+//!   disabled account must stop working when its access token expires.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use ldap3::{ldap_escape, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{tls::crypto_provider, token_server::LdapConfig};
+
+/// LDAP's result code for a wrong password (or a locked account).
+const INVALID_CREDENTIALS: u32 = 49;
+/// Successes remembered at most (oldest dropped first).
+const CACHE_ENTRIES: usize = 10_000;
+
+/// Who logged in: the account and its labels.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub account: String,
+    pub labels: BTreeMap<String, Vec<String>>,
+}
+
+/// Why a login did not succeed.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Unknown user or wrong password (the reason goes to the log).
+    Invalid(String),
+    /// The directory could not answer: the login is refused, retryably.
+    Unavailable(String),
+}
+
+pub struct Directory {
+    cfg: LdapConfig,
+    bind_password: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+    cache_ttl: Duration,
+    remembered: Mutex<HashMap<[u8; 32], (Person, Instant)>>,
+}
+
+impl Directory {
+    /// `None` without a `ldap` section; errors name the key.
+    pub fn new(cfg: Option<&LdapConfig>) -> Result<Option<Directory>, String> {
+        let Some(cfg) = cfg else { return Ok(None) };
+        let (timeout, cache_ttl) = cfg.durations()?;
+        let bind_password = if cfg.bindpasswordfile.is_empty() {
+            cfg.bindpassword.clone()
+        } else {
+            std::fs::read_to_string(&cfg.bindpasswordfile)
+                .map_err(|e| format!("token_server.ldap.bindpasswordfile: {e}"))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string()
+        };
+        let tls = if cfg.cafile.is_empty() {
+            None // ldap3's default: the system's roots, verified
+        } else {
+            Some(Arc::new(client_config(&cfg.cafile)?))
+        };
+        Ok(Some(Directory {
+            cfg: cfg.clone(),
+            bind_password,
+            tls,
+            timeout,
+            cache_ttl,
+            remembered: Mutex::default(),
+        }))
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> Result<Person, Refusal> {
+        if user.is_empty() || password.is_empty() {
+            return Err(Refusal::Invalid("empty user name or password".into()));
+        }
+        let key = cache_key(user, password);
+        if let Some(p) = self.recall(&key) {
+            return Ok(p);
+        }
+        let mut last = None;
+        for url in &self.cfg.url {
+            match self.login_at(url, user, password).await {
+                Err(Refusal::Unavailable(e)) => {
+                    tracing::warn!(url, "ldap: {e}");
+                    last = Some(e);
+                }
+                Ok(person) => {
+                    self.remember(key, &person);
+                    return Ok(person);
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+        Err(Refusal::Unavailable(last.unwrap_or_default()))
+    }
+
+    async fn login_at(&self, url: &str, user: &str, password: &str) -> Result<Person, Refusal> {
+        let down = |e: ldap3::LdapError| Refusal::Unavailable(format!("{url}: {e}"));
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(self.timeout)
+            .set_starttls(self.cfg.starttls && url.starts_with("ldap://"));
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+            .await
+            .map_err(down)?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!("ldap connection: {e}");
+            }
+        });
+        let result = async {
+            if !self.cfg.binddn.is_empty() {
+                ldap.with_timeout(self.timeout)
+                    .simple_bind(&self.cfg.binddn, &self.bind_password)
+                    .await
+                    .map_err(down)?
+                    .success()
+                    .map_err(|e| {
+                        Refusal::Unavailable(format!("the service account's bind failed: {e}"))
+                    })?;
+            }
+            let template = match self.cfg.userfilter.as_str() {
+                "" => "(uid={username})",
+                f => f,
+            };
+            let filter = template.replace("{username}", &ldap_escape(user));
+            let mut attrs = vec!["1.1".to_string()];
+            let group_attr = self.group_attribute();
+            if let Some(a) = group_attr {
+                attrs = vec![a.to_string()];
+            }
+            let (entries, _) = ldap
+                .with_timeout(self.timeout)
+                .search(&self.cfg.basedn, Scope::Subtree, &filter, attrs)
+                .await
+                .map_err(down)?
+                .success()
+                .map_err(down)?;
+            let mut found: Vec<SearchEntry> =
+                entries.into_iter().map(SearchEntry::construct).collect();
+            if found.len() != 1 {
+                return Err(Refusal::Invalid(format!(
+                    "{} entries match the user filter",
+                    found.len()
+                )));
+            }
+            let entry = found.remove(0);
+            let bound = ldap
+                .with_timeout(self.timeout)
+                .simple_bind(&entry.dn, password)
+                .await
+                .map_err(down)?;
+            match bound.rc {
+                0 => {}
+                INVALID_CREDENTIALS => {
+                    return Err(Refusal::Invalid("wrong password".into()));
+                }
+                rc => {
+                    return Err(Refusal::Invalid(format!(
+                        "the user's bind was refused ({rc}: {})",
+                        bound.text
+                    )))
+                }
+            }
+            let mut groups: Vec<String> = match group_attr {
+                Some(a) => entry
+                    .attrs
+                    .get(a)
+                    .map(|dns| dns.iter().filter_map(|dn| first_rdn_value(dn)).collect())
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            if !self.cfg.groupbasedn.is_empty() {
+                // Searched as the user just bound: directories let members
+                // read their groups; a service-account-only ACL would need
+                // the service bind again.
+                if !self.cfg.binddn.is_empty() {
+                    ldap.with_timeout(self.timeout)
+                        .simple_bind(&self.cfg.binddn, &self.bind_password)
+                        .await
+                        .map_err(down)?;
+                }
+                let template = match self.cfg.groupfilter.as_str() {
+                    "" => "(member={dn})",
+                    f => f,
+                };
+                let filter = template.replace("{dn}", &ldap_escape(entry.dn.as_str()));
+                let (entries, _) = ldap
+                    .with_timeout(self.timeout)
+                    .search(&self.cfg.groupbasedn, Scope::Subtree, &filter, vec!["cn"])
+                    .await
+                    .map_err(down)?
+                    .success()
+                    .map_err(down)?;
+                for e in entries.into_iter().map(SearchEntry::construct) {
+                    match e.attrs.get("cn").and_then(|v| v.first()) {
+                        Some(cn) => groups.push(cn.clone()),
+                        None => groups.extend(first_rdn_value(&e.dn)),
+                    }
+                }
+            }
+            groups.sort();
+            groups.dedup();
+            let label = match self.cfg.grouplabel.as_str() {
+                "" => "group",
+                l => l,
+            };
+            Ok(Person {
+                account: user.to_string(),
+                labels: BTreeMap::from([(label.to_string(), groups)]),
+            })
+        }
+        .await;
+        let _ = ldap.unbind().await;
+        driver.abort();
+        result
+    }
+
+    /// The attribute listing a user's groups; `None` when groups are
+    /// searched instead (or not wanted).
+    fn group_attribute(&self) -> Option<&str> {
+        match self.cfg.groupattribute.as_str() {
+            "" if self.cfg.groupbasedn.is_empty() => Some("memberOf"),
+            "" | "-" => None,
+            a => Some(a),
+        }
+    }
+
+    fn recall(&self, key: &[u8; 32]) -> Option<Person> {
+        let map = self.remembered.lock().unwrap();
+        map.get(key)
+            .filter(|(_, at)| at.elapsed() < self.cache_ttl)
+            .map(|(p, _)| p.clone())
+    }
+
+    fn remember(&self, key: [u8; 32], person: &Person) {
+        if self.cache_ttl.is_zero() {
+            return;
+        }
+        let mut map = self.remembered.lock().unwrap();
+        if map.len() >= CACHE_ENTRIES {
+            let ttl = self.cache_ttl;
+            map.retain(|_, (_, at)| at.elapsed() < ttl);
+            if map.len() >= CACHE_ENTRIES {
+                map.clear();
+            }
+        }
+        map.insert(key, (person.clone(), Instant::now()));
+    }
+}
+
+/// A keyed digest of a login: a memory dump does not give the password away.
+fn cache_key(user: &str, password: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"berth-ldap\0");
+    h.update(user.as_bytes());
+    h.update(b"\0");
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+/// `platform` for `cn=platform,ou=groups,dc=example,dc=org`.
+fn first_rdn_value(dn: &str) -> Option<String> {
+    let first = dn.split(',').next()?;
+    let (_, value) = first.split_once('=')?;
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+fn client_config(cafile: &str) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(found.certs);
+    let pem = std::fs::read(cafile).map_err(|e| format!("token_server.ldap.cafile: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("token_server.ldap.cafile: {cafile} is not valid PEM ({e})"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "token_server.ldap.cafile: no certificate in {cafile}"
+        ));
+    }
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| format!("token_server.ldap.cafile: {e}"))?;
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_are_the_first_rdn_value() {
+        assert_eq!(
+            first_rdn_value("cn=platform,ou=groups,dc=example,dc=org").as_deref(),
+            Some("platform")
+        );
+        assert_eq!(
+            first_rdn_value("CN=Domain Admins,CN=Users,DC=corp").as_deref(),
+            Some("Domain Admins")
+        );
+        assert_eq!(first_rdn_value("garbage"), None);
+    }
+
+    #[test]
+    fn filter_metacharacters_in_a_name_are_escaped() {
+        let f = "(uid={username})".replace("{username}", &ldap_escape("eve*)(uid=*"));
+        assert_eq!(f, "(uid=eve\\2a\\29\\28uid=\\2a)");
+    }
+}

@@ -14,12 +14,17 @@ packages+=(fonts-dejavu-core)
 # pulled; cached in ~/.cache/berth/images) and strips the binary it packages
 # (binutils); the compose test resolves compose.yaml with Debian's docker-compose.
 packages+=(debootstrap binutils docker-compose)
+# The directory the token server's LDAP logins are tested against
+# (tests/common/ldap.rs runs its own slapd from a temp dir).
+packages+=(slapd ldap-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
+  # No system directory: only the tests' own slapd ever runs.
+  echo 'slapd slapd/no_configuration boolean true' | as_root debconf-set-selections
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -16,6 +16,8 @@ mod config;
 mod distribution;
 #[path = "token_server/flow.rs"]
 mod flow;
+#[path = "token_server/ldap.rs"]
+mod ldap;
 #[path = "token_server/oauth.rs"]
 mod oauth;
 #[path = "token_server/oidc.rs"]

@@ -8,6 +8,7 @@ pub mod docker;
 pub mod faults;
 pub mod htpasswd;
 pub mod http;
+pub mod ldap;
 pub mod noise;
 pub mod oidc;
 pub mod pki;

@@ -57,7 +57,7 @@ pub enum Refusal {
 pub struct Directory {
     cfg: LdapConfig,
     bind_password: String,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
     cache_ttl: Duration,
     remembered: Mutex<HashMap<[u8; 32], (Person, Instant)>>,
@@ -76,11 +76,10 @@ impl Directory {
                 .trim_end_matches(['\r', '\n'])
                 .to_string()
         };
-        let tls = if cfg.cafile.is_empty() {
-            None // ldap3's default: the system's roots, verified
-        } else {
-            Some(Arc::new(client_config(&cfg.cafile)?))
-        };
+        // Always our own config (ring, our roots): ldap3's default needs a
+        // process-wide provider and ends up with no roots at all when one
+        // system certificate fails to load.
+        let tls = Arc::new(client_config(&cfg.cafile)?);
         Ok(Some(Directory {
             cfg: cfg.clone(),
             bind_password,
@@ -118,12 +117,10 @@ impl Directory {
 
     async fn login_at(&self, url: &str, user: &str, password: &str) -> Result<Person, Refusal> {
         let down = |e: ldap3::LdapError| Refusal::Unavailable(format!("{url}: {e}"));
-        let mut settings = LdapConnSettings::new()
+        let settings = LdapConnSettings::new()
             .set_conn_timeout(self.timeout)
-            .set_starttls(self.cfg.starttls && url.starts_with("ldap://"));
-        if let Some(tls) = &self.tls {
-            settings = settings.set_config(tls.clone());
-        }
+            .set_starttls(self.cfg.starttls && url.starts_with("ldap://"))
+            .set_config(self.tls.clone());
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
             .await
             .map_err(down)?;
@@ -291,10 +288,14 @@ fn first_rdn_value(dn: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
 }
 
+/// The system's roots, and `cafile`'s if given.
 fn client_config(cafile: &str) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(found.certs);
+    if cafile.is_empty() {
+        return finish(roots);
+    }
     let pem = std::fs::read(cafile).map_err(|e| format!("token_server.ldap.cafile: {e}"))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -309,6 +310,10 @@ fn client_config(cafile: &str) -> Result<rustls::ClientConfig, String> {
             .add(c)
             .map_err(|e| format!("token_server.ldap.cafile: {e}"))?;
     }
+    finish(roots)
+}
+
+fn finish(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, String> {
     Ok(
         rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()

@@ -1,0 +1,146 @@
+//! Directory logins against Debian's slapd (tests/common/ldap.rs): people
+//! log in with their directory password, their groups become ACL labels,
+//! names with filter metacharacters match only themselves, and a directory
+//! that is down or untrusted fails logins closed.
+
+use crate::{
+    common::{
+        ldap::{Slapd, BIND_DN, BIND_PASSWORD, GROUPS, PEOPLE},
+        pki, Berth,
+    },
+    support::*,
+};
+
+/// Berth whose token server logs people in against `ldap` (lines under
+/// `token_server.ldap:`): platform pushes `team/**`, developers `dev/**`,
+/// everyone pulls.
+fn registry(secrets: &Secrets, ldap: &str) -> Berth {
+    let dir = secrets.dir.path().display().to_string();
+    let ldap = ldap.to_string();
+    Berth::start_with(move |root, addr| {
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             http:\n  addr: {addr}\n  secret: s\n\
+             auth:\n  token:\n    realm: http://{addr}/auth/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {dir}/token.crt\n\
+             token_server:\n  issuer: {ISSUER}\n  service: {SERVICE}\n  signingkey: {dir}/token.key\n\
+             \x20 throttle:\n    maxfailures: 0\n\
+             \x20 ldap:\n{ldap}\
+             \x20 acl:\n    - match: {{labels: {{group: platform}}, name: \"team/**\"}}\n      actions: [pull, push]\n\
+             \x20   - match: {{labels: {{group: developers}}, name: \"dev/**\"}}\n      actions: [pull, push]\n\
+             \x20   - match: {{account: \"/.+/\"}}\n      actions: [pull]\n"
+        )
+    })
+}
+
+/// The `ldap:` lines for `slapd` at `url`, plus `extra`.
+fn ldap_config(slapd: &Slapd, url: &str, extra: &str) -> String {
+    format!(
+        "    url: [{url}]\n    cafile: {}\n    binddn: {BIND_DN}\n    bindpassword: {BIND_PASSWORD}\n    basedn: {PEOPLE}\n{extra}",
+        slapd.ca.display()
+    )
+}
+
+/// The actions `user` gets on `repo`, sorted, or the refusal's status.
+fn granted_to(b: &Berth, user: &str, password: &str, repo: &str) -> Result<Vec<String>, u16> {
+    let r = fetch_token(
+        b,
+        &[
+            ("service", SERVICE),
+            ("scope", &format!("repository:{repo}:pull,push")),
+        ],
+        Auth::Basic(user, password),
+    );
+    if r.status != 200 {
+        return Err(r.status);
+    }
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let mut actions = granted(&jwt_parts(&token).1, repo);
+    actions.sort();
+    Ok(actions)
+}
+
+fn both() -> Result<Vec<String>, u16> {
+    Ok(vec!["pull".into(), "push".into()])
+}
+
+fn pull() -> Result<Vec<String>, u16> {
+    Ok(vec!["pull".into()])
+}
+
+#[test]
+fn people_log_in_against_the_directory_and_their_groups_are_labels() {
+    let slapd = Slapd::start();
+    let secrets = Secrets::new(KeyKind::EcP256, &[]);
+    let b = registry(
+        &secrets,
+        &ldap_config(&slapd, &slapd.ldaps_url(), "    cachettl: 0s\n"),
+    );
+    assert_eq!(
+        granted_to(&b, "alice", "alice-pw", "team/app"),
+        both(),
+        "{}",
+        b.logs()
+    );
+    assert_eq!(granted_to(&b, "bob", "bob-pw", "team/app"), pull());
+    // Refused: a wrong password, an unknown user, an empty password.
+    assert_eq!(granted_to(&b, "alice", "wrong", "team/app"), Err(401));
+    assert_eq!(granted_to(&b, "mallory", "alice-pw", "team/app"), Err(401));
+    assert_eq!(granted_to(&b, "alice", "", "team/app"), Err(401));
+    // Filter metacharacters match only themselves: eve is eve, and neither
+    // a wildcard nor an injected filter logs in as anyone.
+    assert_eq!(granted_to(&b, "eve*)(uid=*", "eve-pw", "team/app"), pull());
+    assert_eq!(granted_to(&b, "*", "alice-pw", "team/app"), Err(401));
+    assert_eq!(
+        granted_to(&b, "alice)(|(uid=*", "alice-pw", "team/app"),
+        Err(401)
+    );
+    assert!(!b.logs().contains("alice-pw"), "a password was logged");
+}
+
+#[test]
+fn active_directory_style_names_group_search_and_starttls() {
+    let slapd = Slapd::start();
+    let secrets = Secrets::new(KeyKind::EcP256, &[]);
+    // sAMAccountName, groups searched by member (carol's DN has an escaped
+    // comma), StartTLS on ldap://.
+    let extra = format!(
+        "    starttls: true\n    userfilter: \"(sAMAccountName={{username}})\"\n    groupattribute: \"-\"\n    groupbasedn: {GROUPS}\n"
+    );
+    let b = registry(&secrets, &ldap_config(&slapd, &slapd.url(), &extra));
+    assert_eq!(
+        granted_to(&b, "carol", "carol-pw", "team/app"),
+        both(),
+        "{}",
+        b.logs()
+    );
+    assert_eq!(granted_to(&b, "carol", "carol-pw", "dev/tool"), both());
+    assert_eq!(granted_to(&b, "alice", "alice-pw", "dev/tool"), pull());
+    assert_eq!(granted_to(&b, "carol", "alice-pw", "team/app"), Err(401));
+}
+
+#[test]
+fn a_directory_that_is_down_or_untrusted_fails_logins_closed() {
+    let mut slapd = Slapd::start();
+    let secrets = Secrets::new(KeyKind::EcP256, &[]);
+    let b = registry(&secrets, &ldap_config(&slapd, &slapd.ldaps_url(), ""));
+    assert_eq!(granted_to(&b, "alice", "alice-pw", "team/app"), both());
+    slapd.stop();
+    // alice's success is remembered (cachettl); bob needs the directory.
+    assert_eq!(granted_to(&b, "alice", "alice-pw", "team/app"), both());
+    assert_eq!(granted_to(&b, "bob", "bob-pw", "team/app"), Err(503));
+    slapd.restart();
+    assert_eq!(granted_to(&b, "bob", "bob-pw", "team/app"), pull());
+
+    // A directory whose certificate no trusted CA signed: never an allow.
+    let other = pki::Ca::root("someone else");
+    let wrong_ca = pki::write(secrets.dir.path(), "other-ca.pem", &other.pem());
+    let config = ldap_config(&slapd, &slapd.ldaps_url(), "").replace(
+        &slapd.ca.display().to_string(),
+        &wrong_ca.display().to_string(),
+    );
+    let untrusting = registry(&secrets, &config);
+    assert_eq!(
+        granted_to(&untrusting, "alice", "alice-pw", "team/app"),
+        Err(503)
+    );
+}

@@ -13,17 +13,23 @@ use crate::{
 
 /// Berth whose token server logs people in against `ldap` (lines under
 /// `token_server.ldap:`): platform pushes `team/**`, developers `dev/**`,
-/// everyone pulls.
+/// everyone pulls. The failed-login throttle is off: these tests fail
+/// logins on purpose.
 fn registry(secrets: &Secrets, ldap: &str) -> Berth {
+    registry_throttled(secrets, ldap, "    maxfailures: 0\n")
+}
+
+/// [`registry`] with `throttle` (lines under `token_server.throttle:`).
+fn registry_throttled(secrets: &Secrets, ldap: &str, throttle: &str) -> Berth {
     let dir = secrets.dir.path().display().to_string();
-    let ldap = ldap.to_string();
+    let (ldap, throttle) = (ldap.to_string(), throttle.to_string());
     Berth::start_with(move |root, addr| {
         format!(
             "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
              http:\n  addr: {addr}\n  secret: s\n\
              auth:\n  token:\n    realm: http://{addr}/auth/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {dir}/token.crt\n\
              token_server:\n  issuer: {ISSUER}\n  service: {SERVICE}\n  signingkey: {dir}/token.key\n\
-             \x20 throttle:\n    maxfailures: 0\n\
+             \x20 throttle:\n{throttle}\
              \x20 ldap:\n{ldap}\
              \x20 acl:\n    - match: {{labels: {{group: platform}}, name: \"team/**\"}}\n      actions: [pull, push]\n\
              \x20   - match: {{labels: {{group: developers}}, name: \"dev/**\"}}\n      actions: [pull, push]\n\
@@ -143,4 +149,37 @@ fn a_directory_that_is_down_or_untrusted_fails_logins_closed() {
         granted_to(&untrusting, "alice", "alice-pw", "team/app"),
         Err(503)
     );
+}
+
+#[test]
+fn distribution_takes_the_tokens_and_wrong_directory_passwords_are_throttled() {
+    let slapd = Slapd::start();
+    let secrets = Secrets::new(KeyKind::Rsa, &[]);
+    // The throttle on (5 failures, the default), unlike the other tests here.
+    let b = registry_throttled(
+        &secrets,
+        &ldap_config(&slapd, &slapd.ldaps_url(), ""),
+        "    maxfailures: 5\n",
+    );
+    // distribution 2.8.2 trusting the token server: a directory user's
+    // token pushes there too.
+    let cert = secrets.path("token.crt");
+    let realm = token_url(&b);
+    let dist = crate::common::distribution::Distribution::start(|dir, addr| {
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             http:\n  addr: {addr}\n  secret: interop\n\
+             auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
+            root = dir.join("data").display(),
+        )
+    });
+    let put = push_image(&dist.url(""), "team/app", "v1", Some(("alice", "alice-pw")));
+    assert_eq!(put.status, 201, "{}\n{}", put.text(), dist.logs());
+
+    // Wrong directory passwords count like any failed login: the sixth
+    // attempt from this address is not even checked.
+    for _ in 0..5 {
+        assert_eq!(granted_to(&b, "alice", "wrong", "team/app"), Err(401));
+    }
+    assert_eq!(granted_to(&b, "alice", "alice-pw", "team/app"), Err(429));
 }

@@ -22,6 +22,12 @@ use crate::{
 /// The failed-login throttle is off: this test fails many logins on purpose
 /// (refused ID tokens count toward it like wrong passwords).
 fn registry(secrets: &Secrets, issuer: &Issuer) -> Berth {
+    registry_refreshing(secrets, issuer, "0s")
+}
+
+/// [`registry`] with `keysrefresh: <every>`.
+fn registry_refreshing(secrets: &Secrets, issuer: &Issuer, every: &str) -> Berth {
+    let every = every.to_string();
     let ca = pki::write(secrets.dir.path(), "oidc-ca.pem", &issuer.ca_pem);
     let dir = secrets.dir.path().display().to_string();
     let url = issuer.url.clone();
@@ -32,7 +38,7 @@ fn registry(secrets: &Secrets, issuer: &Issuer) -> Berth {
              auth:\n  token:\n    realm: http://{addr}/auth/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {dir}/token.crt\n\
              token_server:\n  issuer: {ISSUER}\n  service: {SERVICE}\n  signingkey: {dir}/token.key\n  htpasswd: {dir}/htpasswd\n\
              \x20 throttle:\n    maxfailures: 0\n\
-             \x20 oidc:\n    - issuer: {url}\n      audience: [{AUDIENCE}]\n      cafile: {ca}\n      account: repository\n      accountprefix: \"github:\"\n      keysrefresh: 0s\n      labels:\n        repository: repository\n        ref: ref\n\
+             \x20 oidc:\n    - issuer: {url}\n      audience: [{AUDIENCE}]\n      cafile: {ca}\n      account: repository\n      accountprefix: \"github:\"\n      keysrefresh: {every}\n      labels:\n        repository: repository\n        ref: ref\n\
              \x20 acl:\n    - match: {{account: \"/github:.+/\", labels: {{repository: org/app, ref: refs/heads/main}}, name: \"org/app/**\"}}\n      actions: [pull, push]\n\
              \x20   - match: {{account: \"/github:.+/\"}}\n      actions: [pull]\n\
              \x20   - match: {{account: alice}}\n      actions: [pull]\n",
@@ -234,4 +240,22 @@ fn an_issuer_that_is_down_fails_its_own_logins_only() {
             Ok(vec!["pull".to_string()])
         );
     }
+}
+
+#[test]
+fn unknown_key_ids_fetch_the_keys_at_most_every_keysrefresh() {
+    let k1 = IssuerKey::new("k1");
+    let issuer = Issuer::start(&[&k1]);
+    let secrets = Secrets::new(KeyKind::EcP256, &[("alice", "alice-pass")]);
+    let b = registry_refreshing(&secrets, &issuer, "1h");
+    let job = k1.sign(&issuer.claims("org/app", "refs/heads/main"));
+    assert!(granted_to(&b, &job, "org/app/api").is_ok());
+    assert_eq!(*issuer.fetches.lock().unwrap(), 1);
+    // Random key ids cannot make Berth hammer the issuer.
+    for i in 0..5 {
+        let t = IssuerKey::new(&format!("random-{i}"))
+            .sign(&issuer.claims("org/app", "refs/heads/main"));
+        assert_eq!(granted_to(&b, &t, "org/app/api"), Err(401));
+    }
+    assert_eq!(*issuer.fetches.lock().unwrap(), 1);
 }

@@ -178,3 +178,71 @@ fn docker_logs_in_with_a_ci_id_token_and_pushes() {
         berth.logs()
     );
 }
+
+#[test]
+fn docker_logs_in_against_the_directory_and_groups_decide_pushes() {
+    use crate::common::ldap::{Slapd, BIND_DN, BIND_PASSWORD, PEOPLE};
+
+    let slapd = Slapd::start();
+    let work = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["berth-token".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let p = |n: &str| work.path().join(n).display().to_string();
+    std::fs::write(p("token.key"), key.serialize_pem()).unwrap();
+    std::fs::write(p("token.crt"), cert.pem()).unwrap();
+    let berth = Berth::start_with(|root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n\
+             auth:\n  token:\n    realm: http://{addr}/auth/token\n    service: berth-test\n    \
+             issuer: berth-test-issuer\n    rootcertbundle: {crt}\n\
+             token_server:\n  issuer: berth-test-issuer\n  service: berth-test\n  signingkey: {key}\n  \
+             ldap:\n    url: [{url}]\n    cafile: {ca}\n    binddn: {BIND_DN}\n    bindpassword: {BIND_PASSWORD}\n    basedn: {PEOPLE}\n  \
+             acl:\n    - match: {{labels: {{group: platform}}}}\n      actions: [pull, push]\n    \
+             - match: {{account: \"/.+/\"}}\n      actions: [pull]\n",
+            crt = p("token.crt"),
+            key = p("token.key"),
+            url = slapd.ldaps_url(),
+            ca = slapd.ca.display(),
+        )
+    });
+    let d = Dockerd::start();
+    import_base(&d, work.path(), "berth-ldap/base:1");
+    let reference = format!("{}/team/app:1", berth.addr);
+    build(
+        &d,
+        work.path(),
+        "berth-ldap/base:1",
+        &reference,
+        &[("ldap.txt", "pushed by a directory user\n")],
+    );
+    let login = |user: &str, password: &str| {
+        run(
+            &mut d.cli(&["login", "-u", user, "-p", password, &berth.addr]),
+            Duration::from_secs(60),
+        )
+    };
+    let bad = login("alice", "wrong");
+    assert!(!bad.status.success(), "{}", bad.all());
+    // alice is in platform: she pushes.
+    let good = login("alice", "alice-pw");
+    assert!(good.status.success(), "{}\n{}", good.all(), berth.logs());
+    push(&d, &reference);
+    assert!(
+        issued(&berth, &["account=\"alice\"", "via=ldap", "push"]),
+        "{}",
+        berth.logs()
+    );
+    // bob is in no group: he pulls, and his push is denied.
+    let good = login("bob", "bob-pw");
+    assert!(good.status.success(), "{}", good.all());
+    d.remove_all_images();
+    d.ok(&["pull", &reference]);
+    let other = format!("{}/team/bobs:1", berth.addr);
+    d.ok(&["tag", &reference, &other]);
+    let out = run(&mut d.cli(&["push", &other]), Duration::from_secs(120));
+    assert!(!out.status.success(), "bob's push must fail");
+    assert!(out.all().contains("denied"), "{}", out.all());
+}

@@ -18,6 +18,9 @@
 //! - A directory that cannot be reached (or answers too slowly:
 //!   `timeout`) fails the login closed with 503; a wrong password or an
 //!   unknown user is a failed login (401, counted by the throttle).
+//! - Up to 4 connections are kept open between logins (a login takes one,
+//!   binds it as the service account again, and gives it back); one that
+//!   broke meanwhile is replaced by a fresh connection.
 //! - Refresh tokens are not issued for directory logins: a removed or
 //!   disabled account must stop working when its access token expires.
 
@@ -35,6 +38,8 @@ use crate::config::{tls::crypto_provider, token_server::LdapConfig};
 
 /// LDAP's result code for a wrong password (or a locked account).
 const INVALID_CREDENTIALS: u32 = 49;
+/// Connections kept open between logins.
+const POOL: usize = 4;
 /// Successes remembered at most (oldest dropped first).
 const CACHE_ENTRIES: usize = 10_000;
 
@@ -61,6 +66,14 @@ pub struct Directory {
     timeout: Duration,
     cache_ttl: Duration,
     remembered: Mutex<HashMap<[u8; 32], (Person, Instant)>>,
+    /// Connections kept between logins (each starts with the service bind).
+    pool: Mutex<Vec<Connection>>,
+}
+
+/// An open connection and the task that drives it.
+struct Connection {
+    ldap: ldap3::Ldap,
+    driver: tokio::task::JoinHandle<()>,
 }
 
 impl Directory {
@@ -87,6 +100,7 @@ impl Directory {
             timeout,
             cache_ttl,
             remembered: Mutex::default(),
+            pool: Mutex::default(),
         }))
     }
 
@@ -98,143 +112,191 @@ impl Directory {
         if let Some(p) = self.recall(&key) {
             return Ok(p);
         }
+        // A pooled connection first; one that broke meanwhile is dropped
+        // and the login goes on with a fresh one.
+        if let Some(mut conn) = self.pooled() {
+            match self.flow(&mut conn.ldap, user, password).await {
+                Err(Refusal::Unavailable(e)) => {
+                    tracing::debug!("ldap: pooled connection: {e}");
+                    conn.driver.abort();
+                }
+                done => {
+                    self.give_back(conn);
+                    return self.settle(key, done);
+                }
+            }
+        }
         let mut last = None;
         for url in &self.cfg.url {
-            match self.login_at(url, user, password).await {
+            let mut conn = match self.connect(url).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(url, "ldap: {e}");
+                    last = Some(e);
+                    continue;
+                }
+            };
+            match self.flow(&mut conn.ldap, user, password).await {
                 Err(Refusal::Unavailable(e)) => {
+                    conn.driver.abort();
                     tracing::warn!(url, "ldap: {e}");
                     last = Some(e);
                 }
-                Ok(person) => {
-                    self.remember(key, &person);
-                    return Ok(person);
+                done => {
+                    self.give_back(conn);
+                    return self.settle(key, done);
                 }
-                Err(refused) => return Err(refused),
             }
         }
         Err(Refusal::Unavailable(last.unwrap_or_default()))
     }
 
-    async fn login_at(&self, url: &str, user: &str, password: &str) -> Result<Person, Refusal> {
-        let down = |e: ldap3::LdapError| Refusal::Unavailable(format!("{url}: {e}"));
+    /// Remember a success.
+    fn settle(&self, key: [u8; 32], done: Result<Person, Refusal>) -> Result<Person, Refusal> {
+        if let Ok(person) = &done {
+            self.remember(key, person);
+        }
+        done
+    }
+
+    async fn connect(&self, url: &str) -> Result<Connection, String> {
         let settings = LdapConnSettings::new()
             .set_conn_timeout(self.timeout)
             .set_starttls(self.cfg.starttls && url.starts_with("ldap://"))
             .set_config(self.tls.clone());
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, url)
             .await
-            .map_err(down)?;
+            .map_err(|e| format!("{url}: {e}"))?;
         let driver = tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
                 tracing::debug!("ldap connection: {e}");
             }
         });
-        let result = async {
+        Ok(Connection { ldap, driver })
+    }
+
+    fn pooled(&self) -> Option<Connection> {
+        self.pool.lock().unwrap().pop()
+    }
+
+    /// Keep `conn` for the next login, unless the pool is full.
+    fn give_back(&self, conn: Connection) {
+        let mut pool = self.pool.lock().unwrap();
+        if pool.len() < POOL && !conn.driver.is_finished() {
+            pool.push(conn);
+        } else {
+            conn.driver.abort();
+        }
+    }
+
+    /// One login on `ldap`: the service bind, the user's search and bind,
+    /// the groups.
+    async fn flow(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        user: &str,
+        password: &str,
+    ) -> Result<Person, Refusal> {
+        let down = |e: ldap3::LdapError| Refusal::Unavailable(e.to_string());
+        if !self.cfg.binddn.is_empty() {
+            ldap.with_timeout(self.timeout)
+                .simple_bind(&self.cfg.binddn, &self.bind_password)
+                .await
+                .map_err(down)?
+                .success()
+                .map_err(|e| {
+                    Refusal::Unavailable(format!("the service account's bind failed: {e}"))
+                })?;
+        }
+        let template = match self.cfg.userfilter.as_str() {
+            "" => "(uid={username})",
+            f => f,
+        };
+        let filter = template.replace("{username}", &ldap_escape(user));
+        let mut attrs = vec!["1.1".to_string()];
+        let group_attr = self.group_attribute();
+        if let Some(a) = group_attr {
+            attrs = vec![a.to_string()];
+        }
+        let (entries, _) = ldap
+            .with_timeout(self.timeout)
+            .search(&self.cfg.basedn, Scope::Subtree, &filter, attrs)
+            .await
+            .map_err(down)?
+            .success()
+            .map_err(down)?;
+        let mut found: Vec<SearchEntry> = entries.into_iter().map(SearchEntry::construct).collect();
+        if found.len() != 1 {
+            return Err(Refusal::Invalid(format!(
+                "{} entries match the user filter",
+                found.len()
+            )));
+        }
+        let entry = found.remove(0);
+        let bound = ldap
+            .with_timeout(self.timeout)
+            .simple_bind(&entry.dn, password)
+            .await
+            .map_err(down)?;
+        match bound.rc {
+            0 => {}
+            INVALID_CREDENTIALS => {
+                return Err(Refusal::Invalid("wrong password".into()));
+            }
+            rc => {
+                return Err(Refusal::Invalid(format!(
+                    "the user's bind was refused ({rc}: {})",
+                    bound.text
+                )))
+            }
+        }
+        let mut groups: Vec<String> = match group_attr {
+            Some(a) => entry
+                .attrs
+                .get(a)
+                .map(|dns| dns.iter().filter_map(|dn| first_rdn_value(dn)).collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if !self.cfg.groupbasedn.is_empty() {
+            // Searched as the user just bound: directories let members
+            // read their groups; a service-account-only ACL would need
+            // the service bind again.
             if !self.cfg.binddn.is_empty() {
                 ldap.with_timeout(self.timeout)
                     .simple_bind(&self.cfg.binddn, &self.bind_password)
                     .await
-                    .map_err(down)?
-                    .success()
-                    .map_err(|e| {
-                        Refusal::Unavailable(format!("the service account's bind failed: {e}"))
-                    })?;
+                    .map_err(down)?;
             }
-            let template = match self.cfg.userfilter.as_str() {
-                "" => "(uid={username})",
+            let template = match self.cfg.groupfilter.as_str() {
+                "" => "(member={dn})",
                 f => f,
             };
-            let filter = template.replace("{username}", &ldap_escape(user));
-            let mut attrs = vec!["1.1".to_string()];
-            let group_attr = self.group_attribute();
-            if let Some(a) = group_attr {
-                attrs = vec![a.to_string()];
-            }
+            let filter = template.replace("{dn}", &ldap_escape(entry.dn.as_str()));
             let (entries, _) = ldap
                 .with_timeout(self.timeout)
-                .search(&self.cfg.basedn, Scope::Subtree, &filter, attrs)
+                .search(&self.cfg.groupbasedn, Scope::Subtree, &filter, vec!["cn"])
                 .await
                 .map_err(down)?
                 .success()
                 .map_err(down)?;
-            let mut found: Vec<SearchEntry> =
-                entries.into_iter().map(SearchEntry::construct).collect();
-            if found.len() != 1 {
-                return Err(Refusal::Invalid(format!(
-                    "{} entries match the user filter",
-                    found.len()
-                )));
-            }
-            let entry = found.remove(0);
-            let bound = ldap
-                .with_timeout(self.timeout)
-                .simple_bind(&entry.dn, password)
-                .await
-                .map_err(down)?;
-            match bound.rc {
-                0 => {}
-                INVALID_CREDENTIALS => {
-                    return Err(Refusal::Invalid("wrong password".into()));
-                }
-                rc => {
-                    return Err(Refusal::Invalid(format!(
-                        "the user's bind was refused ({rc}: {})",
-                        bound.text
-                    )))
+            for e in entries.into_iter().map(SearchEntry::construct) {
+                match e.attrs.get("cn").and_then(|v| v.first()) {
+                    Some(cn) => groups.push(cn.clone()),
+                    None => groups.extend(first_rdn_value(&e.dn)),
                 }
             }
-            let mut groups: Vec<String> = match group_attr {
-                Some(a) => entry
-                    .attrs
-                    .get(a)
-                    .map(|dns| dns.iter().filter_map(|dn| first_rdn_value(dn)).collect())
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            };
-            if !self.cfg.groupbasedn.is_empty() {
-                // Searched as the user just bound: directories let members
-                // read their groups; a service-account-only ACL would need
-                // the service bind again.
-                if !self.cfg.binddn.is_empty() {
-                    ldap.with_timeout(self.timeout)
-                        .simple_bind(&self.cfg.binddn, &self.bind_password)
-                        .await
-                        .map_err(down)?;
-                }
-                let template = match self.cfg.groupfilter.as_str() {
-                    "" => "(member={dn})",
-                    f => f,
-                };
-                let filter = template.replace("{dn}", &ldap_escape(entry.dn.as_str()));
-                let (entries, _) = ldap
-                    .with_timeout(self.timeout)
-                    .search(&self.cfg.groupbasedn, Scope::Subtree, &filter, vec!["cn"])
-                    .await
-                    .map_err(down)?
-                    .success()
-                    .map_err(down)?;
-                for e in entries.into_iter().map(SearchEntry::construct) {
-                    match e.attrs.get("cn").and_then(|v| v.first()) {
-                        Some(cn) => groups.push(cn.clone()),
-                        None => groups.extend(first_rdn_value(&e.dn)),
-                    }
-                }
-            }
-            groups.sort();
-            groups.dedup();
-            let label = match self.cfg.grouplabel.as_str() {
-                "" => "group",
-                l => l,
-            };
-            Ok(Person {
-                account: user.to_string(),
-                labels: BTreeMap::from([(label.to_string(), groups)]),
-            })
         }
-        .await;
-        let _ = ldap.unbind().await;
-        driver.abort();
-        result
+        groups.sort();
+        groups.dedup();
+        let label = match self.cfg.grouplabel.as_str() {
+            "" => "group",
+            l => l,
+        };
+        Ok(Person {
+            account: user.to_string(),
+            labels: BTreeMap::from([(label.to_string(), groups)]),
+        })
     }
 
     /// The attribute listing a user's groups; `None` when groups are

@@ -38,17 +38,31 @@ fn issued(berth: &Berth, fields: &[&str]) -> bool {
         .any(|l| l.contains("token issued") && fields.iter().all(|f| l.contains(f)))
 }
 
-#[test]
-fn docker_login_push_pull_through_the_token_server() {
-    let work = tempfile::tempdir().unwrap();
+/// A token-signing key and its self-signed certificate, as `token.key` and
+/// `token.crt` in `dir`.
+fn signing_key(dir: &std::path::Path) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let cert = rcgen::CertificateParams::new(vec!["berth-token".into()])
         .unwrap()
         .self_signed(&key)
         .unwrap();
+    std::fs::write(dir.join("token.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("token.crt"), cert.pem()).unwrap();
+}
+
+/// `docker login` to `berth` (not required to succeed).
+fn docker_login(d: &Dockerd, berth: &Berth, user: &str, password: &str) -> super::support::Out {
+    run(
+        &mut d.cli(&["login", "-u", user, "-p", password, &berth.addr]),
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn docker_login_push_pull_through_the_token_server() {
+    let work = tempfile::tempdir().unwrap();
+    signing_key(work.path());
     let p = |n: &str| work.path().join(n).display().to_string();
-    std::fs::write(p("token.key"), key.serialize_pem()).unwrap();
-    std::fs::write(p("token.crt"), cert.pem()).unwrap();
     let entry = |u: &str, pw: &str| crate::common::htpasswd::entry(u, pw, 5);
     std::fs::write(
         p("htpasswd"),
@@ -78,12 +92,7 @@ fn docker_login_push_pull_through_the_token_server() {
         &reference,
         &[("app.txt", "token server layer\n")],
     );
-    let login = |user: &str, password: &str| {
-        run(
-            &mut d.cli(&["login", "-u", user, "-p", password, &berth.addr]),
-            Duration::from_secs(60),
-        )
-    };
+    let login = |user: &str, password: &str| docker_login(&d, &berth, user, password);
 
     let bad = login("ci", "wrong");
     assert!(!bad.status.success(), "{}", bad.all());
@@ -128,14 +137,8 @@ fn docker_logs_in_with_a_ci_id_token_and_pushes() {
     use crate::common::oidc::{Issuer, IssuerKey, AUDIENCE};
 
     let work = tempfile::tempdir().unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    signing_key(work.path());
     let p = |n: &str| work.path().join(n).display().to_string();
-    std::fs::write(p("token.key"), key.serialize_pem()).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["berth-token".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(p("token.crt"), cert.pem()).unwrap();
     let signer = IssuerKey::new("job-key");
     let issuer = Issuer::start(&[&signer]);
     std::fs::write(p("oidc-ca.pem"), &issuer.ca_pem).unwrap();
@@ -166,10 +169,7 @@ fn docker_logs_in_with_a_ci_id_token_and_pushes() {
         &[("job.txt", "pushed by a CI job\n")],
     );
     let id_token = signer.sign(&issuer.claims("org/app", "refs/heads/main"));
-    let login = run(
-        &mut d.cli(&["login", "-u", "ci", "-p", &id_token, &berth.addr]),
-        Duration::from_secs(60),
-    );
+    let login = docker_login(&d, &berth, "ci", &id_token);
     assert!(login.status.success(), "{}\n{}", login.all(), berth.logs());
     push(&d, &reference);
     assert!(
@@ -185,14 +185,8 @@ fn docker_logs_in_against_the_directory_and_groups_decide_pushes() {
 
     let slapd = Slapd::start();
     let work = tempfile::tempdir().unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["berth-token".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    signing_key(work.path());
     let p = |n: &str| work.path().join(n).display().to_string();
-    std::fs::write(p("token.key"), key.serialize_pem()).unwrap();
-    std::fs::write(p("token.crt"), cert.pem()).unwrap();
     let berth = Berth::start_with(|root, addr| {
         format!(
             "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n\
@@ -218,12 +212,7 @@ fn docker_logs_in_against_the_directory_and_groups_decide_pushes() {
         &reference,
         &[("ldap.txt", "pushed by a directory user\n")],
     );
-    let login = |user: &str, password: &str| {
-        run(
-            &mut d.cli(&["login", "-u", user, "-p", password, &berth.addr]),
-            Duration::from_secs(60),
-        )
-    };
+    let login = |user: &str, password: &str| docker_login(&d, &berth, user, password);
     let bad = login("alice", "wrong");
     assert!(!bad.status.success(), "{}", bad.all());
     // alice is in platform: she pushes.

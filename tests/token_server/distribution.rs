@@ -7,7 +7,7 @@
 use crate::{common::distribution::Distribution, support::*};
 
 /// distribution trusting `cert` for tokens from `realm`.
-fn start_distribution(realm: &str, cert: &str) -> Distribution {
+pub fn start_distribution(realm: &str, cert: &str) -> Distribution {
     Distribution::start(|dir, addr| {
         format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\

@@ -46,25 +46,6 @@ fn ldap_config(slapd: &Slapd, url: &str, extra: &str) -> String {
     )
 }
 
-/// The actions `user` gets on `repo`, sorted, or the refusal's status.
-fn granted_to(b: &Berth, user: &str, password: &str, repo: &str) -> Result<Vec<String>, u16> {
-    let r = fetch_token(
-        b,
-        &[
-            ("service", SERVICE),
-            ("scope", &format!("repository:{repo}:pull,push")),
-        ],
-        Auth::Basic(user, password),
-    );
-    if r.status != 200 {
-        return Err(r.status);
-    }
-    let token = r.json()["token"].as_str().unwrap().to_string();
-    let mut actions = granted(&jwt_parts(&token).1, repo);
-    actions.sort();
-    Ok(actions)
-}
-
 fn both() -> Result<Vec<String>, u16> {
     Ok(vec!["pull".into(), "push".into()])
 }
@@ -82,22 +63,28 @@ fn people_log_in_against_the_directory_and_their_groups_are_labels() {
         &ldap_config(&slapd, &slapd.ldaps_url(), "    cachettl: 0s\n"),
     );
     assert_eq!(
-        granted_to(&b, "alice", "alice-pw", "team/app"),
+        granted_with(&b, "alice", "alice-pw", "team/app"),
         both(),
         "{}",
         b.logs()
     );
-    assert_eq!(granted_to(&b, "bob", "bob-pw", "team/app"), pull());
+    assert_eq!(granted_with(&b, "bob", "bob-pw", "team/app"), pull());
     // Refused: a wrong password, an unknown user, an empty password.
-    assert_eq!(granted_to(&b, "alice", "wrong", "team/app"), Err(401));
-    assert_eq!(granted_to(&b, "mallory", "alice-pw", "team/app"), Err(401));
-    assert_eq!(granted_to(&b, "alice", "", "team/app"), Err(401));
+    assert_eq!(granted_with(&b, "alice", "wrong", "team/app"), Err(401));
+    assert_eq!(
+        granted_with(&b, "mallory", "alice-pw", "team/app"),
+        Err(401)
+    );
+    assert_eq!(granted_with(&b, "alice", "", "team/app"), Err(401));
     // Filter metacharacters match only themselves: eve is eve, and neither
     // a wildcard nor an injected filter logs in as anyone.
-    assert_eq!(granted_to(&b, "eve*)(uid=*", "eve-pw", "team/app"), pull());
-    assert_eq!(granted_to(&b, "*", "alice-pw", "team/app"), Err(401));
     assert_eq!(
-        granted_to(&b, "alice)(|(uid=*", "alice-pw", "team/app"),
+        granted_with(&b, "eve*)(uid=*", "eve-pw", "team/app"),
+        pull()
+    );
+    assert_eq!(granted_with(&b, "*", "alice-pw", "team/app"), Err(401));
+    assert_eq!(
+        granted_with(&b, "alice)(|(uid=*", "alice-pw", "team/app"),
         Err(401)
     );
     assert!(!b.logs().contains("alice-pw"), "a password was logged");
@@ -114,14 +101,14 @@ fn active_directory_style_names_group_search_and_starttls() {
     );
     let b = registry(&secrets, &ldap_config(&slapd, &slapd.url(), &extra));
     assert_eq!(
-        granted_to(&b, "carol", "carol-pw", "team/app"),
+        granted_with(&b, "carol", "carol-pw", "team/app"),
         both(),
         "{}",
         b.logs()
     );
-    assert_eq!(granted_to(&b, "carol", "carol-pw", "dev/tool"), both());
-    assert_eq!(granted_to(&b, "alice", "alice-pw", "dev/tool"), pull());
-    assert_eq!(granted_to(&b, "carol", "alice-pw", "team/app"), Err(401));
+    assert_eq!(granted_with(&b, "carol", "carol-pw", "dev/tool"), both());
+    assert_eq!(granted_with(&b, "alice", "alice-pw", "dev/tool"), pull());
+    assert_eq!(granted_with(&b, "carol", "alice-pw", "team/app"), Err(401));
 }
 
 #[test]
@@ -129,13 +116,13 @@ fn a_directory_that_is_down_or_untrusted_fails_logins_closed() {
     let mut slapd = Slapd::start();
     let secrets = Secrets::new(KeyKind::EcP256, &[]);
     let b = registry(&secrets, &ldap_config(&slapd, &slapd.ldaps_url(), ""));
-    assert_eq!(granted_to(&b, "alice", "alice-pw", "team/app"), both());
+    assert_eq!(granted_with(&b, "alice", "alice-pw", "team/app"), both());
     slapd.stop();
     // alice's success is remembered (cachettl); bob needs the directory.
-    assert_eq!(granted_to(&b, "alice", "alice-pw", "team/app"), both());
-    assert_eq!(granted_to(&b, "bob", "bob-pw", "team/app"), Err(503));
+    assert_eq!(granted_with(&b, "alice", "alice-pw", "team/app"), both());
+    assert_eq!(granted_with(&b, "bob", "bob-pw", "team/app"), Err(503));
     slapd.restart();
-    assert_eq!(granted_to(&b, "bob", "bob-pw", "team/app"), pull());
+    assert_eq!(granted_with(&b, "bob", "bob-pw", "team/app"), pull());
 
     // A directory whose certificate no trusted CA signed: never an allow.
     let other = pki::Ca::root("someone else");
@@ -146,7 +133,7 @@ fn a_directory_that_is_down_or_untrusted_fails_logins_closed() {
     );
     let untrusting = registry(&secrets, &config);
     assert_eq!(
-        granted_to(&untrusting, "alice", "alice-pw", "team/app"),
+        granted_with(&untrusting, "alice", "alice-pw", "team/app"),
         Err(503)
     );
 }
@@ -165,21 +152,14 @@ fn distribution_takes_the_tokens_and_wrong_directory_passwords_are_throttled() {
     // token pushes there too.
     let cert = secrets.path("token.crt");
     let realm = token_url(&b);
-    let dist = crate::common::distribution::Distribution::start(|dir, addr| {
-        format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
-             http:\n  addr: {addr}\n  secret: interop\n\
-             auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {cert}\n",
-            root = dir.join("data").display(),
-        )
-    });
+    let dist = crate::distribution::start_distribution(&realm, &cert);
     let put = push_image(&dist.url(""), "team/app", "v1", Some(("alice", "alice-pw")));
     assert_eq!(put.status, 201, "{}\n{}", put.text(), dist.logs());
 
     // Wrong directory passwords count like any failed login: the sixth
     // attempt from this address is not even checked.
     for _ in 0..5 {
-        assert_eq!(granted_to(&b, "alice", "wrong", "team/app"), Err(401));
+        assert_eq!(granted_with(&b, "alice", "wrong", "team/app"), Err(401));
     }
-    assert_eq!(granted_to(&b, "alice", "alice-pw", "team/app"), Err(429));
+    assert_eq!(granted_with(&b, "alice", "alice-pw", "team/app"), Err(429));
 }

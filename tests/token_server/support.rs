@@ -234,6 +234,27 @@ pub fn granted(claims: &serde_json::Value, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The actions (sorted) a token issued to `user` with `password` grants on
+/// `repo` when pull and push are asked for, or the token server's refusal
+/// status.
+pub fn granted_with(b: &Berth, user: &str, password: &str, repo: &str) -> Result<Vec<String>, u16> {
+    let r = fetch_token(
+        b,
+        &[
+            ("service", SERVICE),
+            ("scope", &format!("repository:{repo}:pull,push")),
+        ],
+        Auth::Basic(user, password),
+    );
+    if r.status != 200 {
+        return Err(r.status);
+    }
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let mut actions = granted(&jwt_parts(&token).1, repo);
+    actions.sort();
+    Ok(actions)
+}
+
 /// docker's dance for one request: try; on a Bearer challenge fetch a token
 /// from its realm for its service and scope with `creds`; retry with it.
 pub fn with_token(

@@ -23,7 +23,7 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use super::{oidc::Refusal, scope, Issued, TokenServer};
+use super::{scope, Issued, Refusal, TokenServer};
 use crate::auth::bcrypt_queue;
 
 /// POST bodies larger than this are refused: a form holds a few fields.
@@ -238,27 +238,27 @@ impl TokenServer {
         }
         if let Some(directory) = &self.directory {
             return match directory.login(user, password).await {
-                Ok(person) => {
+                Ok(identity) => {
                     self.attempt(true);
                     // The account's configured labels, and its groups.
                     let mut labels = self
                         .labels
-                        .get(&person.account)
+                        .get(&identity.account)
                         .cloned()
                         .unwrap_or_default();
-                    labels.extend(person.labels);
+                    labels.extend(identity.labels);
                     Ok(Login {
-                        account: person.account,
+                        account: identity.account,
                         via: "ldap",
                         labels: Some(labels),
                         refreshable: false,
                     })
                 }
-                Err(super::ldap::Refusal::Invalid(why)) => {
+                Err(Refusal::Invalid(why)) => {
                     self.failed(user, client, &format!("directory: {why}"));
                     Err(unauthorized(self, "invalid username or password"))
                 }
-                Err(super::ldap::Refusal::Unavailable(why)) => {
+                Err(Refusal::Unavailable(why)) => {
                     tracing::warn!(reason = why, "token server: directory unreachable");
                     Err(unavailable("the directory cannot be reached; retry later"))
                 }

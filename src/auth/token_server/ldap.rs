@@ -34,6 +34,7 @@ use ldap3::{ldap_escape, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use sha2::{Digest as _, Sha256};
 
+use super::{Identity, Refusal};
 use crate::config::{tls::crypto_provider, token_server::LdapConfig};
 
 /// LDAP's result code for a wrong password (or a locked account).
@@ -43,29 +44,13 @@ const POOL: usize = 4;
 /// Successes remembered at most (oldest dropped first).
 const CACHE_ENTRIES: usize = 10_000;
 
-/// Who logged in: the account and its labels.
-#[derive(Debug, Clone)]
-pub struct Person {
-    pub account: String,
-    pub labels: BTreeMap<String, Vec<String>>,
-}
-
-/// Why a login did not succeed.
-#[derive(Debug)]
-pub enum Refusal {
-    /// Unknown user or wrong password (the reason goes to the log).
-    Invalid(String),
-    /// The directory could not answer: the login is refused, retryably.
-    Unavailable(String),
-}
-
 pub struct Directory {
     cfg: LdapConfig,
     bind_password: String,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
     cache_ttl: Duration,
-    remembered: Mutex<HashMap<[u8; 32], (Person, Instant)>>,
+    remembered: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
     /// Connections kept between logins (each starts with the service bind).
     pool: Mutex<Vec<Connection>>,
 }
@@ -104,7 +89,7 @@ impl Directory {
         }))
     }
 
-    pub async fn login(&self, user: &str, password: &str) -> Result<Person, Refusal> {
+    pub async fn login(&self, user: &str, password: &str) -> Result<Identity, Refusal> {
         if user.is_empty() || password.is_empty() {
             return Err(Refusal::Invalid("empty user name or password".into()));
         }
@@ -152,9 +137,9 @@ impl Directory {
     }
 
     /// Remember a success.
-    fn settle(&self, key: [u8; 32], done: Result<Person, Refusal>) -> Result<Person, Refusal> {
-        if let Ok(person) = &done {
-            self.remember(key, person);
+    fn settle(&self, key: [u8; 32], done: Result<Identity, Refusal>) -> Result<Identity, Refusal> {
+        if let Ok(identity) = &done {
+            self.remember(key, identity);
         }
         done
     }
@@ -196,7 +181,7 @@ impl Directory {
         ldap: &mut ldap3::Ldap,
         user: &str,
         password: &str,
-    ) -> Result<Person, Refusal> {
+    ) -> Result<Identity, Refusal> {
         let down = |e: ldap3::LdapError| Refusal::Unavailable(e.to_string());
         if !self.cfg.binddn.is_empty() {
             ldap.with_timeout(self.timeout)
@@ -293,7 +278,7 @@ impl Directory {
             "" => "group",
             l => l,
         };
-        Ok(Person {
+        Ok(Identity {
             account: user.to_string(),
             labels: BTreeMap::from([(label.to_string(), groups)]),
         })
@@ -309,14 +294,14 @@ impl Directory {
         }
     }
 
-    fn recall(&self, key: &[u8; 32]) -> Option<Person> {
+    fn recall(&self, key: &[u8; 32]) -> Option<Identity> {
         let map = self.remembered.lock().unwrap();
         map.get(key)
             .filter(|(_, at)| at.elapsed() < self.cache_ttl)
             .map(|(p, _)| p.clone())
     }
 
-    fn remember(&self, key: [u8; 32], person: &Person) {
+    fn remember(&self, key: [u8; 32], identity: &Identity) {
         if self.cache_ttl.is_zero() {
             return;
         }
@@ -328,7 +313,7 @@ impl Directory {
                 map.clear();
             }
         }
-        map.insert(key, (person.clone(), Instant::now()));
+        map.insert(key, (identity.clone(), Instant::now()));
     }
 }
 

@@ -104,6 +104,25 @@ struct RefreshClaims {
     cfp: String,
 }
 
+/// Who an outside login (a directory, a CI job's ID token) stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    /// What the ACL matches as labels (groups, claims).
+    pub labels: BTreeMap<String, Vec<String>>,
+}
+
+/// Why an outside login did not succeed.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Not good (unknown user, wrong password, a bad token): 401; the
+    /// reason goes to the log.
+    Invalid(String),
+    /// The directory or issuer could not answer: 503, retryable, never an
+    /// allow.
+    Unavailable(String),
+}
+
 /// What a token request yields.
 pub struct Issued {
     pub token: String,

@@ -38,28 +38,13 @@ use jsonwebtoken::{
 };
 use serde_json::Value;
 
+use super::{Identity, Refusal};
 use crate::config::token_server::OidcIssuerConfig;
 
 /// An issuer's discovery document or JWKS that takes longer fails the login.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most a discovery document or JWKS may weigh.
 const MAX_DOCUMENT: usize = 1 << 20;
-
-/// The identity a verified ID token stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub account: String,
-    pub labels: BTreeMap<String, Vec<String>>,
-}
-
-/// Why an ID token was not accepted.
-#[derive(Debug)]
-pub enum Refusal {
-    /// The token is not good (the reason goes to the log).
-    Invalid(String),
-    /// The issuer's keys could not be fetched: try again later.
-    Unavailable(String),
-}
 
 pub struct Oidc {
     issuers: Vec<Issuer>,

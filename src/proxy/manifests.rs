@@ -14,6 +14,9 @@ use crate::{
     },
 };
 
+/// Tag checks remembered before the stale ones are swept.
+const CHECKED_SWEEP_AT: usize = 100_000;
+
 impl ProxyCache {
     pub(super) async fn manifest_by_tag(
         &self,
@@ -50,7 +53,7 @@ impl ProxyCache {
                     let stored = self
                         .store_manifest(reg, name, reference, &d, m.body, m.content_type)
                         .await?;
-                    self.checked.lock().unwrap().insert(key, Instant::now());
+                    self.mark_checked(key, route.tag_ttl);
                     return Ok(stored);
                 }
                 d
@@ -112,8 +115,19 @@ impl ProxyCache {
                     .await?
             }
         };
-        self.checked.lock().unwrap().insert(key, Instant::now());
+        self.mark_checked(key, route.tag_ttl);
         Ok(stored)
+    }
+
+    /// Remember that a tag was found current upstream just now; entries
+    /// past their TTL go when the map grows large (memory stays bounded by
+    /// the tags pulled within a TTL).
+    fn mark_checked(&self, key: (String, String), ttl: Duration) {
+        let mut checked = self.checked.lock().unwrap();
+        if checked.len() >= CHECKED_SWEEP_AT {
+            checked.retain(|_, at| at.elapsed() < ttl);
+        }
+        checked.insert(key, Instant::now());
     }
 
     pub(super) async fn fetch_manifest(

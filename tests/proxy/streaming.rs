@@ -1,7 +1,7 @@
 //! A first pull of a blob streams to its client while the mirror is still
 //! fetching it, and every client pulling it meanwhile follows the same
-//! fetch: the upstream's body is held in the middle (tests/proxy/gate.rs)
-//! and the clients already have bytes.
+//! fetch (one that leaves early stops nothing): the upstream's body is held
+//! in the middle (tests/proxy/gate.rs) and the clients already have bytes.
 
 use crate::{
     common::{
@@ -52,6 +52,10 @@ fn a_first_pull_streams_while_the_blob_is_fetched_and_one_fetch_serves_all() {
         assert_eq!(second.status(), 200);
         let mut b = second.chunk().await.unwrap().expect("no bytes").to_vec();
         assert!(!b.is_empty());
+        // A third that reads a little and goes away stops nothing.
+        let mut third = c.get(&url).send().await.unwrap();
+        assert!(!third.chunk().await.unwrap().expect("no bytes").is_empty());
+        drop(third);
         assert!(
             a.len() < 16 * MIB,
             "the whole blob came through a closed gate"

@@ -256,7 +256,7 @@ pub struct S3Args {
     pub moto_blob_size: Option<u64>,
     #[command(flatten)]
     pub blob_load: blobload::BlobLoadArgs,
-    /// GETs of the large blob per configuration; the median counts [default: 3, quick 1].
+    /// GETs of the large blob per configuration; the median counts [default: 3].
     #[arg(long)]
     pub pulls: Option<usize>,
     /// Berth processes behind nginx in the replicated configurations.

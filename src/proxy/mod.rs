@@ -225,6 +225,32 @@ impl ProxyCache {
         })
     }
 
+    /// The upstream's page of `name`'s tags, as distribution's proxy lists
+    /// them; `None` (list what is cached) while the upstream cannot answer.
+    pub async fn tags_page(
+        &self,
+        name: &str,
+        n: usize,
+        last: Option<&str>,
+    ) -> Result<Option<crate::registry::catalog::Page>> {
+        let route = self.route(name).ok_or_else(|| not_mirrored(name))?;
+        match route.upstream.tags(&route.remote, n, last).await {
+            Ok((items, more)) => Ok(Some(crate::registry::catalog::Page {
+                items: items.into_iter().take(n).collect(),
+                more,
+            })),
+            Err(e) if e.code == Code::NameUnknown => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    repository = name,
+                    code = e.code.as_str(),
+                    "proxy: upstream tag list unavailable, listing the cached tags"
+                );
+                Ok(None)
+            }
+        }
+    }
+
     /// Blob `d` of mirrored `name`, missing here: its size as soon as the
     /// upstream says it, the fetch running on. One fetch per blob on this
     /// replica, whoever asks; with Redis, one in the cluster: a replica that

@@ -106,6 +106,42 @@ impl Upstream {
         Ok(RemoteManifest { body, content_type })
     }
 
+    /// A page of the upstream's tags of `repo` (`n` at most, after `last`),
+    /// and whether it said more follow (a `Link` header).
+    pub async fn tags(
+        &self,
+        repo: &str,
+        n: usize,
+        last: Option<&str>,
+    ) -> Result<(Vec<String>, bool)> {
+        let mut path = format!("/v2/{repo}/tags/list?n={n}");
+        if let Some(l) = last {
+            path.push_str("&last=");
+            path.extend(url::form_urlencoded::byte_serialize(l.as_bytes()));
+        }
+        let resp = self.send(Method::GET, &path, repo).await?;
+        let resp = check(resp, Code::NameUnknown, &path).await?;
+        let more = resp.headers().contains_key(header::LINK);
+        let body = resp.bytes().await.map_err(|e| unavailable(&path, e))?;
+        self.metrics.upstream_bytes(&self.label, body.len() as u64);
+        let list: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            Error::new(
+                Code::Unavailable,
+                format!("the upstream's tag list is not JSON: {e}"),
+            )
+            .with_retry_after(RETRY_AFTER)
+        })?;
+        let tags = list["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((tags, more))
+    }
+
     /// A blob's body as it streams in (redirects to a CDN followed, without
     /// Berth's credentials), and its length when the upstream said it.
     pub async fn blob(&self, repo: &str, d: &Digest) -> Result<(ByteStream, Option<u64>)> {

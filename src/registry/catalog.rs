@@ -109,6 +109,16 @@ impl Registry {
     /// At most `n` tags after `last`, in lexical order.
     pub async fn tags_page(&self, name: &str, n: usize, last: Option<&str>) -> Result<Page> {
         validate_name(name)?;
+        // A mirrored repository's tags are the upstream's, while it answers.
+        if let Some(proxy) = self.mirror_of(name) {
+            if let Some(page) = proxy.tags_page(name, n, last).await? {
+                return Ok(page);
+            }
+        }
+        self.local_tags_page(name, n, last).await
+    }
+
+    async fn local_tags_page(&self, name: &str, n: usize, last: Option<&str>) -> Result<Page> {
         match self
             .driver
             .list_page(&layout::tags_root(name), last, n)

@@ -317,3 +317,32 @@ fn pull_events_say_whether_the_cache_served_them() {
     assert_eq!(caches(false), ["miss", "hit"], "manifest pulls: {pulls:?}");
     assert_eq!(caches(true), ["miss", "hit"], "blob pulls: {pulls:?}");
 }
+
+#[test]
+fn tag_lists_are_the_upstreams_while_it_answers() {
+    let upstream = Berth::start();
+    let up = upstream.url("");
+    for tag in ["v1", "v2", "v3"] {
+        assert_eq!(push_image(&up, "team/app", tag, None).status, 201);
+    }
+    let m = mirror(&format!("  remoteurl: {up}\n"));
+    let list = |q: &str| get(&m.url(&format!("/v2/team/app/tags/list{q}")), Auth::None);
+    let r = list("");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tags"], serde_json::json!(["v1", "v2", "v3"]));
+    // Pages pass through: n, last, and a Link while more follow.
+    let r = list("?n=2");
+    assert_eq!(r.json()["tags"], serde_json::json!(["v1", "v2"]));
+    assert!(r.header("link").is_some(), "{:?}", r.headers);
+    let r = list("?n=2&last=v2");
+    assert_eq!(r.json()["tags"], serde_json::json!(["v3"]));
+    // Unknown upstream: unknown here.
+    let r = get(&m.url("/v2/team/none/tags/list"), Auth::None);
+    assert_eq!((r.status, r.error_code()), (404, "NAME_UNKNOWN".into()));
+    // Upstream gone: what is cached.
+    assert_eq!(pull(&m.url(""), "team/app", "v2").status, 200);
+    drop(upstream);
+    let r = list("");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tags"], serde_json::json!(["v2"]));
+}

@@ -4,6 +4,8 @@
 mod azure;
 #[path = "storage/azure_direct.rs"]
 mod azure_direct;
+#[path = "storage/azure_readahead.rs"]
+mod azure_readahead;
 #[path = "storage/azure_redirect.rs"]
 mod azure_redirect;
 #[path = "storage/catalog.rs"]

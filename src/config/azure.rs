@@ -74,6 +74,15 @@ pub struct AzureConfig {
     /// distribution's connection-string form; not supported (named in the error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connectionstring: Option<String>,
+    /// Berth's, as `storage.s3`'s: reads of at least this many bytes are
+    /// ranged Gets of `readaheadchunksize`, up to `readaheadmaxconcurrency`
+    /// ahead of the one being sent (0: one Get per read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readaheadthresholdsize: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readaheadchunksize: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readaheadmaxconcurrency: Option<u64>,
 }
 
 /// A key written with no value (`rootdirectory:`) is empty, as in distribution.
@@ -125,6 +134,8 @@ pub struct AzureSettings {
     pub copy_poll_delay: std::time::Duration,
     pub max_retries: Option<u32>,
     pub retry_delay: Option<std::time::Duration>,
+    /// Large reads: (threshold, chunk size, chunks ahead).
+    pub read_ahead: (u64, u64, usize),
 }
 
 impl std::fmt::Debug for AzureAuth {
@@ -279,7 +290,32 @@ impl AzureConfig {
                 .as_deref()
                 .map(|d| duration("retry_delay", d))
                 .transpose()?,
+            read_ahead: self.read_ahead()?,
         })
+    }
+}
+
+impl AzureConfig {
+    /// The read-ahead keys, defaults (those of `storage.s3`) applied.
+    fn read_ahead(&self) -> Result<(u64, u64, usize), String> {
+        use super::s3::{MAX_READ_AHEAD, READ_AHEAD, READ_AHEAD_CHUNK, READ_AHEAD_THRESHOLD};
+        let chunk = self.readaheadchunksize.unwrap_or(READ_AHEAD_CHUNK);
+        if !(1 << 20..=512 << 20).contains(&chunk) {
+            return Err(format!(
+                "storage.azure.readaheadchunksize: {chunk} is outside 1048576 (1 MiB) ..= 536870912 (512 MiB)"
+            ));
+        }
+        let ahead = self.readaheadmaxconcurrency.unwrap_or(READ_AHEAD);
+        if ahead > MAX_READ_AHEAD {
+            return Err(format!(
+                "storage.azure.readaheadmaxconcurrency: {ahead} is above {MAX_READ_AHEAD}"
+            ));
+        }
+        Ok((
+            self.readaheadthresholdsize.unwrap_or(READ_AHEAD_THRESHOLD),
+            chunk,
+            ahead as usize,
+        ))
     }
 }
 

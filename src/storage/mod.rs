@@ -12,6 +12,7 @@ pub mod inmemory;
 pub mod instrumented;
 pub mod layout;
 pub mod listing;
+pub mod readahead;
 pub mod s3;
 pub mod testsuite;
 

@@ -87,7 +87,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::{
     azure::{MicrosoftAzure, MicrosoftAzureBuilder},
     client::HttpConnector,
@@ -104,8 +104,11 @@ use self::{
     writer::{AzureWriter, BLOCK_ID_LEN},
 };
 use super::{
-    budget::BufferBudget, check_path, listing::PageCollector, ByteStream, FileInfo, FileWriter,
-    ListPage, Result, StagedWriter, StorageDriver, StorageError,
+    budget::BufferBudget,
+    check_path,
+    listing::PageCollector,
+    readahead::{self, ChunkSource, ReadAhead},
+    ByteStream, FileInfo, FileWriter, ListPage, Result, StagedWriter, StorageDriver, StorageError,
 };
 use crate::config::azure::{AzureAuth, AzureSettings};
 
@@ -126,6 +129,8 @@ pub struct AzureDriver {
     budget: BufferBudget,
     /// HTTP requests sent so far ([`counting`]).
     requests: Arc<AtomicU64>,
+    /// How large reads are split into ranged Gets fetched ahead.
+    read_ahead: ReadAhead,
 }
 
 /// How long a redirect URL stays valid (distribution's value).
@@ -235,6 +240,11 @@ impl AzureDriver {
             redirect: false,
             budget: BufferBudget::default(),
             requests,
+            read_ahead: ReadAhead {
+                threshold: s.read_ahead.0,
+                chunk: s.read_ahead.1,
+                ahead: s.read_ahead.2,
+            },
         })
     }
 
@@ -328,24 +338,73 @@ impl AzureDriver {
         len: Option<u64>,
         etag: Option<String>,
     ) -> Result<ByteStream> {
-        let range = match len {
-            Some(l) => GetRange::Bounded(offset..offset + l),
-            None => GetRange::Offset(offset),
-        };
-        let opts = GetOptions {
-            range: Some(range),
-            if_match: etag,
-            ..Default::default()
-        };
-        let result = self
-            .store
-            .get_opts(&Self::object_path(key)?, opts)
-            .await
-            .map_err(|e| map_err(path, e))?;
-        Ok(result
-            .into_stream()
-            .map_err(|e| std::io::Error::other(format!("azure read: {e}")))
-            .boxed())
+        Ok(ranged_get(&self.store, path, key, offset, len, etag)
+            .await?
+            .0)
+    }
+}
+
+/// A ranged Get of `[offset, offset + len)` (only while the blob has
+/// `etag`, if given): its body and the ETag of the version it reads.
+async fn ranged_get(
+    store: &MicrosoftAzure,
+    path: &str,
+    key: &str,
+    offset: u64,
+    len: Option<u64>,
+    etag: Option<String>,
+) -> Result<(ByteStream, Option<String>)> {
+    let range = match len {
+        Some(l) => GetRange::Bounded(offset..offset + l),
+        None => GetRange::Offset(offset),
+    };
+    let opts = GetOptions {
+        range: Some(range),
+        if_match: etag,
+        ..Default::default()
+    };
+    let result = store
+        .get_opts(&AzureDriver::object_path(key)?, opts)
+        .await
+        .map_err(|e| map_err(path, e))?;
+    let version = result.meta.e_tag.clone();
+    let body = result
+        .into_stream()
+        .map_err(|e| std::io::Error::other(format!("azure read: {e}")))
+        .boxed();
+    Ok((body, version))
+}
+
+/// The later chunks of one large read (see [`crate::storage::readahead`]):
+/// ranged Gets of the version the first answer was.
+struct Chunks {
+    store: MicrosoftAzure,
+    path: String,
+    key: String,
+    etag: Option<String>,
+}
+
+impl ChunkSource for Chunks {
+    fn open(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> futures::future::BoxFuture<'static, std::io::Result<ByteStream>> {
+        let (store, path, key, etag) = (
+            self.store.clone(),
+            self.path.clone(),
+            self.key.clone(),
+            self.etag.clone(),
+        );
+        async move {
+            ranged_get(&store, &path, &key, start, Some(end - start), etag)
+                .await
+                .map(|(body, _)| body)
+                .map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string())
+                })
+        }
+        .boxed()
     }
 }
 
@@ -377,6 +436,32 @@ impl StorageDriver for AzureDriver {
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
         let key = self.key(path)?;
+        // A large read: the first chunk now, the rest fetched ahead.
+        if let Some(l) = len.filter(|l| self.read_ahead.splits(*l)) {
+            let first = self.read_ahead.first_len(l);
+            match ranged_get(&self.store, path, &key, offset, Some(first), None).await {
+                Ok((head, etag)) => {
+                    let chunks = Arc::new(Chunks {
+                        store: self.store.clone(),
+                        path: path.to_string(),
+                        key,
+                        etag,
+                    });
+                    let end = offset.saturating_add(l);
+                    return Ok(readahead::stream(
+                        chunks,
+                        self.budget.clone(),
+                        self.read_ahead,
+                        offset,
+                        end,
+                        head,
+                    ));
+                }
+                Err(e) if e.is_not_found() => return Err(e),
+                // A range past the end (416): decided below.
+                Err(_) => {}
+            }
+        }
         if len != Some(0) {
             match self.get_range(path, &key, offset, len, None).await {
                 Ok(s) => return Ok(s),

@@ -37,7 +37,7 @@ pub(super) struct Inner {
     pub(super) copy_concurrency: usize,
     pub(super) copy_threshold: u64,
     /// How large reads are split into ranged GetObjects fetched ahead.
-    pub(super) read_ahead: super::readahead::ReadAhead,
+    pub(super) read_ahead: crate::storage::readahead::ReadAhead,
     pub(super) encryption: Option<(ServerSideEncryption, Option<String>)>,
     pub(super) storage_class: Option<StorageClass>,
     pub(super) acl: Option<ObjectCannedAcl>,

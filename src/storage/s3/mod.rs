@@ -153,7 +153,7 @@ impl S3Driver {
                 copy_chunk: cfg.multipartcopychunksize,
                 copy_concurrency: cfg.multipartcopymaxconcurrency.min(1000) as usize,
                 copy_threshold: cfg.multipartcopythresholdsize.min(MAX_SINGLE),
-                read_ahead: readahead::ReadAhead {
+                read_ahead: crate::storage::readahead::ReadAhead {
                     threshold: cfg.readaheadthresholdsize,
                     chunk: cfg.readaheadchunksize,
                     ahead: cfg.readaheadmaxconcurrency as usize,

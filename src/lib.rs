@@ -11,6 +11,7 @@ pub mod config;
 pub mod digest;
 pub mod health;
 pub mod notify;
+pub mod outbound;
 pub mod proxy;
 pub mod registry;
 pub mod server;

@@ -298,19 +298,10 @@ impl AzureConfig {
 impl AzureConfig {
     /// The read-ahead keys, defaults (those of `storage.s3`) applied.
     fn read_ahead(&self) -> Result<(u64, u64, usize), String> {
-        use super::s3::{MAX_READ_AHEAD, READ_AHEAD, READ_AHEAD_CHUNK, READ_AHEAD_THRESHOLD};
+        use super::s3::{check_read_ahead, READ_AHEAD, READ_AHEAD_CHUNK, READ_AHEAD_THRESHOLD};
         let chunk = self.readaheadchunksize.unwrap_or(READ_AHEAD_CHUNK);
-        if !(1 << 20..=512 << 20).contains(&chunk) {
-            return Err(format!(
-                "storage.azure.readaheadchunksize: {chunk} is outside 1048576 (1 MiB) ..= 536870912 (512 MiB)"
-            ));
-        }
         let ahead = self.readaheadmaxconcurrency.unwrap_or(READ_AHEAD);
-        if ahead > MAX_READ_AHEAD {
-            return Err(format!(
-                "storage.azure.readaheadmaxconcurrency: {ahead} is above {MAX_READ_AHEAD}"
-            ));
-        }
+        check_read_ahead("storage.azure", chunk, ahead)?;
         Ok((
             self.readaheadthresholdsize.unwrap_or(READ_AHEAD_THRESHOLD),
             chunk,

@@ -136,6 +136,22 @@ pub const READ_AHEAD_CHUNK: u64 = 16 << 20;
 pub const READ_AHEAD: u64 = 3;
 /// The most chunks a read may have ahead.
 pub const MAX_READ_AHEAD: u64 = 64;
+/// The read-ahead keys of `section` (`storage.s3`, `storage.azure`) in
+/// range.
+pub(super) fn check_read_ahead(section: &str, chunk: u64, ahead: u64) -> Result<(), String> {
+    if !(1 << 20..=MAX_CHUNK).contains(&chunk) {
+        return Err(format!(
+            "{section}.readaheadchunksize: {chunk} is outside 1048576 (1 MiB) ..= {MAX_CHUNK} (512 MiB)"
+        ));
+    }
+    if ahead > MAX_READ_AHEAD {
+        return Err(format!(
+            "{section}.readaheadmaxconcurrency: {ahead} is above {MAX_READ_AHEAD}"
+        ));
+    }
+    Ok(())
+}
+
 /// Five attempts: at a 10 % failure rate one request in 100,000 still fails.
 pub const DEFAULT_MAX_RETRIES: u64 = 4;
 /// Beyond this the backoff (capped at 20 s a wait) outlasts any client's patience.
@@ -299,20 +315,11 @@ impl S3Config {
                 self.multipartcopythresholdsize
             ));
         }
-        if self.readaheadchunksize < (1 << 20) || self.readaheadchunksize > MAX_CHUNK {
-            return Err(format!(
-                "{}: {} is outside 1048576 (1 MiB) ..= {MAX_CHUNK} (512 MiB)",
-                key("readaheadchunksize"),
-                self.readaheadchunksize
-            ));
-        }
-        if self.readaheadmaxconcurrency > MAX_READ_AHEAD {
-            return Err(format!(
-                "{}: {} is above {MAX_READ_AHEAD}",
-                key("readaheadmaxconcurrency"),
-                self.readaheadmaxconcurrency
-            ));
-        }
+        check_read_ahead(
+            "storage.s3",
+            self.readaheadchunksize,
+            self.readaheadmaxconcurrency,
+        )?;
         if self.maxretries > MAX_RETRIES {
             return Err(format!(
                 "{}: {} is above {MAX_RETRIES}",

@@ -145,39 +145,43 @@ impl ProxyCache {
 
     /// Count a blob of mirrored `name` served from the cache.
     pub fn blob_hit(&self, name: &str) {
-        if let Some(r) = self.route(name) {
+        if let Some((m, _)) = self.mirror_for(name) {
             self.metrics
-                .served(r.upstream.url(), Kind::Blob, Outcome::Hit);
+                .served(m.upstream.url(), Kind::Blob, Outcome::Hit);
         }
     }
 
-    /// Where `name` comes from, if it is mirrored.
-    fn route(&self, name: &str) -> Option<Route> {
+    /// The mirror serving `name` and the rest of the name after its
+    /// prefix, if it is mirrored (no allocation: asked on every request).
+    fn mirror_for<'a>(&self, name: &'a str) -> Option<(&Mirror, &'a str)> {
         self.mirrors.iter().find_map(|m| {
-            let remote = if m.prefix.is_empty() {
+            let rest = if m.prefix.is_empty() {
                 name
             } else {
                 name.strip_prefix(m.prefix.as_str())?.strip_prefix('/')?
             };
-            if remote.is_empty() {
-                return None;
-            }
-            let remote = if m.docker_hub && !remote.contains('/') {
-                format!("library/{remote}")
-            } else {
-                remote.to_string()
-            };
-            Some(Route {
-                upstream: m.upstream.clone(),
-                remote,
-                tag_ttl: m.tag_ttl,
-            })
+            (!rest.is_empty()).then_some((m, rest))
+        })
+    }
+
+    /// Where `name` comes from, if it is mirrored.
+    fn route(&self, name: &str) -> Option<Route> {
+        let (m, rest) = self.mirror_for(name)?;
+        let remote = if m.docker_hub && !rest.contains('/') {
+            format!("library/{rest}")
+        } else {
+            rest.to_string()
+        };
+        Some(Route {
+            upstream: m.upstream.clone(),
+            remote,
+            tag_ttl: m.tag_ttl,
         })
     }
 
     /// Whether `name` is mirrored.
     pub fn mirrors(&self, name: &str) -> bool {
-        self.route(name).is_some()
+        self.mirror_for(name).is_some()
     }
 
     /// The refusal of a write to mirrored `name`.

@@ -9,6 +9,8 @@ use reqwest::{header, Method, StatusCode, Url};
 
 use super::auth::{may_send_account, parse_challenge, parse_token, Challenge, Tokens};
 use super::metrics::ProxyMetrics;
+use crate::outbound::read_capped;
+use crate::registry::manifest::MAX_MANIFEST_SIZE;
 use crate::{
     digest::Digest,
     registry::error::{Code, Error, Result},
@@ -101,7 +103,7 @@ impl Upstream {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp.bytes().await.map_err(|e| unavailable(&path, e))?;
+        let body = capped(resp, MAX_MANIFEST_SIZE, &path).await?;
         self.metrics.upstream_bytes(&self.label, body.len() as u64);
         Ok(RemoteManifest { body, content_type })
     }
@@ -122,7 +124,7 @@ impl Upstream {
         let resp = self.send(Method::GET, &path, repo).await?;
         let resp = check(resp, Code::NameUnknown, &path).await?;
         let more = resp.headers().contains_key(header::LINK);
-        let body = resp.bytes().await.map_err(|e| unavailable(&path, e))?;
+        let body = capped(resp, MAX_TAG_LIST, &path).await?;
         self.metrics.upstream_bytes(&self.label, body.len() as u64);
         let list: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
             Error::new(
@@ -259,7 +261,7 @@ impl Upstream {
             .counted(req.send().await)
             .map_err(|e| unavailable(realm, e))?;
         let resp = check(resp, Code::Unknown, realm).await?;
-        let body = resp.bytes().await.map_err(|e| unavailable(realm, e))?;
+        let body = capped(resp, MAX_TOKEN_ANSWER, realm).await?;
         let (token, life) = parse_token(&body).map_err(|e| {
             Error::new(Code::Unavailable, format!("upstream token server: {e}"))
                 .with_retry_after(RETRY_AFTER)
@@ -267,6 +269,24 @@ impl Upstream {
         self.tokens.put(scope, token.clone(), life);
         Ok(token)
     }
+}
+
+/// The most an upstream's tag list page or token answer may weigh (a
+/// manifest: [`MAX_MANIFEST_SIZE`], as for a push).
+const MAX_TAG_LIST: usize = 16 << 20;
+const MAX_TOKEN_ANSWER: usize = 1 << 20;
+
+/// A body read whole, at most `max` bytes: an upstream sending more is
+/// failing, and is cut off rather than buffered.
+async fn capped(resp: reqwest::Response, max: usize, what: &str) -> Result<Bytes> {
+    read_capped(resp, max).await.map_err(|e| {
+        tracing::warn!("proxy: upstream {what}: {e} (at most {max} bytes)");
+        Error::new(
+            Code::Unavailable,
+            format!("the upstream registry's answer for {what} is not usable"),
+        )
+        .with_retry_after(RETRY_AFTER)
+    })
 }
 
 fn basic(user: &str, password: &str) -> String {

@@ -113,3 +113,30 @@ fn a_replica_killed_mid_fetch_leaves_nothing_and_the_next_pull_refills() {
     assert!(r.body == layer);
     assert!(stored());
 }
+
+#[test]
+fn an_upstream_that_sends_too_much_is_cut_off_not_buffered() {
+    // 64 MiB answers to every GET: a manifest, a tag list, a token would
+    // each be that large if read whole.
+    let flood = Stub::endless(
+        "200 OK",
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        64 * MIB,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = mirror_on(
+        &dir.path().join("data"),
+        &format!("  remoteurl: {}\n", flood.url()),
+    );
+    let r = get(&m.url("/v2/team/app/manifests/v1"), Auth::None);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (503, "UNAVAILABLE".into()),
+        "{}",
+        r.text()
+    );
+    // An unusable tag list is an upstream that cannot answer: the cached
+    // tags, here none.
+    let r = get(&m.url("/v2/team/app/tags/list"), Auth::None);
+    assert_eq!((r.status, r.error_code()), (404, "NAME_UNKNOWN".into()));
+}

@@ -13,26 +13,64 @@ pub struct Stub {
 
 impl Stub {
     pub fn start(status: &str, headers: &[(&str, &str)]) -> Stub {
+        Stub::serve(status, headers, 0)
+    }
+
+    /// Every GET answered with `status` and a chunked body of `len` bytes
+    /// (no Content-Length to refuse it by): an upstream that sends far more
+    /// than anything it serves may be.
+    pub fn endless(status: &str, headers: &[(&str, &str)], len: usize) -> Stub {
+        Stub::serve(status, headers, len)
+    }
+
+    fn serve(status: &str, headers: &[(&str, &str)], body: usize) -> Stub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let mut answer = format!("HTTP/1.1 {status}\r\n");
+        let mut head = format!("HTTP/1.1 {status}\r\n");
         for (k, v) in headers {
-            answer += &format!("{k}: {v}\r\n");
+            head += &format!("{k}: {v}\r\n");
         }
-        answer += "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        head += "Connection: close\r\n";
         thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { return };
-                // The request's head, then the fixed answer.
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if line == "\r\n" {
-                        break;
+                let head = head.clone();
+                thread::spawn(move || {
+                    // The request's head, then the fixed answer.
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    let mut get = false;
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        if line == "\r\n" {
+                            break;
+                        }
+                        get |= line.starts_with("GET ");
+                        line.clear();
                     }
-                    line.clear();
-                }
-                let _ = conn.write_all(answer.as_bytes());
+                    if body == 0 || !get {
+                        let _ =
+                            conn.write_all(format!("{head}Content-Length: 0\r\n\r\n").as_bytes());
+                        return;
+                    }
+                    if conn
+                        .write_all(format!("{head}Transfer-Encoding: chunked\r\n\r\n").as_bytes())
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let piece = vec![b' '; 64 * 1024];
+                    let mut sent = 0;
+                    while sent < body {
+                        let n = piece.len().min(body - sent);
+                        let framed =
+                            [format!("{n:x}\r\n").as_bytes(), &piece[..n], b"\r\n"].concat();
+                        if conn.write_all(&framed).is_err() {
+                            return; // the client stopped reading: the point
+                        }
+                        sent += n;
+                    }
+                    let _ = conn.write_all(b"0\r\n\r\n");
+                });
             }
         });
         Stub { addr }

@@ -87,6 +87,14 @@ fn people_log_in_against_the_directory_and_their_groups_are_labels() {
         granted_with(&b, "alice)(|(uid=*", "alice-pw", "team/app"),
         Err(401)
     );
+    // Control characters (a NUL ends a C string in some directories): no one.
+    for name in ["alice\u{0}", "alice\u{0})(uid=*", "ali\nce", "alice\u{7f}"] {
+        assert_eq!(
+            granted_with(&b, name, "alice-pw", "team/app"),
+            Err(401),
+            "{name:?}"
+        );
+    }
     assert!(!b.logs().contains("alice-pw"), "a password was logged");
 }
 

@@ -95,6 +95,15 @@ fn ci_jobs_log_in_with_their_id_token_and_get_what_their_claims_allow() {
     let mut c = issuer.claims("org/app", "refs/heads/main");
     c["exp"] = json!(c["iat"].as_u64().unwrap() - 3600);
     let expired = k1.sign(&c);
+    let mut c = issuer.claims("org/app", "refs/heads/main");
+    c["nbf"] = json!(c["iat"].as_u64().unwrap() + 3600);
+    let not_yet = k1.sign(&c);
+    let mut c = issuer.claims("org/app", "refs/heads/main");
+    c["iat"] = json!(u64::MAX);
+    let from_the_future = k1.sign(&c);
+    let mut c = issuer.claims("org/app", "refs/heads/main");
+    c["repository"] = json!(42);
+    let account_not_a_string = k1.sign(&c);
     let stranger = IssuerKey::new("k1");
     let forged = stranger.sign(&issuer.claims("org/app", "refs/heads/main"));
     let other = Issuer::start(&[&stranger]);
@@ -114,6 +123,12 @@ fn ci_jobs_log_in_with_their_id_token_and_get_what_their_claims_allow() {
     for (what, token) in [
         ("wrong audience", &wrong_audience),
         ("expired", &expired),
+        ("not valid yet (nbf)", &not_yet),
+        ("issued at the end of time", &from_the_future),
+        (
+            "an account claim that is not a string",
+            &account_not_a_string,
+        ),
         ("signed by another key with the same kid", &forged),
         ("foreign issuer", &foreign),
         ("unknown kid", &unknown_kid),

@@ -23,7 +23,7 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use super::{scope, Issued, Refusal, TokenServer};
+use super::{scope, Identity, Issued, Refusal, TokenServer};
 use crate::auth::bcrypt_queue;
 
 /// POST bodies larger than this are refused: a form holds a few fields.
@@ -87,8 +87,8 @@ fn too_many(wait: Duration, why: &str) -> Box<Response> {
     Box::new(resp)
 }
 
-/// The login cannot be checked right now (an OIDC issuer's keys out of
-/// reach): never an "allow", a retryable refusal.
+/// The login cannot be checked right now (an OIDC issuer's keys or the
+/// directory out of reach): never an "allow", a retryable refusal.
 fn unavailable(why: &str) -> Box<Response> {
     let mut resp = error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -200,28 +200,8 @@ impl TokenServer {
     async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> Result<Login> {
         self.throttled(user, client)?;
         if let Some(oidc) = self.oidc.as_ref().filter(|o| o.claims(password)) {
-            return match oidc.verify(password).await {
-                Ok(id) => {
-                    self.attempt(true);
-                    tracing::info!(account = %id.account, labels = ?id.labels, "token server: OIDC login");
-                    Ok(Login {
-                        account: id.account,
-                        via: "oidc",
-                        labels: Some(id.labels),
-                        refreshable: false,
-                    })
-                }
-                Err(Refusal::Invalid(why)) => {
-                    self.failed(user, client, &format!("ID token refused: {why}"));
-                    Err(unauthorized(self, "invalid ID token"))
-                }
-                Err(Refusal::Unavailable(why)) => {
-                    tracing::warn!(reason = why, "token server: OIDC issuer unreachable");
-                    Err(unavailable(
-                        "the ID token's issuer cannot be reached; retry later",
-                    ))
-                }
-            };
+            let verdict = oidc.verify(password).await;
+            return self.outside(verdict, "oidc", user, client);
         }
         // Local accounts first (none configured: no bcrypt stand-in to pay).
         let local = match self.accounts.is_empty() {
@@ -237,35 +217,59 @@ impl TokenServer {
             Err(busy) => return Err(too_many(bcrypt_queue::RETRY_AFTER, &busy.to_string())),
         }
         if let Some(directory) = &self.directory {
-            return match directory.login(user, password).await {
-                Ok(identity) => {
-                    self.attempt(true);
-                    // The account's configured labels, and its groups.
-                    let mut labels = self
-                        .labels
-                        .get(&identity.account)
-                        .cloned()
-                        .unwrap_or_default();
-                    labels.extend(identity.labels);
-                    Ok(Login {
-                        account: identity.account,
-                        via: "ldap",
-                        labels: Some(labels),
-                        refreshable: false,
-                    })
-                }
-                Err(Refusal::Invalid(why)) => {
-                    self.failed(user, client, &format!("directory: {why}"));
-                    Err(unauthorized(self, "invalid username or password"))
-                }
-                Err(Refusal::Unavailable(why)) => {
-                    tracing::warn!(reason = why, "token server: directory unreachable");
-                    Err(unavailable("the directory cannot be reached; retry later"))
-                }
-            };
+            let verdict = directory.login(user, password).await.map(|mut id| {
+                // The account's configured labels, and its groups.
+                let mut labels = self.labels.get(&id.account).cloned().unwrap_or_default();
+                labels.append(&mut id.labels);
+                id.labels = labels;
+                id
+            });
+            return self.outside(verdict, "ldap", user, client);
         }
         self.failed(user, client, "invalid username or password");
         Err(unauthorized(self, "invalid username or password"))
+    }
+
+    /// The answer to a login someone else checked (`via`: `oidc`, a CI
+    /// job's ID token; `ldap`, a directory): the identity, with no refresh
+    /// token; a failed login; or, when it could not be checked, 503.
+    fn outside(
+        &self,
+        verdict: std::result::Result<Identity, Refusal>,
+        via: &'static str,
+        user: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Login> {
+        let (refused, unreachable) = match via {
+            "oidc" => (
+                "invalid ID token",
+                "the ID token's issuer cannot be reached; retry later",
+            ),
+            _ => (
+                "invalid username or password",
+                "the directory cannot be reached; retry later",
+            ),
+        };
+        match verdict {
+            Ok(id) => {
+                self.attempt(true);
+                tracing::info!(account = %id.account, labels = ?id.labels, via, "token server: login");
+                Ok(Login {
+                    account: id.account,
+                    via,
+                    labels: Some(id.labels),
+                    refreshable: false,
+                })
+            }
+            Err(Refusal::Invalid(why)) => {
+                self.failed(user, client, &format!("{via}: {why}"));
+                Err(unauthorized(self, refused))
+            }
+            Err(Refusal::Unavailable(why)) => {
+                tracing::warn!(reason = why, via, "token server: login cannot be checked");
+                Err(unavailable(unreachable))
+            }
+        }
     }
 }
 

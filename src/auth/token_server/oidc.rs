@@ -178,7 +178,7 @@ impl Issuer {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            if iat > now + self.cfg.leeway {
+            if iat > now.saturating_add(self.cfg.leeway) {
                 return Err(Refusal::Invalid("issued in the future (iat)".into()));
             }
         }
@@ -280,13 +280,9 @@ impl Issuer {
         if !resp.status().is_success() {
             return Err(format!("{url}: {}", resp.status()));
         }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_DOCUMENT as u64)
-        {
-            return Err(format!("{url}: larger than {MAX_DOCUMENT} bytes"));
-        }
-        resp.bytes().await.map_err(|e| format!("{url}: {e}"))
+        crate::outbound::read_capped(resp, MAX_DOCUMENT)
+            .await
+            .map_err(|e| format!("{url}: {e} (at most {MAX_DOCUMENT} bytes)"))
     }
 }
 

@@ -65,6 +65,11 @@ impl Health {
         self.failures_shown(false)
     }
 
+    /// Every check's name, in configuration order.
+    pub fn check_names(&self) -> Vec<String> {
+        self.checks.iter().map(|c| c.name.clone()).collect()
+    }
+
     /// [`Health::failures`] as any client may read them: a reason that may
     /// carry a backend's text is replaced by a generic one.
     pub fn public_failures(&self) -> Vec<(String, String)> {

@@ -2,7 +2,8 @@
 //!
 //! Where things live: a request enters in [`api`] (HTTP only), its rules live in
 //! [`registry`], and bytes go through a [`storage`] driver. [`config`] holds
-//! every setting; [`server`] wires them together.
+//! every setting; [`server`] wires them together. [`ui`] is the web UI,
+//! which reads through [`registry`] like the API.
 
 pub mod api;
 pub mod auth;
@@ -17,3 +18,4 @@ pub mod registry;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod ui;

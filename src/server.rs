@@ -202,15 +202,9 @@ fn router_for(
     metrics: Option<Arc<Metrics>>,
     notifier: Arc<Notifier>,
 ) -> anyhow::Result<axum::Router> {
-    let (auth, token_server) =
-        crate::auth::build(cfg, metrics.clone()).map_err(anyhow::Error::msg)?;
+    let access = crate::auth::build(cfg, metrics.clone()).map_err(anyhow::Error::msg)?;
     Ok(api::router_with_notifier(
-        cfg,
-        registry,
-        auth,
-        token_server,
-        metrics,
-        notifier,
+        cfg, registry, access, metrics, notifier,
     ))
 }
 

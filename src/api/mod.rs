@@ -26,7 +26,7 @@ use axum::{
 };
 
 use crate::{
-    auth::{Authenticator, Denial},
+    auth::{AccessControl, Authenticator, Denial},
     config::Config,
     notify::{
         event::{RequestContext, RequestId},
@@ -115,34 +115,38 @@ pub fn router(
     auth: Option<Authenticator>,
     token_server: Option<Router>,
 ) -> Router {
-    router_with_metrics(cfg, registry, auth, token_server, None)
-}
-
-/// [`router`], counting into `metrics` (audit lines, no webhooks).
-pub fn router_with_metrics(
-    cfg: &Config,
-    registry: Registry,
-    auth: Option<Authenticator>,
-    token_server: Option<Router>,
-    metrics: Option<Arc<Metrics>>,
-) -> Router {
+    let access = AccessControl {
+        authenticator: auth,
+        token_endpoint: token_server,
+        token_server: None,
+    };
     let notifier = Arc::new(Notifier::audit_only());
-    router_with_notifier(cfg, registry, auth, token_server, metrics, notifier)
+    router_with_notifier(cfg, registry, access, None, notifier)
 }
 
-/// [`router_with_metrics`], sending events through `notifier`.
+/// [`router`] with all of access control (the web UI asks the token server
+/// too), counting into `metrics` and sending events through `notifier`.
 pub fn router_with_notifier(
     cfg: &Config,
     registry: Registry,
-    auth: Option<Authenticator>,
-    token_server: Option<Router>,
+    access: AccessControl,
     metrics: Option<Arc<Metrics>>,
     notifier: Arc<Notifier>,
 ) -> Router {
+    let auth = access.authenticator.map(Arc::new);
+    let urls = Arc::new(UrlBuilder::new(cfg));
+    let ui = crate::ui::router(
+        cfg,
+        registry.clone(),
+        auth.clone(),
+        access.token_server,
+        urls.clone(),
+        notifier.clone(),
+    );
     let state = AppState {
         registry,
-        urls: Arc::new(UrlBuilder::new(cfg)),
-        auth: auth.map(Arc::new),
+        urls,
+        auth,
         metrics: metrics.clone(),
         notifier,
     };
@@ -154,8 +158,14 @@ pub fn router_with_notifier(
         .route("/v2/{*path}", any(dispatch))
         .fallback(|| async { not_found() })
         .with_state(state)
-        .merge(token_server.unwrap_or_default());
+        .merge(access.token_endpoint.unwrap_or_default());
     let api = health::apply(api);
+    // Outside the health gate: the status page is where an operator looks
+    // when a check fails.
+    let api = match ui {
+        Some(ui) => api.merge(ui),
+        None => api,
+    };
     let prefix = cfg.http.prefix.trim_end_matches('/');
     let app = if prefix.is_empty() {
         api

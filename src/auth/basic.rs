@@ -63,7 +63,19 @@ impl BasicAuth {
         let Some((user, password)) = basic_credentials(headers) else {
             return Err(self.challenge("authentication required"));
         };
-        if self.users.remembered(&user, &password) {
+        self.check_password(user, &password, headers, peer).await
+    }
+
+    /// One login (`/v2/` Basic credentials, or the web UI's form): the
+    /// user, or why not — with the same throttle and bcrypt queue.
+    pub async fn check_password(
+        &self,
+        user: String,
+        password: &str,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<String, Denial> {
+        if self.users.remembered(&user, password) {
             return Ok(user);
         }
         let client = self.clients.resolve(headers, peer);
@@ -77,7 +89,7 @@ impl BasicAuth {
                 ));
             }
         }
-        match self.users.verify(&user, &password).await {
+        match self.users.verify(&user, password).await {
             Ok(true) => Ok(user),
             Ok(false) => {
                 let recent = client.map(|ip| self.throttle.failure(ip, Instant::now()));

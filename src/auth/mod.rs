@@ -86,22 +86,34 @@ impl Logins {
     }
 }
 
-/// The `/v2/` authenticator and the token endpoint (its path relative: the
-/// caller mounts it under `http.prefix`), as configured; errors name the
+/// Access control as configured: what [`build`] makes.
+#[derive(Default)]
+pub struct AccessControl {
+    /// Checks `/v2/` requests; None: no access control.
+    pub authenticator: Option<Authenticator>,
+    /// The token endpoint (its path relative: the caller mounts it under
+    /// `http.prefix`), when Berth's own token server runs.
+    pub token_endpoint: Option<Router>,
+    /// That token server, for the web UI's logins and ACL decisions.
+    pub token_server: Option<Arc<token_server::TokenServer>>,
+}
+
+/// Everything access control needs, as configured; errors name the
 /// configuration key. Token server logins are counted into `metrics`.
-pub fn build(
-    cfg: &Config,
-    metrics: Option<Arc<Metrics>>,
-) -> Result<(Option<Authenticator>, Option<Router>), String> {
+pub fn build(cfg: &Config, metrics: Option<Arc<Metrics>>) -> Result<AccessControl, String> {
     let logins = Logins::from_config(cfg)?;
     // The token server first: its key also signs what `auth.token` checks,
     // so a missing key is reported as the key's problem.
-    let token_server = token_server::router(cfg, &logins, metrics)?;
-    let auth = match &cfg.auth {
+    let (token_endpoint, token_server) = token_server::router(cfg, &logins, metrics)?.unzip();
+    let authenticator = match &cfg.auth {
         Some(a) => Authenticator::from_config(a, &logins)?,
         None => None,
     };
-    Ok((auth, token_server))
+    Ok(AccessControl {
+        authenticator,
+        token_endpoint,
+        token_server,
+    })
 }
 
 /// Build everything [`build`] does and throw it away: the checks of `berth

@@ -24,6 +24,7 @@ pub mod s3;
 mod storage;
 pub mod tls;
 pub mod token_server;
+pub mod ui;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -98,11 +99,14 @@ pub struct Config {
     pub tags: listing::TagsConfig,
     #[serde(default)]
     pub referrers: listing::ReferrersConfig,
+    /// The web UI at `<http.prefix>/ui/` (Berth's own section).
+    #[serde(default)]
+    pub ui: ui::UiConfig,
 }
 
 /// The top-level keys, as `REGISTRY_<KEY>_...` variables start (`token_server`
 /// holds its own `_`). A unit test keeps it equal to [`Config`]'s fields.
-pub(crate) const TOP_LEVEL_KEYS: [&str; 20] = [
+pub(crate) const TOP_LEVEL_KEYS: [&str; 21] = [
     "version",
     "log",
     "storage",
@@ -123,6 +127,7 @@ pub(crate) const TOP_LEVEL_KEYS: [&str; 20] = [
     "catalog",
     "tags",
     "referrers",
+    "ui",
 ];
 
 /// A string, number or bool, as its string form.
@@ -485,6 +490,7 @@ impl Config {
             p.settings().map_err(ConfigError)?;
         }
         self.tracing.validate().map_err(ConfigError)?;
+        self.ui.validate().map_err(ConfigError)?;
         self.health.validate().map_err(ConfigError)?;
         if !self.http.prefix.is_empty() && !self.http.prefix.starts_with('/') {
             return Err(ConfigError("http.prefix: must start with '/'".into()));

@@ -3,7 +3,7 @@
 //! memory bounded by the page size whatever the number of tags or
 //! repositories (the storage driver lists directories page by page too).
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, time::SystemTime};
 
 use super::{
     error::{Code, Error, Result},
@@ -139,6 +139,17 @@ impl Registry {
                 items: vec![],
                 more: false,
             }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// When `tag` was last pointed where it points (its link's modification
+    /// time), if the store keeps one; None for an unknown tag.
+    pub async fn tag_pushed_at(&self, name: &str, tag: &str) -> Result<Option<SystemTime>> {
+        validate_name(name)?;
+        match self.driver.stat(&layout::tag_current_link(name, tag)).await {
+            Ok(info) => Ok(Some(info.modified).filter(|t| *t > SystemTime::UNIX_EPOCH)),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

@@ -197,7 +197,12 @@ impl TokenServer {
         })
     }
 
-    async fn login(&self, user: &str, password: &str, client: Option<IpAddr>) -> Result<Login> {
+    pub(super) async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Login> {
         self.throttled(user, client)?;
         if let Some(oidc) = self.oidc.as_ref().filter(|o| o.claims(password)) {
             let verdict = oidc.verify(password).await;
@@ -274,12 +279,12 @@ impl TokenServer {
 }
 
 /// Who logged in.
-struct Login {
-    account: String,
+pub(super) struct Login {
+    pub(super) account: String,
     /// How: `basic` (a password), `oidc`, `ldap`, `refresh_token`, `anonymous`.
     via: &'static str,
     /// From an ID token's claims; `None`: the account's configured labels.
-    labels: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    pub(super) labels: Option<std::collections::BTreeMap<String, Vec<String>>>,
     /// Refresh tokens are never issued for ID-token logins.
     refreshable: bool,
 }

@@ -21,6 +21,7 @@ pub mod ldap;
 mod matchers;
 pub mod oidc;
 pub mod scope;
+pub mod viewer;
 
 use std::{
     collections::BTreeMap,
@@ -134,14 +135,15 @@ pub struct Issued {
     pub scope: String,
 }
 
-/// The token endpoint for `cfg.token_server`, if configured. Its path is
-/// relative: the caller mounts it under `http.prefix` with the API. Logins
-/// are counted into `metrics`, if given.
+/// The token endpoint for `cfg.token_server`, if configured, and the server
+/// behind it (the web UI asks it too). The endpoint's path is relative: the
+/// caller mounts it under `http.prefix` with the API. Logins are counted
+/// into `metrics`, if given.
 pub fn router(
     cfg: &Config,
     logins: &Logins,
     metrics: Option<Arc<Metrics>>,
-) -> Result<Option<Router>, String> {
+) -> Result<Option<(Router, Arc<TokenServer>)>, String> {
     let Some(ts_cfg) = &cfg.token_server else {
         return Ok(None);
     };
@@ -155,11 +157,10 @@ pub fn router(
         service = %ts.service,
         "token server on"
     );
-    Ok(Some(
-        Router::new()
-            .route(&ts_cfg.path, get(handlers::get).post(handlers::post))
-            .with_state(ts),
-    ))
+    let endpoint = Router::new()
+        .route(&ts_cfg.path, get(handlers::get).post(handlers::post))
+        .with_state(ts.clone());
+    Ok(Some((endpoint, ts)))
 }
 
 fn unix_now() -> u64 {

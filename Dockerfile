@@ -55,7 +55,7 @@ COPY ${BERTH_BINARY} /usr/local/bin/berth
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock askama.toml ./
 COPY loadtest loadtest
 COPY src src
 # Without debug info: the release profile's line tables are 150 of the binary's

@@ -112,13 +112,13 @@ fn repository_list_pages_and_searches() {
         let web = Web::new(&b.url(""));
         let mut seen = vec![];
         let mut path = "/ui/?n=50".to_string();
+        let next = regex::Regex::new(r#"id="next" href="([^"]+)""#).unwrap();
         for _ in 0..10 {
             let page = web.get(&path).await;
             assert_eq!(page.status, 200);
             let names = page.texts("repo-name");
             assert!(names.len() <= 50);
             seen.extend(names);
-            let next = regex::Regex::new(r#"id="next" href="([^"]+)""#).unwrap();
             match next.captures(&page.body) {
                 Some(c) => path = format!("{}&n=50", c[1].replace("&amp;", "&")),
                 None => break,

@@ -168,6 +168,7 @@ fn handler_of(path: &str, prefix: &str, token_path: Option<&str>) -> Handler {
         "/" => Handler::Root,
         "/health/storage" => Handler::Health,
         p if Some(p) == token_path => Handler::Token,
+        p if p == "/ui" || p.starts_with("/ui/") => Handler::Ui,
         _ => Handler::Unknown,
     }
 }

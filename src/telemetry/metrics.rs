@@ -48,12 +48,14 @@ pub enum Handler {
     Health,
     /// The built-in token server.
     Token,
+    /// The web UI's pages, forms and assets (`/ui/…`).
+    Ui,
     /// Anything else (a 404 from the fallback, an unparsable `/v2` path).
     Unknown,
 }
 
 impl Handler {
-    const COUNT: usize = 12;
+    const COUNT: usize = 13;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -68,6 +70,7 @@ impl Handler {
             Handler::Root => "root",
             Handler::Health => "health",
             Handler::Token => "token",
+            Handler::Ui => "ui",
             Handler::Unknown => "unknown",
         }
     }
@@ -86,6 +89,7 @@ impl Handler {
             Handler::Root => "/",
             Handler::Health => "/health/storage",
             Handler::Token => "/token",
+            Handler::Ui => "/ui/",
             Handler::Unknown => "unknown",
         }
     }

@@ -22,6 +22,9 @@ use crate::{
     registry::manifests::Reference,
 };
 
+/// Browsers keep cookies up to 4096 bytes, name and attributes included.
+const MAX_COOKIE: usize = 4000;
+
 /// A form body larger than this is refused (a login is a few hundred bytes).
 const MAX_FORM: usize = 16 * 1024;
 
@@ -140,8 +143,19 @@ pub async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
             // A new session, so a nonce planted before the login (session
             // fixation) is worth nothing after it.
             let session = ui.sessions.start(Some(account), labels);
+            let cookie = ui.sessions.set_cookie(&session);
+            if cookie.len() > MAX_COOKIE {
+                // Browsers drop larger cookies without a word: the login
+                // would seem to work and lead straight back here.
+                tracing::warn!(bytes = cookie.len(), "ui: session too large for a cookie");
+                return visit.error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "This account's directory groups do not fit in a session cookie; \
+                     log in with docker instead, or ask for fewer groups.",
+                );
+            }
             let mut resp = Redirect::to(&next).into_response();
-            if let Ok(v) = HeaderValue::from_str(&ui.sessions.set_cookie(&session)) {
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
                 resp.headers_mut().insert(header::SET_COOKIE, v);
             }
             resp

@@ -17,6 +17,9 @@ packages+=(debootstrap binutils docker-compose)
 # The directory the token server's LDAP logins are tested against
 # (tests/common/ldap.rs runs its own slapd from a temp dir).
 packages+=(slapd ldap-utils)
+# The web UI's browser tests (tests/common/browser.rs): headless Chromium
+# driven over WebDriver by its chromedriver.
+packages+=(chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -6,6 +6,11 @@ mod common;
 
 #[path = "ui/access.rs"]
 mod access;
+#[path = "common/browser.rs"]
+#[allow(dead_code)]
+mod browser;
+#[path = "ui/chromium.rs"]
+mod chromium;
 #[path = "ui/fill.rs"]
 mod fill;
 #[path = "ui/pages.rs"]

@@ -11,7 +11,8 @@
 //! chaos run (replicas killed, Redis restarted, garbage collection) under a
 //! CI-style workload; every acknowledged image must pull byte-exact.
 //! `loadtest proxy`: the pull-through cache against the upstream alone and
-//! distribution's proxy. See README.md.
+//! distribution's proxy. `loadtest ui`: the web UI's page render times at
+//! 2,000 repositories and 500 tags. See README.md.
 
 mod authbench;
 mod blobload;
@@ -44,6 +45,7 @@ mod scenarios;
 mod servers;
 mod setup;
 mod stores;
+mod uibench;
 mod versus;
 mod workloads;
 
@@ -90,6 +92,34 @@ enum Command {
     /// distribution's `proxy:` against the upstream alone, and many
     /// clients pulling one uncached image at once (upstream GETs per blob).
     Proxy(ProxyArgs),
+    /// The web UI: render times of the repository list and a repository's
+    /// tag and image pages on `--repos` repositories and `--tags` tags,
+    /// beside the API requests they are built from; PASS/FAIL on budgets.
+    Ui(UiArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct UiArgs {
+    /// Repositories pushed (bench/repo-0000…), each one image by mount.
+    #[arg(long, default_value_t = 2000)]
+    pub repos: usize,
+    /// Tags of bench/tags, all on one image.
+    #[arg(long, default_value_t = 500)]
+    pub tags: usize,
+    /// Timed requests per page, after 3 warm-ups [default: 30, quick 10].
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Fewer samples (the same registry).
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub bins: setup::BinaryArgs,
+    /// Directory for the run's temporary directory.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Keep the temporary directory (config, log, data) afterwards.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -469,6 +499,10 @@ fn main() -> ExitCode {
             },
             Command::Proxy(args) => tokio::select! {
                 r = proxybench::run(args) => r,
+                e = interrupted() => e,
+            },
+            Command::Ui(args) => tokio::select! {
+                r = uibench::run(args) => r,
                 e = interrupted() => e,
             },
         }

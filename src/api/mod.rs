@@ -142,7 +142,12 @@ pub fn router_with_notifier(
         access.token_server,
         urls.clone(),
         notifier.clone(),
-    );
+    )
+    .unwrap_or_else(|e| {
+        // Only a TLS client that cannot be built fails here.
+        tracing::error!(error = %e, "the web UI is off");
+        None
+    });
     let state = AppState {
         registry,
         urls,

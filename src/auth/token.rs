@@ -240,6 +240,38 @@ impl TokenVerifier {
     /// Verify `token` and that it grants every access in `need`.
     /// Returns the token's subject (the account).
     pub fn verify(&self, token: &str, need: &[Access]) -> Result<String, TokenRejection> {
+        let claims = self.claims(token)?;
+        for a in need {
+            let entries: Vec<&ResourceActions> = claims
+                .access
+                .iter()
+                .filter(|r| r.kind == a.kind && r.name == a.name)
+                .collect();
+            if entries.is_empty() {
+                return Err(TokenRejection::InsufficientScope);
+            }
+            if !entries
+                .iter()
+                .any(|r| r.actions.iter().any(|x| x == &a.action || x == "*"))
+            {
+                return Err(TokenRejection::Denied(format!(
+                    "{} {}:{} is not granted",
+                    a.action, a.kind, a.name
+                )));
+            }
+        }
+        Ok(claims.sub)
+    }
+
+    /// Verify `token` and return its subject and every access it grants
+    /// (the web UI asks an outside token server what an account may do).
+    pub fn granted(&self, token: &str) -> Result<(String, Vec<ResourceActions>), TokenRejection> {
+        self.claims(token).map(|c| (c.sub, c.access))
+    }
+
+    /// The claims of a token that is well signed, by a key we trust, for
+    /// us, and current.
+    fn claims(&self, token: &str) -> Result<Claims, TokenRejection> {
         let invalid = |m: String| TokenRejection::Invalid(m);
         if token.len() > MAX_TOKEN_LEN {
             return Err(invalid("token too large".into()));
@@ -263,27 +295,7 @@ impl TokenVerifier {
         v.leeway = LEEWAY_SECS;
         let data = decode::<Claims>(token, &entry.key, &v)
             .map_err(|e| invalid(format!("token rejected: {e}")))?;
-        let claims = data.claims;
-        for a in need {
-            let entries: Vec<&ResourceActions> = claims
-                .access
-                .iter()
-                .filter(|r| r.kind == a.kind && r.name == a.name)
-                .collect();
-            if entries.is_empty() {
-                return Err(TokenRejection::InsufficientScope);
-            }
-            if !entries
-                .iter()
-                .any(|r| r.actions.iter().any(|x| x == &a.action || x == "*"))
-            {
-                return Err(TokenRejection::Denied(format!(
-                    "{} {}:{} is not granted",
-                    a.action, a.kind, a.name
-                )));
-            }
-        }
-        Ok(claims.sub)
+        Ok(data.claims)
     }
 }
 

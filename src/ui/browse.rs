@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use futures::{stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
+use super::viewer::Viewer;
 use crate::{
     digest::Digest,
     registry::{
@@ -50,7 +51,7 @@ pub async fn repositories(
     n: usize,
     last: Option<String>,
     scan_limit: usize,
-    visible: impl Fn(&str) -> bool,
+    viewer: &Viewer<'_>,
 ) -> Result<RepoPage> {
     let q = q.to_lowercase();
     let mut names = Vec::new();
@@ -62,9 +63,30 @@ pub async fn repositories(
         let page = registry
             .repositories_page(SCAN_PAGE, cursor.as_deref())
             .await?;
+        // What the viewer may pull, asked once for the scanned page's matches.
+        let matching: Vec<String> = page
+            .items
+            .iter()
+            .filter(|n| n.contains(&q))
+            .cloned()
+            .collect();
+        let rights = viewer.rights_of(&matching).await.map_err(|e| {
+            Error::new(
+                Code::Unavailable,
+                "the token server cannot be reached; retry later",
+            )
+            .with_cause(e.0)
+            .with_retry_after(std::time::Duration::from_secs(5))
+        })?;
+        let visible: std::collections::HashSet<&String> = matching
+            .iter()
+            .zip(&rights)
+            .filter(|(_, r)| r.pull)
+            .map(|(n, _)| n)
+            .collect();
         for name in &page.items {
             scanned += 1;
-            if name.contains(&q) && visible(name) {
+            if visible.contains(name) {
                 if names.len() == n {
                     // One more exists: the page ends at the last one shown.
                     next = names.last().cloned();

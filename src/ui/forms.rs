@@ -13,6 +13,7 @@ use axum::{
 
 use super::{
     pages::{self, Area, LoginPage},
+    realm::RealmError,
     viewer::Gate,
     Ui, Visit,
 };
@@ -111,7 +112,7 @@ pub async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
             Authenticator::Htpasswd(basic) => basic
                 .check_password(user.clone(), password, &parts.headers, peer)
                 .await
-                .map(|account| (account, None))
+                .map(|account| (account, None, None))
                 .map_err(|denial| match denial {
                     Denial::TooManyRequests {
                         retry_after,
@@ -127,22 +128,39 @@ pub async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
             let client = ts.client_ip(&parts.headers, peer);
             ts.check_login(&user, password, client)
                 .await
-                .map(|c| (c.account, c.labels))
+                .map(|c| (c.account, c.labels, None))
                 .map_err(|r| {
                     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNAUTHORIZED);
                     (status, r.message, r.retry_after.map(Duration::from_secs))
                 })
         }
-        Gate::Open | Gate::Unsupported => {
-            return visit.error(StatusCode::NOT_FOUND, "there is no login here")
+        Gate::Realm(auth, realm) => {
+            let Authenticator::Token { verifier, .. } = &**auth else {
+                unreachable!("a realm gate holds token auth")
+            };
+            let origin = format!("{}{}", ui.urls.origin(&parts.headers), ui.prefix());
+            match realm.login(verifier, &origin, &user, password).await {
+                Ok((account, refresh)) => Ok((account, None, Some(refresh))),
+                Err(RealmError::Refused(why)) => Err((StatusCode::UNAUTHORIZED, why, None)),
+                Err(RealmError::Unavailable(why)) => {
+                    tracing::warn!(reason = %why, "ui: login through the token server failed");
+                    Err((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the token server cannot log you in right now; retry later".into(),
+                        Some(Duration::from_secs(5)),
+                    ))
+                }
+            }
         }
+        Gate::Open => return visit.error(StatusCode::NOT_FOUND, "there is no login here"),
     };
     match outcome {
-        Ok((account, labels)) => {
+        Ok((account, labels, refresh)) => {
             tracing::info!(account = crate::auth::loggable(&account), "ui: login");
             // A new session, so a nonce planted before the login (session
             // fixation) is worth nothing after it.
-            let session = ui.sessions.start(Some(account), labels);
+            let mut session = ui.sessions.start(Some(account), labels);
+            session.refresh = refresh;
             let cookie = ui.sessions.set_cookie(&session);
             if cookie.len() > MAX_COOKIE {
                 // Browsers drop larger cookies without a word: the login
@@ -213,7 +231,10 @@ pub async fn delete(State(ui): State<Arc<Ui>>, Path(rest): Path<String>, req: Re
     let Some(Area::Delete(name)) = Area::parse(&rest) else {
         return visit.error(StatusCode::NOT_FOUND, "no such page");
     };
-    let rights = visit.viewer.rights(&name);
+    let rights = match visit.viewer.rights(&name).await {
+        Ok(r) => r,
+        Err(e) => return visit.undecided(e),
+    };
     if !rights.pull {
         return visit.error(StatusCode::NOT_FOUND, "repository not found");
     }

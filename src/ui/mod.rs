@@ -11,6 +11,7 @@
 mod browse;
 mod forms;
 mod pages;
+mod realm;
 pub mod session;
 pub mod viewer;
 
@@ -33,7 +34,7 @@ use crate::{
     registry::Registry,
 };
 use session::{Found, Session, Sessions};
-use viewer::{Gate, Viewer};
+use viewer::{Gate, Viewer, Visitor};
 
 /// No script, style, image, frame or connection from anywhere but here;
 /// no inline script at all (a tag or label that slips past escaping still
@@ -58,7 +59,7 @@ pub struct Ui {
 }
 
 /// The UI's routes (relative: the caller nests them under `http.prefix`),
-/// or None with `ui.enabled: false`.
+/// or None with `ui.enabled: false`; errors name the configuration key.
 pub fn router(
     cfg: &Config,
     registry: Registry,
@@ -66,9 +67,9 @@ pub fn router(
     token_server: Option<Arc<TokenServer>>,
     urls: Arc<UrlBuilder>,
     notifier: Arc<Notifier>,
-) -> Option<Router> {
+) -> Result<Option<Router>, String> {
     if !cfg.ui.enabled {
-        return None;
+        return Ok(None);
     }
     let prefix = cfg.http.prefix.trim_end_matches('/');
     let base = format!("{prefix}/ui");
@@ -82,7 +83,7 @@ pub fn router(
             format!("{base}/"),
         ),
         status: pages::StaticStatus::new(cfg, &registry),
-        gate: Gate::new(auth, token_server),
+        gate: Gate::new(auth, token_server)?,
         registry,
         urls,
         notifier,
@@ -104,7 +105,7 @@ pub fn router(
         .route("/ui/static/{file}", get(pages::asset))
         .with_state(ui)
         .layer(middleware::from_fn(security_headers));
-    Some(routes)
+    Ok(Some(routes))
 }
 
 async fn security_headers(req: Request, next: Next) -> Response {
@@ -144,6 +145,11 @@ struct Visit<'a> {
 }
 
 impl Ui {
+    /// `http.prefix`, without its trailing slash.
+    fn prefix(&self) -> &str {
+        self.base.strip_suffix("/ui").unwrap_or("")
+    }
+
     fn visit<'a>(&'a self, parts: &'a Parts) -> Visit<'a> {
         let (session, new_cookie, expired) = match self.sessions.from_headers(&parts.headers) {
             Found::Valid(s) => (s, false, false),
@@ -156,12 +162,17 @@ impl Ui {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
+        let origin = format!("{}{}", self.urls.origin(&parts.headers), self.prefix());
         let viewer = Viewer::new(
             &self.gate,
-            session.account.clone(),
-            session.labels.clone(),
-            &parts.headers,
-            peer,
+            Visitor {
+                account: session.account.clone(),
+                labels: session.labels.clone(),
+                refresh: session.refresh.clone(),
+                headers: &parts.headers,
+                peer,
+                origin,
+            },
             self.delete_enabled && self.registry.check_writable().is_ok(),
         );
         Visit {
@@ -215,6 +226,19 @@ impl Visit<'_> {
             url.push_str("&expired=1");
         }
         self.finish(Redirect::to(&url).into_response())
+    }
+
+    /// The page when an outside token server could not say what the
+    /// viewer may see: 503, retryable, showing nothing.
+    fn undecided(&self, e: viewer::Undecided) -> Response {
+        tracing::warn!(reason = %e.0, "ui: the token server could not decide");
+        let mut resp = self.error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The token server cannot say what you may see right now; retry later.",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        resp
     }
 
     /// An error page with `status`.

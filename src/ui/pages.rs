@@ -130,7 +130,7 @@ pub async fn repositories(State(ui): State<Arc<Ui>>, parts: Parts) -> Response {
         n,
         query.last.filter(|l| validate_name(l).is_ok()),
         ui.scan_limit,
-        |name| visit.viewer.rights(name).pull,
+        &visit.viewer,
     )
     .await;
     let page = match page {
@@ -157,7 +157,13 @@ fn registry_error(visit: &Visit, e: Error) -> Response {
     if status.is_server_error() {
         tracing::warn!(code = e.code.as_str(), cause = ?e.cause, "ui: registry error");
     }
-    visit.error(status, &e.message)
+    let mut resp = visit.error(status, &e.message);
+    if let Some(after) = e.retry_after {
+        let secs = after.as_secs().max(1);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+    }
+    resp
 }
 
 #[derive(Template)]
@@ -267,7 +273,10 @@ pub async fn repository_area(
     let name = match &area {
         Area::Repository(n) | Area::Tag(n, _) | Area::Manifest(n, _) | Area::Delete(n) => n.clone(),
     };
-    let rights = visit.viewer.rights(&name);
+    let rights = match visit.viewer.rights(&name).await {
+        Ok(r) => r,
+        Err(e) => return visit.undecided(e),
+    };
     if !rights.pull {
         // Not "forbidden": whether it exists is not this viewer's to know.
         return visit.error(StatusCode::NOT_FOUND, "repository not found");
@@ -391,14 +400,10 @@ pub async fn login(State(ui): State<Arc<Ui>>, parts: Parts) -> Response {
     let visit = ui.visit(&parts);
     let query: LoginQuery = query_of(&parts);
     if !ui.gate.has_login() {
-        let message = match ui.gate {
-            Gate::Open => "This registry has no access control: there is nothing to log in to.",
-            _ => {
-                "This registry's tokens come from an outside token server; the UI can log in \
-                 only through htpasswd or Berth's own token server (token_server:)."
-            }
-        };
-        return visit.error(StatusCode::NOT_FOUND, message);
+        return visit.error(
+            StatusCode::NOT_FOUND,
+            "This registry has no access control: there is nothing to log in to.",
+        );
     }
     let mut chrome = visit.chrome("Log in");
     if query.expired.is_some() || visit.expired {

@@ -37,6 +37,10 @@ pub struct Session {
     /// token server's ACL matches them); None: the configured ones.
     #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, Vec<String>>>,
+    /// An outside token server's refresh token for the account (see
+    /// `ui::realm`): how each page asks that server what it may show.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
     /// Expiry, seconds since the epoch.
     #[serde(rename = "e")]
     pub expires: u64,
@@ -107,6 +111,7 @@ impl Sessions {
         Session {
             account,
             labels,
+            refresh: None,
             expires: now() + self.ttl.as_secs(),
             nonce: hex::encode(nonce),
         }

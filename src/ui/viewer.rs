@@ -8,9 +8,8 @@
 //!   login and its ACL decides, repository by repository, exactly as for a
 //!   token request; anonymous visitors get the anonymous rules when the
 //!   token server issues anonymous tokens.
-//! - Token auth with an outside realm: the UI cannot ask that realm what an
-//!   account may do without keeping its password, so it refuses to show
-//!   anything (see [`Gate::Unsupported`]).
+//! - Token auth with an outside token server: that server decides, asked
+//!   for a token per page (see [`super::realm`]).
 
 use std::{
     collections::BTreeMap,
@@ -20,6 +19,7 @@ use std::{
 
 use axum::http::HeaderMap;
 
+use super::realm::{Credential, Realm, RealmError};
 use crate::auth::{token_server::TokenServer, Authenticator};
 
 /// How the UI decides.
@@ -27,23 +27,32 @@ pub enum Gate {
     Open,
     Htpasswd(Arc<Authenticator>),
     TokenServer(Arc<TokenServer>),
-    /// `auth.token` with a realm that is not this process's token server.
-    Unsupported,
+    /// `auth.token` whose realm is not this process's token server.
+    Realm(Arc<Authenticator>, Realm),
 }
 
 impl Gate {
-    pub fn new(auth: Option<Arc<Authenticator>>, token_server: Option<Arc<TokenServer>>) -> Gate {
-        match (auth, token_server) {
+    pub fn new(
+        auth: Option<Arc<Authenticator>>,
+        token_server: Option<Arc<TokenServer>>,
+    ) -> Result<Gate, String> {
+        Ok(match (auth, token_server) {
             (None, _) => Gate::Open,
             (Some(a), _) if matches!(*a, Authenticator::Htpasswd(_)) => Gate::Htpasswd(a),
             (Some(_), Some(ts)) => Gate::TokenServer(ts),
-            (Some(_), None) => Gate::Unsupported,
-        }
+            (Some(a), None) => {
+                let Authenticator::Token { cfg, .. } = &*a else {
+                    unreachable!("htpasswd is matched above")
+                };
+                let realm = Realm::new(cfg)?;
+                Gate::Realm(a, realm)
+            }
+        })
     }
 
     /// Whether the UI has a login form.
     pub fn has_login(&self) -> bool {
-        matches!(self, Gate::Htpasswd(_) | Gate::TokenServer(_))
+        !matches!(self, Gate::Open)
     }
 }
 
@@ -53,7 +62,12 @@ pub struct Viewer<'a> {
     /// Logged in as.
     pub account: Option<String>,
     labels: Option<BTreeMap<String, Vec<String>>>,
+    /// An outside token server's refresh token for the account.
+    refresh: Option<String>,
     ip: Option<IpAddr>,
+    /// `<scheme>://<host><prefix>` as the client sees it (an `autoredirect`
+    /// realm lives there).
+    origin: String,
     /// `storage.delete.enabled`, and not read-only.
     deletes_allowed: bool,
 }
@@ -65,24 +79,34 @@ pub struct Rights {
     pub delete: bool,
 }
 
+/// The decision could not be made (an outside token server out of reach):
+/// the page answers 503, never shows more than it may.
+#[derive(Debug)]
+pub struct Undecided(pub String);
+
+/// What a viewer brings with them.
+pub struct Visitor<'a> {
+    pub account: Option<String>,
+    pub labels: Option<BTreeMap<String, Vec<String>>>,
+    pub refresh: Option<String>,
+    pub headers: &'a HeaderMap,
+    pub peer: Option<SocketAddr>,
+    pub origin: String,
+}
+
 impl<'a> Viewer<'a> {
-    pub fn new(
-        gate: &'a Gate,
-        account: Option<String>,
-        labels: Option<BTreeMap<String, Vec<String>>>,
-        headers: &HeaderMap,
-        peer: Option<SocketAddr>,
-        deletes_allowed: bool,
-    ) -> Viewer<'a> {
+    pub fn new(gate: &'a Gate, visitor: Visitor<'_>, deletes_allowed: bool) -> Viewer<'a> {
         let ip = match gate {
-            Gate::TokenServer(ts) => ts.client_ip(headers, peer),
+            Gate::TokenServer(ts) => ts.client_ip(visitor.headers, visitor.peer),
             _ => None,
         };
         Viewer {
             gate,
-            account,
-            labels,
+            account: visitor.account,
+            labels: visitor.labels,
+            refresh: visitor.refresh,
             ip,
+            origin: visitor.origin,
             deletes_allowed,
         }
     }
@@ -93,31 +117,69 @@ impl<'a> Viewer<'a> {
             Gate::Open => false,
             Gate::Htpasswd(_) => self.account.is_none(),
             Gate::TokenServer(ts) => self.account.is_none() && !ts.allows_anonymous(),
-            Gate::Unsupported => true,
+            // The realm decides whether anonymous visitors see anything.
+            Gate::Realm(..) => false,
         }
     }
 
     /// What this viewer may do in repository `name`.
-    pub fn rights(&self, name: &str) -> Rights {
-        let (pull, delete) = match self.gate {
-            Gate::Open => (true, true),
-            Gate::Htpasswd(_) => (self.account.is_some(), self.account.is_some()),
+    pub async fn rights(&self, name: &str) -> Result<Rights, Undecided> {
+        let all = self
+            .rights_of(std::slice::from_ref(&name.to_string()))
+            .await?;
+        Ok(all[0])
+    }
+
+    /// What this viewer may do in each of `names`, in order.
+    pub async fn rights_of(&self, names: &[String]) -> Result<Vec<Rights>, Undecided> {
+        let everything = |yes: bool| Ok(vec![(yes, yes); names.len()]);
+        let decided: Result<Vec<(bool, bool)>, Undecided> = match self.gate {
+            Gate::Open => everything(true),
+            Gate::Htpasswd(_) => everything(self.account.is_some()),
+            Gate::TokenServer(_) if self.must_log_in() => everything(false),
             Gate::TokenServer(ts) => {
-                if self.must_log_in() {
-                    (false, false)
-                } else {
-                    let account = self.account.as_deref().unwrap_or("");
-                    let actions =
-                        ts.repository_actions(account, self.labels.as_ref(), name, self.ip);
-                    let has = |a: &str| actions.iter().any(|x| x == a);
-                    (has("pull"), has("delete"))
+                let account = self.account.as_deref().unwrap_or("");
+                Ok(names
+                    .iter()
+                    .map(|n| {
+                        let actions =
+                            ts.repository_actions(account, self.labels.as_ref(), n, self.ip);
+                        has_pull_delete(&actions)
+                    })
+                    .collect())
+            }
+            Gate::Realm(auth, realm) => {
+                let Authenticator::Token { verifier, .. } = &**auth else {
+                    unreachable!("a realm gate holds token auth")
+                };
+                let who = match &self.refresh {
+                    Some(rt) => Credential::Refresh(rt),
+                    None => Credential::Anonymous,
+                };
+                match realm
+                    .repository_actions(verifier, &self.origin, &who, names)
+                    .await
+                {
+                    Ok(all) => Ok(all.iter().map(|a| has_pull_delete(a)).collect()),
+                    // No anonymous access at all: nothing to show.
+                    Err(RealmError::Refused(_)) if self.refresh.is_none() => everything(false),
+                    Err(RealmError::Refused(why)) | Err(RealmError::Unavailable(why)) => {
+                        Err(Undecided(why))
+                    }
                 }
             }
-            Gate::Unsupported => (false, false),
         };
-        Rights {
-            pull,
-            delete: pull && delete && self.deletes_allowed,
-        }
+        Ok(decided?
+            .into_iter()
+            .map(|(pull, delete)| Rights {
+                pull,
+                delete: pull && delete && self.deletes_allowed,
+            })
+            .collect())
     }
+}
+
+fn has_pull_delete(actions: &[String]) -> (bool, bool) {
+    let has = |a: &str| actions.iter().any(|x| x == a || x == "*");
+    (has("pull"), has("delete"))
 }

@@ -13,9 +13,9 @@ use crate::{
     web::Web,
 };
 
-const SECRET: &str = "ui-test-secret";
+pub const SECRET: &str = "ui-test-secret";
 
-fn htpasswd_config(root: &str, addr: &str, file: &str) -> String {
+pub fn htpasswd_config(root: &str, addr: &str, file: &str) -> String {
     format!(
         "storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
          http:\n  addr: {addr}\n  secret: {SECRET}\n\
@@ -24,7 +24,7 @@ fn htpasswd_config(root: &str, addr: &str, file: &str) -> String {
 }
 
 /// A session cookie as a replica holding `secret` would sign it.
-fn forge(secret: &str, json: &str) -> String {
+pub fn forge(secret: &str, json: &str) -> String {
     let mut derive = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     derive.update(b"berth ui session v1");
     let key = derive.finalize().into_bytes();
@@ -35,7 +35,7 @@ fn forge(secret: &str, json: &str) -> String {
     format!("berth_ui={body}.{sig}")
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -145,7 +145,7 @@ const ACL: &str = r#"  acl:
       actions: [pull]
 "#;
 
-fn token_config(root: &str, addr: &str, s: &Secrets) -> String {
+pub fn token_config(root: &str, addr: &str, s: &Secrets) -> String {
     format!(
         "storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
          http:\n  addr: {addr}\n  secret: {SECRET}\n\
@@ -233,5 +233,85 @@ fn the_token_servers_acl_decides_what_each_account_sees() {
         assert_eq!(done.status, 303);
         let tags = admin.get("/ui/r/team-a/app").await;
         assert!(tags.body.contains("0 of 0 tags"), "{}", tags.body);
+    });
+}
+
+/// A Berth that only runs the token server (its own root, no registry auth).
+fn token_server_only(root: &str, addr: &str, s: &Secrets) -> String {
+    format!(
+        "storage:\n  filesystem:\n    rootdirectory: {root}\n\
+         http:\n  addr: {addr}\n  secret: other-secret\n\
+         token_server:\n  issuer: berth-ui-test\n  service: ui-test\n  signingkey: {key}\n  \
+         certificate: {crt}\n  htpasswd: {users}\n  anonymous: true\n{ACL}",
+        crt = s.path("token.crt"),
+        key = s.path("token.key"),
+        users = s.path("htpasswd"),
+    )
+}
+
+#[test]
+fn an_outside_token_server_decides_through_its_tokens() {
+    let secrets = Secrets::new(KeyKind::EcP256, &[("alice", "pw-a"), ("admin", "pw-admin")]);
+    let mut realm = Berth::start_with(|root, addr| token_server_only(root, addr, &secrets));
+    let open = Berth::start();
+    let realm_url = realm.url("/auth/token");
+    let b = Berth::start_on_root_with(&open.root, |root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {addr}\n  secret: {SECRET}\n\
+             auth:\n  token:\n    realm: {realm_url}\n    service: ui-test\n    \
+             issuer: berth-ui-test\n    rootcertbundle: {}\n",
+            secrets.path("token.crt")
+        )
+    });
+    block_on(async {
+        let fill = Registry::new(&open.url(""));
+        for repo in ["team-a/app", "public/app", "other/secret"] {
+            let m = fill
+                .image(
+                    repo,
+                    "amd64",
+                    serde_json::json!({}),
+                    serde_json::Value::Null,
+                )
+                .await;
+            fill.manifest(repo, "v1", &m).await;
+        }
+        let anon = Web::new(&b.url(""));
+        assert_eq!(anon.get("/ui/").await.texts("repo-name"), ["public/app"]);
+
+        let alice = Web::new(&b.url(""));
+        assert_eq!(alice.login("/ui", "alice", "nope").await.status, 401);
+        assert_eq!(alice.login("/ui", "alice", "pw-a").await.status, 303);
+        assert_eq!(alice.get("/ui/").await.texts("repo-name"), ["team-a/app"]);
+        assert_eq!(alice.get("/ui/r/other/secret").await.status, 404);
+        let repo = alice.get("/ui/r/team-a/app").await;
+        assert_eq!(repo.status, 200);
+        assert!(!repo.body.contains("class=\"delete\""));
+
+        let admin = Web::new(&b.url(""));
+        assert_eq!(admin.login("/ui", "admin", "pw-admin").await.status, 303);
+        let all = admin.get("/ui/").await.texts("repo-name");
+        assert_eq!(all, ["other/secret", "public/app", "team-a/app"]);
+        let confirm = admin.get("/ui/r/public/app/-/delete?tag=v1").await;
+        let fields = [("tag", "v1"), ("csrf", &confirm.csrf())];
+        assert_eq!(
+            admin
+                .post("/ui/r/public/app/-/delete", &fields)
+                .await
+                .status,
+            303
+        );
+        let api = crate::common::http::get(open.url("/v2/public/app/manifests/v1"))
+            .await
+            .unwrap();
+        assert_eq!(api.status(), 404);
+
+        // The token server gone: no page shows anything, retryably.
+        realm.terminate(std::time::Duration::from_secs(10));
+        let down = admin.get("/ui/").await;
+        assert_eq!(down.status, 503, "{}", down.body);
+        assert_eq!(down.header("retry-after"), "5");
+        assert!(!down.body.contains("repo-name"));
     });
 }

@@ -20,8 +20,12 @@ use crate::{
 /// Storage requests one page keeps in flight (tag counts, tag details).
 const CONCURRENCY: usize = 16;
 
-/// Catalog entries asked for at a time while filtering.
-const SCAN_PAGE: usize = 500;
+/// Catalog entries asked for at a time while filtering: few, large pages
+/// (a filesystem index lists its whole directory for any page).
+const SCAN_PAGE: usize = 5000;
+
+/// Repositories whose rights are asked at once.
+const RIGHTS_BATCH: usize = 100;
 
 /// A config blob larger than this is not shown (configs are a few KiB).
 const MAX_CONFIG: u64 = 1 << 20;
@@ -63,30 +67,24 @@ pub async fn repositories(
         let page = registry
             .repositories_page(SCAN_PAGE, cursor.as_deref())
             .await?;
-        // What the viewer may pull, asked once for the scanned page's matches.
-        let matching: Vec<String> = page
-            .items
-            .iter()
-            .filter(|n| n.contains(&q))
-            .cloned()
-            .collect();
-        let rights = viewer.rights_of(&matching).await.map_err(|e| {
-            Error::new(
-                Code::Unavailable,
-                "the token server cannot be reached; retry later",
-            )
-            .with_cause(e.0)
-            .with_retry_after(std::time::Duration::from_secs(5))
-        })?;
-        let visible: std::collections::HashSet<&String> = matching
-            .iter()
-            .zip(&rights)
-            .filter(|(_, r)| r.pull)
-            .map(|(n, _)| n)
-            .collect();
-        for name in &page.items {
-            scanned += 1;
-            if visible.contains(name) {
+        let scan = &page.items[..page.items.len().min(scan_limit - scanned)];
+        scanned += scan.len();
+        let matching: Vec<String> = scan.iter().filter(|n| n.contains(&q)).cloned().collect();
+        // What the viewer may pull, asked a batch at a time (an outside token
+        // server answers one token per batch) until the page is full.
+        for batch in matching.chunks(RIGHTS_BATCH) {
+            let rights = viewer.rights_of(batch).await.map_err(|e| {
+                Error::new(
+                    Code::Unavailable,
+                    "the token server cannot be reached; retry later",
+                )
+                .with_cause(e.0)
+                .with_retry_after(std::time::Duration::from_secs(5))
+            })?;
+            for (name, rights) in batch.iter().zip(rights) {
+                if !rights.pull {
+                    continue;
+                }
                 if names.len() == n {
                     // One more exists: the page ends at the last one shown.
                     next = names.last().cloned();
@@ -94,18 +92,17 @@ pub async fn repositories(
                 }
                 names.push(name.clone());
             }
-            if scanned >= scan_limit {
-                if page.more || name != page.items.last().unwrap_or(name) {
-                    next = Some(name.clone());
-                    cut_short = true;
-                }
-                break 'scan;
-            }
         }
-        match (page.more, page.items.last()) {
-            (true, Some(l)) => cursor = Some(l.clone()),
-            _ => break,
+        let more = page.more || scan.len() < page.items.len();
+        let Some(last) = scan.last().filter(|_| more) else {
+            break;
+        };
+        if scanned >= scan_limit {
+            next = Some(last.clone());
+            cut_short = true;
+            break;
         }
+        cursor = Some(last.clone());
     }
     let rows = stream::iter(names)
         .map(|name| async move {

@@ -61,6 +61,18 @@ async fn read_form(req: Request) -> Result<(Parts, Form), (Parts, StatusCode, &'
     }
 }
 
+/// A posted form that passed the CSRF checks, with the request's head; or
+/// the page refusing it.
+async fn posted(ui: &Ui, req: Request) -> Result<(Parts, Form), Response> {
+    match read_form(req).await {
+        Ok((parts, form)) => match ui.visit(&parts).forged(&form) {
+            Some(refused) => Err(refused),
+            None => Ok((parts, form)),
+        },
+        Err((parts, status, why)) => Err(ui.visit(&parts).error(status, why)),
+    }
+}
+
 impl Visit<'_> {
     /// Refuse a post that another site could have made: no CSRF token of
     /// this session, or an `Origin` that is not ours.
@@ -92,14 +104,11 @@ impl Visit<'_> {
 }
 
 pub async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
-    let (parts, form) = match read_form(req).await {
-        Ok(p) => p,
-        Err((parts, status, why)) => return ui.visit(&parts).error(status, why),
+    let (parts, form) = match posted(&ui, req).await {
+        Ok(posted) => posted,
+        Err(refused) => return refused,
     };
     let visit = ui.visit(&parts);
-    if let Some(refused) = visit.forged(&form) {
-        return refused;
-    }
     let user = form.get("username").unwrap_or("").to_string();
     let password = form.get("password").unwrap_or("");
     let next = pages::safe_next(&ui.base, form.get("next").unwrap_or(""));
@@ -199,12 +208,7 @@ pub async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
 }
 
 pub async fn logout(State(ui): State<Arc<Ui>>, req: Request) -> Response {
-    let (parts, form) = match read_form(req).await {
-        Ok(p) => p,
-        Err((parts, status, why)) => return ui.visit(&parts).error(status, why),
-    };
-    let visit = ui.visit(&parts);
-    if let Some(refused) = visit.forged(&form) {
+    if let Err(refused) = posted(&ui, req).await {
         return refused;
     }
     let mut resp = Redirect::to(&format!("{}/login", ui.base)).into_response();
@@ -217,14 +221,11 @@ pub async fn logout(State(ui): State<Arc<Ui>>, req: Request) -> Response {
 /// `POST /ui/r/<name>/-/delete` with `tag` or `digest`: what `DELETE
 /// /v2/<name>/manifests/<reference>` does, with the same events.
 pub async fn delete(State(ui): State<Arc<Ui>>, Path(rest): Path<String>, req: Request) -> Response {
-    let (parts, form) = match read_form(req).await {
-        Ok(p) => p,
-        Err((parts, status, why)) => return ui.visit(&parts).error(status, why),
+    let (parts, form) = match posted(&ui, req).await {
+        Ok(posted) => posted,
+        Err(refused) => return refused,
     };
     let visit = ui.visit(&parts);
-    if let Some(refused) = visit.forged(&form) {
-        return refused;
-    }
     if visit.viewer.must_log_in() {
         return visit.to_login();
     }

@@ -449,12 +449,17 @@ pub struct StaticStatus {
 
 impl StaticStatus {
     pub fn new(cfg: &crate::config::Config, registry: &Registry) -> StaticStatus {
-        let cache = match cfg.storage.cache.blobdescriptor.as_str() {
-            "" if cfg.redis.is_some() => "redis (shared by replicas)".to_string(),
-            "" => "none".to_string(),
-            "redis" => "redis (shared by replicas)".to_string(),
-            other => other.to_string(),
+        // As `server::build_registry` picks them.
+        let blobs = match cfg.storage.cache.blobdescriptor.as_str() {
+            "redis" => "blob descriptors in Redis (shared by replicas)",
+            "inmemory" => "blob descriptors in memory (a single replica)",
+            _ => "blob links in memory for storage.cache.manifests.tagttl",
         };
+        let manifests = match cfg.redis {
+            Some(_) => "manifests in memory and in Redis",
+            None => "manifests in memory",
+        };
+        let cache = format!("{blobs}; {manifests}");
         let auth = match (&cfg.auth, &cfg.token_server) {
             (None, _) => "none (everyone may pull, push and delete)",
             (Some(a), _) if a.htpasswd.is_some() => "htpasswd",

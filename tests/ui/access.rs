@@ -166,17 +166,7 @@ fn the_token_servers_acl_decides_what_each_account_sees() {
     let b = Berth::start_on_root_with(&open.root, |root, addr| token_config(root, addr, &secrets));
     block_on(async {
         let fill = Registry::new(&open.url(""));
-        for repo in ["team-a/app", "public/app", "other/secret"] {
-            let m = fill
-                .image(
-                    repo,
-                    "amd64",
-                    serde_json::json!({}),
-                    serde_json::Value::Null,
-                )
-                .await;
-            fill.manifest(repo, "v1", &m).await;
-        }
+        fill.three_teams().await;
 
         // Anonymous: the anonymous rules (public/*), no login needed.
         let anon = Web::new(&b.url(""));
@@ -266,17 +256,7 @@ fn an_outside_token_server_decides_through_its_tokens() {
     });
     block_on(async {
         let fill = Registry::new(&open.url(""));
-        for repo in ["team-a/app", "public/app", "other/secret"] {
-            let m = fill
-                .image(
-                    repo,
-                    "amd64",
-                    serde_json::json!({}),
-                    serde_json::Value::Null,
-                )
-                .await;
-            fill.manifest(repo, "v1", &m).await;
-        }
+        fill.three_teams().await;
         let anon = Web::new(&b.url(""));
         assert_eq!(anon.get("/ui/").await.texts("repo-name"), ["public/app"]);
 

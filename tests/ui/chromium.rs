@@ -164,17 +164,7 @@ fn each_account_sees_what_it_may_pull_and_deletes_only_with_delete() {
     let b = Berth::start_on_root_with(&open.root, |root, addr| token_config(root, addr, &secrets));
     block_on(async {
         let fill = Registry::new(&open.url(""));
-        for repo in ["team-a/app", "public/app", "other/secret"] {
-            let m = fill
-                .image(
-                    repo,
-                    "amd64",
-                    serde_json::json!({}),
-                    serde_json::Value::Null,
-                )
-                .await;
-            fill.manifest(repo, "v1", &m).await;
-        }
+        fill.three_teams().await;
         fill.many("bulk", 40).await;
         let web = Browser::start().await;
         let login = |user: &'static str, password: &'static str| {

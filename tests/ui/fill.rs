@@ -194,6 +194,15 @@ impl Registry {
         }
     }
 
+    /// `team-a/app`, `public/app` and `other/secret`, tag `v1` each: what
+    /// the access tests' ACL tells apart.
+    pub async fn three_teams(&self) {
+        for repo in ["team-a/app", "public/app", "other/secret"] {
+            let m = self.image(repo, "amd64", json!({}), Value::Null).await;
+            self.manifest(repo, "v1", &m).await;
+        }
+    }
+
     /// `count` repositories `<prefix>/repo-0000`… with one tag `v1` each,
     /// sharing one image's blobs (mounted, 3 requests a repository).
     pub async fn many(&self, prefix: &str, count: usize) {

@@ -291,3 +291,26 @@ fn the_ui_can_be_turned_off_and_lives_under_the_prefix() {
         assert!(list.body.contains("href=\"/registry/ui/static/ui.css\""));
     });
 }
+
+#[test]
+fn a_search_stops_at_the_scan_limit_and_goes_on_from_there() {
+    let b = Berth::start_with(|root, addr| {
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n\
+             ui:\n  scanlimit: 60\n"
+        )
+    });
+    block_on(async {
+        Registry::new(&b.url("")).many("many", 120).await;
+        let web = Web::new(&b.url(""));
+        let first = web.get("/ui/?q=repo-011").await;
+        assert!(first.texts("repo-name").is_empty(), "none in the first 60");
+        assert!(first.body.contains("Searched 60 repositories so far."));
+        let next = regex::Regex::new(r#"id="next" href="([^"]+)""#).unwrap();
+        let link = next.captures(&first.body).expect("a next link")[1].replace("&amp;", "&");
+        assert!(link.ends_with("last=many%2Frepo-0059"), "{link}");
+        let second = web.get(&link).await;
+        let want: Vec<String> = (110..120).map(|i| format!("many/repo-{i:04}")).collect();
+        assert_eq!(second.texts("repo-name"), want);
+    });
+}

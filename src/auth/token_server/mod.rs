@@ -207,6 +207,22 @@ impl TokenServer {
         format!("berth-refresh-token:{}", self.service)
     }
 
+    /// Who the ACL sees: `account` with `labels` (an ID token's claims, a
+    /// directory's groups) or else the account's configured ones.
+    fn subject<'a>(
+        &'a self,
+        account: &'a str,
+        labels: Option<&'a BTreeMap<String, Vec<String>>>,
+        ip: Option<IpAddr>,
+    ) -> Subject<'a> {
+        static NONE: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        Subject {
+            account,
+            labels: labels.unwrap_or_else(|| self.labels.get(account).unwrap_or(&NONE)),
+            ip,
+        }
+    }
+
     /// The access entries `account` gets for `scopes`, matched with
     /// `labels` (an ID token's claims) or else the account's configured ones.
     fn grant(
@@ -216,12 +232,7 @@ impl TokenServer {
         scopes: &[Scope],
         ip: Option<IpAddr>,
     ) -> Vec<Entry> {
-        let empty = BTreeMap::new();
-        let who = Subject {
-            account,
-            labels: labels.unwrap_or_else(|| self.labels.get(account).unwrap_or(&empty)),
-            ip,
-        };
+        let who = self.subject(account, labels, ip);
         scopes
             .iter()
             .map(|s| {

@@ -9,7 +9,7 @@ use std::{
 
 use axum::http::{header, HeaderMap};
 
-use super::{acl, Subject, TokenServer};
+use super::{acl, TokenServer};
 
 /// A login the token server accepted.
 pub struct Checked {
@@ -94,12 +94,7 @@ impl TokenServer {
         name: &str,
         ip: Option<IpAddr>,
     ) -> Vec<String> {
-        let empty = BTreeMap::new();
-        let who = Subject {
-            account,
-            labels: labels.unwrap_or_else(|| self.labels.get(account).unwrap_or(&empty)),
-            ip,
-        };
+        let who = self.subject(account, labels, ip);
         let requested = UI_ACTIONS.map(String::from);
         self.acl
             .decide(&who, "repository", name)

@@ -30,6 +30,10 @@ const RIGHTS_BATCH: usize = 100;
 /// A config blob larger than this is not shown (configs are a few KiB).
 const MAX_CONFIG: u64 = 1 << 20;
 
+/// An index with more images than this gets no total size (each image is
+/// a manifest read; real multi-platform indexes have a handful).
+const MAX_INDEX_CHILDREN: usize = 64;
+
 /// Referrers shown on a manifest's page.
 const MAX_REFERRERS: usize = 200;
 
@@ -166,6 +170,8 @@ pub struct TagPage {
     pub matching: usize,
     /// All tags of the repository.
     pub total: usize,
+    /// Sorting by push time was asked for more tags than `ui.scanlimit`.
+    pub time_sort_refused: bool,
     pub page: usize,
     pub pages: usize,
 }
@@ -178,14 +184,19 @@ pub async fn tags(
     sort: TagSort,
     page: usize,
     per_page: usize,
+    time_sort_limit: usize,
 ) -> Result<TagPage> {
     let all = registry.tags(name).await?;
     let total = all.len();
     let mut matching: Vec<String> = all.into_iter().filter(|t| t.contains(q)).collect();
     // Push times of every matching tag only when they decide the order.
     let mut times = std::collections::HashMap::new();
+    // One stat per tag: past the limit, the tags stay in name order.
+    let time_sort_refused =
+        matches!(sort, TagSort::Pushed | TagSort::PushedAsc) && matching.len() > time_sort_limit;
     match sort {
         TagSort::Name => {}
+        _ if time_sort_refused => {}
         TagSort::NameDesc => matching.reverse(),
         TagSort::Pushed | TagSort::PushedAsc => {
             times = stream::iter(matching.clone())
@@ -227,6 +238,7 @@ pub async fn tags(
         rows: rows.into_iter().flatten().collect(),
         matching: matching.len(),
         total,
+        time_sort_refused,
         page,
         pages,
     })
@@ -285,6 +297,9 @@ async fn index_summary(
         .filter_map(|c| c.get("platform").map(platform_string))
         .filter(|p| p != "unknown/unknown")
         .collect();
+    if children.len() > MAX_INDEX_CHILDREN {
+        return (None, platforms);
+    }
     let digests: Vec<Option<Digest>> = children
         .iter()
         .map(|c| c.get("digest")?.as_str()?.parse().ok())

@@ -80,11 +80,19 @@ impl Visit<'_> {
         let token_ok = form
             .get("csrf")
             .is_some_and(|t| self.ui.sessions.csrf_ok(&self.session, t));
+        // Host and port only: behind a proxy that ends TLS without saying
+        // so (no X-Forwarded-Proto, no http.host), the scheme we would
+        // compute is not the browser's, and the form token is the real check.
+        let authority = |origin: &str| origin.split_once("://").map(|(_, a)| a.to_string());
         let origin_ok = match self.parts.headers.get(header::ORIGIN) {
             None => true,
             Some(origin) => {
-                let ours = self.ui.urls.origin(&self.parts.headers);
-                origin.to_str().is_ok_and(|o| o == ours)
+                let ours = authority(&self.ui.urls.origin(&self.parts.headers));
+                origin
+                    .to_str()
+                    .ok()
+                    .and_then(authority)
+                    .is_some_and(|o| Some(o) == ours)
             }
         };
         if token_ok && origin_ok && !self.new_cookie {

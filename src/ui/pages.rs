@@ -151,6 +151,14 @@ pub async fn repositories(State(ui): State<Arc<Ui>>, parts: Parts) -> Response {
     }))
 }
 
+/// `chrome` with `notice`, if any.
+fn with_notice(mut chrome: Chrome, notice: Option<&str>) -> Chrome {
+    if let Some(n) = notice {
+        chrome.notice = Some(n.to_string());
+    }
+    chrome
+}
+
 /// A registry error as a page: its status, the message clients would read.
 fn registry_error(visit: &Visit, e: Error) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -292,11 +300,18 @@ pub async fn repository_area(
                 sort,
                 query.page.unwrap_or(1),
                 100,
+                ui.scan_limit,
             )
             .await;
             match page {
                 Ok(page) => visit.finish(render(&RepositoryPage {
-                    chrome: visit.chrome(name.clone()),
+                    chrome: with_notice(
+                        visit.chrome(name.clone()),
+                        page.time_sort_refused.then_some(
+                            "Too many tags to sort by push time (ui.scanlimit): \
+                             shown by name; filter them first.",
+                        ),
+                    ),
                     name,
                     host,
                     q: query.q.trim().to_string(),
@@ -507,7 +522,9 @@ struct StatusPage {
 
 pub async fn status(State(ui): State<Arc<Ui>>, parts: Parts) -> Response {
     let visit = ui.visit(&parts);
-    if visit.viewer.must_log_in() {
+    // How the registry is run (host name, mirrors, access control) is for
+    // accounts, not for anonymous visitors, wherever there are accounts.
+    if ui.gate.has_login() && visit.viewer.account.is_none() {
         return visit.to_login();
     }
     let health = parts.extensions.get::<Arc<Health>>().cloned();

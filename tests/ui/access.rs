@@ -174,6 +174,11 @@ fn the_token_servers_acl_decides_what_each_account_sees() {
         assert_eq!(list.status, 200);
         assert_eq!(list.texts("repo-name"), ["public/app"]);
         assert!(list.body.contains("id=\"login-link\""));
+        assert_eq!(
+            anon.get("/ui/status").await.status,
+            303,
+            "for accounts only"
+        );
 
         // alice may pull team-a/* only: she sees that one repository.
         let alice = Web::new(&b.url(""));

@@ -192,7 +192,9 @@ fn deletes_need_the_pages_form_token() {
             "storage unchanged"
         );
 
-        let done = web.post(path, &fields).await;
+        // The same host behind a proxy that ends TLS: the scheme may differ.
+        let behind_tls = b.url("").replace("http://", "https://");
+        let done = web.post_from(path, &fields, Some(&behind_tls)).await;
         assert_eq!(done.status, 303, "{}", done.body);
         assert_eq!(done.header("location"), "/ui/r/apps/web");
         let api = crate::common::http::get(b.url("/v2/apps/web/manifests/web-arm64"))
@@ -293,7 +295,7 @@ fn the_ui_can_be_turned_off_and_lives_under_the_prefix() {
 }
 
 #[test]
-fn a_search_stops_at_the_scan_limit_and_goes_on_from_there() {
+fn the_scan_limit_bounds_searches_and_time_sorts() {
     let b = Berth::start_with(|root, addr| {
         format!(
             "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n\
@@ -312,5 +314,14 @@ fn a_search_stops_at_the_scan_limit_and_goes_on_from_there() {
         let second = web.get(&link).await;
         let want: Vec<String> = (110..120).map(|i| format!("many/repo-{i:04}")).collect();
         assert_eq!(second.texts("repo-name"), want);
+
+        // The same limit bounds the stats of a sort by push time.
+        Registry::new(&b.url("")).tags("lots", 70).await;
+        let by_time = web.get("/ui/r/lots?sort=pushed").await;
+        assert!(by_time.body.contains("Too many tags to sort by push time"));
+        assert_eq!(by_time.texts("tag-name")[0], "t-0000", "name order");
+        let filtered = web.get("/ui/r/lots?sort=pushed&q=t-006").await;
+        assert!(!filtered.body.contains("Too many tags"));
+        assert_eq!(filtered.texts("tag-name").len(), 10);
     });
 }

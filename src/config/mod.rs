@@ -491,6 +491,22 @@ impl Config {
         }
         self.tracing.validate().map_err(ConfigError)?;
         self.ui.validate().map_err(ConfigError)?;
+        // The UI asks an outside realm from the server: never at a URL a
+        // request's Host header made up.
+        let outside_autoredirect = self.token_server.is_none()
+            && self
+                .auth
+                .as_ref()
+                .and_then(|a| a.token.as_ref())
+                .is_some_and(|t| t.autoredirect);
+        if self.ui.enabled && outside_autoredirect && self.http.host.is_empty() {
+            return Err(ConfigError(
+                "ui: with auth.token.autoredirect and no token_server, the web UI needs \
+                 http.host (the URL clients use) to find the token server; set it, or \
+                 ui.enabled: false"
+                    .into(),
+            ));
+        }
         self.health.validate().map_err(ConfigError)?;
         if !self.http.prefix.is_empty() && !self.http.prefix.starts_with('/') {
             return Err(ConfigError("http.prefix: must start with '/'".into()));

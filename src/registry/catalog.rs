@@ -118,7 +118,14 @@ impl Registry {
         self.local_tags_page(name, n, last).await
     }
 
-    async fn local_tags_page(&self, name: &str, n: usize, last: Option<&str>) -> Result<Page> {
+    /// At most `n` tags after `last` as storage has them (a mirror's too:
+    /// never asked upstream).
+    pub(crate) async fn local_tags_page(
+        &self,
+        name: &str,
+        n: usize,
+        last: Option<&str>,
+    ) -> Result<Page> {
         match self
             .driver
             .list_page(&layout::tags_root(name), last, n)

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use futures::{stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use super::viewer::Viewer;
+use super::viewer::{Undecided, Viewer};
 use crate::{
     digest::Digest,
     registry::{
@@ -41,6 +41,23 @@ pub struct RepoRow {
     pub name: String,
     /// None: the listing failed (the row still links).
     pub tags: Option<usize>,
+    /// More tags than counted ([`MAX_TAG_COUNT`]).
+    pub more_tags: bool,
+}
+
+/// Tags counted for a row of the repository list; more show as "1000+".
+const MAX_TAG_COUNT: usize = 1000;
+
+/// Why a repository list page cannot be shown.
+pub enum ListError {
+    Registry(Error),
+    Undecided(Undecided),
+}
+
+impl From<Error> for ListError {
+    fn from(e: Error) -> ListError {
+        ListError::Registry(e)
+    }
 }
 
 pub struct RepoPage {
@@ -60,7 +77,7 @@ pub async fn repositories(
     last: Option<String>,
     scan_limit: usize,
     viewer: &Viewer<'_>,
-) -> Result<RepoPage> {
+) -> std::result::Result<RepoPage, ListError> {
     let q = q.to_lowercase();
     let mut names = Vec::new();
     let mut cursor = last;
@@ -77,14 +94,10 @@ pub async fn repositories(
         // What the viewer may pull, asked a batch at a time (an outside token
         // server answers one token per batch) until the page is full.
         for batch in matching.chunks(RIGHTS_BATCH) {
-            let rights = viewer.rights_of(batch).await.map_err(|e| {
-                Error::new(
-                    Code::Unavailable,
-                    "the token server cannot be reached; retry later",
-                )
-                .with_cause(e.0)
-                .with_retry_after(std::time::Duration::from_secs(5))
-            })?;
+            let rights = viewer
+                .rights_of(batch)
+                .await
+                .map_err(ListError::Undecided)?;
             for (name, rights) in batch.iter().zip(rights) {
                 if !rights.pull {
                     continue;
@@ -110,8 +123,16 @@ pub async fn repositories(
     }
     let rows = stream::iter(names)
         .map(|name| async move {
-            let tags = registry.tags(&name).await.ok().map(|t| t.len());
-            RepoRow { name, tags }
+            let page = registry.local_tags_page(&name, MAX_TAG_COUNT, None).await;
+            let (tags, more_tags) = match page {
+                Ok(p) => (Some(p.items.len()), p.more),
+                Err(_) => (None, false),
+            };
+            RepoRow {
+                name,
+                tags,
+                more_tags,
+            }
         })
         .buffered(CONCURRENCY)
         .collect()
@@ -164,13 +185,24 @@ impl TagSort {
     }
 }
 
+/// How much one repository page may read.
+#[derive(Clone, Copy)]
+pub struct TagLimits {
+    /// Tags listed (`ui.scanlimit`).
+    pub listed: usize,
+    /// Tags whose push time may be read to sort by it (`ui.sortlimit`).
+    pub time_sorted: usize,
+}
+
 pub struct TagPage {
     pub rows: Vec<TagRow>,
     /// Tags matching the filter.
     pub matching: usize,
     /// All tags of the repository.
     pub total: usize,
-    /// Sorting by push time was asked for more tags than `ui.scanlimit`.
+    /// The repository has more tags than were listed (`ui.scanlimit`).
+    pub truncated: bool,
+    /// Sorting by push time was asked for more tags than `ui.sortlimit`.
     pub time_sort_refused: bool,
     pub page: usize,
     pub pages: usize,
@@ -184,16 +216,19 @@ pub async fn tags(
     sort: TagSort,
     page: usize,
     per_page: usize,
-    time_sort_limit: usize,
+    limits: TagLimits,
 ) -> Result<TagPage> {
-    let all = registry.tags(name).await?;
+    // What storage has (a mirror's cached tags too, without asking
+    // upstream), up to the listing limit.
+    let listed = registry.local_tags_page(name, limits.listed, None).await?;
+    let (all, truncated) = (listed.items, listed.more);
     let total = all.len();
     let mut matching: Vec<String> = all.into_iter().filter(|t| t.contains(q)).collect();
     // Push times of every matching tag only when they decide the order.
     let mut times = std::collections::HashMap::new();
     // One stat per tag: past the limit, the tags stay in name order.
     let time_sort_refused =
-        matches!(sort, TagSort::Pushed | TagSort::PushedAsc) && matching.len() > time_sort_limit;
+        matches!(sort, TagSort::Pushed | TagSort::PushedAsc) && matching.len() > limits.time_sorted;
     match sort {
         TagSort::Name => {}
         _ if time_sort_refused => {}
@@ -238,6 +273,7 @@ pub async fn tags(
         rows: rows.into_iter().flatten().collect(),
         matching: matching.len(),
         total,
+        truncated,
         time_sort_refused,
         page,
         pages,
@@ -251,13 +287,26 @@ async fn tag_row(
     tag: String,
     pushed: Option<Option<SystemTime>>,
 ) -> Result<Option<TagRow>> {
+    // From storage, a mirror's too: a page of rows must not send a page
+    // of requests upstream.
     let m = match registry
-        .get_manifest(name, &Reference::Tag(tag.clone()))
+        .local_manifest(name, &Reference::Tag(tag.clone()))
         .await
     {
         Ok(m) => m,
         Err(e) if e.code == Code::ManifestUnknown => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => {
+            // One bad tag must not hide the others (nor its delete button).
+            tracing::warn!(code = e.code.as_str(), cause = ?e.cause, tag = %tag, "ui: tag unreadable");
+            return Ok(Some(TagRow {
+                tag,
+                digest: String::new(),
+                media_type: "unreadable".into(),
+                size: None,
+                platforms: vec![],
+                pushed: None,
+            }));
+        }
     };
     let pushed = match pushed {
         Some(at) => at,
@@ -280,9 +329,11 @@ async fn tag_row(
 
 /// Config plus layers.
 fn image_size(json: &Value) -> u64 {
+    // Sizes come from the manifest: saturate rather than overflow.
     let size = |d: &Value| d.get("size").and_then(Value::as_u64).unwrap_or(0);
     let layers = json.get("layers").and_then(Value::as_array);
-    json.get("config").map_or(0, size) + layers.map_or(0, |l| l.iter().map(size).sum())
+    let layers = layers.map_or(0, |l| l.iter().map(size).fold(0u64, u64::saturating_add));
+    json.get("config").map_or(0, size).saturating_add(layers)
 }
 
 /// An index's total size (its images', read through the registry) and
@@ -307,7 +358,7 @@ async fn index_summary(
     let sizes: Vec<Option<u64>> = stream::iter(digests)
         .map(|digest| async move {
             let m = registry
-                .get_manifest(name, &Reference::Digest(digest?))
+                .local_manifest(name, &Reference::Digest(digest?))
                 .await
                 .ok()?;
             let json: Value = serde_json::from_slice(&m.body).ok()?;
@@ -316,7 +367,10 @@ async fn index_summary(
         .buffered(CONCURRENCY)
         .collect()
         .await;
-    (sizes.into_iter().sum(), platforms)
+    let total = sizes
+        .into_iter()
+        .try_fold(0u64, |sum, s| s.map(|s| sum.saturating_add(s)));
+    (total, platforms)
 }
 
 /// `os/architecture[/variant]`.
@@ -388,8 +442,9 @@ pub struct ManifestDetail {
     pub media_type: String,
     pub artifact_type: String,
     pub is_index: bool,
-    /// Config and layers, or an index's total.
-    pub size: u64,
+    /// Config and layers, or an index's total (None: an image of it
+    /// unreadable, or too many images).
+    pub size: Option<u64>,
     pub json: String,
     pub config: Option<DescriptorRow>,
     pub config_summary: Option<ConfigSummary>,
@@ -434,7 +489,7 @@ pub async fn manifest(
     let config = json.get("config").map(|d| descriptor_row(d, String::new()));
     let (config_json, config_summary) = match &config {
         Some(c) if c.size <= MAX_CONFIG && is_image_config(&c.media_type) => {
-            match read_config(registry, &c.digest, c.size).await {
+            match read_config(registry, name, &c.digest, c.size).await {
                 Some(v) => (
                     serde_json::to_string_pretty(&v).ok(),
                     Some(summarize_config(&v)),
@@ -452,9 +507,8 @@ pub async fn manifest(
         )
         .await
         .0
-        .unwrap_or(0)
     } else {
-        image_size(&json)
+        Some(image_size(&json))
     };
     let referrers = referrers(registry, name, &m.digest).await?;
     let artifact_type = json["artifactType"]
@@ -493,8 +547,10 @@ fn is_image_config(media_type: &str) -> bool {
     )
 }
 
-async fn read_config(registry: &Registry, digest: &str, size: u64) -> Option<Value> {
+async fn read_config(registry: &Registry, name: &str, digest: &str, size: u64) -> Option<Value> {
     let d: Digest = digest.parse().ok()?;
+    // Only a blob this repository links, as a pull of it would be served.
+    registry.stat_blob(name, &d).await.ok()?;
     let mut stream = registry.read_blob(&d, 0, Some(size)).await.ok()?;
     let mut bytes = Vec::with_capacity(size as usize);
     while let Some(chunk) = stream.next().await {

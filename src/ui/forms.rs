@@ -80,21 +80,16 @@ impl Visit<'_> {
         let token_ok = form
             .get("csrf")
             .is_some_and(|t| self.ui.sessions.csrf_ok(&self.session, t));
-        // Host and port only: behind a proxy that ends TLS without saying
-        // so (no X-Forwarded-Proto, no http.host), the scheme we would
-        // compute is not the browser's, and the form token is the real check.
-        let authority = |origin: &str| origin.split_once("://").map(|(_, a)| a.to_string());
-        let origin_ok = match self.parts.headers.get(header::ORIGIN) {
-            None => true,
-            Some(origin) => {
-                let ours = authority(&self.ui.urls.origin(&self.parts.headers));
-                origin
-                    .to_str()
-                    .ok()
-                    .and_then(authority)
-                    .is_some_and(|o| Some(o) == ours)
-            }
-        };
+        // Browsers say where a request comes from (Fetch Metadata): another
+        // site's page is refused whatever it carries. (Comparing Origin to
+        // our host breaks behind proxies that rewrite Host.)
+        let origin_ok = !matches!(
+            self.parts
+                .headers
+                .get("sec-fetch-site")
+                .and_then(|v| v.to_str().ok()),
+            Some("cross-site" | "same-site")
+        );
         if token_ok && origin_ok && !self.new_cookie {
             return None;
         }
@@ -112,14 +107,30 @@ impl Visit<'_> {
 }
 
 pub async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
-    let (parts, form) = match posted(&ui, req).await {
-        Ok(posted) => posted,
-        Err(refused) => return refused,
+    let (parts, form) = match read_form(req).await {
+        Ok(p) => p,
+        Err((parts, status, why)) => return ui.visit(&parts).error(status, why),
     };
     let visit = ui.visit(&parts);
     let user = form.get("username").unwrap_or("").to_string();
     let password = form.get("password").unwrap_or("");
     let next = pages::safe_next(&ui.base, form.get("next").unwrap_or(""));
+    if let Some(refused) = visit.forged(&form) {
+        if !visit.new_cookie {
+            return refused;
+        }
+        // A form from a session that has ended since (a tab left open):
+        // a fresh form, with a fresh token, not a dead end.
+        return login_form_again(
+            &ui,
+            &visit,
+            next,
+            user,
+            StatusCode::FORBIDDEN,
+            None,
+            "This form expired; log in again.".into(),
+        );
+    }
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -155,10 +166,15 @@ pub async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
             let Authenticator::Token { verifier, .. } = &**auth else {
                 unreachable!("a realm gate holds token auth")
             };
-            let origin = format!("{}{}", ui.urls.origin(&parts.headers), ui.prefix());
-            match realm.login(verifier, &origin, &user, password).await {
+            let client = realm.client(&parts.headers, peer);
+            match realm.login(verifier, client, &user, password).await {
                 Ok((account, refresh)) => Ok((account, None, Some(refresh))),
                 Err(RealmError::Refused(why)) => Err((StatusCode::UNAUTHORIZED, why, None)),
+                Err(RealmError::Throttled(wait)) => Err((
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed logins from this address; retry later".into(),
+                    Some(wait),
+                )),
                 Err(RealmError::Unavailable(why)) => {
                     tracing::warn!(reason = %why, "ui: login through the token server failed");
                     Err((
@@ -196,28 +212,48 @@ pub async fn login(State(ui): State<Arc<Ui>>, req: Request) -> Response {
             resp
         }
         Err((status, message, retry_after)) => {
-            let page = LoginPage {
-                chrome: visit.chrome("Log in"),
-                error: Some(message),
-                next,
-                username: user,
-                via_token_server: matches!(ui.gate, Gate::TokenServer(_)),
-            };
-            let mut resp = pages::render(&page);
-            *resp.status_mut() = status;
-            if let Some(wait) = retry_after {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            visit.finish(resp)
+            login_form_again(&ui, &visit, next, user, status, retry_after, message)
         }
     }
 }
 
+/// The login form once more, saying why.
+fn login_form_again(
+    ui: &Ui,
+    visit: &Visit<'_>,
+    next: String,
+    username: String,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    message: String,
+) -> Response {
+    let page = LoginPage {
+        chrome: visit.chrome("Log in"),
+        error: Some(message),
+        next,
+        username,
+        via_token_server: matches!(ui.gate, Gate::TokenServer(_)),
+    };
+    let mut resp = pages::render(&page);
+    *resp.status_mut() = status;
+    if let Some(wait) = retry_after {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    visit.finish(resp)
+}
+
 pub async fn logout(State(ui): State<Arc<Ui>>, req: Request) -> Response {
-    if let Err(refused) = posted(&ui, req).await {
-        return refused;
+    let logged_in = matches!(
+        ui.sessions.from_headers(req.headers()),
+        super::session::Found::Valid(ref s) if s.account.is_some()
+    );
+    // Logging out a session that has ended needs no check: nothing changes.
+    if logged_in {
+        if let Err(refused) = posted(&ui, req).await {
+            return refused;
+        }
     }
     let mut resp = Redirect::to(&format!("{}/login", ui.base)).into_response();
     if let Ok(v) = HeaderValue::from_str(&ui.sessions.clear_cookie()) {
@@ -251,11 +287,10 @@ pub async fn delete(State(ui): State<Arc<Ui>>, Path(rest): Path<String>, req: Re
         return visit.error(StatusCode::FORBIDDEN, "you may not delete here");
     }
     if let Err(e) = ui.registry.check_writable() {
-        return visit.error(StatusCode::SERVICE_UNAVAILABLE, &e.message);
+        return pages::registry_error(&visit, e);
     }
     if let Some(proxy) = ui.registry.mirror_of(&name) {
-        let e = proxy.refuse_write(&name);
-        return visit.error(StatusCode::METHOD_NOT_ALLOWED, &e.message);
+        return pages::registry_error(&visit, proxy.refuse_write(&name));
     }
     let reference = match (form.get("tag"), form.get("digest")) {
         (Some(t), None) => Reference::parse(t)
@@ -287,10 +322,6 @@ pub async fn delete(State(ui): State<Arc<Ui>>, Path(rest): Path<String>, req: Re
             );
             visit.finish(Redirect::to(&format!("{}/r/{name}", ui.base)).into_response())
         }
-        Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            visit.error(status, &e.message)
-        }
+        Err(e) => pages::registry_error(&visit, e),
     }
 }

@@ -18,7 +18,7 @@ pub mod viewer;
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
-    extract::{ConnectInfo, Request},
+    extract::{ConnectInfo, OriginalUri, Request},
     http::{header, request::Parts, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Redirect, Response},
@@ -53,6 +53,7 @@ pub struct Ui {
     base: String,
     page_size: usize,
     scan_limit: usize,
+    sort_limit: usize,
     delete_enabled: bool,
     /// For the status page.
     status: pages::StaticStatus,
@@ -83,13 +84,14 @@ pub fn router(
             format!("{base}/"),
         ),
         status: pages::StaticStatus::new(cfg, &registry),
-        gate: Gate::new(auth, token_server)?,
+        gate: Gate::new(cfg, auth, token_server)?,
         registry,
         urls,
         notifier,
         base,
         page_size: cfg.ui.pagesize,
         scan_limit: cfg.ui.scanlimit,
+        sort_limit: cfg.ui.sortlimit,
         delete_enabled: cfg.storage.delete.enabled,
     });
     let routes = Router::new()
@@ -145,11 +147,6 @@ struct Visit<'a> {
 }
 
 impl Ui {
-    /// `http.prefix`, without its trailing slash.
-    fn prefix(&self) -> &str {
-        self.base.strip_suffix("/ui").unwrap_or("")
-    }
-
     fn visit<'a>(&'a self, parts: &'a Parts) -> Visit<'a> {
         let (session, new_cookie, expired) = match self.sessions.from_headers(&parts.headers) {
             Found::Valid(s) => (s, false, false),
@@ -162,7 +159,6 @@ impl Ui {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let origin = format!("{}{}", self.urls.origin(&parts.headers), self.prefix());
         let viewer = Viewer::new(
             &self.gate,
             Visitor {
@@ -171,7 +167,6 @@ impl Ui {
                 refresh: session.refresh.clone(),
                 headers: &parts.headers,
                 peer,
-                origin,
             },
             self.delete_enabled && self.registry.check_writable().is_ok(),
         );
@@ -211,27 +206,51 @@ impl Visit<'_> {
 
     /// To the login form, coming back here after.
     fn to_login(&self) -> Response {
-        let here = self
+        self.to_login_after(self.expired)
+    }
+
+    /// To the login form (saying the session expired, if so), coming back
+    /// here after; the session cookie is replaced by an anonymous one.
+    fn to_login_after(&self, expired: bool) -> Response {
+        // The path as the browser asked for it: `http.prefix` included.
+        let uri = self
             .parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(&self.parts.uri, |o| &o.0);
+        let here = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut url = format!(
             "{}/login?next={}",
             self.ui.base,
             url::form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
         );
-        if self.expired {
+        if expired {
             url.push_str("&expired=1");
         }
-        self.finish(Redirect::to(&url).into_response())
+        let mut resp = Redirect::to(&url).into_response();
+        if self.new_cookie || expired {
+            let fresh = match self.new_cookie {
+                true => self.session.clone(),
+                false => self.ui.sessions.start(None, None),
+            };
+            if let Ok(v) = HeaderValue::from_str(&self.ui.sessions.set_cookie(&fresh)) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+        }
+        resp
     }
 
     /// The page when an outside token server could not say what the
-    /// viewer may see: 503, retryable, showing nothing.
+    /// viewer may see: the login form when it no longer takes this login,
+    /// else 503, retryable; never more than the viewer may see.
     fn undecided(&self, e: viewer::Undecided) -> Response {
-        tracing::warn!(reason = %e.0, "ui: the token server could not decide");
+        let why = match e {
+            viewer::Undecided::LoginLapsed => {
+                return self.to_login_after(true);
+            }
+            viewer::Undecided::Unreachable(why) => why,
+        };
+        tracing::warn!(reason = %why, "ui: the token server could not decide");
         let mut resp = self.error(
             StatusCode::SERVICE_UNAVAILABLE,
             "The token server cannot say what you may see right now; retry later.",

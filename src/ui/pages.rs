@@ -12,7 +12,8 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    browse::{self, ManifestDetail, RepoRow, TagPage, TagRow, TagSort},
+    browse::{self, ListError, ManifestDetail, RepoRow, TagLimits, TagPage, TagRow, TagSort},
+    session::Purpose,
     viewer::{Gate, Rights},
     Ui, Visit,
 };
@@ -102,6 +103,7 @@ impl TagRow {
 struct RepositoriesPage {
     chrome: Chrome,
     q: String,
+    n: usize,
     rows: Vec<RepoRow>,
     next: Option<String>,
     cut_short: bool,
@@ -112,7 +114,11 @@ struct RepositoriesPage {
 #[serde(default)]
 pub struct ListQuery {
     q: String,
+    /// Start after this repository (a name the viewer typed or saw).
     last: Option<String>,
+    /// Start where the previous page's scan stopped (sealed: it may be a
+    /// repository the viewer may not see).
+    after: Option<String>,
     n: Option<usize>,
 }
 
@@ -122,32 +128,45 @@ pub async fn repositories(State(ui): State<Arc<Ui>>, parts: Parts) -> Response {
         return visit.to_login();
     }
     let query: ListQuery = query_of(&parts);
-    let n = query.n.unwrap_or(ui.page_size).clamp(1, 500);
+    let n = query.n.unwrap_or(ui.page_size).clamp(1, ui.page_size);
     let q = query.q.trim().to_string();
+    let cursor = match query.after {
+        Some(sealed) => ui
+            .sessions
+            .open(Purpose::Cursor, &sealed)
+            .and_then(|b| String::from_utf8(b).ok()),
+        None => query.last,
+    };
+    let scan_limit = ui.gate.scan_limit(ui.scan_limit);
     let page = browse::repositories(
         &ui.registry,
         &q,
         n,
-        query.last.filter(|l| validate_name(l).is_ok()),
-        ui.scan_limit,
+        cursor.filter(|l| validate_name(l).is_ok()),
+        scan_limit,
         &visit.viewer,
     )
     .await;
     let page = match page {
         Ok(p) => p,
-        Err(e) => return registry_error(&visit, e),
+        Err(ListError::Registry(e)) => return registry_error(&visit, e),
+        Err(ListError::Undecided(e)) => return visit.undecided(e),
     };
     let mut chrome = visit.chrome("Repositories");
     if visit.expired {
         chrome.notice = Some("Your session expired; log in again to see more.".into());
     }
+    let next = page
+        .next
+        .map(|name| ui.sessions.seal(Purpose::Cursor, name.as_bytes()));
     visit.finish(render(&RepositoriesPage {
         chrome,
         q,
+        n,
         rows: page.rows,
-        next: page.next,
+        next,
         cut_short: page.cut_short,
-        scan_limit: ui.scan_limit,
+        scan_limit,
     }))
 }
 
@@ -160,7 +179,7 @@ fn with_notice(mut chrome: Chrome, notice: Option<&str>) -> Chrome {
 }
 
 /// A registry error as a page: its status, the message clients would read.
-fn registry_error(visit: &Visit, e: Error) -> Response {
+pub(super) fn registry_error(visit: &Visit, e: Error) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status.is_server_error() {
         tracing::warn!(code = e.code.as_str(), cause = ?e.cause, "ui: registry error");
@@ -201,6 +220,10 @@ struct ManifestPage {
 impl ManifestPage {
     fn size_text(&self, bytes: &u64) -> String {
         size_text(bytes)
+    }
+
+    fn size_or_unknown(&self, bytes: &Option<u64>) -> String {
+        bytes.as_ref().map_or_else(|| "?".into(), size_text)
     }
 }
 
@@ -281,10 +304,12 @@ pub async fn repository_area(
     let name = match &area {
         Area::Repository(n) | Area::Tag(n, _) | Area::Manifest(n, _) | Area::Delete(n) => n.clone(),
     };
-    let rights = match visit.viewer.rights(&name).await {
+    let mut rights = match visit.viewer.rights(&name).await {
         Ok(r) => r,
         Err(e) => return visit.undecided(e),
     };
+    // A mirrored repository is the upstream's: nothing is deleted here.
+    rights.delete &= ui.registry.mirror_of(&name).is_none();
     if !rights.pull {
         // Not "forbidden": whether it exists is not this viewer's to know.
         return visit.error(StatusCode::NOT_FOUND, "repository not found");
@@ -300,17 +325,26 @@ pub async fn repository_area(
                 sort,
                 query.page.unwrap_or(1),
                 100,
-                ui.scan_limit,
+                TagLimits {
+                    listed: ui.scan_limit,
+                    time_sorted: ui.sort_limit,
+                },
             )
             .await;
             match page {
                 Ok(page) => visit.finish(render(&RepositoryPage {
                     chrome: with_notice(
                         visit.chrome(name.clone()),
-                        page.time_sort_refused.then_some(
-                            "Too many tags to sort by push time (ui.scanlimit): \
-                             shown by name; filter them first.",
-                        ),
+                        if page.time_sort_refused {
+                            Some(
+                                "Too many tags to sort by push time (ui.sortlimit): shown by \
+                                 name; filter them first.",
+                            )
+                        } else if page.truncated {
+                            Some("Only the first tags are listed (ui.scanlimit).")
+                        } else {
+                            None
+                        },
                     ),
                     name,
                     host,
@@ -488,9 +522,12 @@ impl StaticStatus {
             .map(|s| {
                 s.mirrors
                     .iter()
-                    .map(|m| match m.prefix.as_str() {
-                        "" => m.remote.to_string(),
-                        p => format!("{} (as {p}/)", m.remote),
+                    .map(|m| {
+                        let remote = without_credentials(&m.remote);
+                        match m.prefix.as_str() {
+                            "" => remote,
+                            p => format!("{remote} (as {p}/)"),
+                        }
                     })
                     .collect()
             })
@@ -537,7 +574,12 @@ pub async fn status(State(ui): State<Arc<Ui>>, parts: Parts) -> Response {
         },
         None => match ui.registry.storage_health().await {
             Ok(()) => (true, "ok".to_string()),
-            Err(e) => (false, format!("failing: {}", e.message)),
+            // The reason (a backend's text) goes to the log, as for
+            // `/health/storage`.
+            Err(e) => {
+                tracing::warn!(cause = ?e.cause, "ui: storage health check failed");
+                (false, "failing".to_string())
+            }
         },
     };
     let checks = health
@@ -573,6 +615,18 @@ pub async fn status(State(ui): State<Arc<Ui>>, parts: Parts) -> Response {
         mirrors: ui.status.mirrors.clone(),
         checks,
     }))
+}
+
+/// A URL as it may be shown: without a user name or password in it.
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
+    }
 }
 
 fn hostname() -> String {

@@ -6,13 +6,22 @@
 //! says what the account may do there — the realm's rules, applied by the
 //! realm.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use axum::http::HeaderMap;
 use serde::Deserialize;
 
 use crate::{
-    auth::token::{ResourceActions, TokenVerifier},
-    config::auth::TokenConfig,
+    auth::{
+        client::ClientAddress,
+        throttle::Throttle,
+        token::{ResourceActions, TokenVerifier},
+    },
+    config::{auth::TokenConfig, Config},
 };
 
 /// Scopes asked for in one token request (docker_auth and Berth's token
@@ -30,7 +39,14 @@ const CLIENT_ID: &str = "berth-ui";
 
 pub struct Realm {
     cfg: TokenConfig,
+    /// Where the realm is: `auth.token.realm`, or with `autoredirect` under
+    /// `http.host` (never a request's Host: see `config::Config::validate`).
+    url: String,
     http: reqwest::Client,
+    /// Failed UI logins per client, as `/v2/` Basic logins are throttled:
+    /// the realm sees every guess come from this registry's address.
+    throttle: Throttle,
+    clients: Arc<ClientAddress>,
 }
 
 /// Why the realm said no, or could not say.
@@ -38,6 +54,8 @@ pub struct Realm {
 pub enum RealmError {
     /// 401: wrong credentials, or a refresh token no longer good.
     Refused(String),
+    /// Too many failed logins from this client: retry after this long.
+    Throttled(Duration),
     /// The realm could not be asked or answered nonsense: retryable.
     Unavailable(String),
 }
@@ -60,40 +78,48 @@ pub enum Credential<'a> {
 }
 
 impl Realm {
-    pub fn new(cfg: &TokenConfig) -> Result<Realm, String> {
+    pub fn new(cfg: &TokenConfig, config: &Config) -> Result<Realm, String> {
         crate::config::tls::install_default_provider();
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .build()
             .map_err(|e| format!("ui: token server client: {e}"))?;
-        Ok(Realm {
-            cfg: cfg.clone(),
-            http,
-        })
-    }
-
-    /// The realm's URL: configured, or under `origin` with `autoredirect`.
-    fn url(&self, origin: &str) -> String {
-        if self.cfg.autoredirect {
-            let path = match self.cfg.autoredirectpath.as_str() {
+        let url = if cfg.autoredirect {
+            let path = match cfg.autoredirectpath.as_str() {
                 "" => "/auth/token",
                 p => p,
             };
-            format!("{origin}{path}")
+            format!(
+                "{}{}{path}",
+                config.http.host.trim_end_matches('/'),
+                config.http.prefix.trim_end_matches('/')
+            )
         } else {
-            self.cfg.realm.clone()
-        }
+            cfg.realm.clone()
+        };
+        let logins = crate::auth::Logins::from_config(config)?;
+        Ok(Realm {
+            cfg: cfg.clone(),
+            url,
+            http,
+            throttle: Throttle::new(&Default::default()),
+            clients: logins.clients,
+        })
+    }
+
+    /// Who a request comes from (`http.trustedproxies`).
+    pub fn client(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+        self.clients.resolve(headers, peer)
     }
 
     /// One token request for `scopes`; the token and the refresh token.
     async fn ask(
         &self,
-        origin: &str,
         who: &Credential<'_>,
         scopes: &[String],
         offline: bool,
     ) -> Result<(String, Option<String>), RealmError> {
-        let url = self.url(origin);
+        let url = &self.url;
         let mut form: Vec<(&str, &str)> =
             vec![("service", &self.cfg.service), ("client_id", CLIENT_ID)];
         let joined = scopes.join(" ");
@@ -109,7 +135,7 @@ impl Realm {
                     .extend_pairs(&form)
                     .finish();
                 self.http
-                    .post(&url)
+                    .post(url)
                     .header("content-type", "application/x-www-form-urlencoded")
                     .body(body)
             }
@@ -159,15 +185,35 @@ impl Realm {
     pub async fn login(
         &self,
         verifier: &TokenVerifier,
-        origin: &str,
+        client: Option<IpAddr>,
         user: &str,
         password: &str,
     ) -> Result<(String, String), RealmError> {
+        if let Some(ip) = client {
+            self.throttle
+                .check(ip, Instant::now())
+                .map_err(RealmError::Throttled)?;
+        }
         let who = Credential::Password(user, password);
-        let (token, refresh) = self.ask(origin, &who, &[], true).await?;
+        let (token, refresh) = match self.ask(&who, &[], true).await {
+            Err(RealmError::Refused(why)) => {
+                if let Some(ip) = client {
+                    self.throttle.failure(ip, Instant::now());
+                }
+                return Err(RealmError::Refused(why));
+            }
+            other => other?,
+        };
         let (account, _) = verifier
             .granted(&token)
             .map_err(|e| RealmError::Unavailable(format!("the token server's token: {e:?}")))?;
+        if account.is_empty() {
+            // The typed name would stand in audit lines for an account the
+            // realm never named.
+            return Err(RealmError::Unavailable(
+                "the token server's token names no account (sub)".into(),
+            ));
+        }
         let refresh = refresh.ok_or_else(|| {
             RealmError::Unavailable(
                 "the token server issued no refresh token (offline_token), which the UI's \
@@ -175,11 +221,6 @@ impl Realm {
                     .into(),
             )
         })?;
-        let account = if account.is_empty() {
-            user.to_string()
-        } else {
-            account
-        };
         Ok((account, refresh))
     }
 
@@ -187,7 +228,6 @@ impl Realm {
     pub async fn repository_actions(
         &self,
         verifier: &TokenVerifier,
-        origin: &str,
         who: &Credential<'_>,
         names: &[String],
     ) -> Result<Vec<Vec<String>>, RealmError> {
@@ -197,7 +237,7 @@ impl Realm {
                 .iter()
                 .map(|n| format!("repository:{n}:pull,delete"))
                 .collect();
-            let (token, _) = self.ask(origin, who, &scopes, false).await?;
+            let (token, _) = self.ask(who, &scopes, false).await?;
             let (_, access) = verifier
                 .granted(&token)
                 .map_err(|e| RealmError::Unavailable(format!("the token server's token: {e:?}")))?;

@@ -1,6 +1,8 @@
 //! The UI's session: a cookie that carries who logged in and until when,
-//! HMAC-signed with a key derived from `http.secret`, so any replica that
-//! shares the secret accepts it and none keeps anything in memory.
+//! encrypted and authenticated (XChaCha20-Poly1305) with a key derived
+//! from `http.secret`, so any replica that shares the secret accepts it,
+//! none keeps anything in memory, and what it carries (an outside token
+//! server's refresh token) cannot be read out of it.
 //!
 //! Every visitor gets one (anonymous until a login) because its nonce is
 //! what the CSRF token of every form is derived from: a form posted from
@@ -10,6 +12,9 @@
 //! A session cannot be revoked before it expires (nothing is stored):
 //! logging out clears the cookie in that browser, and `ui.sessionttl`
 //! bounds how long a copied cookie stays good.
+//!
+//! The same sealing makes the repository list's "next page" cursor opaque:
+//! where a scan stopped may be a repository the viewer may not see.
 
 use std::{
     collections::BTreeMap,
@@ -17,6 +22,7 @@ use std::{
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use chacha20poly1305::{aead::Aead, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, KeyInit, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -61,9 +67,28 @@ pub enum Found {
     None,
 }
 
-/// Signs and checks sessions.
+/// What a sealed value is for (authenticated with it): a session never
+/// opens as a cursor or the other way round.
+#[derive(Clone, Copy)]
+pub enum Purpose {
+    Session,
+    Cursor,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::Session => b"berth ui session v2",
+            Purpose::Cursor => b"berth ui cursor v1",
+        }
+    }
+}
+
+/// Seals and opens sessions; derives their form tokens.
 pub struct Sessions {
-    key: Vec<u8>,
+    cipher: XChaCha20Poly1305,
+    /// Keys the CSRF tokens.
+    csrf_key: Vec<u8>,
     ttl: Duration,
     /// Mark the cookie `Secure` (TLS here, or in front of us).
     secure: bool,
@@ -77,23 +102,66 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A key for `label` derived from `secret`.
+fn derive(secret: &[u8], label: &[u8]) -> Vec<u8> {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("hmac takes any key length");
+    mac.update(label);
+    mac.finalize().into_bytes().to_vec()
+}
+
 impl Sessions {
-    /// `secret` is `http.secret`: the key is derived from it for this use
-    /// only, so a session can never pass for an upload token or the other
-    /// way round.
+    /// `secret` is `http.secret`: the keys are derived from it for these
+    /// uses only, so a session can never pass for an upload token or the
+    /// other way round.
     pub fn new(secret: &[u8], ttl: Duration, secure: bool, path: String) -> Sessions {
-        let mut mac = HmacSha256::new_from_slice(secret).expect("hmac takes any key length");
-        mac.update(b"berth ui session v1");
+        let key = derive(secret, b"berth ui seal key v1");
         Sessions {
-            key: mac.finalize().into_bytes().to_vec(),
+            cipher: XChaCha20Poly1305::new_from_slice(&key).expect("a 32-byte key"),
+            csrf_key: derive(secret, b"berth ui csrf key v1"),
             ttl,
             secure,
             path,
         }
     }
 
+    /// `plaintext`, encrypted and authenticated for `purpose`:
+    /// `base64(nonce || ciphertext)`.
+    pub fn seal(&self, purpose: Purpose, plaintext: &[u8]) -> String {
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        let payload = chacha20poly1305::aead::Payload {
+            msg: plaintext,
+            aad: purpose.label(),
+        };
+        let sealed = self
+            .cipher
+            .encrypt(&XNonce::from(nonce), payload)
+            .expect("encryption of a small buffer");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// What [`Sessions::seal`] sealed for `purpose`; None if it was not
+    /// sealed here (another secret, changed, or for another purpose).
+    pub fn open(&self, purpose: Purpose, sealed: &str) -> Option<Vec<u8>> {
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < 24 {
+            return None;
+        }
+        let (nonce, ciphertext) = bytes.split_at(24);
+        let payload = chacha20poly1305::aead::Payload {
+            msg: ciphertext,
+            aad: purpose.label(),
+        };
+        self.cipher
+            .decrypt(&XNonce::try_from(nonce).ok()?, payload)
+            .ok()
+    }
+
     fn mac(&self, parts: &[&[u8]]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("hmac takes any key length");
+        let mut mac =
+            HmacSha256::new_from_slice(&self.csrf_key).expect("hmac takes any key length");
         for p in parts {
             mac.update(p);
         }
@@ -117,28 +185,15 @@ impl Sessions {
         }
     }
 
-    /// `base64(json) "." base64(hmac)`.
     pub fn encode(&self, s: &Session) -> String {
-        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(s).expect("a session serializes"));
-        let sig = URL_SAFE_NO_PAD.encode(self.mac(&[body.as_bytes()]).finalize().into_bytes());
-        format!("{body}.{sig}")
+        let json = serde_json::to_vec(s).expect("a session serializes");
+        self.seal(Purpose::Session, &json)
     }
 
     /// The session in a cookie value, checked.
     pub fn decode(&self, value: &str) -> Found {
-        let Some((body, sig)) = value.split_once('.') else {
-            return Found::None;
-        };
-        let Ok(sig) = URL_SAFE_NO_PAD.decode(sig) else {
-            return Found::None;
-        };
-        // Constant-time comparison (hmac's verify).
-        if self.mac(&[body.as_bytes()]).verify_slice(&sig).is_err() {
-            return Found::None;
-        }
-        let Some(session) = URL_SAFE_NO_PAD
-            .decode(body)
-            .ok()
+        let Some(session) = self
+            .open(Purpose::Session, value)
             .and_then(|b| serde_json::from_slice::<Session>(&b).ok())
         else {
             return Found::None;
@@ -190,12 +245,13 @@ impl Sessions {
     }
 
     /// `Set-Cookie` for `session`: HttpOnly (no script reads it), SameSite
-    /// Strict (no other site's page sends it), Secure under TLS, expiring
-    /// with the session.
+    /// Lax (another site's page may link here, and the visitor arrives
+    /// logged in; its forms and scripts get no cookie: every POST needs the
+    /// form token anyway), Secure under TLS, expiring with the session.
     pub fn set_cookie(&self, session: &Session) -> String {
         let max_age = session.expires.saturating_sub(now());
         format!(
-            "{COOKIE}={}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+            "{COOKIE}={}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
             self.encode(session),
             self.path,
             if self.secure { "; Secure" } else { "" }
@@ -205,7 +261,7 @@ impl Sessions {
     /// `Set-Cookie` that removes the cookie.
     pub fn clear_cookie(&self) -> String {
         format!(
-            "{COOKIE}=; Path={}; Max-Age=0; HttpOnly; SameSite=Strict{}",
+            "{COOKIE}=; Path={}; Max-Age=0; HttpOnly; SameSite=Lax{}",
             self.path,
             if self.secure { "; Secure" } else { "" }
         )
@@ -223,21 +279,25 @@ mod tests {
     #[test]
     fn a_session_round_trips_and_tampering_is_refused() {
         let s = sessions();
-        let session = s.start(Some("alice".into()), None);
+        let mut session = s.start(Some("alice".into()), None);
+        session.refresh = Some("a-refresh-token".into());
         let value = s.encode(&session);
         assert_eq!(s.decode(&value), Found::Valid(session.clone()));
-        // Another account in the same signature: refused.
-        let (_, sig) = value.split_once('.').unwrap();
-        let forged = Session {
-            account: Some("admin".into()),
-            ..session.clone()
-        };
-        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
-        assert_eq!(s.decode(&format!("{body}.{sig}")), Found::None);
+        // What it carries cannot be read out of it.
+        let raw = URL_SAFE_NO_PAD.decode(&value).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("a-refresh-token"));
+        // Any bit changed: refused.
+        let mut flipped = raw.clone();
+        flipped[30] ^= 1;
+        assert_eq!(s.decode(&URL_SAFE_NO_PAD.encode(flipped)), Found::None);
         // Another secret (another registry): refused.
         let other = Sessions::new(b"other", Duration::from_secs(60), false, "/ui/".into());
         assert_eq!(other.decode(&value), Found::None);
         assert_eq!(s.decode("garbage"), Found::None);
+        // A cursor is no session, and the other way round.
+        let cursor = s.seal(Purpose::Cursor, br#"{"a":"admin","e":99999999999,"n":"0"}"#);
+        assert_eq!(s.decode(&cursor), Found::None);
+        assert_eq!(s.open(Purpose::Cursor, &value), None);
     }
 
     #[test]
@@ -267,10 +327,10 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_is_http_only_and_strict() {
+    fn the_cookie_is_http_only_lax_and_secure_under_tls() {
         let s = Sessions::new(b"k", Duration::from_secs(60), true, "/r/ui/".into());
         let c = s.set_cookie(&s.start(None, None));
-        for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/r/ui/"] {
+        for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/r/ui/"] {
             assert!(c.contains(attr), "{c}");
         }
     }

@@ -14,13 +14,23 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use axum::http::HeaderMap;
 
 use super::realm::{Credential, Realm, RealmError};
-use crate::auth::{token_server::TokenServer, Authenticator};
+use crate::{
+    auth::{token_server::TokenServer, Authenticator},
+    config::Config,
+};
+
+/// Repositories one list page may ask an outside token server about (a
+/// token request per 50): beyond, the page stops like at `ui.scanlimit`.
+const REALM_SCAN_LIMIT: usize = 2_000;
 
 /// How the UI decides.
 pub enum Gate {
@@ -28,11 +38,12 @@ pub enum Gate {
     Htpasswd(Arc<Authenticator>),
     TokenServer(Arc<TokenServer>),
     /// `auth.token` whose realm is not this process's token server.
-    Realm(Arc<Authenticator>, Realm),
+    Realm(Arc<Authenticator>, Box<Realm>),
 }
 
 impl Gate {
     pub fn new(
+        cfg: &Config,
         auth: Option<Arc<Authenticator>>,
         token_server: Option<Arc<TokenServer>>,
     ) -> Result<Gate, String> {
@@ -41,11 +52,11 @@ impl Gate {
             (Some(a), _) if matches!(*a, Authenticator::Htpasswd(_)) => Gate::Htpasswd(a),
             (Some(_), Some(ts)) => Gate::TokenServer(ts),
             (Some(a), None) => {
-                let Authenticator::Token { cfg, .. } = &*a else {
+                let Authenticator::Token { cfg: token, .. } = &*a else {
                     unreachable!("htpasswd is matched above")
                 };
-                let realm = Realm::new(cfg)?;
-                Gate::Realm(a, realm)
+                let realm = Realm::new(token, cfg)?;
+                Gate::Realm(a, Box::new(realm))
             }
         })
     }
@@ -53,6 +64,14 @@ impl Gate {
     /// Whether the UI has a login form.
     pub fn has_login(&self) -> bool {
         !matches!(self, Gate::Open)
+    }
+
+    /// How much of the catalog one list page may look at.
+    pub fn scan_limit(&self, configured: usize) -> usize {
+        match self {
+            Gate::Realm(..) => configured.min(REALM_SCAN_LIMIT),
+            _ => configured,
+        }
     }
 }
 
@@ -65,11 +84,11 @@ pub struct Viewer<'a> {
     /// An outside token server's refresh token for the account.
     refresh: Option<String>,
     ip: Option<IpAddr>,
-    /// `<scheme>://<host><prefix>` as the client sees it (an `autoredirect`
-    /// realm lives there).
-    origin: String,
     /// `storage.delete.enabled`, and not read-only.
     deletes_allowed: bool,
+    /// An outside token server refused this anonymous visitor once: it
+    /// will again, so it is not asked again in this request.
+    anonymous_refused: AtomicBool,
 }
 
 /// What a viewer may do in one repository.
@@ -79,10 +98,15 @@ pub struct Rights {
     pub delete: bool,
 }
 
-/// The decision could not be made (an outside token server out of reach):
-/// the page answers 503, never shows more than it may.
+/// The decision could not be made: the page shows nothing it may not.
 #[derive(Debug)]
-pub struct Undecided(pub String);
+pub enum Undecided {
+    /// An outside token server out of reach: 503, retryable.
+    Unreachable(String),
+    /// It no longer takes this login's refresh token (revoked, expired):
+    /// the viewer logs in again.
+    LoginLapsed,
+}
 
 /// What a viewer brings with them.
 pub struct Visitor<'a> {
@@ -91,7 +115,6 @@ pub struct Visitor<'a> {
     pub refresh: Option<String>,
     pub headers: &'a HeaderMap,
     pub peer: Option<SocketAddr>,
-    pub origin: String,
 }
 
 impl<'a> Viewer<'a> {
@@ -106,8 +129,8 @@ impl<'a> Viewer<'a> {
             labels: visitor.labels,
             refresh: visitor.refresh,
             ip,
-            origin: visitor.origin,
             deletes_allowed,
+            anonymous_refused: AtomicBool::new(false),
         }
     }
 
@@ -148,6 +171,9 @@ impl<'a> Viewer<'a> {
                     })
                     .collect())
             }
+            Gate::Realm(_, _) if self.anonymous_refused.load(Ordering::Relaxed) => {
+                everything(false)
+            }
             Gate::Realm(auth, realm) => {
                 let Authenticator::Token { verifier, .. } = &**auth else {
                     unreachable!("a realm gate holds token auth")
@@ -156,15 +182,17 @@ impl<'a> Viewer<'a> {
                     Some(rt) => Credential::Refresh(rt),
                     None => Credential::Anonymous,
                 };
-                match realm
-                    .repository_actions(verifier, &self.origin, &who, names)
-                    .await
-                {
+                match realm.repository_actions(verifier, &who, names).await {
                     Ok(all) => Ok(all.iter().map(|a| has_pull_delete(a)).collect()),
                     // No anonymous access at all: nothing to show.
-                    Err(RealmError::Refused(_)) if self.refresh.is_none() => everything(false),
-                    Err(RealmError::Refused(why)) | Err(RealmError::Unavailable(why)) => {
-                        Err(Undecided(why))
+                    Err(RealmError::Refused(_)) if self.refresh.is_none() => {
+                        self.anonymous_refused.store(true, Ordering::Relaxed);
+                        everything(false)
+                    }
+                    Err(RealmError::Refused(_)) => Err(Undecided::LoginLapsed),
+                    Err(RealmError::Unavailable(why)) => Err(Undecided::Unreachable(why)),
+                    Err(RealmError::Throttled(_)) => {
+                        Err(Undecided::Unreachable("throttled".into()))
                     }
                 }
             }

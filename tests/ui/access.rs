@@ -23,16 +23,25 @@ pub fn htpasswd_config(root: &str, addr: &str, file: &str) -> String {
     )
 }
 
-/// A session cookie as a replica holding `secret` would sign it.
+/// A session cookie as a replica holding `secret` would seal it.
 pub fn forge(secret: &str, json: &str) -> String {
+    use chacha20poly1305::{
+        aead::{Aead, Payload},
+        XChaCha20Poly1305, XNonce,
+    };
     let mut derive = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    derive.update(b"berth ui session v1");
+    derive.update(b"berth ui seal key v1");
     let key = derive.finalize().into_bytes();
-    let body = URL_SAFE_NO_PAD.encode(json);
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(body.as_bytes());
-    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("berth_ui={body}.{sig}")
+    let cipher = XChaCha20Poly1305::new_from_slice(&key).unwrap();
+    let nonce = [7u8; 24];
+    let payload = Payload {
+        msg: json.as_bytes(),
+        aad: b"berth ui session v2",
+    };
+    let sealed = cipher.encrypt(&XNonce::from(nonce), payload).unwrap();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    format!("berth_ui={}", URL_SAFE_NO_PAD.encode(out))
 }
 
 pub fn now() -> u64 {
@@ -86,7 +95,7 @@ fn htpasswd_login_logout_expiry_and_replicas() {
         assert_eq!(ok.status, 303, "{}", ok.body);
         assert_eq!(ok.header("location"), "/ui/");
         let cookie = ok.header("set-cookie").to_string();
-        for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui/", "Max-Age=3600"] {
+        for attr in ["HttpOnly", "SameSite=Lax", "Path=/ui/", "Max-Age=3600"] {
             assert!(cookie.contains(attr), "{cookie}");
         }
         let list = web.get("/ui/").await;
@@ -105,7 +114,10 @@ fn htpasswd_login_logout_expiry_and_replicas() {
         let json = format!(r#"{{"a":"alice","e":{},"n":"00"}}"#, now() + 600);
         *stranger.cookie.lock().unwrap() = Some(forge("another-secret", &json));
         assert_eq!(stranger.get("/ui/").await.status, 303);
-        *stranger.cookie.lock().unwrap() = Some(session.replacen("berth_ui=ey", "berth_ui=ez", 1));
+        let mut changed = session.clone().into_bytes();
+        let at = changed.len() - 5;
+        changed[at] = if changed[at] == b'A' { b'B' } else { b'A' };
+        *stranger.cookie.lock().unwrap() = Some(String::from_utf8(changed).unwrap());
         assert_eq!(stranger.get("/ui/").await.status, 303);
         // One signed with ours is (the format is what replicas share).
         *stranger.cookie.lock().unwrap() = Some(forge(SECRET, &json));
@@ -123,6 +135,23 @@ fn htpasswd_login_logout_expiry_and_replicas() {
         );
         let form = stranger.get(r.header("location")).await;
         assert!(form.body.contains("Your session expired"));
+
+        // A login form left open past its session: a fresh form, not a dead end.
+        let late = Web::new(&b.url(""));
+        let fields = [
+            ("username", "alice"),
+            ("password", "wonderland"),
+            ("csrf", "old"),
+        ];
+        let again = late.post("/ui/login", &fields).await;
+        assert_eq!(again.status, 403);
+        assert!(again.body.contains("This form expired; log in again."));
+        assert!(again.body.contains("id=\"login\""));
+        // Logging out with no session left is no error.
+        assert_eq!(
+            Web::new(&b.url("")).post("/ui/logout", &[]).await.status,
+            303
+        );
 
         // Logging out needs the token too, then clears the cookie.
         let page = web.get("/ui/").await;
@@ -292,6 +321,43 @@ fn an_outside_token_server_decides_through_its_tokens() {
             .unwrap();
         assert_eq!(api.status(), 404);
 
+        // The realm's throttle is not the only one: the UI counts failed
+        // logins per client before it asks.
+        let guesser = Web::new(&b.url(""));
+        let mut statuses = vec![];
+        for _ in 0..7 {
+            statuses.push(guesser.login("/ui", "alice", "guess").await.status);
+        }
+        // alice's "nope" above was this address's first failure.
+        assert_eq!(statuses, [401, 401, 401, 401, 429, 429, 429]);
+
+        // A password change revokes the realm's refresh tokens: alice's
+        // next page sends her to the login form.
+        let hash = crate::support::bcrypt_hash("pw-a-new");
+        let admin_line = std::fs::read_to_string(secrets.path("htpasswd"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("admin:"))
+            .unwrap()
+            .to_string();
+        std::fs::write(
+            secrets.path("htpasswd"),
+            format!("alice:{hash}\n{admin_line}\n"),
+        )
+        .unwrap();
+        let mut lapsed = 0;
+        for _ in 0..50 {
+            let r = alice.get("/ui/").await;
+            if r.status == 303 {
+                assert!(r.header("location").ends_with("&expired=1"));
+                lapsed += 1;
+                break;
+            }
+            // The realm notices the file change on its next read.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(lapsed, 1, "alice's session lapsed with her refresh token");
+
         // The token server gone: no page shows anything, retryably.
         realm.terminate(std::time::Duration::from_secs(10));
         let down = admin.get("/ui/").await;
@@ -299,4 +365,15 @@ fn an_outside_token_server_decides_through_its_tokens() {
         assert_eq!(down.header("retry-after"), "5");
         assert!(!down.body.contains("repo-name"));
     });
+}
+
+#[test]
+fn an_outside_autoredirect_realm_needs_http_host() {
+    let yaml = "storage:\n  inmemory: {}\nauth:\n  token:\n    realm: r\n    service: s\n    \
+                issuer: i\n    jwks: /nonexistent\n    autoredirect: true\n";
+    let (code, stderr) = crate::common::config_check(yaml, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("needs http.host"), "{stderr}");
+    let (_, stderr) = crate::common::config_check(yaml, &[("REGISTRY_UI_ENABLED", "false")]);
+    assert!(!stderr.contains("needs http.host"), "{stderr}");
 }

@@ -25,7 +25,7 @@ fn pages_show_images_indexes_and_referrers_escaped() {
         assert_eq!(list.header("cache-control"), "no-store");
         let cookie = list.header("set-cookie");
         assert!(
-            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
             "{cookie}"
         );
         assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
@@ -120,7 +120,7 @@ fn repository_list_pages_and_searches() {
             assert!(names.len() <= 50);
             seen.extend(names);
             match next.captures(&page.body) {
-                Some(c) => path = format!("{}&n=50", c[1].replace("&amp;", "&")),
+                Some(c) => path = c[1].replace("&amp;", "&"),
                 None => break,
             }
         }
@@ -179,9 +179,7 @@ fn deletes_need_the_pages_form_token() {
             .await;
         assert_eq!(wrong.status, 403);
         let fields = [("tag", "web-arm64"), ("csrf", csrf.as_str())];
-        let elsewhere = web
-            .post_from(path, &fields, Some("https://evil.example"))
-            .await;
+        let elsewhere = web.post_from(path, &fields, Some("cross-site")).await;
         assert_eq!(elsewhere.status, 403);
         // Another browser (no session) with a token it copied: refused too.
         let stranger = Web::new(&b.url(""));
@@ -192,9 +190,7 @@ fn deletes_need_the_pages_form_token() {
             "storage unchanged"
         );
 
-        // The same host behind a proxy that ends TLS: the scheme may differ.
-        let behind_tls = b.url("").replace("http://", "https://");
-        let done = web.post_from(path, &fields, Some(&behind_tls)).await;
+        let done = web.post_from(path, &fields, Some("same-origin")).await;
         assert_eq!(done.status, 303, "{}", done.body);
         assert_eq!(done.header("location"), "/ui/r/apps/web");
         let api = crate::common::http::get(b.url("/v2/apps/web/manifests/web-arm64"))
@@ -299,7 +295,7 @@ fn the_scan_limit_bounds_searches_and_time_sorts() {
     let b = Berth::start_with(|root, addr| {
         format!(
             "storage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  secret: s\n\
-             ui:\n  scanlimit: 60\n"
+             ui:\n  scanlimit: 60\n  sortlimit: 50\n"
         )
     });
     block_on(async {
@@ -310,17 +306,26 @@ fn the_scan_limit_bounds_searches_and_time_sorts() {
         assert!(first.body.contains("Searched 60 repositories so far."));
         let next = regex::Regex::new(r#"id="next" href="([^"]+)""#).unwrap();
         let link = next.captures(&first.body).expect("a next link")[1].replace("&amp;", "&");
-        assert!(link.ends_with("last=many%2Frepo-0059"), "{link}");
+        // Where the scan stopped is sealed: it may be a name the viewer
+        // may not see.
+        assert!(
+            link.contains("after=") && !link.contains("repo-0059"),
+            "{link}"
+        );
         let second = web.get(&link).await;
         let want: Vec<String> = (110..120).map(|i| format!("many/repo-{i:04}")).collect();
         assert_eq!(second.texts("repo-name"), want);
 
-        // The same limit bounds the stats of a sort by push time.
+        // A repository page lists at most ui.scanlimit tags, and sorts at
+        // most ui.sortlimit by push time (a stat each).
         Registry::new(&b.url("")).tags("lots", 70).await;
+        let listed = web.get("/ui/r/lots").await;
+        assert!(listed.body.contains("Only the first tags are listed"));
+        assert!(listed.body.contains("60 of 60 tags"));
         let by_time = web.get("/ui/r/lots?sort=pushed").await;
         assert!(by_time.body.contains("Too many tags to sort by push time"));
         assert_eq!(by_time.texts("tag-name")[0], "t-0000", "name order");
-        let filtered = web.get("/ui/r/lots?sort=pushed&q=t-006").await;
+        let filtered = web.get("/ui/r/lots?sort=pushed&q=t-005").await;
         assert!(!filtered.body.contains("Too many tags"));
         assert_eq!(filtered.texts("tag-name").len(), 10);
     });

@@ -96,12 +96,13 @@ impl Web {
             .await
     }
 
-    /// POST a form; `origin`: an Origin header to send.
+    /// POST a form; `fetch_site`: the `Sec-Fetch-Site` a browser would send
+    /// (`same-origin`, `cross-site`, …).
     pub async fn post_from(
         &self,
         path: &str,
         fields: &[(&str, &str)],
-        origin: Option<&str>,
+        fetch_site: Option<&str>,
     ) -> Page {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
@@ -111,8 +112,8 @@ impl Web {
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body);
-        if let Some(o) = origin {
-            rb = rb.header("origin", o);
+        if let Some(site) = fetch_site {
+            rb = rb.header("sec-fetch-site", site);
         }
         self.finish(self.with_cookie(rb).send().await.unwrap())
             .await

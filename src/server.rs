@@ -203,9 +203,7 @@ fn router_for(
     notifier: Arc<Notifier>,
 ) -> anyhow::Result<axum::Router> {
     let access = crate::auth::build(cfg, metrics.clone()).map_err(anyhow::Error::msg)?;
-    Ok(api::router_with_notifier(
-        cfg, registry, access, metrics, notifier,
-    ))
+    api::router_with_notifier(cfg, registry, access, metrics, notifier).map_err(anyhow::Error::msg)
 }
 
 /// How long `serve` waits for the storage to say whether the repository

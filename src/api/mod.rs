@@ -122,17 +122,19 @@ pub fn router(
     };
     let notifier = Arc::new(Notifier::audit_only());
     router_with_notifier(cfg, registry, access, None, notifier)
+        .expect("without access control the UI has nothing to build that can fail")
 }
 
 /// [`router`] with all of access control (the web UI asks the token server
 /// too), counting into `metrics` and sending events through `notifier`.
+/// Errors (the web UI's, naming its key) stop the start.
 pub fn router_with_notifier(
     cfg: &Config,
     registry: Registry,
     access: AccessControl,
     metrics: Option<Arc<Metrics>>,
     notifier: Arc<Notifier>,
-) -> Router {
+) -> Result<Router, String> {
     let auth = access.authenticator.map(Arc::new);
     let urls = Arc::new(UrlBuilder::new(cfg));
     let ui = crate::ui::router(
@@ -142,12 +144,7 @@ pub fn router_with_notifier(
         access.token_server,
         urls.clone(),
         notifier.clone(),
-    )
-    .unwrap_or_else(|e| {
-        // Only a TLS client that cannot be built fails here.
-        tracing::error!(error = %e, "the web UI is off");
-        None
-    });
+    )?;
     let state = AppState {
         registry,
         urls,
@@ -177,7 +174,7 @@ pub fn router_with_notifier(
     } else {
         Router::new().nest(prefix, api)
     };
-    middleware::apply(app, cfg, metrics)
+    Ok(middleware::apply(app, cfg, metrics))
 }
 
 /// Let the request through (with the account name, when auth is on), or

@@ -31,6 +31,7 @@ pub mod auth;
 mod fill;
 mod manifests;
 pub mod metrics;
+mod spool_dir;
 pub mod upstream;
 
 use std::{
@@ -86,8 +87,9 @@ pub struct ProxyCache {
     /// a fetch that ends removes itself and not a later one.
     fills: Arc<Mutex<Fills>>,
     next_fill: std::sync::atomic::AtomicU64,
-    /// Where fetches spool what clients read before it is stored.
-    spool_dir: std::path::PathBuf,
+    /// Where fetches spool what clients read before it is stored: this
+    /// process's own directory under `proxy.spooldir`.
+    spool_dir: spool_dir::SpoolDir,
     metrics: ProxyMetrics,
     /// Redis, when configured: one fetch of a blob in the whole cluster.
     lock: Option<Arc<RedisCache>>,
@@ -114,12 +116,21 @@ impl ProxyCache {
         }
         // Longest prefix first, so the most specific mirror wins.
         mirrors.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+        let spool_dir = spool_dir::SpoolDir::claim(&s.spool_dir).map_err(|e| {
+            Error::new(
+                Code::Unavailable,
+                format!(
+                    "proxy.spooldir: cannot claim a spool directory under {}: {e}",
+                    s.spool_dir.display()
+                ),
+            )
+        })?;
         Ok(ProxyCache {
             mirrors,
             checked: Mutex::default(),
             fills: Arc::default(),
             next_fill: Default::default(),
-            spool_dir: s.spool_dir.clone(),
+            spool_dir,
             metrics,
             lock: None,
             claim_ttl: s.claim_ttl,
@@ -340,7 +351,7 @@ impl ProxyCache {
             reg.clone(),
             name.to_string(),
             d.clone(),
-            &self.spool_dir,
+            self.spool_dir.path(),
             fetch,
             done,
         )?;

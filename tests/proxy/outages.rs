@@ -71,9 +71,12 @@ fn a_replica_killed_mid_fetch_leaves_nothing_and_the_next_pull_refills() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
+    // The spools of this test's replicas, apart from every other test's.
+    let spools = dir.path().join("spools");
     let proxy = format!(
-        "  remoteurl: {}\n  claimttl: 2s\nredis:\n  addr: {}\n",
+        "  remoteurl: {}\n  claimttl: 2s\n  spooldir: {}\nredis:\n  addr: {}\n",
         gate.url(),
+        spools.display(),
         redis.addr()
     );
     let mut doomed = mirror_on(&root, &proxy);
@@ -112,6 +115,38 @@ fn a_replica_killed_mid_fetch_leaves_nothing_and_the_next_pull_refills() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.body == layer);
     assert!(stored());
+
+    // The killed replica's spool (its partial blob) outlived it; the next
+    // replica to start sweeps it, and leaves the living one's alone.
+    let spool_dirs = || {
+        let mut names: Vec<String> = std::fs::read_dir(&spools)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = spool_dirs();
+    assert_eq!(
+        before.len(),
+        2,
+        "the survivor's and the killed one's: {before:?}"
+    );
+    let next = mirror_on(&root, &proxy);
+    let after = spool_dirs();
+    assert_eq!(
+        after.len(),
+        2,
+        "the survivor's and the new one's: {after:?}"
+    );
+    assert_eq!(
+        before.iter().filter(|d| after.contains(d)).count(),
+        1,
+        "exactly one of the two old ones was swept: {before:?} → {after:?}"
+    );
+    assert!(next
+        .logs()
+        .contains("removed the spools of processes that ended mid-fetch"));
 }
 
 #[test]

@@ -120,6 +120,9 @@ fi
 
 # A target dir outside the checkout is reused between runs when it exists.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
+# A checkout is built once per run: incremental state would only pile up in
+# the shared target dir (tens of GB across checkouts at different paths).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export CARGO_TERM_COLOR=never
 
 cargo fmt --all --check

@@ -354,14 +354,23 @@ impl StorageDriver for FilesystemDriver {
 
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         let full = self.full(path)?;
-        let prefix = path.trim_end_matches('/');
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&full).map_err(|e| not_found(path, e))? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(TMP_PREFIX) {
-                out.push(format!("{prefix}/{name}"));
+        // Off the runtime's threads: a directory may hold the whole
+        // repository index or every tag of a repository.
+        let names = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&full)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(TMP_PREFIX) {
+                    names.push(name);
+                }
             }
-        }
+            Ok(names)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(|e| not_found(path, e))?;
+        let prefix = path.trim_end_matches('/');
+        let mut out: Vec<String> = names.into_iter().map(|n| format!("{prefix}/{n}")).collect();
         out.sort();
         Ok(out)
     }

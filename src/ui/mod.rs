@@ -13,6 +13,7 @@ mod forms;
 mod pages;
 mod realm;
 pub mod session;
+mod status;
 pub mod viewer;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -56,7 +57,7 @@ pub struct Ui {
     sort_limit: usize,
     delete_enabled: bool,
     /// For the status page.
-    status: pages::StaticStatus,
+    status: status::StaticStatus,
 }
 
 /// The UI's routes (relative: the caller nests them under `http.prefix`),
@@ -83,7 +84,7 @@ pub fn router(
             secure,
             format!("{base}/"),
         ),
-        status: pages::StaticStatus::new(cfg, &registry),
+        status: status::StaticStatus::new(cfg, &registry),
         gate: Gate::new(cfg, auth, token_server)?,
         registry,
         urls,
@@ -97,7 +98,7 @@ pub fn router(
     let routes = Router::new()
         .route("/ui", get(|| async { Redirect::permanent("ui/") }))
         .route("/ui/", get(pages::repositories))
-        .route("/ui/status", get(pages::status))
+        .route("/ui/status", get(status::status))
         .route("/ui/login", get(pages::login).post(forms::login))
         .route("/ui/logout", post(forms::logout))
         .route(

@@ -335,3 +335,31 @@ mod tests {
         }
     }
 }
+
+/// Property tests: whatever a browser sends as the cookie or a form token,
+/// it is read without a panic and never taken for a session or a token.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_cookie_or_token_is_refused_safely(value in "[ -~]{0,400}", bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let s = Sessions::new(b"secret", Duration::from_secs(60), false, "/ui/".into());
+            prop_assert_eq!(s.decode(&value), Found::None);
+            prop_assert_eq!(s.decode(&URL_SAFE_NO_PAD.encode(&bytes)), Found::None);
+            prop_assert_eq!(s.open(Purpose::Cursor, &value), None);
+            let session = s.start(None, None);
+            prop_assert!(!s.csrf_ok(&session, &value));
+            let mut h = axum::http::HeaderMap::new();
+            if let Ok(v) = format!("berth_ui={value}; berth_ui=; x=y").parse() {
+                h.insert(axum::http::header::COOKIE, v);
+            }
+            prop_assert_eq!(s.from_headers(&h), Found::None);
+        }
+    }
+}

@@ -51,16 +51,26 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-#[test]
-fn htpasswd_login_logout_expiry_and_replicas() {
+/// An open Berth to fill, and `replicas` Berths with htpasswd (alice,
+/// password `wonderland`) on its root; the temp dir holds the file.
+pub fn htpasswd_registry(replicas: usize) -> (Berth, Vec<Berth>, tempfile::TempDir) {
     let open = Berth::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("htpasswd");
     std::fs::write(&file, htpasswd::entry("alice", "wonderland", 4)).unwrap();
     let file = file.display().to_string();
-    let b = Berth::start_on_root_with(&open.root, |root, addr| htpasswd_config(root, addr, &file));
-    let replica =
-        Berth::start_on_root_with(&open.root, |root, addr| htpasswd_config(root, addr, &file));
+    let with_auth = (0..replicas)
+        .map(|_| {
+            Berth::start_on_root_with(&open.root, |root, addr| htpasswd_config(root, addr, &file))
+        })
+        .collect();
+    (open, with_auth, dir)
+}
+
+#[test]
+fn htpasswd_login_logout_expiry_and_replicas() {
+    let (open, replicas, _dir) = htpasswd_registry(2);
+    let (b, replica) = (&replicas[0], &replicas[1]);
     block_on(async {
         Registry::new(&open.url("")).standard().await;
         let web = Web::new(&b.url(""));
@@ -179,12 +189,9 @@ pub fn token_config(root: &str, addr: &str, s: &Secrets) -> String {
         "storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
          http:\n  addr: {addr}\n  secret: {SECRET}\n\
          auth:\n  token:\n    realm: http://{addr}/auth/token\n    service: ui-test\n    \
-         issuer: berth-ui-test\n    rootcertbundle: {crt}\n\
-         token_server:\n  issuer: berth-ui-test\n  service: ui-test\n  signingkey: {key}\n  \
-         certificate: {crt}\n  htpasswd: {users}\n  anonymous: true\n{ACL}",
-        crt = s.path("token.crt"),
-        key = s.path("token.key"),
-        users = s.path("htpasswd"),
+         issuer: berth-ui-test\n    rootcertbundle: {}\n{}",
+        s.path("token.crt"),
+        token_server_section(s),
     )
 }
 
@@ -260,16 +267,23 @@ fn the_token_servers_acl_decides_what_each_account_sees() {
     });
 }
 
-/// A Berth that only runs the token server (its own root, no registry auth).
-fn token_server_only(root: &str, addr: &str, s: &Secrets) -> String {
+/// `token_server:` with the test's key, users and [`ACL`], anonymous on.
+fn token_server_section(s: &Secrets) -> String {
     format!(
-        "storage:\n  filesystem:\n    rootdirectory: {root}\n\
-         http:\n  addr: {addr}\n  secret: other-secret\n\
-         token_server:\n  issuer: berth-ui-test\n  service: ui-test\n  signingkey: {key}\n  \
+        "token_server:\n  issuer: berth-ui-test\n  service: ui-test\n  signingkey: {key}\n  \
          certificate: {crt}\n  htpasswd: {users}\n  anonymous: true\n{ACL}",
         crt = s.path("token.crt"),
         key = s.path("token.key"),
         users = s.path("htpasswd"),
+    )
+}
+
+/// A Berth that only runs the token server (its own root, no registry auth).
+fn token_server_only(root: &str, addr: &str, s: &Secrets) -> String {
+    format!(
+        "storage:\n  filesystem:\n    rootdirectory: {root}\n\
+         http:\n  addr: {addr}\n  secret: other-secret\n{}",
+        token_server_section(s),
     )
 }
 

@@ -5,9 +5,9 @@
 //! come from there).
 
 use crate::{
-    access::{forge, htpasswd_config, now, token_config, SECRET},
+    access::{forge, htpasswd_registry, now, token_config, SECRET},
     browser::Browser,
-    common::{htpasswd, http::block_on, Berth},
+    common::{http::block_on, Berth},
     fill::{Registry, SIGNATURE_TYPE, XSS_ANNOTATION, XSS_LABEL},
     support::{KeyKind, Secrets},
 };
@@ -93,12 +93,8 @@ fn browsing_a_registry_of_two_thousand_repositories() {
 
 #[test]
 fn login_logout_and_an_expired_session_in_the_browser() {
-    let open = Berth::start();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("htpasswd");
-    std::fs::write(&file, htpasswd::entry("alice", "wonderland", 4)).unwrap();
-    let file = file.display().to_string();
-    let b = Berth::start_on_root_with(&open.root, |root, addr| htpasswd_config(root, addr, &file));
+    let (open, replicas, _dir) = htpasswd_registry(1);
+    let b = &replicas[0];
     block_on(async {
         Registry::new(&open.url("")).standard().await;
         let web = Browser::start().await;

@@ -258,6 +258,17 @@ fn odd_paths_are_not_found() {
         }
         let r = web.get("/ui").await;
         assert_eq!(r.status, 308);
+        // A cursor that was not sealed here is no cursor: the first page.
+        let forged = web.get("/ui/?after=bm90LWEtY3Vyc29y").await;
+        assert_eq!(forged.texts("repo-name"), ["apps/api", "apps/web"]);
+        // A form body past 16 KiB is refused before it is read whole.
+        let big = "x".repeat(20 * 1024);
+        let r = web.post("/ui/login", &[("username", big.as_str())]).await;
+        assert_eq!(r.status, 413);
+        // Control characters in the search box come back as text.
+        let odd = web.get("/ui/?q=%0D%0A%3Cb%3E").await;
+        assert_eq!(odd.status, 200);
+        assert!(!odd.body.contains("<b>"));
     });
 }
 
